@@ -1,0 +1,232 @@
+//! Keys name the results of tasks: a name prefix, a content token and an index.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+use xxhash_rust::xxh3::xxh3_128;
+
+/// A 128-bit content token: the hash of a function's identity and its arguments.
+///
+/// Equal calls of a pure function give equal tokens in every process of the
+/// same binary, so equal work gets the same [`Key`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token(pub u128);
+
+impl Token {
+    /// A token no other call in this process gets (for impure calls, `pure(false)`).
+    ///
+    /// Mixes a per-process random base with a counter, so two processes do not
+    /// hand out the same sequence either.
+    pub fn fresh() -> Token {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let base = *BASE.get_or_init(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            now ^ u64::from(std::process::id()).rotate_left(32)
+        });
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut buf = [0u8; 17];
+        buf[..8].copy_from_slice(&base.to_le_bytes());
+        buf[8..16].copy_from_slice(&n.to_le_bytes());
+        buf[16] = 0xf5;
+        Token(xxh3_128(&buf))
+    }
+
+    /// The token of some bytes.
+    pub fn of_bytes(bytes: &[u8]) -> Token {
+        Token(xxh3_128(bytes))
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Builds a [`Token`] from a function identity and a sequence of arguments.
+///
+/// Arguments are fed as their serde serialisation (postcard), so any
+/// `Serialize` value can be part of a token, floats included.
+#[derive(Default)]
+pub struct Tokenizer {
+    buf: Vec<u8>,
+}
+
+impl Tokenizer {
+    /// A tokenizer that starts with the given identity (usually a function name).
+    pub fn new(identity: &[u8]) -> Tokenizer {
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(identity);
+        Tokenizer { buf }
+    }
+
+    /// Adds a serialisable value.
+    ///
+    /// # Errors
+    /// Fails when the value's `Serialize` implementation fails.
+    pub fn add_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), postcard::Error> {
+        self.buf.push(0x01);
+        let buf = std::mem::take(&mut self.buf);
+        self.buf = postcard::to_extend(value, buf)?;
+        Ok(())
+    }
+
+    /// Adds a reference to another key.
+    pub fn add_key(&mut self, key: &Key) {
+        self.buf.push(0x02);
+        self.buf.extend_from_slice(key.prefix.as_bytes());
+        self.buf.extend_from_slice(&key.token.0.to_le_bytes());
+        for i in key.index.iter() {
+            self.buf.extend_from_slice(&i.to_le_bytes());
+        }
+    }
+
+    /// Adds raw bytes.
+    pub fn add_bytes(&mut self, bytes: &[u8]) {
+        self.buf.push(0x03);
+        self.buf.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The token of everything added.
+    pub fn finish(&self) -> Token {
+        Token::of_bytes(&self.buf)
+    }
+}
+
+/// The name of a task's result: `prefix-token`, with an optional index tuple
+/// for collections (`('sum-3f9a…', 2, 0)` is chunk (2, 0) of a sum).
+///
+/// Cloning is cheap: the prefix is shared and the index is usually empty.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Key {
+    prefix: Arc<str>,
+    token: Token,
+    index: Box<[u32]>,
+}
+
+impl Key {
+    /// A key from its parts.
+    pub fn new(prefix: Arc<str>, token: Token, index: impl Into<Box<[u32]>>) -> Key {
+        Key { prefix, token, index: index.into() }
+    }
+
+    /// A key without an index.
+    pub fn scalar(prefix: Arc<str>, token: Token) -> Key {
+        Key { prefix, token, index: Box::new([]) }
+    }
+
+    /// The name prefix: usually the function's short name (`inc`, `sum`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The shared prefix.
+    pub fn prefix_arc(&self) -> &Arc<str> {
+        &self.prefix
+    }
+
+    /// The content token.
+    pub fn token(&self) -> Token {
+        self.token
+    }
+
+    /// The index tuple (empty for scalar keys).
+    pub fn index(&self) -> &[u32] {
+        &self.index
+    }
+
+    /// The same name with another index (the chunk `index` of this layer).
+    pub fn with_index(&self, index: impl Into<Box<[u32]>>) -> Key {
+        Key { prefix: self.prefix.clone(), token: self.token, index: index.into() }
+    }
+
+    /// `prefix-token`, the name shared by all chunks of one layer.
+    pub fn name(&self) -> String {
+        format!("{}-{}", self.prefix, self.token)
+    }
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // The token already mixes the prefix's identity; hashing the string again
+        // would only cost time on every map lookup.
+        state.write_u128(self.token.0);
+        self.index.hash(state);
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.index.is_empty() {
+            write!(f, "{}-{}", self.prefix, self.token)
+        } else {
+            write!(f, "('{}-{}'", self.prefix, self.token)?;
+            for i in self.index.iter() {
+                write!(f, ", {i}")?;
+            }
+            f.write_str(")")
+        }
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The short name of a function for key prefixes: `my_crate::module::double`
+/// becomes `double`; closures become `lambda`, as in Dask.
+pub fn short_fn_name(type_name: &str) -> &str {
+    if type_name.contains("{{closure}}") {
+        return "lambda";
+    }
+    let base = type_name.split('<').next().unwrap_or(type_name);
+    base.rsplit("::").next().unwrap_or(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_matches_dask_style() {
+        let k = Key::scalar("double".into(), Token(0x5ce1));
+        assert_eq!(k.to_string(), "double-00000000000000000000000000005ce1");
+        let c = k.with_index(vec![2, 0]);
+        assert_eq!(c.to_string(), "('double-00000000000000000000000000005ce1', 2, 0)");
+    }
+
+    #[test]
+    fn tokens_are_content_based() {
+        let tok = |v: f64| {
+            let mut t = Tokenizer::new(b"f");
+            t.add_value(&v).expect("f64 serialises");
+            t.finish()
+        };
+        assert_eq!(tok(1.5), tok(1.5));
+        assert_ne!(tok(1.5), tok(2.5));
+        assert_ne!(Token::fresh(), Token::fresh());
+    }
+
+    #[test]
+    fn short_names() {
+        assert_eq!(short_fn_name("tutorial::double"), "double");
+        assert_eq!(short_fn_name("tutorial::main::{{closure}}"), "lambda");
+        assert_eq!(short_fn_name("core::ops::add<i32>"), "add");
+    }
+}
