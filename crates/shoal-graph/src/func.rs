@@ -105,15 +105,32 @@ impl<T: Send + Sync + 'static, const N: usize> TaskOutput for [T; N] {
 pub trait IntoArg<T> {
     /// Turns into a task argument, adding itself to the call's token if one is
     /// being built.
-    fn into_arg(self, token: &mut Option<Tokenizer>) -> Arg;
+    fn into_arg(self, cx: &mut ArgContext) -> Arg;
+}
+
+/// What building one call's arguments collects besides the arguments.
+#[derive(Default)]
+pub struct ArgContext {
+    /// The call's token so far; `None` when the call is not content-addressed.
+    pub token: Option<Tokenizer>,
+    /// Objects that must live as long as the call refers to them: the lazy
+    /// tasks or futures whose results are arguments.
+    pub keep_alive: Vec<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+impl ArgContext {
+    /// A context that builds a token when `token` is `Some`.
+    pub fn new(token: Option<Tokenizer>) -> ArgContext {
+        ArgContext { token, keep_alive: Vec::new() }
+    }
 }
 
 impl<T: Serialize + Send + Sync + 'static> IntoArg<T> for T {
-    fn into_arg(self, token: &mut Option<Tokenizer>) -> Arg {
-        if let Some(t) = token {
+    fn into_arg(self, cx: &mut ArgContext) -> Arg {
+        if let Some(t) = &mut cx.token {
             if t.add_value(&self).is_err() {
                 // A value that refuses to serialise cannot be content-addressed.
-                *token = None;
+                cx.token = None;
             }
         }
         Arg::Value(Arc::new(self))
@@ -123,7 +140,7 @@ impl<T: Serialize + Send + Sync + 'static> IntoArg<T> for T {
 /// A tuple of things that fill a function's parameter tuple `Params`.
 pub trait IntoArgs<Params> {
     /// Turns into task arguments, in order.
-    fn into_args(self, token: &mut Option<Tokenizer>) -> Vec<Arg>;
+    fn into_args(self, cx: &mut ArgContext) -> Vec<Arg>;
 }
 
 /// A function usable as a task with parameter tuple `Params`.
@@ -165,8 +182,8 @@ macro_rules! tuple_impls {
     ($n:expr; $($A:ident $IA:ident $a:ident $i:tt),*) => {
         impl<$($A, $IA: IntoArg<$A>),*> IntoArgs<($($A,)*)> for ($($IA,)*) {
             #[allow(unused_variables)]
-            fn into_args(self, token: &mut Option<Tokenizer>) -> Vec<Arg> {
-                vec![$(self.$i.into_arg(token)),*]
+            fn into_args(self, cx: &mut ArgContext) -> Vec<Arg> {
+                vec![$(self.$i.into_arg(cx)),*]
             }
         }
 
@@ -194,7 +211,7 @@ macro_rules! tuple_impls {
                     let out = (self)($($a),*).into_task_result()?;
                     Ok(Arc::new(out) as Value)
                 };
-                Func::new(type_name::<Func_>(), fn_identity::<Func_>(), Arc::new(call))
+                Func::new(type_name::<Func_>(), fn_identity::<Func_>(), Box::new(call))
             }
         }
     };
@@ -236,7 +253,7 @@ mod tests {
         let f = TaskFn::<(i64, i64)>::into_func(add);
         assert!(f.name().ends_with("::add"));
         assert_eq!(&**f.short_name(), "add");
-        let args = IntoArgs::<(i64, i64)>::into_args((2i64, 40i64), &mut None);
+        let args = IntoArgs::<(i64, i64)>::into_args((2i64, 40i64), &mut ArgContext::default());
         let values = args
             .into_iter()
             .map(|a| match a {

@@ -34,7 +34,7 @@ mod key;
 mod task;
 
 pub use dot::{VisualizeError, write_dot};
-pub use func::{IntoArg, IntoArgs, TaskFn, TaskOutput, call_tokenizer, fn_identity, take_arg};
+pub use func::{ArgContext, IntoArg, IntoArgs, TaskFn, TaskOutput, call_tokenizer, fn_identity, take_arg};
 pub use graph::{Dep, Graph, GraphError};
 pub use key::{Key, Token, Tokenizer, short_fn_name};
 pub use task::{Arg, CallFn, Func, Task, TaskError, Value};

@@ -1,0 +1,348 @@
+//! The Client: one API over shoal's executors.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use shoal_graph::{ArgContext, IntoArg, IntoArgs, Key, Task, TaskFn, Token, call_tokenizer};
+use shoal_local::{Notify, Runtime, Submission};
+
+use crate::error::Error;
+use crate::future::{Future, outcome_value};
+use crate::options::TaskOptions;
+
+/// Which executor a [`Client`] runs tasks on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Executor {
+    /// One thread, deterministic: tasks run on the thread that waits for a
+    /// result. For debugging and tests.
+    Sync,
+    /// A work-stealing pool of this many threads in this process.
+    Threads(usize),
+}
+
+pub(crate) struct ClientInner {
+    pub(crate) runtime: Runtime,
+    executor: Executor,
+}
+
+/// The entry point: submits work and gets results.
+///
+/// Cloning is cheap and shares the executor, which stops when the last clone
+/// is dropped.
+///
+/// ```
+/// use shoal_client::Client;
+/// fn double(x: i64) -> i64 { x * 2 }
+/// let client = Client::threads().unwrap();
+/// let future = client.submit(double, (10,));
+/// assert_eq!(future.result().unwrap(), 20);
+/// let futures = client.map(double, 0..4i64);
+/// assert_eq!(client.gather(&futures).unwrap(), vec![0, 2, 4, 6]);
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<ClientInner>,
+}
+
+static CURRENT: Mutex<Option<Weak<ClientInner>>> = Mutex::new(None);
+static FALLBACK: std::sync::OnceLock<Client> = std::sync::OnceLock::new();
+
+/// Builds a [`Client`].
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    executor: Executor,
+}
+
+impl ClientBuilder {
+    /// The executor to run on.
+    pub fn executor(mut self, executor: Executor) -> ClientBuilder {
+        self.executor = executor;
+        self
+    }
+
+    /// Threads in the pool (the `Threads` executor).
+    pub fn threads(mut self, n: usize) -> ClientBuilder {
+        self.executor = Executor::Threads(n);
+        self
+    }
+
+    /// Starts the executor. The new client becomes the current one, used by
+    /// `Delayed::compute`.
+    ///
+    /// # Errors
+    /// [`Error::Start`] when threads cannot be started.
+    pub fn build(self) -> Result<Client, Error> {
+        let runtime = match self.executor {
+            Executor::Sync => Runtime::sync(),
+            Executor::Threads(n) => Runtime::threads(n).map_err(|e| Error::Start(e.to_string()))?,
+        };
+        let inner = Arc::new(ClientInner { runtime, executor: self.executor });
+        *CURRENT.lock() = Some(Arc::downgrade(&inner));
+        Ok(Client { inner })
+    }
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+impl Client {
+    /// A builder; the default executor is a thread pool with one thread per core.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder { executor: Executor::Threads(default_threads()) }
+    }
+
+    /// A client on a thread pool with one thread per core.
+    ///
+    /// # Errors
+    /// [`Error::Start`] when threads cannot be started.
+    pub fn threads() -> Result<Client, Error> {
+        Client::builder().build()
+    }
+
+    /// A client on the deterministic single-threaded executor.
+    pub fn sync() -> Client {
+        let inner = Arc::new(ClientInner { runtime: Runtime::sync(), executor: Executor::Sync });
+        *CURRENT.lock() = Some(Arc::downgrade(&inner));
+        Client { inner }
+    }
+
+    /// The most recently built client that is still alive, else a shared
+    /// thread-pool client started on first use (as Dask's default scheduler).
+    ///
+    /// # Panics
+    /// If no client is alive and the fallback pool's threads cannot be started.
+    pub fn current() -> Client {
+        if let Some(inner) = CURRENT.lock().as_ref().and_then(Weak::upgrade) {
+            return Client { inner };
+        }
+        FALLBACK
+            .get_or_init(|| {
+                let runtime = Runtime::threads(default_threads())
+                    .unwrap_or_else(|e| panic!("cannot start shoal's default thread pool: {e}"));
+                Client { inner: Arc::new(ClientInner { runtime, executor: Executor::Threads(default_threads()) }) }
+            })
+            .clone()
+    }
+
+    /// The executor this client runs on.
+    pub fn executor(&self) -> Executor {
+        self.inner.executor
+    }
+
+    /// Runs `f` on `args` as a task and returns its future at once.
+    ///
+    /// `args` is a tuple: `(10,)` for one argument. Each argument is a value or
+    /// a future (or `&Future`) of the right type; futures make this task depend
+    /// on theirs. The call is pure by default: the same function with equal
+    /// arguments gets the same key, and runs once while its result is held.
+    ///
+    /// # Performance
+    /// About half a microsecond per call; use [`Client::map`] for many calls.
+    pub fn submit<P, F, A>(&self, f: F, args: A) -> Future<F::Output>
+    where
+        F: TaskFn<P>,
+        A: IntoArgs<P>,
+    {
+        self.submit_with(&TaskOptions::default(), f, args)
+    }
+
+    /// [`Client::submit`] with options (retries, purity, name).
+    pub fn submit_with<P, F, A>(&self, opts: &TaskOptions, f: F, args: A) -> Future<F::Output>
+    where
+        F: TaskFn<P>,
+        A: IntoArgs<P>,
+    {
+        let func = f.into_func();
+        let mut cx = ArgContext::new(call_tokenizer(&func, opts.pure.unwrap_or(true)));
+        let args = args.into_args(&mut cx);
+        let key = make_key(&func, opts, &cx);
+        let task = Task { key, func, args };
+        let mut handles = self.inner.runtime.submit([Submission { task, retries: opts.retries, hold: true, notify: None }]);
+        Future::from_handle(handles.remove(0))
+    }
+
+    /// Runs `f` on each input, one task per input; returns the futures in
+    /// input order.
+    ///
+    /// # Performance
+    /// All tasks go to the executor as one batch; on two cores a million
+    /// no-op tasks are submitted, run and gathered in under a second.
+    pub fn map<A, F, I>(&self, f: F, inputs: I) -> Vec<Future<F::Output>>
+    where
+        F: TaskFn<(A,)>,
+        I: IntoIterator,
+        I::Item: IntoArg<A>,
+    {
+        self.map_with(&TaskOptions::default(), f, inputs)
+    }
+
+    /// [`Client::map`] with options.
+    pub fn map_with<A, F, I>(&self, opts: &TaskOptions, f: F, inputs: I) -> Vec<Future<F::Output>>
+    where
+        F: TaskFn<(A,)>,
+        I: IntoIterator,
+        I::Item: IntoArg<A>,
+    {
+        let func = f.into_func();
+        let pure = opts.pure.unwrap_or(true);
+        let prefix = prefix_for(&func, opts);
+        let retries = opts.retries;
+        let tasks = inputs.into_iter().map(|input| {
+            let mut cx = ArgContext::new(call_tokenizer(&func, pure));
+            let arg = input.into_arg(&mut cx);
+            let token = cx.token.as_ref().map_or_else(Token::fresh, |t| t.finish());
+            Submission {
+                task: Task { key: Key::scalar(prefix.clone(), token), func: func.clone(), args: vec![arg] },
+                retries,
+                hold: true,
+                notify: None,
+            }
+        });
+        self.inner.runtime.submit(tasks).into_iter().map(Future::from_handle).collect()
+    }
+
+    /// Waits for all futures and returns their results in order.
+    ///
+    /// # Errors
+    /// The first failure among them, in order.
+    pub fn gather<T: Clone + Send + Sync + 'static>(&self, futures: &[Future<T>]) -> Result<Vec<T>, Error> {
+        gather(futures)
+    }
+
+    /// The future of a key this client holds, if any.
+    ///
+    /// The caller states the result type; it must be the type the key's
+    /// function returns, or [`Future::result`] panics.
+    pub fn future_of<T>(&self, key: &Key) -> Option<Future<T>> {
+        self.inner.runtime.handle(key).map(Future::from_handle)
+    }
+
+    /// How many keys the executor holds now (pending tasks and kept results).
+    pub fn known_keys(&self) -> usize {
+        self.inner.runtime.stats().known_keys
+    }
+}
+
+fn prefix_for(func: &shoal_graph::Func, opts: &TaskOptions) -> Arc<str> {
+    match &opts.name {
+        Some(n) => n.as_str().into(),
+        None => func.short_name().clone(),
+    }
+}
+
+pub(crate) fn make_key(func: &shoal_graph::Func, opts: &TaskOptions, cx: &ArgContext) -> Key {
+    let token = cx.token.as_ref().map_or_else(Token::fresh, |t| t.finish());
+    Key::scalar(prefix_for(func, opts), token)
+}
+
+/// Waits for all futures and returns their results in order.
+///
+/// # Errors
+/// The first failure among them, in order.
+pub fn gather<T: Clone + Send + Sync + 'static>(futures: &[Future<T>]) -> Result<Vec<T>, Error> {
+    futures.iter().map(|f| outcome_value(f.handle().wait())).collect()
+}
+
+/// Waits until every future is done (finished, failed or cancelled).
+pub fn wait<T>(futures: &[Future<T>]) {
+    for f in futures {
+        f.wait();
+    }
+}
+
+/// Waits until every future is done or `timeout` has passed.
+///
+/// # Errors
+/// [`Error::Timeout`] naming the first future not done in time.
+pub fn wait_timeout<T>(futures: &[Future<T>], timeout: Duration) -> Result<(), Error> {
+    let deadline = std::time::Instant::now() + timeout;
+    for f in futures {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if f.handle().wait_timeout(left).is_none() {
+            return Err(Error::Timeout { key: f.key().to_string(), after: timeout });
+        }
+    }
+    Ok(())
+}
+
+/// Yields futures in the order they finish.
+///
+/// ```
+/// use shoal_client::{Client, as_completed};
+/// fn square(x: u64) -> u64 { x * x }
+/// let client = Client::threads().unwrap();
+/// let futures = client.map(square, 0..10u64);
+/// let mut total = 0;
+/// for done in as_completed(futures) {
+///     total += done.result().unwrap();
+/// }
+/// assert_eq!(total, 285);
+/// ```
+pub struct AsCompleted<T> {
+    futures: Vec<Option<Future<T>>>,
+    done: Arc<CompletionQueue>,
+    remaining: usize,
+    sync: bool,
+}
+
+struct CompletionQueue {
+    order: Mutex<std::collections::VecDeque<usize>>,
+    ready: parking_lot::Condvar,
+}
+
+impl Notify for CompletionQueue {
+    fn done(&self, index: usize) {
+        self.order.lock().push_back(index);
+        self.ready.notify_one();
+    }
+}
+
+/// The futures in the order they finish; see [`AsCompleted`].
+pub fn as_completed<T>(futures: impl IntoIterator<Item = Future<T>>) -> AsCompleted<T> {
+    let futures: Vec<Option<Future<T>>> = futures.into_iter().map(Some).collect();
+    let done = Arc::new(CompletionQueue { order: Mutex::new(Default::default()), ready: Default::default() });
+    for (i, f) in futures.iter().enumerate() {
+        if let Some(f) = f {
+            f.handle().subscribe(done.clone(), i);
+        }
+    }
+    let sync = futures.iter().flatten().any(|f| f.handle().is_sync());
+    AsCompleted { remaining: futures.len(), futures, done, sync }
+}
+
+impl<T> Iterator for AsCompleted<T> {
+    type Item = Future<T>;
+
+    fn next(&mut self) -> Option<Future<T>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let mut order = self.done.order.lock();
+        loop {
+            if let Some(i) = order.pop_front() {
+                self.remaining -= 1;
+                return self.futures[i].take();
+            }
+            if self.sync {
+                // The sync executor runs tasks on the waiting thread: run the
+                // first future still pending.
+                drop(order);
+                if let Some(f) = self.futures.iter().flatten().find(|f| !f.done()) {
+                    f.wait();
+                }
+                order = self.done.order.lock();
+                continue;
+            }
+            self.done.ready.wait(&mut order);
+        }
+    }
+}
+
+impl<T> AsCompleted<T> {
+    /// How many futures have not been yielded yet.
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+}

@@ -1,0 +1,314 @@
+//! Lazy task graphs: build with [`delayed`], run with [`Delayed::compute`].
+
+use std::any::Any;
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use shoal_graph::{Arg, ArgContext, Graph, IntoArg, IntoArgs, Key, Task, TaskFn, VisualizeError, call_tokenizer};
+use shoal_local::{Handle, Submission};
+
+use crate::client::{Client, make_key};
+use crate::error::Error;
+use crate::future::{Future, outcome_value};
+use crate::options::TaskOptions;
+use crate::progress;
+
+/// A lazy call: nothing runs until [`Delayed::compute`] (or
+/// [`compute`](crate::compute) of several).
+///
+/// Delayed values are arguments of further `delayed` calls; together they form
+/// a graph. Computing runs each task of the graph once, in parallel where the
+/// graph allows, and frees each intermediate result as soon as its last
+/// dependent has run.
+///
+/// ```
+/// use shoal_client::{delayed, Client};
+/// fn inc(x: i64) -> i64 { x + 1 }
+/// fn add(a: i64, b: i64) -> i64 { a + b }
+/// let client = Client::threads().unwrap();
+/// let x = delayed(inc, (1,));
+/// let y = delayed(inc, (2,));
+/// let total = delayed(add, (&x, &y));
+/// assert_eq!(total.compute_with(&client).unwrap(), 5);
+/// ```
+pub struct Delayed<T> {
+    node: Arc<DelayedNode>,
+    _result: PhantomData<fn() -> T>,
+}
+
+pub(crate) struct DelayedNode {
+    task: Task,
+    retries: u32,
+    /// The delayed values and futures the task's arguments refer to.
+    deps: Vec<Arc<dyn Any + Send + Sync>>,
+}
+
+impl Drop for DelayedNode {
+    /// Drops a long chain of delayed values iteratively: the default recursive
+    /// drop would overflow the stack on a chain of a hundred thousand.
+    fn drop(&mut self) {
+        let mut stack = std::mem::take(&mut self.deps);
+        while let Some(dep) = stack.pop() {
+            if let Ok(node) = dep.downcast::<DelayedNode>() {
+                if let Some(mut node) = Arc::into_inner(node) {
+                    stack.append(&mut node.deps);
+                }
+            }
+        }
+    }
+}
+
+/// A lazy call of `f` on `args` (a tuple; values, delayed values or futures).
+///
+/// Like Dask's `delayed`, every call gets a fresh key unless made pure with
+/// [`delayed_with`] and [`TaskOptions::pure`].
+pub fn delayed<P, F, A>(f: F, args: A) -> Delayed<F::Output>
+where
+    F: TaskFn<P>,
+    A: IntoArgs<P>,
+{
+    delayed_with(&TaskOptions::default(), f, args)
+}
+
+/// [`delayed`] with options: purity (content-based keys), retries, name.
+pub fn delayed_with<P, F, A>(opts: &TaskOptions, f: F, args: A) -> Delayed<F::Output>
+where
+    F: TaskFn<P>,
+    A: IntoArgs<P>,
+{
+    let func = f.into_func();
+    let mut cx = ArgContext::new(call_tokenizer(&func, opts.pure.unwrap_or(false)));
+    let args = args.into_args(&mut cx);
+    let key = make_key(&func, opts, &cx);
+    Delayed {
+        node: Arc::new(DelayedNode { task: Task { key, func, args }, retries: opts.retries, deps: cx.keep_alive }),
+        _result: PhantomData,
+    }
+}
+
+impl<T> Clone for Delayed<T> {
+    fn clone(&self) -> Delayed<T> {
+        Delayed { node: self.node.clone(), _result: PhantomData }
+    }
+}
+
+impl<T> fmt::Display for Delayed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Delayed('{}')", self.key())
+    }
+}
+
+impl<T> fmt::Debug for Delayed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl<T> Delayed<T> {
+    /// The key of this call's result.
+    pub fn key(&self) -> &Key {
+        &self.node.task.key
+    }
+
+    /// The graph of tasks this value needs (itself included).
+    pub fn graph(&self) -> Graph {
+        collect(&[&self.node])
+    }
+
+    /// The graph in Graphviz DOT.
+    pub fn to_dot(&self) -> String {
+        self.graph().to_dot()
+    }
+
+    /// Writes a picture of the graph: DOT for `.dot`, else rendered with
+    /// Graphviz (`.svg`, `.png`, `.pdf`).
+    ///
+    /// # Errors
+    /// When the file cannot be written or `dot` is missing or fails.
+    pub fn visualize(&self, path: impl AsRef<Path>) -> Result<(), VisualizeError> {
+        shoal_graph::write_dot(&self.to_dot(), path.as_ref())
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Delayed<T> {
+    /// Runs the graph on the current client ([`Client::current`]) and returns
+    /// the result.
+    ///
+    /// # Errors
+    /// The failure of this task or of one it needs.
+    pub fn compute(&self) -> Result<T, Error> {
+        self.compute_with(&Client::current())
+    }
+
+    /// Runs the graph on `client` and returns the result.
+    ///
+    /// # Errors
+    /// The failure of this task or of one it needs.
+    pub fn compute_with(&self, client: &Client) -> Result<T, Error> {
+        let handles = run(client, &[&self.node])?;
+        handles.into_iter().next().map_or_else(
+            || unreachable!("one output handle per requested key"),
+            |h| outcome_value(h.wait()),
+        )
+    }
+
+    /// Starts the graph on `client` and returns the future of the result,
+    /// keeping it there (Dask's `persist`, `client.compute`).
+    ///
+    /// # Errors
+    /// When the graph is invalid (a cycle).
+    pub fn persist(&self, client: &Client) -> Result<Future<T>, Error> {
+        let handles = run(client, &[&self.node])?;
+        handles.into_iter().next().map(Future::from_handle).ok_or_else(|| unreachable!("one output handle"))
+    }
+}
+
+impl<T: 'static> IntoArg<T> for &Delayed<T> {
+    fn into_arg(self, cx: &mut ArgContext) -> Arg {
+        if let Some(t) = &mut cx.token {
+            t.add_key(self.key());
+        }
+        cx.keep_alive.push(self.node.clone());
+        Arg::Key(self.key().clone())
+    }
+}
+
+impl<T: 'static> IntoArg<T> for Delayed<T> {
+    fn into_arg(self, cx: &mut ArgContext) -> Arg {
+        (&self).into_arg(cx)
+    }
+}
+
+/// The graph that `roots` need, gathered depth first without recursion.
+fn collect(roots: &[&Arc<DelayedNode>]) -> Graph {
+    let mut graph = Graph::new();
+    let mut seen: FxHashSet<*const DelayedNode> = FxHashSet::default();
+    let mut stack: Vec<&DelayedNode> = roots.iter().map(|r| &***r).collect();
+    while let Some(node) = stack.pop() {
+        if !seen.insert(node as *const DelayedNode) {
+            continue;
+        }
+        graph.insert(node.task.clone());
+        for dep in &node.deps {
+            if let Some(d) = (**dep).downcast_ref::<DelayedNode>() {
+                stack.push(d);
+            }
+        }
+    }
+    graph
+}
+
+/// Submits the graph of `roots` in memory-friendly order; returns one handle
+/// per root, in order.
+fn run(client: &Client, roots: &[&Arc<DelayedNode>]) -> Result<Vec<Handle>, Error> {
+    let graph = collect(roots);
+    let order = graph.order()?;
+    let retries: FxHashMap<&Key, u32> = {
+        let mut m = FxHashMap::default();
+        let mut stack: Vec<&DelayedNode> = roots.iter().map(|r| &***r).collect();
+        let mut seen: FxHashSet<*const DelayedNode> = FxHashSet::default();
+        while let Some(node) = stack.pop() {
+            if !seen.insert(node as *const DelayedNode) {
+                continue;
+            }
+            if node.retries > 0 {
+                m.insert(&node.task.key, node.retries);
+            }
+            stack.extend(node.deps.iter().filter_map(|d| (**d).downcast_ref::<DelayedNode>()));
+        }
+        m
+    };
+    let outputs: FxHashSet<&Key> = roots.iter().map(|r| &r.task.key).collect();
+    let tracker = progress::start(graph.len());
+    let mut slots: Vec<Option<&Task>> = graph.tasks().iter().map(Some).collect();
+    let submissions = order.into_iter().enumerate().filter_map(|(n, i)| {
+        let task = slots[i].take()?;
+        Some(Submission {
+            retries: retries.get(&task.key).copied().unwrap_or(0),
+            hold: outputs.contains(&task.key),
+            notify: tracker.as_ref().map(|t| (t.clone() as Arc<dyn shoal_local::Notify>, n)),
+            task: task.clone(),
+        })
+    });
+    let handles = client.inner.runtime.submit(submissions);
+    let by_key: FxHashMap<Key, Handle> = handles.into_iter().map(|h| (h.key().clone(), h)).collect();
+    let out = roots
+        .iter()
+        .map(|r| by_key.get(&r.task.key).cloned().unwrap_or_else(|| unreachable!("every root was submitted with hold")))
+        .collect();
+    Ok(out)
+}
+
+/// Several delayed values computed in one pass, sharing common tasks.
+pub trait Computable {
+    /// What computing gives.
+    type Output;
+    /// Runs on `client`.
+    ///
+    /// # Errors
+    /// The first failure among the values.
+    fn compute_on(&self, client: &Client) -> Result<Self::Output, Error>;
+}
+
+impl<T: Clone + Send + Sync + 'static> Computable for [Delayed<T>] {
+    type Output = Vec<T>;
+    fn compute_on(&self, client: &Client) -> Result<Vec<T>, Error> {
+        let roots: Vec<&Arc<DelayedNode>> = self.iter().map(|d| &d.node).collect();
+        run(client, &roots)?.into_iter().map(|h| outcome_value(h.wait())).collect()
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Computable for Vec<Delayed<T>> {
+    type Output = Vec<T>;
+    fn compute_on(&self, client: &Client) -> Result<Vec<T>, Error> {
+        self.as_slice().compute_on(client)
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static, const N: usize> Computable for [Delayed<T>; N] {
+    type Output = Vec<T>;
+    fn compute_on(&self, client: &Client) -> Result<Vec<T>, Error> {
+        self.as_slice().compute_on(client)
+    }
+}
+
+macro_rules! tuple_computable {
+    ($($T:ident $i:tt),*) => {
+        impl<$($T: Clone + Send + Sync + 'static),*> Computable for ($(&Delayed<$T>,)*) {
+            type Output = ($($T,)*);
+            fn compute_on(&self, client: &Client) -> Result<Self::Output, Error> {
+                let roots = [$(&self.$i.node),*];
+                let handles = run(client, &roots)?;
+                Ok(($(outcome_value::<$T>(handles[$i].wait())?,)*))
+            }
+        }
+    };
+}
+
+tuple_computable!(A 0, B 1);
+tuple_computable!(A 0, B 1, C 2);
+tuple_computable!(A 0, B 1, C 2, D 3);
+
+/// Computes several delayed values in one pass on the current client:
+/// tasks they share run once.
+///
+/// ```
+/// use shoal_client::{delayed, compute, Client};
+/// fn inc(x: i64) -> i64 { x + 1 }
+/// fn double(x: i64) -> i64 { 2 * x }
+/// let _client = Client::threads().unwrap();
+/// let shared = delayed(inc, (1,));
+/// let a = delayed(double, (&shared,));
+/// let b = delayed(inc, (&shared,));
+/// assert_eq!(compute(&(&a, &b)).unwrap(), (4, 3));
+/// assert_eq!(compute(&vec![a, b.clone()]).unwrap(), vec![4, 3]);
+/// ```
+///
+/// # Errors
+/// The first failure among the values.
+pub fn compute<C: Computable + ?Sized>(values: &C) -> Result<C::Output, Error> {
+    values.compute_on(&Client::current())
+}

@@ -1,0 +1,102 @@
+//! The errors a user of the client sees.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_local::{Failure, FailureKind};
+
+/// Why a result could not be had.
+///
+/// Every variant names the key it is about. [`Error::is_retryable`] says
+/// whether running the same work again may help.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The task's function returned an error or panicked (after its retries).
+    #[error("task {key} failed: {message}")]
+    TaskFailed {
+        /// The task.
+        key: String,
+        /// The error's message, or the panic's.
+        message: String,
+    },
+    /// A task this one needs has no result, so this one never ran.
+    #[error("task {key} did not run: its dependency {dependency} has no result, because task {failed} failed: {message}")]
+    DependencyFailed {
+        /// The task that did not run.
+        key: String,
+        /// Its direct dependency that has no result.
+        dependency: String,
+        /// The task where the failure started.
+        failed: String,
+        /// What went wrong there.
+        message: String,
+    },
+    /// The task (or one it needs) was cancelled.
+    #[error("task {key} was cancelled")]
+    Cancelled {
+        /// The cancelled task.
+        key: String,
+    },
+    /// The task refers to a key the executor does not hold.
+    #[error("task {key} refers to {dependency}, which this client does not hold (was its future dropped?)")]
+    UnknownDependency {
+        /// The task.
+        key: String,
+        /// The key it refers to.
+        dependency: String,
+    },
+    /// The executor stopped before the task ran.
+    #[error("task {key} did not run: its client shut down")]
+    Shutdown {
+        /// The task.
+        key: String,
+    },
+    /// Waiting took longer than allowed; the task goes on.
+    #[error("task {key} was not done after {after:?}")]
+    Timeout {
+        /// The task waited for.
+        key: String,
+        /// How long was waited.
+        after: Duration,
+    },
+    /// A graph could not be run as built.
+    #[error("invalid graph: {0}")]
+    Graph(#[from] shoal_graph::GraphError),
+    /// The executor could not be started.
+    #[error("cannot start the executor: {0}")]
+    Start(String),
+}
+
+impl Error {
+    /// Whether submitting the same work again may succeed: true for timeouts
+    /// and shutdowns, false for failures of the work itself.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Timeout { .. } | Error::Shutdown { .. })
+    }
+
+    pub(crate) fn from_failure(failure: &Arc<Failure>) -> Error {
+        let key = failure.key.to_string();
+        match &failure.kind {
+            FailureKind::Task(e) => Error::TaskFailed { key, message: e.to_string() },
+            FailureKind::Dependency(cause) => {
+                let root = cause.root();
+                if matches!(root.kind, FailureKind::Cancelled) {
+                    return Error::Cancelled { key };
+                }
+                let message = match &root.kind {
+                    FailureKind::Task(e) => e.to_string(),
+                    _ => root.to_string(),
+                };
+                Error::DependencyFailed {
+                    key,
+                    dependency: cause.key.to_string(),
+                    failed: root.key.to_string(),
+                    message,
+                }
+            }
+            FailureKind::Cancelled => Error::Cancelled { key },
+            FailureKind::UnknownDependency(dep) => Error::UnknownDependency { key, dependency: dep.to_string() },
+            FailureKind::Shutdown => Error::Shutdown { key },
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Futures: handles to submitted tasks and their results.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_graph::{Arg, ArgContext, IntoArg, Key};
+use shoal_local::{Handle, Outcome, Phase};
+
+use crate::error::Error;
+
+/// Where a future's task is, as Dask reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Waiting for inputs, queued, or running.
+    Pending,
+    /// Done; the result is available.
+    Finished,
+    /// Failed, or a task it needs failed.
+    Error,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Pending => "pending",
+            Status::Finished => "finished",
+            Status::Error => "error",
+            Status::Cancelled => "cancelled",
+        })
+    }
+}
+
+/// A task that was submitted, and eventually its result of type `T`.
+///
+/// Futures can be passed as arguments to later submits: the task then depends
+/// on this one, without waiting here. The result is kept while any clone of the
+/// future exists (or a task still needs it) and freed after.
+pub struct Future<T> {
+    pub(crate) handle: Handle,
+    _result: PhantomData<fn() -> T>,
+}
+
+impl<T> Future<T> {
+    pub(crate) fn from_handle(handle: Handle) -> Future<T> {
+        Future { handle, _result: PhantomData }
+    }
+
+    /// The task's key.
+    pub fn key(&self) -> &Key {
+        self.handle.key()
+    }
+
+    /// The task's status now.
+    pub fn status(&self) -> Status {
+        match self.handle.phase() {
+            Phase::Pending | Phase::Running => Status::Pending,
+            Phase::Memory => Status::Finished,
+            Phase::Erred => Status::Error,
+            Phase::Cancelled => Status::Cancelled,
+        }
+    }
+
+    /// Whether the task is done (finished, failed or cancelled).
+    pub fn done(&self) -> bool {
+        self.status() != Status::Pending
+    }
+
+    /// Cancels the task if it is not done; tasks that need it are cancelled too.
+    pub fn cancel(&self) {
+        self.handle.cancel();
+    }
+
+    /// Waits until the task is done, whatever its outcome.
+    pub fn wait(&self) {
+        let _ = self.handle.wait();
+    }
+
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Future<T> {
+    /// Waits for the result and returns a copy of it.
+    ///
+    /// # Errors
+    /// The task's failure, a failure of a task it needs, or its cancellation.
+    pub fn result(&self) -> Result<T, Error> {
+        outcome_value(self.handle.wait())
+    }
+
+    /// Waits at most `timeout` for the result.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when it is not done by then, else as [`Future::result`].
+    pub fn result_timeout(&self, timeout: Duration) -> Result<T, Error> {
+        match self.handle.wait_timeout(timeout) {
+            Some(o) => outcome_value(o),
+            None => Err(Error::Timeout { key: self.key().to_string(), after: timeout }),
+        }
+    }
+
+    /// Waits for the result and returns it shared, without copying.
+    ///
+    /// # Errors
+    /// As [`Future::result`].
+    pub fn result_shared(&self) -> Result<Arc<T>, Error> {
+        let value = self.handle.wait().map_err(|f| Error::from_failure(&f))?;
+        match value.downcast::<T>() {
+            Ok(arc) => Ok(arc),
+            Err(_) => unreachable!("a Future<T> is only made for a task whose function returns T"),
+        }
+    }
+}
+
+pub(crate) fn outcome_value<T: Clone + Send + Sync + 'static>(outcome: Outcome) -> Result<T, Error> {
+    let value = outcome.map_err(|f| Error::from_failure(&f))?;
+    match value.downcast::<T>() {
+        Ok(arc) => Ok(Arc::try_unwrap(arc).unwrap_or_else(|shared| (*shared).clone())),
+        Err(_) => unreachable!("a Future<T> is only made for a task whose function returns T"),
+    }
+}
+
+impl<T> Clone for Future<T> {
+    fn clone(&self) -> Future<T> {
+        Future { handle: self.handle.clone(), _result: PhantomData }
+    }
+}
+
+impl<T> fmt::Display for Future<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "<Future: {} status: {}, type: {}, key: {}>",
+            self.key().prefix(),
+            self.status(),
+            std::any::type_name::<T>(),
+            self.key()
+        )
+    }
+}
+
+impl<T> fmt::Debug for Future<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl<T: 'static> IntoArg<T> for &Future<T> {
+    fn into_arg(self, cx: &mut ArgContext) -> Arg {
+        if let Some(t) = &mut cx.token {
+            t.add_key(self.key());
+        }
+        cx.keep_alive.push(Arc::new(self.clone()));
+        Arg::Key(self.key().clone())
+    }
+}
+
+impl<T: 'static> IntoArg<T> for Future<T> {
+    fn into_arg(self, cx: &mut ArgContext) -> Arg {
+        if let Some(t) = &mut cx.token {
+            t.add_key(self.key());
+        }
+        let key = self.key().clone();
+        cx.keep_alive.push(Arc::new(self));
+        Arg::Key(key)
+    }
+}

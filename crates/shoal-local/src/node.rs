@@ -1,0 +1,202 @@
+//! One task inside the runtime, and the rules by which its state changes.
+//!
+//! ```text
+//!            deps done            claimed            Ok
+//!  Pending ────────────▶ (queued) ───────▶ Running ─────▶ Memory
+//!     │                                      │  Err, retries left: back to queued
+//!     │ cancel / a dependency failed         │  Err, none left
+//!     ▼                                      ▼
+//!  Cancelled / Erred ◀───────────────────── Erred
+//! ```
+//! A terminal node is *released* (its value dropped, its key forgotten) as soon
+//! as no handle holds it and no dependent still has to read it.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+
+use parking_lot::{Condvar, Mutex};
+use shoal_graph::{Func, Key, TaskError, Value};
+
+/// Where a task is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for dependencies, or queued to run.
+    Pending,
+    /// A thread is running it.
+    Running,
+    /// Finished; its result is (or was, if released) in memory.
+    Memory,
+    /// Failed, or a dependency failed.
+    Erred,
+    /// Cancelled before it finished.
+    Cancelled,
+}
+
+impl Phase {
+    /// Whether the task will not change any more.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Memory | Phase::Erred | Phase::Cancelled)
+    }
+}
+
+/// Why a task has no result.
+#[derive(Debug)]
+pub struct Failure {
+    /// The task that has no result.
+    pub key: Key,
+    /// Why.
+    pub kind: FailureKind,
+}
+
+/// The reasons a task can end without a result.
+#[derive(Debug)]
+pub enum FailureKind {
+    /// Its own function failed or panicked (after all retries).
+    Task(TaskError),
+    /// A task it depends on has no result.
+    Dependency(Arc<Failure>),
+    /// It was cancelled.
+    Cancelled,
+    /// It refers to a key this runtime does not know.
+    UnknownDependency(Key),
+    /// The runtime shut down before it ran.
+    Shutdown,
+}
+
+impl Failure {
+    /// The failure at the origin of a chain of dependency failures.
+    pub fn root(&self) -> &Failure {
+        let mut f = self;
+        while let FailureKind::Dependency(cause) = &f.kind {
+            f = cause;
+        }
+        f
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            FailureKind::Task(e) => write!(f, "task {} failed: {e}", self.key),
+            FailureKind::Dependency(cause) => {
+                let root = cause.root();
+                write!(f, "task {} did not run because its dependency {} has no result: {root}", self.key, cause.key)
+            }
+            FailureKind::Cancelled => write!(f, "task {} was cancelled", self.key),
+            FailureKind::UnknownDependency(dep) => {
+                write!(f, "task {} depends on {dep}, which this client does not hold (was its future dropped?)", self.key)
+            }
+            FailureKind::Shutdown => write!(f, "task {} did not run: the client shut down", self.key),
+        }
+    }
+}
+
+/// The outcome of a task: its value, or why it has none.
+pub type Outcome = Result<Value, Arc<Failure>>;
+
+/// Told when a task it subscribed to reaches a terminal phase.
+///
+/// `done` is called while the task's lock is held, before threads waiting for
+/// the task wake up: it must be quick and must not call into the runtime.
+pub trait Notify: Send + Sync {
+    /// Task number `index` (as given when subscribing) is done.
+    fn done(&self, index: usize);
+}
+
+pub(crate) enum Listener {
+    Dependent(Arc<Node>),
+    Notify(Arc<dyn Notify>, usize),
+}
+
+pub(crate) enum Slot {
+    Value(Value),
+    Dep(Arc<Node>),
+}
+
+pub(crate) struct Body {
+    pub(crate) func: Func,
+    pub(crate) args: Vec<Slot>,
+}
+
+impl Body {
+    /// A copy for a retryable attempt: dependencies stay referenced by the node.
+    pub(crate) fn share(&self) -> Body {
+        let args = self
+            .args
+            .iter()
+            .map(|s| match s {
+                Slot::Value(v) => Slot::Value(v.clone()),
+                Slot::Dep(d) => Slot::Dep(d.clone()),
+            })
+            .collect();
+        Body { func: self.func.clone(), args }
+    }
+}
+
+pub(crate) struct State {
+    pub(crate) phase: Phase,
+    pub(crate) released: bool,
+    pub(crate) cancel_requested: bool,
+    pub(crate) has_waiters: bool,
+    pub(crate) retries_left: u32,
+    /// Handles (futures) that hold this node.
+    pub(crate) holders: u32,
+    /// Dependents that have not yet read (or given up on) the result.
+    pub(crate) consumers: u32,
+    pub(crate) body: Option<Body>,
+    pub(crate) value: Option<Value>,
+    pub(crate) failure: Option<Arc<Failure>>,
+    pub(crate) listeners: Vec<Listener>,
+}
+
+impl State {
+    pub(crate) fn outcome(&self) -> Option<Outcome> {
+        match self.phase {
+            Phase::Memory => self.value.clone().map(Ok),
+            Phase::Erred | Phase::Cancelled => self.failure.clone().map(Err),
+            Phase::Pending | Phase::Running => None,
+        }
+    }
+
+    /// Marks the node released if nothing needs it any more; the caller then
+    /// forgets its key.
+    pub(crate) fn try_release(&mut self) -> bool {
+        if self.released || !self.phase.is_terminal() || self.holders > 0 || self.consumers > 0 {
+            return false;
+        }
+        self.released = true;
+        true
+    }
+}
+
+/// A task in the runtime.
+pub(crate) struct Node {
+    pub(crate) key: Key,
+    /// Unfinished dependencies plus one guard held while the node is wired up.
+    pub(crate) deps_left: AtomicU32,
+    pub(crate) state: Mutex<State>,
+    pub(crate) done: Condvar,
+}
+
+impl Node {
+    pub(crate) fn new(key: Key, body: Body, retries: u32) -> Node {
+        Node {
+            key,
+            deps_left: AtomicU32::new(1),
+            state: Mutex::new(State {
+                phase: Phase::Pending,
+                released: false,
+                cancel_requested: false,
+                has_waiters: false,
+                retries_left: retries,
+                holders: 0,
+                consumers: 0,
+                body: Some(body),
+                value: None,
+                failure: None,
+                listeners: Vec::new(),
+            }),
+            done: Condvar::new(),
+        }
+    }
+}
