@@ -4,7 +4,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use shoal_graph::{ArgContext, IntoArg, IntoArgs, Key, Task, TaskFn, Token, call_tokenizer};
+use shoal_graph::{ArgContext, IntoArg, IntoArgs, Key, Prefix, Task, TaskFn, Token, call_tokenizer};
 use shoal_local::{Notify, Runtime, Submission};
 
 use crate::error::Error;
@@ -159,8 +159,10 @@ impl Client {
         let args = args.into_args(&mut cx);
         let key = make_key(&func, opts, &cx);
         let task = Task { key, func, args };
-        let mut handles = self.inner.runtime.submit([Submission { task, retries: opts.retries, hold: true, notify: None }]);
-        Future::from_handle(handles.remove(0))
+        match self.inner.runtime.submit_one(Submission { task, retries: opts.retries, hold: true, notify: None }) {
+            Some(handle) => Future::from_handle(handle),
+            None => unreachable!("a held submission returns its handle"),
+        }
     }
 
     /// Runs `f` on each input, one task per input; returns the futures in
@@ -225,7 +227,7 @@ impl Client {
     }
 }
 
-fn prefix_for(func: &shoal_graph::Func, opts: &TaskOptions) -> Arc<str> {
+fn prefix_for(func: &shoal_graph::Func, opts: &TaskOptions) -> Prefix {
     match &opts.name {
         Some(n) => n.as_str().into(),
         None => func.short_name().clone(),

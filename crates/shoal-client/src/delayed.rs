@@ -80,7 +80,7 @@ where
     A: IntoArgs<P>,
 {
     let func = f.into_func();
-    let mut cx = ArgContext::new(call_tokenizer(&func, opts.pure.unwrap_or(false)));
+    let mut cx = ArgContext::keeping(call_tokenizer(&func, opts.pure.unwrap_or(false)));
     let args = args.into_args(&mut cx);
     let key = make_key(&func, opts, &cx);
     Delayed {
@@ -201,45 +201,61 @@ fn collect(roots: &[&Arc<DelayedNode>]) -> Graph {
     graph
 }
 
-/// Submits the graph of `roots` in memory-friendly order; returns one handle
-/// per root, in order.
+/// Submits the graph of `roots` and returns one handle per root, in order.
+///
+/// The tasks go to the executor in a depth-first post-order (each after its
+/// dependencies, one branch finished before the next starts), which is the
+/// memory-friendly order of [`Graph::order`] without building the graph: a
+/// lazy graph of millions of tasks costs one pointer per task to schedule.
 fn run(client: &Client, roots: &[&Arc<DelayedNode>]) -> Result<Vec<Handle>, Error> {
-    let graph = collect(roots);
-    let order = graph.order()?;
-    let retries: FxHashMap<&Key, u32> = {
-        let mut m = FxHashMap::default();
-        let mut stack: Vec<&DelayedNode> = roots.iter().map(|r| &***r).collect();
-        let mut seen: FxHashSet<*const DelayedNode> = FxHashSet::default();
-        while let Some(node) = stack.pop() {
-            if !seen.insert(node as *const DelayedNode) {
-                continue;
-            }
-            if node.retries > 0 {
-                m.insert(&node.task.key, node.retries);
-            }
-            stack.extend(node.deps.iter().filter_map(|d| (**d).downcast_ref::<DelayedNode>()));
+    let mut seen: FxHashSet<*const DelayedNode> = FxHashSet::default();
+    let mut order: Vec<&DelayedNode> = Vec::new();
+    let mut stack: Vec<(&DelayedNode, usize)> = Vec::new();
+    for root in roots {
+        let root: &DelayedNode = root;
+        if !seen.insert(root as *const DelayedNode) {
+            continue;
         }
-        m
-    };
+        stack.push((root, 0));
+        while let Some((node, next)) = stack.last_mut() {
+            let node: &DelayedNode = node;
+            let dep = node.deps[*next..].iter().position(|d| d.is::<DelayedNode>());
+            match dep {
+                Some(offset) => {
+                    *next += offset + 1;
+                    let child = node.deps[*next - 1].downcast_ref::<DelayedNode>();
+                    if let Some(child) = child {
+                        if seen.insert(child as *const DelayedNode) {
+                            stack.push((child, 0));
+                        }
+                    }
+                }
+                None => {
+                    order.push(node);
+                    stack.pop();
+                }
+            }
+        }
+    }
     let outputs: FxHashSet<&Key> = roots.iter().map(|r| &r.task.key).collect();
-    let tracker = progress::start(graph.len());
-    let mut slots: Vec<Option<&Task>> = graph.tasks().iter().map(Some).collect();
-    let submissions = order.into_iter().enumerate().filter_map(|(n, i)| {
-        let task = slots[i].take()?;
-        Some(Submission {
-            retries: retries.get(&task.key).copied().unwrap_or(0),
-            hold: outputs.contains(&task.key),
-            notify: tracker.as_ref().map(|t| (t.clone() as Arc<dyn shoal_local::Notify>, n)),
-            task: task.clone(),
-        })
+    let tracker = progress::start(order.len());
+    let submissions = order.iter().enumerate().map(|(n, node)| Submission {
+        task: node.task.clone(),
+        retries: node.retries,
+        hold: outputs.contains(&node.task.key),
+        notify: tracker.as_ref().map(|t| (t.clone() as Arc<dyn shoal_local::Notify>, n)),
     });
     let handles = client.inner.runtime.submit(submissions);
-    let by_key: FxHashMap<Key, Handle> = handles.into_iter().map(|h| (h.key().clone(), h)).collect();
-    let out = roots
+    let by_key: FxHashMap<&Key, &Handle> = handles.iter().map(|h| (h.key(), h)).collect();
+    Ok(roots
         .iter()
-        .map(|r| by_key.get(&r.task.key).cloned().unwrap_or_else(|| unreachable!("every root was submitted with hold")))
-        .collect();
-    Ok(out)
+        .map(|r| {
+            by_key
+                .get(&r.task.key)
+                .map(|h| (*h).clone())
+                .unwrap_or_else(|| unreachable!("every root was submitted with hold"))
+        })
+        .collect())
 }
 
 /// Several delayed values computed in one pass, sharing common tasks.

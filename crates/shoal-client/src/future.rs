@@ -155,7 +155,9 @@ impl<T: 'static> IntoArg<T> for &Future<T> {
         if let Some(t) = &mut cx.token {
             t.add_key(self.key());
         }
-        cx.keep_alive.push(Arc::new(self.clone()));
+        if cx.keep {
+            cx.keep_alive.push(Arc::new(self.clone()));
+        }
         Arg::Key(self.key().clone())
     }
 }
@@ -166,7 +168,9 @@ impl<T: 'static> IntoArg<T> for Future<T> {
             t.add_key(self.key());
         }
         let key = self.key().clone();
-        cx.keep_alive.push(Arc::new(self));
+        if cx.keep {
+            cx.keep_alive.push(Arc::new(self));
+        }
         Arg::Key(key)
     }
 }

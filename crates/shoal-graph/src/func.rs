@@ -114,14 +114,23 @@ pub struct ArgContext {
     /// The call's token so far; `None` when the call is not content-addressed.
     pub token: Option<Tokenizer>,
     /// Objects that must live as long as the call refers to them: the lazy
-    /// tasks or futures whose results are arguments.
+    /// tasks or futures whose results are arguments (collected only when
+    /// `keep` is set).
     pub keep_alive: Vec<Arc<dyn std::any::Any + Send + Sync>>,
+    /// Whether arguments that refer to other tasks must be kept alive by the
+    /// call (a lazy call does; a submitted one does not, the executor holds them).
+    pub keep: bool,
 }
 
 impl ArgContext {
-    /// A context that builds a token when `token` is `Some`.
+    /// A context for a call submitted now; builds a token when `token` is `Some`.
     pub fn new(token: Option<Tokenizer>) -> ArgContext {
-        ArgContext { token, keep_alive: Vec::new() }
+        ArgContext { token, keep_alive: Vec::new(), keep: false }
+    }
+
+    /// A context for a lazy call, which keeps its task arguments alive.
+    pub fn keeping(token: Option<Tokenizer>) -> ArgContext {
+        ArgContext { token, keep_alive: Vec::new(), keep: true }
     }
 }
 
@@ -196,6 +205,11 @@ macro_rules! tuple_impls {
             type Output = Out::Ok;
 
             fn into_func(self) -> Func {
+                if std::mem::size_of::<Func_>() == 0 {
+                    if let Some(f) = cached_func::<Func_>() {
+                        return f;
+                    }
+                }
                 let call = move |args: Vec<Value>| -> Result<Value, TaskError> {
                     if args.len() != $n {
                         return Err(TaskError::ArgumentCount { expected: $n, got: args.len() });
@@ -211,7 +225,11 @@ macro_rules! tuple_impls {
                     let out = (self)($($a),*).into_task_result()?;
                     Ok(Arc::new(out) as Value)
                 };
-                Func::new(type_name::<Func_>(), fn_identity::<Func_>(), Box::new(call))
+                let func = Func::new(type_name::<Func_>(), fn_identity::<Func_>(), Box::new(call));
+                if std::mem::size_of::<Func_>() == 0 {
+                    cache_func::<Func_>(&func);
+                }
+                func
             }
         }
     };
@@ -226,6 +244,20 @@ tuple_impls!(5; A IA a 0, B IB b 1, C IC c 2, D ID d 3, E IE e 4);
 tuple_impls!(6; A IA a 0, B IB b 1, C IC c 2, D ID d 3, E IE e 4, G IG g 5);
 tuple_impls!(7; A IA a 0, B IB b 1, C IC c 2, D ID d 3, E IE e 4, G IG g 5, H IH h 6);
 tuple_impls!(8; A IA a 0, B IB b 1, C IC c 2, D ID d 3, E IE e 4, G IG g 5, H IH h 6, I II i 7);
+
+thread_local! {
+    /// Erased functions of stateless function types, made once per thread:
+    /// a million submits of one function share one `Func` allocation.
+    static FUNCS: std::cell::RefCell<std::collections::HashMap<TypeId, Func>> = Default::default();
+}
+
+fn cached_func<F: 'static>() -> Option<Func> {
+    FUNCS.with(|m| m.borrow().get(&TypeId::of::<F>()).cloned())
+}
+
+fn cache_func<F: 'static>(func: &Func) {
+    FUNCS.with(|m| m.borrow_mut().insert(TypeId::of::<F>(), func.clone()));
+}
 
 /// Begins the token of a call of `func`: `None` when the call must not be
 /// deduplicated (impure, or a function with hidden state).
@@ -252,7 +284,7 @@ mod tests {
     fn typed_functions_become_erased_calls() {
         let f = TaskFn::<(i64, i64)>::into_func(add);
         assert!(f.name().ends_with("::add"));
-        assert_eq!(&**f.short_name(), "add");
+        assert_eq!(f.short_name().as_str(), "add");
         let args = IntoArgs::<(i64, i64)>::into_args((2i64, 40i64), &mut ArgContext::default());
         let values = args
             .into_iter()

@@ -3,9 +3,8 @@
 //! Every operation here is O(tasks + edges): graphs of millions of tasks are
 //! built, culled and ordered without quadratic steps.
 
-use rustc_hash::FxHashMap;
 
-use crate::key::Key;
+use crate::key::{Key, KeyHashMap};
 use crate::task::Task;
 
 /// A graph that cannot be run as it is.
@@ -26,7 +25,7 @@ pub enum GraphError {
 #[derive(Clone, Default, Debug)]
 pub struct Graph {
     tasks: Vec<Task>,
-    index: FxHashMap<Key, usize>,
+    index: KeyHashMap<usize>,
 }
 
 /// A dependency of a task: another task of this graph, or a key outside it.
@@ -48,7 +47,7 @@ impl Graph {
     pub fn with_capacity(n: usize) -> Graph {
         Graph {
             tasks: Vec::with_capacity(n),
-            index: FxHashMap::with_capacity_and_hasher(n, Default::default()),
+            index: KeyHashMap::with_capacity_and_hasher(n, Default::default()),
         }
     }
 
@@ -115,7 +114,7 @@ impl Graph {
 
     /// Keys referred to by some task but not in the graph.
     pub fn external_keys(&self) -> Vec<&Key> {
-        let mut seen = rustc_hash::FxHashSet::default();
+        let mut seen = std::collections::HashSet::<&Key, crate::key::KeyBuildHasher>::default();
         let mut out = Vec::new();
         for task in &self.tasks {
             for key in task.dependencies() {

@@ -65,10 +65,26 @@ pub struct Tokenizer {
     buf: Vec<u8>,
 }
 
+thread_local! {
+    /// A buffer handed from one tokenizer to the next on this thread, so
+    /// tokenizing a call allocates nothing.
+    static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl Drop for Tokenizer {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
+        if buf.capacity() <= 4096 {
+            buf.clear();
+            SPARE.with(|s| s.set(buf));
+        }
+    }
+}
+
 impl Tokenizer {
     /// A tokenizer that starts with the given identity (usually a function name).
     pub fn new(identity: &[u8]) -> Tokenizer {
-        let mut buf = Vec::with_capacity(64);
+        let mut buf = SPARE.with(|s| s.take());
         buf.extend_from_slice(identity);
         Tokenizer { buf }
     }
@@ -88,8 +104,8 @@ impl Tokenizer {
     pub fn add_key(&mut self, key: &Key) {
         self.buf.push(0x02);
         self.buf.extend_from_slice(key.prefix.as_bytes());
-        self.buf.extend_from_slice(&key.token.0.to_le_bytes());
-        for i in key.index.iter() {
+        self.buf.extend_from_slice(&key.token().0.to_le_bytes());
+        for i in key.index() {
             self.buf.extend_from_slice(&i.to_le_bytes());
         }
     }
@@ -107,26 +123,77 @@ impl Tokenizer {
     }
 }
 
+/// The shared name prefix of keys (`inc`, `sum`), one pointer wide.
+///
+/// A million keys of one `map` share one prefix allocation.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Prefix(Arc<String>);
+
+impl Prefix {
+    /// The prefix text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Prefix {
+    fn from(s: &str) -> Prefix {
+        Prefix(Arc::new(s.to_string()))
+    }
+}
+
+impl From<String> for Prefix {
+    fn from(s: String) -> Prefix {
+        Prefix(Arc::new(s))
+    }
+}
+
+impl std::ops::Deref for Prefix {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.0.as_str(), f)
+    }
+}
+
 /// The name of a task's result: `prefix-token`, with an optional index tuple
 /// for collections (`('sum-3f9a…', 2, 0)` is chunk (2, 0) of a sum).
 ///
 /// Cloning is cheap: the prefix is shared and the index is usually empty.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// A key is 32 bytes (the token is stored as two words, so a key needs no
+/// 16-byte alignment): every task holds one, so every byte counts.
+#[derive(Clone)]
 pub struct Key {
-    prefix: Arc<str>,
-    token: Token,
-    index: Box<[u32]>,
+    prefix: Prefix,
+    index: Option<Box<Box<[u32]>>>,
+    token: [u64; 2],
 }
 
 impl Key {
     /// A key from its parts.
-    pub fn new(prefix: Arc<str>, token: Token, index: impl Into<Box<[u32]>>) -> Key {
-        Key { prefix, token, index: index.into() }
+    pub fn new(prefix: impl Into<Prefix>, token: Token, index: impl Into<Box<[u32]>>) -> Key {
+        let index: Box<[u32]> = index.into();
+        Key {
+            prefix: prefix.into(),
+            index: if index.is_empty() { None } else { Some(Box::new(index)) },
+            token: [token.0 as u64, (token.0 >> 64) as u64],
+        }
     }
 
     /// A key without an index.
-    pub fn scalar(prefix: Arc<str>, token: Token) -> Key {
-        Key { prefix, token, index: Box::new([]) }
+    pub fn scalar(prefix: impl Into<Prefix>, token: Token) -> Key {
+        Key { prefix: prefix.into(), index: None, token: [token.0 as u64, (token.0 >> 64) as u64] }
     }
 
     /// The name prefix: usually the function's short name (`inc`, `sum`).
@@ -135,47 +202,122 @@ impl Key {
     }
 
     /// The shared prefix.
-    pub fn prefix_arc(&self) -> &Arc<str> {
+    pub fn shared_prefix(&self) -> &Prefix {
         &self.prefix
     }
 
     /// The content token.
     pub fn token(&self) -> Token {
-        self.token
+        Token(u128::from(self.token[0]) | (u128::from(self.token[1]) << 64))
     }
 
     /// The index tuple (empty for scalar keys).
     pub fn index(&self) -> &[u32] {
-        &self.index
+        self.index.as_deref().map_or(&[], |b| b)
     }
 
     /// The same name with another index (the chunk `index` of this layer).
     pub fn with_index(&self, index: impl Into<Box<[u32]>>) -> Key {
-        Key { prefix: self.prefix.clone(), token: self.token, index: index.into() }
+        let index: Box<[u32]> = index.into();
+        Key {
+            prefix: self.prefix.clone(),
+            index: if index.is_empty() { None } else { Some(Box::new(index)) },
+            token: self.token,
+        }
     }
 
     /// `prefix-token`, the name shared by all chunks of one layer.
     pub fn name(&self) -> String {
-        format!("{}-{}", self.prefix, self.token)
+        format!("{}-{}", self.prefix, self.token())
     }
 }
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> std::cmp::Ordering {
+        (self.prefix(), self.token(), self.index()).cmp(&(other.prefix(), other.token(), other.index()))
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        // Token first: it differs for nearly every pair of distinct keys, and
+        // prefixes are usually one shared allocation.
+        self.token == other.token
+            && self.index() == other.index()
+            && (Arc::ptr_eq(&self.prefix.0, &other.prefix.0) || self.prefix == other.prefix)
+    }
+}
+
+impl Eq for Key {}
 
 impl Hash for Key {
     fn hash<H: Hasher>(&self, state: &mut H) {
         // The token already mixes the prefix's identity; hashing the string again
         // would only cost time on every map lookup.
-        state.write_u128(self.token.0);
-        self.index.hash(state);
+        state.write_u128(self.token().0);
+        for i in self.index() {
+            state.write_u32(*i);
+        }
     }
 }
 
+/// A hasher for [`Key`]s: the token is already a uniform 128-bit hash, so it
+/// is used as it is, and index elements are mixed in with one multiply each.
+///
+/// General-purpose hashers (FxHash) keep low input bits in low output bits;
+/// with keys sharded by token bits that clusters probe sequences badly.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 ^= (v as u64) ^ ((v >> 64) as u64).rotate_left(29);
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(MIX).rotate_left(31);
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Builds [`KeyHasher`]s.
+pub type KeyBuildHasher = std::hash::BuildHasherDefault<KeyHasher>;
+
+/// A hash map keyed by [`Key`] with the fast [`KeyHasher`].
+pub type KeyHashMap<V> = std::collections::HashMap<Key, V, KeyBuildHasher>;
+
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.index.is_empty() {
-            write!(f, "{}-{}", self.prefix, self.token)
+        if self.index.is_none() {
+            write!(f, "{}-{}", self.prefix, self.token())
         } else {
-            write!(f, "('{}-{}'", self.prefix, self.token)?;
-            for i in self.index.iter() {
+            write!(f, "('{}-{}'", self.prefix, self.token())?;
+            for i in self.index() {
                 write!(f, ", {i}")?;
             }
             f.write_str(")")
@@ -205,7 +347,8 @@ mod tests {
 
     #[test]
     fn display_matches_dask_style() {
-        let k = Key::scalar("double".into(), Token(0x5ce1));
+        let k = Key::scalar("double", Token(0x5ce1));
+        assert_eq!(std::mem::size_of::<Key>(), 32);
         assert_eq!(k.to_string(), "double-00000000000000000000000000005ce1");
         let c = k.with_index(vec![2, 0]);
         assert_eq!(c.to_string(), "('double-00000000000000000000000000005ce1', 2, 0)");

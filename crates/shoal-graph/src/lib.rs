@@ -17,8 +17,8 @@
 //!
 //! fn inc(x: i64) -> i64 { x + 1 }
 //! let func = TaskFn::<(i64,)>::into_func(inc);
-//! let a = Key::scalar("inc".into(), Token(1));
-//! let b = Key::scalar("inc".into(), Token(2));
+//! let a = Key::scalar("inc", Token(1));
+//! let b = Key::scalar("inc", Token(2));
 //! let mut graph = Graph::new();
 //! graph.insert(Task { key: a.clone(), func: func.clone(), args: vec![Arg::Value(Arc::new(1i64))] });
 //! graph.insert(Task { key: b.clone(), func, args: vec![Arg::Key(a.clone())] });
@@ -36,5 +36,5 @@ mod task;
 pub use dot::{VisualizeError, write_dot};
 pub use func::{ArgContext, IntoArg, IntoArgs, TaskFn, TaskOutput, call_tokenizer, fn_identity, take_arg};
 pub use graph::{Dep, Graph, GraphError};
-pub use key::{Key, Token, Tokenizer, short_fn_name};
+pub use key::{Key, KeyBuildHasher, KeyHashMap, KeyHasher, Prefix, Token, Tokenizer, short_fn_name};
 pub use task::{Arg, CallFn, Func, Task, TaskError, Value};

@@ -4,7 +4,7 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::key::{Key, Token};
+use crate::key::{Key, Prefix, Token};
 
 /// A type-erased result or argument, shared without copying.
 ///
@@ -28,7 +28,7 @@ pub struct Func(Arc<FuncInner>);
 
 struct FuncInner {
     name: Arc<str>,
-    short_name: Arc<str>,
+    short_name: Prefix,
     identity: Option<Token>,
     call: Box<CallFn>,
 }
@@ -54,7 +54,7 @@ impl Func {
     }
 
     /// The short name used as key prefix (`double`, `lambda`).
-    pub fn short_name(&self) -> &Arc<str> {
+    pub fn short_name(&self) -> &Prefix {
         &self.0.short_name
     }
 

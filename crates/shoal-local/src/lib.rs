@@ -18,7 +18,7 @@
 //! fn double(x: i64) -> i64 { x * 2 }
 //! let rt = Runtime::threads(2).unwrap();
 //! let task = Task {
-//!     key: Key::scalar("double".into(), Token(7)),
+//!     key: Key::scalar("double", Token(7)),
 //!     func: TaskFn::<(i64,)>::into_func(double),
 //!     args: vec![Arg::Value(Arc::new(21i64))],
 //! };

@@ -108,14 +108,21 @@ pub(crate) enum Listener {
     Notify(Arc<dyn Notify>, usize),
 }
 
+/// One argument of a queued task: a literal value, or the node whose result
+/// it is.
 pub(crate) enum Slot {
     Value(Value),
     Dep(Arc<Node>),
 }
 
+/// Arguments of a task; up to two are stored inside the node itself, which
+/// saves an allocation for the common small task.
+pub(crate) type Slots = smallvec::SmallVec<[Slot; 2]>;
+
+/// What a task runs: its function and its arguments.
 pub(crate) struct Body {
     pub(crate) func: Func,
-    pub(crate) args: Vec<Slot>,
+    pub(crate) args: Slots,
 }
 
 impl Body {
@@ -131,6 +138,23 @@ impl Body {
             .collect();
         Body { func: self.func.clone(), args }
     }
+
+    /// The nodes this body reads from.
+    pub(crate) fn into_deps(self) -> impl Iterator<Item = Arc<Node>> {
+        self.args.into_iter().filter_map(|s| match s {
+            Slot::Dep(d) => Some(d),
+            Slot::Value(_) => None,
+        })
+    }
+}
+
+/// What a node holds: what to run until it ran, then its result or failure.
+/// One field for the three keeps a pending task small.
+pub(crate) enum Content {
+    Empty,
+    Body(Body),
+    Value(Value),
+    Failed(Arc<Failure>),
 }
 
 pub(crate) struct State {
@@ -143,28 +167,68 @@ pub(crate) struct State {
     pub(crate) holders: u32,
     /// Dependents that have not yet read (or given up on) the result.
     pub(crate) consumers: u32,
-    pub(crate) body: Option<Body>,
-    pub(crate) value: Option<Value>,
-    pub(crate) failure: Option<Arc<Failure>>,
+    pub(crate) content: Content,
     pub(crate) listeners: Vec<Listener>,
 }
 
 impl State {
     pub(crate) fn outcome(&self) -> Option<Outcome> {
-        match self.phase {
-            Phase::Memory => self.value.clone().map(Ok),
-            Phase::Erred | Phase::Cancelled => self.failure.clone().map(Err),
-            Phase::Pending | Phase::Running => None,
+        match (&self.content, self.phase) {
+            (Content::Value(v), Phase::Memory) => Some(Ok(v.clone())),
+            (Content::Failed(f), Phase::Erred | Phase::Cancelled) => Some(Err(f.clone())),
+            _ => None,
         }
     }
 
-    /// Marks the node released if nothing needs it any more; the caller then
-    /// forgets its key.
+    pub(crate) fn failure(&self) -> Option<Arc<Failure>> {
+        match &self.content {
+            Content::Failed(f) => Some(f.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn value(&self) -> Option<Value> {
+        match &self.content {
+            Content::Value(v) => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    /// Takes the value out, leaving nothing.
+    pub(crate) fn take_value(&mut self) -> Option<Value> {
+        match std::mem::replace(&mut self.content, Content::Empty) {
+            Content::Value(v) => Some(v),
+            other => {
+                self.content = other;
+                None
+            }
+        }
+    }
+
+    pub(crate) fn body(&self) -> Option<&Body> {
+        match &self.content {
+            Content::Body(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Stores the outcome; returns the body if one was still held.
+    pub(crate) fn settle_content(&mut self, phase: Phase, content: Content) -> Option<Body> {
+        self.phase = phase;
+        match std::mem::replace(&mut self.content, content) {
+            Content::Body(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Releases the node if nothing needs it any more (dropping its result);
+    /// the caller then forgets its key.
     pub(crate) fn try_release(&mut self) -> bool {
         if self.released || !self.phase.is_terminal() || self.holders > 0 || self.consumers > 0 {
             return false;
         }
         self.released = true;
+        self.content = Content::Empty;
         true
     }
 }
@@ -179,7 +243,7 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub(crate) fn new(key: Key, body: Body, retries: u32) -> Node {
+    pub(crate) fn new(key: Key, func: Func, retries: u32) -> Node {
         Node {
             key,
             deps_left: AtomicU32::new(1),
@@ -191,12 +255,27 @@ impl Node {
                 retries_left: retries,
                 holders: 0,
                 consumers: 0,
-                body: Some(body),
-                value: None,
-                failure: None,
+                content: Content::Body(Body { func, args: Slots::new() }),
                 listeners: Vec::new(),
             }),
             done: Condvar::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn print_sizes() {
+        eprintln!(
+            "Node {} State {} Body {} Arg {} Key {} Listener {} Value {}",
+            std::mem::size_of::<super::Node>(),
+            std::mem::size_of::<super::State>(),
+            std::mem::size_of::<super::Body>(),
+            std::mem::size_of::<shoal_graph::Arg>(),
+            std::mem::size_of::<shoal_graph::Key>(),
+            std::mem::size_of::<super::Listener>(),
+            std::mem::size_of::<shoal_graph::Value>(),
+        );
     }
 }

@@ -11,17 +11,18 @@ use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use shoal_graph::{Arg, Key, Task, TaskError, Value};
 
-use crate::keymap::{ByKey, KeyMap};
-use crate::node::{Body, Failure, FailureKind, Listener, Node, Notify, Outcome, Phase, Slot, State};
+use crate::keymap::KeyMap;
+use crate::node::{Body, Content, Failure, FailureKind, Listener, Node, Notify, Outcome, Phase, Slot, Slots, State};
 
 /// How many submitted tasks are queued before idle threads are woken: large
 /// enough that waking costs nothing per task, small enough that threads start
 /// while a big `map` is still being submitted.
 const SUBMIT_FLUSH: usize = 1024;
 
-/// Spins of an idle thread before it sleeps: covers the gap between two
-/// flushes of a submitting thread without a futex round trip.
-const IDLE_SPINS: u32 = 512;
+/// Rounds an idle thread looks for work before it sleeps, yielding its core
+/// in between (to the submitting thread, on a small machine): a task that
+/// arrives within some tens of microseconds starts without a futex round trip.
+const IDLE_ROUNDS: u32 = 64;
 
 /// One task to submit.
 pub struct Submission {
@@ -131,6 +132,16 @@ impl Runtime {
         self.shared.submit(batch)
     }
 
+    /// Submits one task and returns its handle if `hold` is set; as
+    /// [`Runtime::submit`] without allocating for the batch.
+    pub fn submit_one(&self, submission: Submission) -> Option<Handle> {
+        let Submission { task, retries, hold, notify } = submission;
+        let mut ready = Vec::new();
+        let node = self.shared.insert(task, retries, hold, notify, &mut ready);
+        self.shared.push_ready_batch(&mut ready);
+        node.map(|node| Handle { node, shared: self.shared.clone() })
+    }
+
     /// A handle to the task with this key, if the runtime knows it.
     pub fn handle(&self, key: &Key) -> Option<Handle> {
         let node = self.shared.keys.get(key)?;
@@ -213,7 +224,7 @@ impl Shared {
 
     fn submit(self: &Arc<Self>, batch: impl IntoIterator<Item = Submission>) -> Vec<Handle> {
         let mut handles = Vec::new();
-        let mut ready: Vec<Arc<Node>> = Vec::with_capacity(SUBMIT_FLUSH);
+        let mut ready: Vec<Arc<Node>> = Vec::new();
         for Submission { task, retries, hold, notify } in batch {
             let Some(node) = self.insert(task, retries, hold, notify, &mut ready) else {
                 continue;
@@ -243,7 +254,7 @@ impl Shared {
         let node = {
             let mut shard = self.keys.shard(&key);
             if let Some(existing) = shard.get(&key) {
-                let existing = existing.0.clone();
+                let existing = existing.clone();
                 let mut st = existing.state.lock();
                 if !st.released {
                     if hold {
@@ -264,9 +275,9 @@ impl Shared {
                     return hold.then_some(existing);
                 }
                 drop(st);
-                shard.remove(&key);
+                shard.remove_node(&existing);
             }
-            let node = Arc::new(Node::new(key, Body { func, args: Vec::new() }, retries));
+            let node = Arc::new(Node::new(key, func, retries));
             {
                 let mut st = node.state.lock();
                 st.holders = u32::from(hold);
@@ -274,53 +285,37 @@ impl Shared {
                     st.listeners.push(Listener::Notify(n, i));
                 }
             }
-            shard.insert(ByKey(node.clone()));
+            shard.insert(node.clone());
             node
         };
 
-        let mut slots = Vec::with_capacity(args.len());
         let mut failure: Option<FailureKind> = None;
-        for arg in args {
-            match arg {
-                Arg::Value(v) => slots.push(Slot::Value(v)),
-                Arg::Key(k) => {
-                    let Some(dep) = self.keys.get(&k) else {
-                        failure.get_or_insert(FailureKind::UnknownDependency(k));
-                        continue;
-                    };
-                    let mut ds = dep.state.lock();
-                    if ds.released {
-                        drop(ds);
-                        failure.get_or_insert(FailureKind::UnknownDependency(k));
-                        continue;
+        let slots: Slots = args
+            .into_iter()
+            .filter_map(|arg| match arg {
+                Arg::Value(v) => Some(Slot::Value(v)),
+                Arg::Key(k) => match self.wire_dependency(&node, &k) {
+                    Ok(dep) => Some(Slot::Dep(dep)),
+                    Err(kind) => {
+                        failure.get_or_insert(kind);
+                        None
                     }
-                    ds.consumers += 1;
-                    match ds.phase {
-                        Phase::Memory => {}
-                        Phase::Erred | Phase::Cancelled => {
-                            if let Some(f) = ds.failure.clone() {
-                                failure.get_or_insert(FailureKind::Dependency(f));
-                            }
-                        }
-                        Phase::Pending | Phase::Running => {
-                            node.deps_left.fetch_add(1, Ordering::Relaxed);
-                            ds.listeners.push(Listener::Dependent(node.clone()));
-                        }
-                    }
-                    drop(ds);
-                    slots.push(Slot::Dep(dep));
-                }
-            }
-        }
+                },
+            })
+            .collect();
         let mut st = node.state.lock();
-        if let Some(body) = st.body.as_mut() {
+        if let Content::Body(body) = &mut st.content {
             body.args = slots;
         }
         match failure {
             Some(kind) if st.phase == Phase::Pending => {
+                let f = Arc::new(Failure { key: node.key.clone(), kind });
                 st.phase = Phase::Erred;
-                st.failure = Some(Arc::new(Failure { key: node.key.clone(), kind }));
-                self.settle(&node, st, &self.outside_queue());
+                let body = match std::mem::replace(&mut st.content, Content::Failed(f)) {
+                    Content::Body(b) => Some(b),
+                    _ => None,
+                };
+                self.settle(&node, st, body, &self.outside_queue());
             }
             _ => drop(st),
         }
@@ -328,6 +323,35 @@ impl Shared {
             ready.push(node.clone());
         }
         hold.then_some(node)
+    }
+
+    /// Makes `node` a consumer of the task with key `key` (and a listener, if
+    /// that task is not done); the dependency's failure if it has one.
+    fn wire_dependency(&self, node: &Arc<Node>, key: &Key) -> Result<Arc<Node>, FailureKind> {
+        let dep = self.keys.get(key).ok_or_else(|| FailureKind::UnknownDependency(key.clone()))?;
+        let mut ds = dep.state.lock();
+        if ds.released {
+            return Err(FailureKind::UnknownDependency(key.clone()));
+        }
+        ds.consumers += 1;
+        let failed = match ds.phase {
+            Phase::Memory => None,
+            Phase::Erred | Phase::Cancelled => ds.failure(),
+            Phase::Pending | Phase::Running => {
+                node.deps_left.fetch_add(1, Ordering::Relaxed);
+                ds.listeners.push(Listener::Dependent(node.clone()));
+                None
+            }
+        };
+        drop(ds);
+        match failed {
+            // Still counted as a consumer: the failing node lets go of it.
+            Some(f) => {
+                self.release_input(&dep);
+                Err(FailureKind::Dependency(f))
+            }
+            None => Ok(dep),
+        }
     }
 
     fn outside_queue(&self) -> Queue<'static> {
@@ -424,8 +448,8 @@ impl Shared {
                 self.run(node, &queue);
                 continue;
             }
-            for _ in 0..IDLE_SPINS {
-                std::hint::spin_loop();
+            for _ in 0..IDLE_ROUNDS {
+                std::thread::yield_now();
                 if !self.injector.is_empty() || stealers.iter().any(|s| !s.is_empty()) {
                     continue 'outer;
                 }
@@ -448,9 +472,9 @@ impl Shared {
         if st.phase != Phase::Pending {
             return;
         }
-        st.phase = Phase::Erred;
-        st.failure = Some(Arc::new(Failure { key: node.key.clone(), kind: FailureKind::Shutdown }));
-        self.settle(&node, st, &Queue::Injector);
+        let failure = Arc::new(Failure { key: node.key.clone(), kind: FailureKind::Shutdown });
+        let body = st.settle_content(Phase::Erred, Content::Failed(failure));
+        self.settle(&node, st, body, &Queue::Injector);
     }
 
     /// Runs one ready task to its next phase.
@@ -462,9 +486,9 @@ impl Shared {
             }
             st.phase = Phase::Running;
             if st.retries_left > 0 {
-                (st.body.as_ref().map(Body::share), false)
+                (st.body().map(Body::share), false)
             } else {
-                (st.body.take(), true)
+                (st.settle_content(Phase::Running, Content::Empty), true)
             }
         };
         let Some(Body { func, args }) = body else {
@@ -497,14 +521,11 @@ impl Shared {
     fn read_dependency(&self, dep: &Arc<Node>, consume: bool) -> Option<Value> {
         let mut ds = dep.state.lock();
         if !consume {
-            return ds.value.clone();
+            return ds.value();
         }
         ds.consumers -= 1;
-        let value = if ds.consumers == 0 && ds.holders == 0 { ds.value.take() } else { ds.value.clone() };
+        let value = if ds.consumers == 0 && ds.holders == 0 { ds.take_value() } else { ds.value() };
         let release = ds.try_release();
-        if release {
-            ds.failure = None;
-        }
         drop(ds);
         if release {
             self.keys.remove(dep);
@@ -514,15 +535,12 @@ impl Shared {
 
     fn finish(&self, node: &Arc<Node>, result: Result<Value, FailureKind>, queue: &Queue<'_>) {
         let mut st = node.state.lock();
-        if st.cancel_requested {
-            st.phase = Phase::Cancelled;
-            st.failure = Some(Arc::new(Failure { key: node.key.clone(), kind: FailureKind::Cancelled }));
+        let (phase, content) = if st.cancel_requested {
+            let f = Arc::new(Failure { key: node.key.clone(), kind: FailureKind::Cancelled });
+            (Phase::Cancelled, Content::Failed(f))
         } else {
             match result {
-                Ok(v) => {
-                    st.phase = Phase::Memory;
-                    st.value = Some(v);
-                }
+                Ok(v) => (Phase::Memory, Content::Value(v)),
                 Err(FailureKind::Task(_)) if st.retries_left > 0 => {
                     st.retries_left -= 1;
                     st.phase = Phase::Pending;
@@ -530,30 +548,29 @@ impl Shared {
                     self.push(queue, node.clone());
                     return;
                 }
-                Err(kind) => {
-                    st.phase = Phase::Erred;
-                    st.failure = Some(Arc::new(Failure { key: node.key.clone(), kind }));
-                }
+                Err(kind) => (Phase::Erred, Content::Failed(Arc::new(Failure { key: node.key.clone(), kind }))),
             }
-        }
-        self.settle(node, st, queue);
+        };
+        let body = st.settle_content(phase, content);
+        self.settle(node, st, body, queue);
     }
 
-    /// After a node became terminal: wakes waiters, lets go of its inputs,
-    /// tells its listeners, and fails dependents of a failure, transitively
-    /// (with a work list, so a failure at the root of a long chain does not
-    /// recurse).
-    fn settle(&self, node: &Arc<Node>, st: MutexGuard<'_, State>, queue: &Queue<'_>) {
+    /// After a node became terminal (`body` is what it still held to run):
+    /// tells observers, wakes waiters, lets go of its inputs, makes ready the
+    /// dependents it completed, and fails dependents of a failure,
+    /// transitively (with a work list, so a failure at the root of a long
+    /// chain does not recurse).
+    fn settle(&self, node: &Arc<Node>, st: MutexGuard<'_, State>, body: Option<Body>, queue: &Queue<'_>) {
         let mut failed: Vec<(Arc<Node>, Arc<Failure>)> = Vec::new();
-        self.settle_one(node, st, queue, &mut failed);
+        self.settle_one(node, st, body, queue, &mut failed);
         while let Some((dependent, cause)) = failed.pop() {
             let mut st = dependent.state.lock();
             if st.phase != Phase::Pending {
                 continue;
             }
-            st.phase = Phase::Erred;
-            st.failure = Some(Arc::new(Failure { key: dependent.key.clone(), kind: FailureKind::Dependency(cause) }));
-            self.settle_one(&dependent, st, queue, &mut failed);
+            let failure = Arc::new(Failure { key: dependent.key.clone(), kind: FailureKind::Dependency(cause) });
+            let body = st.settle_content(Phase::Erred, Content::Failed(failure));
+            self.settle_one(&dependent, st, body, queue, &mut failed);
         }
     }
 
@@ -561,10 +578,10 @@ impl Shared {
         &self,
         node: &Arc<Node>,
         mut st: MutexGuard<'_, State>,
+        body: Option<Body>,
         queue: &Queue<'_>,
         failed: &mut Vec<(Arc<Node>, Arc<Failure>)>,
     ) {
-        let body = st.body.take();
         let mut listeners = std::mem::take(&mut st.listeners);
         // Observers hear of the outcome before anyone waiting for it wakes, so a
         // waiter that returns sees every count up to date.
@@ -579,18 +596,16 @@ impl Shared {
             st.has_waiters = false;
             node.done.notify_all();
         }
-        let failure = if st.phase == Phase::Memory { None } else { st.failure.clone() };
+        let failure = st.failure();
         let release = st.try_release();
-        if release {
-            st.value = None;
-            st.failure = None;
-        }
         drop(st);
         if release {
             self.keys.remove(node);
         }
         if let Some(body) = body {
-            self.let_go_of_inputs(body);
+            for dep in body.into_deps() {
+                self.release_input(&dep);
+            }
         }
         for listener in listeners {
             match listener {
@@ -607,23 +622,14 @@ impl Shared {
         }
     }
 
-    /// A task that will not read its dependencies any more stops counting as
-    /// their consumer.
-    fn let_go_of_inputs(&self, body: Body) {
-        for slot in body.args {
-            if let Slot::Dep(dep) = slot {
-                let mut ds = dep.state.lock();
-                ds.consumers -= 1;
-                let release = ds.try_release();
-                if release {
-                    ds.value = None;
-                    ds.failure = None;
-                }
-                drop(ds);
-                if release {
-                    self.keys.remove(&dep);
-                }
-            }
+    /// A task that will not read `dep` any more stops counting as its consumer.
+    fn release_input(&self, dep: &Arc<Node>) {
+        let mut ds = dep.state.lock();
+        ds.consumers -= 1;
+        let release = ds.try_release();
+        drop(ds);
+        if release {
+            self.keys.remove(dep);
         }
     }
 
@@ -706,9 +712,9 @@ impl Handle {
         let mut st = self.node.state.lock();
         match st.phase {
             Phase::Pending => {
-                st.phase = Phase::Cancelled;
-                st.failure = Some(Arc::new(Failure { key: self.node.key.clone(), kind: FailureKind::Cancelled }));
-                self.shared.settle(&self.node, st, &self.shared.outside_queue());
+                let failure = Arc::new(Failure { key: self.node.key.clone(), kind: FailureKind::Cancelled });
+                let body = st.settle_content(Phase::Cancelled, Content::Failed(failure));
+                self.shared.settle(&self.node, st, body, &self.shared.outside_queue());
             }
             Phase::Running => st.cancel_requested = true,
             Phase::Memory | Phase::Erred | Phase::Cancelled => {}
@@ -749,10 +755,6 @@ impl Drop for Handle {
         let mut st = self.node.state.lock();
         st.holders -= 1;
         let release = st.try_release();
-        if release {
-            st.value = None;
-            st.failure = None;
-        }
         drop(st);
         if release {
             self.shared.keys.remove(&self.node);

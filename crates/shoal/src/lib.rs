@@ -1,0 +1,42 @@
+//! shoal: parallel task graphs for Rust programs, from the threads of one
+//! process to the nodes of a cluster.
+//!
+//! Describe work as tasks — plain Rust functions and their arguments — and
+//! shoal runs them in parallel, each as soon as its inputs exist:
+//!
+//! - [`Client`] submits tasks and returns [`Future`]s ([`Client::submit`],
+//!   [`Client::map`]); futures are arguments of later tasks, and [`gather`],
+//!   [`wait`], [`as_completed`] collect them.
+//! - [`delayed`] builds a lazy graph that [`Delayed::compute`] or [`compute`]
+//!   runs, sharing common work and freeing intermediate results early.
+//! - A task that panics or returns `Err` fails only its own future, with its
+//!   key and message; the tasks that need it fail naming it ([`Error`]).
+//! - [`ProgressBar`] draws progress on the terminal.
+//! - Equal pure calls get equal [`Key`]s, so they run once.
+//!
+//! ```
+//! use shoal::{Client, delayed};
+//!
+//! fn double(x: i64) -> i64 { x * 2 }
+//! fn add(a: i64, b: i64) -> i64 { a + b }
+//!
+//! let client = Client::threads()?;
+//! let futures = client.map(double, 0..10i64);
+//! let total = client.submit(add, (&futures[1], &futures[2]));
+//! assert_eq!(total.result()?, 6);
+//!
+//! let lazy = delayed(add, (delayed(double, (3,)), 4));
+//! assert_eq!(lazy.compute()?, 10);
+//! # Ok::<(), shoal::Error>(())
+//! ```
+
+pub use shoal_client::{
+    AsCompleted, Client, ClientBuilder, Computable, Delayed, Error, Executor, Future, ProgressBar, Status,
+    TaskOptions, as_completed, compute, delayed, delayed_with, gather, progress, wait, wait_timeout,
+};
+pub use shoal_graph::{Key, TaskError, TaskOutput, Token, VisualizeError, task_output};
+
+/// The task-graph core: keys, tasks, graphs, culling and ordering.
+pub mod graph {
+    pub use shoal_graph::*;
+}
