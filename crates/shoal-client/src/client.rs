@@ -4,7 +4,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use shoal_graph::{ArgContext, IntoArg, IntoArgs, Key, Prefix, Task, TaskFn, Token, call_tokenizer};
+use shoal_graph::{Key, Prefix, Task, TaskFn, Token, call_tokenizer};
+
+use crate::args::{ArgContext, IntoArg, IntoArgs};
 use shoal_local::{Notify, Runtime, Submission};
 
 use crate::error::Error;
@@ -159,7 +161,12 @@ impl Client {
         let args = args.into_args(&mut cx);
         let key = make_key(&func, opts, &cx);
         let task = Task { key, func, args };
-        match self.inner.runtime.submit_one(Submission { task, retries: opts.retries, hold: true, notify: None }) {
+        let handle = if cx.pre_tasks.is_empty() {
+            self.inner.runtime.submit_one(Submission::new(task).held().retries(opts.retries))
+        } else {
+            self.inner.runtime.submit(with_lists(cx.pre_tasks, cx.local, 0, task, opts.retries)).pop()
+        };
+        match handle {
             Some(handle) => Future::from_handle(handle),
             None => unreachable!("a held submission returns its handle"),
         }
@@ -191,16 +198,15 @@ impl Client {
         let pure = opts.pure.unwrap_or(true);
         let prefix = prefix_for(&func, opts);
         let retries = opts.retries;
-        let tasks = inputs.into_iter().map(|input| {
+        let mut position = 0u32;
+        let tasks = inputs.into_iter().flat_map(move |input| {
             let mut cx = ArgContext::new(call_tokenizer(&func, pure));
             let arg = input.into_arg(&mut cx);
             let token = cx.token.as_ref().map_or_else(Token::fresh, |t| t.finish());
-            Submission {
-                task: Task { key: Key::scalar(prefix.clone(), token), func: func.clone(), args: vec![arg] },
-                retries,
-                hold: true,
-                notify: None,
-            }
+            let task = Task { key: Key::scalar(prefix.clone(), token), func: func.clone(), args: vec![arg] };
+            let base = position;
+            position += cx.pre_tasks.len() as u32 + 1;
+            with_lists(cx.pre_tasks, cx.local, base, task, retries)
         });
         self.inner.runtime.submit(tasks).into_iter().map(Future::from_handle).collect()
     }
@@ -225,6 +231,20 @@ impl Client {
     pub fn known_keys(&self) -> usize {
         self.inner.runtime.stats().known_keys
     }
+}
+
+/// The submissions for one call: the list tasks its arguments need, then the
+/// call itself, linked by batch position (`base` is the first list's).
+fn with_lists(
+    lists: Vec<Task>,
+    local: shoal_local::LocalDeps,
+    base: u32,
+    task: Task,
+    retries: u32,
+) -> impl Iterator<Item = Submission> {
+    let lists = lists.into_iter().map(|t| Submission { consumers_in_batch: 1, ..Submission::new(t) });
+    let local_deps = local.into_iter().map(|l| l.map(|i| base + i)).collect();
+    lists.chain([Submission { local_deps, ..Submission::new(task).held().retries(retries) }])
 }
 
 fn prefix_for(func: &shoal_graph::Func, opts: &TaskOptions) -> Prefix {

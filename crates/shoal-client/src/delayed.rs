@@ -7,7 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use shoal_graph::{Arg, ArgContext, Graph, IntoArg, IntoArgs, Key, Task, TaskFn, VisualizeError, call_tokenizer};
+use shoal_graph::{Arg, Graph, Key, Task, TaskFn, VisualizeError, call_tokenizer};
+
+use crate::args::{ArgContext, IntoArg, IntoArgs};
 use shoal_local::{Handle, Submission};
 
 use crate::client::{Client, make_key};
@@ -44,6 +46,12 @@ pub(crate) struct DelayedNode {
     retries: u32,
     /// The delayed values and futures the task's arguments refer to.
     deps: Vec<Arc<dyn Any + Send + Sync>>,
+}
+
+impl DelayedNode {
+    pub(crate) fn new(task: Task, retries: u32, deps: Vec<Arc<dyn Any + Send + Sync>>) -> DelayedNode {
+        DelayedNode { task, retries, deps }
+    }
 }
 
 impl Drop for DelayedNode {
@@ -108,6 +116,10 @@ impl<T> fmt::Debug for Delayed<T> {
 }
 
 impl<T> Delayed<T> {
+    pub(crate) fn node(&self) -> &Arc<DelayedNode> {
+        &self.node
+    }
+
     /// The key of this call's result.
     pub fn key(&self) -> &Key {
         &self.node.task.key
@@ -149,10 +161,10 @@ impl<T: Clone + Send + Sync + 'static> Delayed<T> {
     /// The failure of this task or of one it needs.
     pub fn compute_with(&self, client: &Client) -> Result<T, Error> {
         let handles = run(client, &[&self.node])?;
-        handles.into_iter().next().map_or_else(
-            || unreachable!("one output handle per requested key"),
-            |h| outcome_value(h.wait()),
-        )
+        handles
+            .into_iter()
+            .next()
+            .map_or_else(|| unreachable!("one output handle per requested key"), |h| outcome_value(h.wait()))
     }
 
     /// Starts the graph on `client` and returns the future of the result,
@@ -172,6 +184,7 @@ impl<T: 'static> IntoArg<T> for &Delayed<T> {
             t.add_key(self.key());
         }
         cx.keep_alive.push(self.node.clone());
+        cx.local.push(None);
         Arg::Key(self.key().clone())
     }
 }
@@ -208,43 +221,69 @@ fn collect(roots: &[&Arc<DelayedNode>]) -> Graph {
 /// memory-friendly order of [`Graph::order`] without building the graph: a
 /// lazy graph of millions of tasks costs one pointer per task to schedule.
 fn run(client: &Client, roots: &[&Arc<DelayedNode>]) -> Result<Vec<Handle>, Error> {
-    let mut seen: FxHashSet<*const DelayedNode> = FxHashSet::default();
+    // Batch position of each task, assigned in post-order; u32::MAX while
+    // the task is on the walk's stack.
+    let mut position: FxHashMap<*const DelayedNode, u32> = FxHashMap::default();
     let mut order: Vec<&DelayedNode> = Vec::new();
     let mut stack: Vec<(&DelayedNode, usize)> = Vec::new();
     for root in roots {
         let root: &DelayedNode = root;
-        if !seen.insert(root as *const DelayedNode) {
+        if position.contains_key(&(root as *const DelayedNode)) {
             continue;
         }
+        position.insert(root, u32::MAX);
         stack.push((root, 0));
         while let Some((node, next)) = stack.last_mut() {
             let node: &DelayedNode = node;
-            let dep = node.deps[*next..].iter().position(|d| d.is::<DelayedNode>());
-            match dep {
-                Some(offset) => {
-                    *next += offset + 1;
-                    let child = node.deps[*next - 1].downcast_ref::<DelayedNode>();
-                    if let Some(child) = child {
-                        if seen.insert(child as *const DelayedNode) {
-                            stack.push((child, 0));
-                        }
+            let child = node.deps[*next..].iter().find_map(|d| d.downcast_ref::<DelayedNode>());
+            *next = node.deps[*next..]
+                .iter()
+                .position(|d| d.is::<DelayedNode>())
+                .map_or(node.deps.len(), |offset| *next + offset + 1);
+            match child {
+                Some(child) => {
+                    if let std::collections::hash_map::Entry::Vacant(e) = position.entry(child) {
+                        e.insert(u32::MAX);
+                        stack.push((child, 0));
                     }
                 }
                 None => {
+                    position.insert(node, order.len() as u32);
                     order.push(node);
                     stack.pop();
                 }
             }
         }
     }
+    // Each key argument of a lazy task is one entry of its `deps`, in order:
+    // the in-batch links are read from there.
+    let local_deps: Vec<shoal_local::LocalDeps> = order
+        .iter()
+        .map(|node| {
+            node.deps
+                .iter()
+                .map(|d| {
+                    d.downcast_ref::<DelayedNode>().and_then(|n| position.get(&(n as *const DelayedNode)).copied())
+                })
+                .collect()
+        })
+        .collect();
+    drop(position);
+    let mut consumers = vec![0u32; order.len()];
+    for p in local_deps.iter().flatten().flatten() {
+        consumers[*p as usize] += 1;
+    }
     let outputs: FxHashSet<&Key> = roots.iter().map(|r| &r.task.key).collect();
     let tracker = progress::start(order.len());
-    let submissions = order.iter().enumerate().map(|(n, node)| Submission {
-        task: node.task.clone(),
-        retries: node.retries,
-        hold: outputs.contains(&node.task.key),
-        notify: tracker.as_ref().map(|t| (t.clone() as Arc<dyn shoal_local::Notify>, n)),
-    });
+    let submissions =
+        order.iter().zip(local_deps).zip(consumers).enumerate().map(|(n, ((node, local_deps), c))| Submission {
+            task: node.task.clone(),
+            retries: node.retries,
+            hold: outputs.contains(&node.task.key),
+            notify: tracker.as_ref().map(|t| (t.clone() as Arc<dyn shoal_local::Notify>, n)),
+            local_deps,
+            consumers_in_batch: c,
+        });
     let handles = client.inner.runtime.submit(submissions);
     let by_key: FxHashMap<&Key, &Handle> = handles.iter().map(|h| (h.key(), h)).collect();
     Ok(roots

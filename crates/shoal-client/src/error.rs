@@ -20,7 +20,9 @@ pub enum Error {
         message: String,
     },
     /// A task this one needs has no result, so this one never ran.
-    #[error("task {key} did not run: its dependency {dependency} has no result, because task {failed} failed: {message}")]
+    #[error(
+        "task {key} did not run: its dependency {dependency} has no result, because task {failed} failed: {message}"
+    )]
     DependencyFailed {
         /// The task that did not run.
         key: String,

@@ -5,7 +5,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_graph::{Arg, ArgContext, IntoArg, Key};
+use shoal_graph::{Arg, Key};
+
+use crate::args::{ArgContext, IntoArg};
 use shoal_local::{Handle, Outcome, Phase};
 
 use crate::error::Error;
@@ -158,6 +160,7 @@ impl<T: 'static> IntoArg<T> for &Future<T> {
         if cx.keep {
             cx.keep_alive.push(Arc::new(self.clone()));
         }
+        cx.local.push(None);
         Arg::Key(self.key().clone())
     }
 }
@@ -171,6 +174,7 @@ impl<T: 'static> IntoArg<T> for Future<T> {
         if cx.keep {
             cx.keep_alive.push(Arc::new(self));
         }
+        cx.local.push(None);
         Arg::Key(key)
     }
 }

@@ -31,13 +31,16 @@
 //! assert_eq!(total.compute_with(&client).unwrap(), 42);
 //! ```
 
+mod args;
 mod client;
 mod delayed;
 mod error;
 mod future;
+mod list;
 mod options;
 mod progress;
 
+pub use args::{ArgContext, IntoArg, IntoArgs};
 pub use client::{AsCompleted, Client, ClientBuilder, Executor, as_completed, gather, wait, wait_timeout};
 pub use delayed::{Computable, Delayed, compute, delayed, delayed_with};
 pub use error::Error;

@@ -86,12 +86,7 @@ impl Tracker {
         if let Some(bar) = &self.bar {
             bar.finish();
         } else if self.line {
-            eprintln!(
-                "[{}] | 100% Completed | {} tasks in {:.2?}",
-                "#".repeat(40),
-                self.total,
-                self.started.elapsed()
-            );
+            eprintln!("[{}] | 100% Completed | {} tasks in {:.2?}", "#".repeat(40), self.total, self.started.elapsed());
         }
     }
 }
@@ -117,9 +112,10 @@ fn new_tracker(total: u64, draw: bool) -> Tracker {
     let terminal = draw && std::io::stderr().is_terminal();
     let bar = terminal.then(|| {
         let bar = indicatif::ProgressBar::new(total);
-        let style = indicatif::ProgressStyle::with_template("[{bar:40}] {percent:>3}% | {pos}/{len} tasks | {elapsed_precise}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("#>-");
+        let style =
+            indicatif::ProgressStyle::with_template("[{bar:40}] {percent:>3}% | {pos}/{len} tasks | {elapsed_precise}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("#>-");
         bar.set_style(style);
         bar
     });
@@ -136,8 +132,11 @@ pub fn progress<T>(futures: &[Future<T>]) -> usize {
     for (i, f) in futures.iter().enumerate() {
         f.handle().subscribe(tracker.clone(), i);
     }
-    futures.iter().filter(|f| {
-        f.wait();
-        f.status() == crate::Status::Finished
-    }).count()
+    futures
+        .iter()
+        .filter(|f| {
+            f.wait();
+            f.status() == crate::Status::Finished
+        })
+        .count()
 }

@@ -62,7 +62,9 @@ pub enum VisualizeError {
         source: io::Error,
     },
     /// The Graphviz `dot` program is needed for this format and is missing.
-    #[error("writing {path} needs the Graphviz `dot` program, which was not found ({source}); install graphviz or write a .dot file")]
+    #[error(
+        "writing {path} needs the Graphviz `dot` program, which was not found ({source}); install graphviz or write a .dot file"
+    )]
     DotMissing {
         /// The file.
         path: String,
@@ -100,13 +102,9 @@ pub fn write_dot(dot: &str, path: &Path) -> Result<(), VisualizeError> {
         .map_err(|source| VisualizeError::DotMissing { path: shown.clone(), source })?;
     if let Some(mut stdin) = child.stdin.take() {
         use std::io::Write as _;
-        stdin
-            .write_all(dot.as_bytes())
-            .map_err(|source| VisualizeError::Io { path: shown.clone(), source })?;
+        stdin.write_all(dot.as_bytes()).map_err(|source| VisualizeError::Io { path: shown.clone(), source })?;
     }
-    let output = child
-        .wait_with_output()
-        .map_err(|source| VisualizeError::Io { path: shown.clone(), source })?;
+    let output = child.wait_with_output().map_err(|source| VisualizeError::Io { path: shown.clone(), source })?;
     if !output.status.success() {
         return Err(VisualizeError::DotFailed {
             path: shown,

@@ -8,10 +8,8 @@ use std::any::{TypeId, type_name};
 use std::hash::Hash;
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use crate::key::{Token, Tokenizer};
-use crate::task::{Arg, Func, TaskError, Value};
+use crate::task::{Func, TaskError, Value};
 
 /// What a task function may return: a value, or a `Result` whose `Err` fails
 /// the task (and only that task) with the error's message.
@@ -59,8 +57,25 @@ macro_rules! task_output {
 }
 
 task_output!(
-    (), bool, char, u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64,
-    String, &'static str
+    (),
+    bool,
+    char,
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    isize,
+    f32,
+    f64,
+    String,
+    &'static str
 );
 
 macro_rules! generic_output {
@@ -95,61 +110,6 @@ impl<T: Send + Sync + 'static, const N: usize> TaskOutput for [T; N] {
     fn into_task_result(self) -> Result<[T; N], TaskError> {
         Ok(self)
     }
-}
-
-/// Something that can be passed where a task takes an argument of type `T`.
-///
-/// A literal `T` is one (it must be `Serialize` so equal calls get equal keys
-/// and so it can travel to other processes); so is a handle to a task whose
-/// result is a `T` (a future or a delayed value).
-pub trait IntoArg<T> {
-    /// Turns into a task argument, adding itself to the call's token if one is
-    /// being built.
-    fn into_arg(self, cx: &mut ArgContext) -> Arg;
-}
-
-/// What building one call's arguments collects besides the arguments.
-#[derive(Default)]
-pub struct ArgContext {
-    /// The call's token so far; `None` when the call is not content-addressed.
-    pub token: Option<Tokenizer>,
-    /// Objects that must live as long as the call refers to them: the lazy
-    /// tasks or futures whose results are arguments (collected only when
-    /// `keep` is set).
-    pub keep_alive: Vec<Arc<dyn std::any::Any + Send + Sync>>,
-    /// Whether arguments that refer to other tasks must be kept alive by the
-    /// call (a lazy call does; a submitted one does not, the executor holds them).
-    pub keep: bool,
-}
-
-impl ArgContext {
-    /// A context for a call submitted now; builds a token when `token` is `Some`.
-    pub fn new(token: Option<Tokenizer>) -> ArgContext {
-        ArgContext { token, keep_alive: Vec::new(), keep: false }
-    }
-
-    /// A context for a lazy call, which keeps its task arguments alive.
-    pub fn keeping(token: Option<Tokenizer>) -> ArgContext {
-        ArgContext { token, keep_alive: Vec::new(), keep: true }
-    }
-}
-
-impl<T: Serialize + Send + Sync + 'static> IntoArg<T> for T {
-    fn into_arg(self, cx: &mut ArgContext) -> Arg {
-        if let Some(t) = &mut cx.token {
-            if t.add_value(&self).is_err() {
-                // A value that refuses to serialise cannot be content-addressed.
-                cx.token = None;
-            }
-        }
-        Arg::Value(Arc::new(self))
-    }
-}
-
-/// A tuple of things that fill a function's parameter tuple `Params`.
-pub trait IntoArgs<Params> {
-    /// Turns into task arguments, in order.
-    fn into_args(self, cx: &mut ArgContext) -> Vec<Arg>;
 }
 
 /// A function usable as a task with parameter tuple `Params`.
@@ -188,14 +148,7 @@ pub fn fn_identity<F: 'static>() -> Option<Token> {
 }
 
 macro_rules! tuple_impls {
-    ($n:expr; $($A:ident $IA:ident $a:ident $i:tt),*) => {
-        impl<$($A, $IA: IntoArg<$A>),*> IntoArgs<($($A,)*)> for ($($IA,)*) {
-            #[allow(unused_variables)]
-            fn into_args(self, cx: &mut ArgContext) -> Vec<Arg> {
-                vec![$(self.$i.into_arg(cx)),*]
-            }
-        }
-
+    ($n:expr; $($A:ident $a:ident $i:tt),*) => {
         impl<Func_, Out, $($A),*> TaskFn<($($A,)*)> for Func_
         where
             Func_: Fn($($A),*) -> Out + Send + Sync + 'static,
@@ -236,14 +189,14 @@ macro_rules! tuple_impls {
 }
 
 tuple_impls!(0;);
-tuple_impls!(1; A IA a 0);
-tuple_impls!(2; A IA a 0, B IB b 1);
-tuple_impls!(3; A IA a 0, B IB b 1, C IC c 2);
-tuple_impls!(4; A IA a 0, B IB b 1, C IC c 2, D ID d 3);
-tuple_impls!(5; A IA a 0, B IB b 1, C IC c 2, D ID d 3, E IE e 4);
-tuple_impls!(6; A IA a 0, B IB b 1, C IC c 2, D ID d 3, E IE e 4, G IG g 5);
-tuple_impls!(7; A IA a 0, B IB b 1, C IC c 2, D ID d 3, E IE e 4, G IG g 5, H IH h 6);
-tuple_impls!(8; A IA a 0, B IB b 1, C IC c 2, D ID d 3, E IE e 4, G IG g 5, H IH h 6, I II i 7);
+tuple_impls!(1; A a 0);
+tuple_impls!(2; A a 0, B b 1);
+tuple_impls!(3; A a 0, B b 1, C c 2);
+tuple_impls!(4; A a 0, B b 1, C c 2, D d 3);
+tuple_impls!(5; A a 0, B b 1, C c 2, D d 3, E e 4);
+tuple_impls!(6; A a 0, B b 1, C c 2, D d 3, E e 4, G g 5);
+tuple_impls!(7; A a 0, B b 1, C c 2, D d 3, E e 4, G g 5, H h 6);
+tuple_impls!(8; A a 0, B b 1, C c 2, D d 3, E e 4, G g 5, H h 6, I i 7);
 
 thread_local! {
     /// Erased functions of stateless function types, made once per thread:
@@ -285,15 +238,7 @@ mod tests {
         let f = TaskFn::<(i64, i64)>::into_func(add);
         assert!(f.name().ends_with("::add"));
         assert_eq!(f.short_name().as_str(), "add");
-        let args = IntoArgs::<(i64, i64)>::into_args((2i64, 40i64), &mut ArgContext::default());
-        let values = args
-            .into_iter()
-            .map(|a| match a {
-                Arg::Value(v) => v,
-                Arg::Key(_) => unreachable!(),
-            })
-            .collect();
-        let out = f.call(values).expect("add succeeds");
+        let out = f.call(vec![Arc::new(2i64), Arc::new(40i64)]).expect("add succeeds");
         assert_eq!(*out.downcast::<i64>().expect("i64 result"), 42);
     }
 
@@ -312,7 +257,7 @@ mod tests {
     fn identity_only_for_stateless_functions() {
         // A fn pointer may point anywhere; a fn item names one function.
         assert!(fn_identity::<fn(i64) -> i64>().is_none());
-        let captured = vec![1, 2, 3];
+        let captured = [1, 2, 3];
         let closure = move |x: i64| x + captured.len() as i64;
         fn identity_of<F: 'static>(_: &F) -> Option<Token> {
             fn_identity::<F>()

@@ -3,7 +3,6 @@
 //! Every operation here is O(tasks + edges): graphs of millions of tasks are
 //! built, culled and ordered without quadratic steps.
 
-
 use crate::key::{Key, KeyHashMap};
 use crate::task::Task;
 
@@ -45,10 +44,7 @@ impl Graph {
 
     /// An empty graph with room for `n` tasks.
     pub fn with_capacity(n: usize) -> Graph {
-        Graph {
-            tasks: Vec::with_capacity(n),
-            index: KeyHashMap::with_capacity_and_hasher(n, Default::default()),
-        }
+        Graph { tasks: Vec::with_capacity(n), index: KeyHashMap::with_capacity_and_hasher(n, Default::default()) }
     }
 
     /// Adds a task; returns `false` (and keeps the first) when its key is
@@ -272,4 +268,153 @@ fn heights(deps: &[Vec<usize>]) -> Vec<u32> {
         }
     }
     height
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::key::Token;
+    use crate::task::{Arg, Func, Value};
+
+    fn func() -> Func {
+        Func::new("test::f", None, Box::new(|_| Ok(Arc::new(0u8) as Value)))
+    }
+
+    fn key(i: usize) -> Key {
+        Key::scalar("t", Token(i as u128 + 1))
+    }
+
+    /// A graph whose task `i` depends on the tasks in `deps[i]` (all `< i`).
+    fn build(deps: &[Vec<usize>]) -> Graph {
+        let mut g = Graph::new();
+        for (i, ds) in deps.iter().enumerate() {
+            let args = ds.iter().map(|&d| Arg::Key(key(d))).collect();
+            g.insert(Task { key: key(i), func: func(), args });
+        }
+        g
+    }
+
+    fn dag() -> impl Strategy<Value = Vec<Vec<usize>>> {
+        (1usize..300).prop_flat_map(|n| {
+            (0..n)
+                .map(|i| if i == 0 { Just(Vec::new()).boxed() } else { proptest::collection::vec(0..i, 0..4).boxed() })
+                .collect::<Vec<_>>()
+        })
+    }
+
+    fn ancestors(deps: &[Vec<usize>], outputs: &[usize]) -> Vec<bool> {
+        let mut keep = vec![false; deps.len()];
+        let mut stack = outputs.to_vec();
+        while let Some(i) = stack.pop() {
+            if !std::mem::replace(&mut keep[i], true) {
+                stack.extend(&deps[i]);
+            }
+        }
+        keep
+    }
+
+    proptest! {
+        #[test]
+        fn order_is_a_topological_permutation(deps in dag()) {
+            let g = build(&deps);
+            let order = g.order().expect("acyclic");
+            prop_assert_eq!(order.len(), deps.len());
+            let mut position = vec![usize::MAX; deps.len()];
+            for (p, &i) in order.iter().enumerate() {
+                prop_assert_eq!(position[i], usize::MAX, "task {} ordered twice", i);
+                position[i] = p;
+            }
+            for (i, ds) in deps.iter().enumerate() {
+                for &d in ds {
+                    prop_assert!(position[d] < position[i], "{} runs before its dependency {}", i, d);
+                }
+            }
+        }
+
+        #[test]
+        fn cull_keeps_exactly_what_outputs_need(deps in dag(), picks in proptest::collection::vec(any::<prop::sample::Index>(), 1..4)) {
+            let g = build(&deps);
+            let outputs: Vec<usize> = picks.iter().map(|p| p.index(deps.len())).collect();
+            let keys: Vec<Key> = outputs.iter().map(|&i| key(i)).collect();
+            let culled = g.cull(&keys);
+            let keep = ancestors(&deps, &outputs);
+            prop_assert_eq!(culled.len(), keep.iter().filter(|k| **k).count());
+            for (i, k) in keep.iter().enumerate() {
+                prop_assert_eq!(culled.contains(&key(i)), *k);
+            }
+            prop_assert!(culled.external_keys().is_empty());
+        }
+
+        #[test]
+        fn dependents_mirror_dependencies(deps in dag()) {
+            let g = build(&deps);
+            let dependents = g.dependents();
+            for (i, ds) in deps.iter().enumerate() {
+                let mut unique = ds.clone();
+                unique.sort_unstable();
+                unique.dedup();
+                for d in unique {
+                    prop_assert_eq!(dependents[d].iter().filter(|&&x| x == i).count(), 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_cycle_is_reported_with_a_key_on_it() {
+        let mut g = Graph::new();
+        g.insert(Task { key: key(0), func: func(), args: vec![Arg::Key(key(1))] });
+        g.insert(Task { key: key(1), func: func(), args: vec![Arg::Key(key(0))] });
+        let err = g.order().expect_err("cycle");
+        let GraphError::Cycle { key: k } = err;
+        assert!(k == key(0) || k == key(1));
+    }
+
+    #[test]
+    fn order_finishes_a_branch_before_the_next() {
+        // ((l0 + l1) + (l2 + l3)): the first sum runs before l2 and l3 start.
+        let deps = vec![vec![], vec![], vec![0, 1], vec![], vec![], vec![3, 4], vec![2, 5]];
+        let order = build(&deps).order().expect("acyclic");
+        let pos = |i: usize| order.iter().position(|&x| x == i).expect("present");
+        assert!(pos(2) < pos(3) && pos(2) < pos(4));
+    }
+
+    #[test]
+    fn dot_output_is_exact() {
+        let mut g = Graph::new();
+        g.insert(Task { key: key(0), func: func(), args: vec![Arg::Value(Arc::new(1u8))] });
+        g.insert(Task {
+            key: key(1),
+            func: func(),
+            args: vec![Arg::Key(key(0)), Arg::Key(Key::scalar("ext", Token(9)))],
+        });
+        let expected = "digraph shoal {
+  rankdir=BT;
+  node [fontname=\"Helvetica\"];
+  f0 [shape=circle, label=\"f\"];
+  d0 [shape=box, label=\"t-00000000\"];
+  f0 -> d0;
+  f1 [shape=circle, label=\"f\"];
+  d1 [shape=box, label=\"t-00000000\"];
+  f1 -> d1;
+  d0 -> f1;
+  \"ext-00000000000000000000000000000009\" [shape=box, style=dashed];
+  \"ext-00000000000000000000000000000009\" -> f1;
+}
+";
+        assert_eq!(g.to_dot(), expected);
+    }
+
+    #[test]
+    fn duplicate_keys_keep_the_first_task() {
+        let mut g = Graph::new();
+        assert!(g.insert(Task { key: key(0), func: func(), args: vec![] }));
+        assert!(!g.insert(Task { key: key(0), func: func(), args: vec![Arg::Key(key(5))] }));
+        assert_eq!(g.len(), 1);
+        assert!(g.external_keys().is_empty());
+    }
 }

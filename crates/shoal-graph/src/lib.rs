@@ -8,8 +8,7 @@
 //!   that are literal [`Value`]s or other tasks' keys.
 //! - [`Graph`] holds tasks by key; [`Graph::cull`] keeps what outputs need and
 //!   [`Graph::order`] gives a memory-friendly execution order.
-//! - [`TaskFn`], [`IntoArg`] and [`TaskOutput`] turn plain Rust functions and
-//!   values into tasks.
+//! - [`TaskFn`] and [`TaskOutput`] turn plain Rust functions into tasks.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -34,7 +33,7 @@ mod key;
 mod task;
 
 pub use dot::{VisualizeError, write_dot};
-pub use func::{ArgContext, IntoArg, IntoArgs, TaskFn, TaskOutput, call_tokenizer, fn_identity, take_arg};
+pub use func::{TaskFn, TaskOutput, call_tokenizer, fn_identity, take_arg};
 pub use graph::{Dep, Graph, GraphError};
 pub use key::{Key, KeyBuildHasher, KeyHashMap, KeyHasher, Prefix, Token, Tokenizer, short_fn_name};
 pub use task::{Arg, CallFn, Func, Task, TaskError, Value};

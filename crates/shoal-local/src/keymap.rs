@@ -45,9 +45,37 @@ impl Shard {
     }
 
     /// Adds a node whose key is not in the shard.
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, node: Arc<Node>) {
         let hash = hash_key(&node.key);
         self.table.insert_unique(hash, Entry { hash, node }, |e| e.hash);
+    }
+
+    /// The live node for `key` (`Err`), or the node `make` builds, now in the
+    /// shard (`Ok`): one probe either way. A node that `is_live` rejects is
+    /// replaced.
+    pub(crate) fn find_or_insert(
+        &mut self,
+        key: &Key,
+        is_live: impl Fn(&Node) -> bool,
+        make: impl FnOnce() -> Arc<Node>,
+    ) -> Result<Arc<Node>, Arc<Node>> {
+        let hash = hash_key(key);
+        match self.table.entry(hash, |e| e.node.key == *key, |e| e.hash) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => {
+                if is_live(&o.get().node) {
+                    return Err(o.get().node.clone());
+                }
+                let node = make();
+                o.get_mut().node = node.clone();
+                Ok(node)
+            }
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let node = make();
+                v.insert(Entry { hash, node: node.clone() });
+                Ok(node)
+            }
+        }
     }
 
     /// Removes the entry of `node`, if it is there.
@@ -92,8 +120,12 @@ mod tests {
         let map = KeyMap::new();
         let key = Key::scalar("k", Token(42));
         let func = Func::new("f", None, Box::new(|_| Ok(Arc::new(()) as shoal_graph::Value)));
-        let a = Arc::new(Node::new(key.clone(), func.clone(), 0));
-        let b = Arc::new(Node::new(key.clone(), func, 0));
+        let node = |f: &Func| {
+            let body = crate::node::Body { func: f.clone(), args: Default::default() };
+            Arc::new(Node::new(key.clone(), body, 0, 0, 0, Vec::new()))
+        };
+        let a = node(&func);
+        let b = node(&func);
         map.shard(&key).insert(a.clone());
         map.remove(&b);
         assert!(map.get(&key).is_some_and(|n| Arc::ptr_eq(&n, &a)), "a stale node must not remove its successor");

@@ -22,7 +22,7 @@
 //!     func: TaskFn::<(i64,)>::into_func(double),
 //!     args: vec![Arg::Value(Arc::new(21i64))],
 //! };
-//! let handles = rt.submit([Submission { task, retries: 0, hold: true, notify: None }]);
+//! let handles = rt.submit([Submission::new(task).held()]);
 //! let value = handles[0].wait().unwrap();
 //! assert_eq!(*value.downcast::<i64>().unwrap(), 42);
 //! ```
@@ -32,4 +32,4 @@ mod node;
 mod runtime;
 
 pub use node::{Failure, FailureKind, Notify, Outcome, Phase};
-pub use runtime::{Handle, Runtime, Stats, Submission};
+pub use runtime::{Handle, LocalDeps, Runtime, Stats, Submission};

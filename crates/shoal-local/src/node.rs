@@ -84,9 +84,15 @@ impl std::fmt::Display for Failure {
             }
             FailureKind::Cancelled => write!(f, "task {} was cancelled", self.key),
             FailureKind::UnknownDependency(dep) => {
-                write!(f, "task {} depends on {dep}, which this client does not hold (was its future dropped?)", self.key)
+                write!(
+                    f,
+                    "task {} depends on {dep}, which this client does not hold (was its future dropped?)",
+                    self.key
+                )
             }
-            FailureKind::Shutdown => write!(f, "task {} did not run: the client shut down", self.key),
+            FailureKind::Shutdown => {
+                write!(f, "task {} did not run: the client shut down", self.key)
+            }
         }
     }
 }
@@ -243,7 +249,16 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub(crate) fn new(key: Key, func: Func, retries: u32) -> Node {
+    /// A pending node that runs `body`, held by `holders` handles and
+    /// awaited by `consumers` reserved dependents.
+    pub(crate) fn new(
+        key: Key,
+        body: Body,
+        retries: u32,
+        holders: u32,
+        consumers: u32,
+        listeners: Vec<Listener>,
+    ) -> Node {
         Node {
             key,
             deps_left: AtomicU32::new(1),
@@ -253,10 +268,10 @@ impl Node {
                 cancel_requested: false,
                 has_waiters: false,
                 retries_left: retries,
-                holders: 0,
-                consumers: 0,
-                content: Content::Body(Body { func, args: Slots::new() }),
-                listeners: Vec::new(),
+                holders,
+                consumers,
+                content: Content::Body(body),
+                listeners,
             }),
             done: Condvar::new(),
         }
@@ -265,17 +280,11 @@ impl Node {
 
 #[cfg(test)]
 mod size_tests {
+    /// Every pending task costs one node: the memory budget per task
+    /// (300 bytes in all) depends on it staying this small.
     #[test]
-    fn print_sizes() {
-        eprintln!(
-            "Node {} State {} Body {} Arg {} Key {} Listener {} Value {}",
-            std::mem::size_of::<super::Node>(),
-            std::mem::size_of::<super::State>(),
-            std::mem::size_of::<super::Body>(),
-            std::mem::size_of::<shoal_graph::Arg>(),
-            std::mem::size_of::<shoal_graph::Key>(),
-            std::mem::size_of::<super::Listener>(),
-            std::mem::size_of::<shoal_graph::Value>(),
-        );
+    fn a_node_stays_small() {
+        assert!(std::mem::size_of::<super::Node>() <= 152, "Node is {} bytes", std::mem::size_of::<super::Node>());
+        assert_eq!(std::mem::size_of::<shoal_graph::Key>(), 32);
     }
 }

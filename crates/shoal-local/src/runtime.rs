@@ -24,6 +24,11 @@ const SUBMIT_FLUSH: usize = 1024;
 /// arrives within some tens of microseconds starts without a futex round trip.
 const IDLE_ROUNDS: u32 = 64;
 
+/// For each key argument of a task, in order: `Some(i)` when it is the
+/// result of task `i` of the same batch (counting from 0), `None` when it is
+/// a key the runtime already holds.
+pub type LocalDeps = smallvec::SmallVec<[Option<u32>; 4]>;
+
 /// One task to submit.
 pub struct Submission {
     /// The task.
@@ -34,6 +39,56 @@ pub struct Submission {
     pub hold: bool,
     /// Told (with this index) when the task is done.
     pub notify: Option<(Arc<dyn Notify>, usize)>,
+    /// Which key arguments are results of earlier tasks of this batch.
+    pub local_deps: LocalDeps,
+    /// How many key arguments of later tasks of this batch refer to this one.
+    /// The result is kept for them even if the task finishes before they are
+    /// submitted.
+    pub consumers_in_batch: u32,
+}
+
+impl Submission {
+    /// A task with no retries, no handle, no in-batch links.
+    pub fn new(task: Task) -> Submission {
+        Submission { task, retries: 0, hold: false, notify: None, local_deps: LocalDeps::new(), consumers_in_batch: 0 }
+    }
+
+    /// Returns a handle for the task.
+    pub fn held(mut self) -> Submission {
+        self.hold = true;
+        self
+    }
+
+    /// Reruns the task up to `retries` times after it fails.
+    pub fn retries(mut self, retries: u32) -> Submission {
+        self.retries = retries;
+        self
+    }
+}
+
+/// Tasks of the batch being submitted that later tasks of it still refer
+/// to, by batch position, with how many references are still to come.
+#[derive(Default)]
+struct BatchLinks {
+    open: rustc_hash::FxHashMap<u32, (Arc<Node>, u32)>,
+}
+
+impl BatchLinks {
+    fn add(&mut self, position: u32, node: &Arc<Node>, references: u32) {
+        if references > 0 {
+            self.open.insert(position, (node.clone(), references));
+        }
+    }
+
+    /// The node at `position`, for one of its reserved references.
+    fn take(&mut self, position: u32) -> Option<Arc<Node>> {
+        let (node, left) = self.open.get_mut(&position)?;
+        *left -= 1;
+        if *left == 0 {
+            return self.open.remove(&position).map(|(n, _)| n);
+        }
+        Some(node.clone())
+    }
 }
 
 /// Where a ready task goes.
@@ -102,9 +157,8 @@ impl Runtime {
         *shared.stealers.lock() = workers.iter().map(Worker::stealer).collect();
         for (i, local) in workers.into_iter().enumerate() {
             let s = shared.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("shoal-worker-{i}"))
-                .spawn(move || s.worker_loop(local))?;
+            let handle =
+                std::thread::Builder::new().name(format!("shoal-worker-{i}")).spawn(move || s.worker_loop(local))?;
             pool.threads.lock().push(handle);
         }
         Ok(Runtime { shared, _pool: pool })
@@ -122,8 +176,11 @@ impl Runtime {
     ///
     /// A task whose key is already known is not submitted again: its handle
     /// refers to the existing task. Dependencies must come before their
-    /// dependents in `batch`, or be known already; a task that refers to a key
-    /// the runtime does not know fails with [`FailureKind::UnknownDependency`].
+    /// dependents in `batch` (and be named in [`Submission::local_deps`], with
+    /// [`Submission::consumers_in_batch`] counted) or be known already; a task
+    /// that refers to a key the runtime does not know fails with
+    /// [`FailureKind::UnknownDependency`]. Tasks start while the batch is still
+    /// being submitted.
     ///
     /// # Performance
     /// A few hundred nanoseconds and one allocation per argument per task; idle
@@ -135,11 +192,11 @@ impl Runtime {
     /// Submits one task and returns its handle if `hold` is set; as
     /// [`Runtime::submit`] without allocating for the batch.
     pub fn submit_one(&self, submission: Submission) -> Option<Handle> {
-        let Submission { task, retries, hold, notify } = submission;
+        let hold = submission.hold;
         let mut ready = Vec::new();
-        let node = self.shared.insert(task, retries, hold, notify, &mut ready);
+        let node = self.shared.insert(submission, 0, &mut BatchLinks::default(), &mut ready);
         self.shared.push_ready_batch(&mut ready);
-        node.map(|node| Handle { node, shared: self.shared.clone() })
+        hold.then(|| Handle { node, shared: self.shared.clone() })
     }
 
     /// A handle to the task with this key, if the runtime knows it.
@@ -225,10 +282,10 @@ impl Shared {
     fn submit(self: &Arc<Self>, batch: impl IntoIterator<Item = Submission>) -> Vec<Handle> {
         let mut handles = Vec::new();
         let mut ready: Vec<Arc<Node>> = Vec::new();
-        for Submission { task, retries, hold, notify } in batch {
-            let Some(node) = self.insert(task, retries, hold, notify, &mut ready) else {
-                continue;
-            };
+        let mut links = BatchLinks::default();
+        for (position, submission) in batch.into_iter().enumerate() {
+            let hold = submission.hold;
+            let node = self.insert(submission, position as u32, &mut links, &mut ready);
             if hold {
                 handles.push(Handle { node, shared: self.clone() });
             }
@@ -237,70 +294,116 @@ impl Shared {
             }
         }
         self.push_ready_batch(&mut ready);
+        // References the caller announced but no task made: let them go.
+        for (_, (node, left)) in links.open.drain() {
+            for _ in 0..left {
+                self.release_input(&node);
+            }
+        }
         handles
     }
 
-    /// Adds one task (or finds the live task with its key); returns the node
-    /// when the caller needs it (a held handle has been counted already).
+    /// Adds one task, or finds the live task with its key. A held handle has
+    /// been counted on the returned node.
     fn insert(
         self: &Arc<Self>,
-        task: Task,
-        retries: u32,
-        hold: bool,
-        notify: Option<(Arc<dyn Notify>, usize)>,
+        submission: Submission,
+        position: u32,
+        links: &mut BatchLinks,
         ready: &mut Vec<Arc<Node>>,
-    ) -> Option<Arc<Node>> {
-        let Task { key, func, args } = task;
-        let node = {
-            let mut shard = self.keys.shard(&key);
-            if let Some(existing) = shard.get(&key) {
-                let existing = existing.clone();
-                let mut st = existing.state.lock();
-                if !st.released {
-                    if hold {
-                        st.holders += 1;
-                    }
-                    let call_now = match notify {
-                        Some((n, i)) if st.phase.is_terminal() => Some((n, i)),
-                        Some((n, i)) => {
-                            st.listeners.push(Listener::Notify(n, i));
-                            None
-                        }
-                        None => None,
+    ) -> Arc<Node> {
+        let Submission { task: Task { key, func, args }, retries, hold, notify, local_deps, consumers_in_batch } =
+            submission;
+        // A task without key arguments is complete at once; others get their
+        // dependency slots once wired.
+        let has_deps = args.iter().any(|a| matches!(a, Arg::Key(_)));
+        let mut args = Some(args);
+        let mut notify = notify;
+        let node = loop {
+            let found = self.keys.shard(&key).find_or_insert(
+                &key,
+                |existing| !existing.state.lock().released,
+                || {
+                    let slots = if has_deps {
+                        Slots::new()
+                    } else {
+                        args.take()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|a| match a {
+                                Arg::Value(v) => Some(Slot::Value(v)),
+                                Arg::Key(_) => None,
+                            })
+                            .collect()
                     };
-                    drop(st);
-                    if let Some((n, i)) = call_now {
-                        n.done(i);
-                    }
-                    return hold.then_some(existing);
-                }
-                drop(st);
-                shard.remove_node(&existing);
+                    let listeners = notify.take().map(|(n, i)| vec![Listener::Notify(n, i)]).unwrap_or_default();
+                    let body = Body { func: func.clone(), args: slots };
+                    Arc::new(Node::new(key.clone(), body, retries, u32::from(hold), consumers_in_batch, listeners))
+                },
+            );
+            let existing = match found {
+                Ok(node) => break node,
+                Err(existing) => existing,
+            };
+            let mut st = existing.state.lock();
+            if st.released {
+                // Released since it was found: look again (it is replaced).
+                continue;
             }
-            let node = Arc::new(Node::new(key, func, retries));
-            {
-                let mut st = node.state.lock();
-                st.holders = u32::from(hold);
-                if let Some((n, i)) = notify {
+            st.holders += u32::from(hold);
+            st.consumers += consumers_in_batch;
+            let call_now = match notify.take() {
+                Some((n, i)) if st.phase.is_terminal() => Some((n, i)),
+                Some((n, i)) => {
                     st.listeners.push(Listener::Notify(n, i));
+                    None
                 }
+                None => None,
+            };
+            drop(st);
+            if let Some((n, i)) = call_now {
+                n.done(i);
             }
-            shard.insert(node.clone());
-            node
+            links.add(position, &existing, consumers_in_batch);
+            // The existing task already has its inputs: give back the
+            // references reserved for this copy of it.
+            for dep in local_deps.iter().flatten().filter_map(|&p| links.take(p)) {
+                self.release_input(&dep);
+            }
+            return existing;
+        };
+        links.add(position, &node, consumers_in_batch);
+        let Some(args) = args else {
+            if node.deps_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                ready.push(node.clone());
+            }
+            return node;
         };
 
         let mut failure: Option<FailureKind> = None;
+        let mut key_args = 0;
         let slots: Slots = args
             .into_iter()
             .filter_map(|arg| match arg {
                 Arg::Value(v) => Some(Slot::Value(v)),
-                Arg::Key(k) => match self.wire_dependency(&node, &k) {
-                    Ok(dep) => Some(Slot::Dep(dep)),
-                    Err(kind) => {
-                        failure.get_or_insert(kind);
-                        None
+                Arg::Key(k) => {
+                    let local = local_deps.get(key_args).copied().flatten();
+                    key_args += 1;
+                    let wired = match local.and_then(|p| links.take(p)) {
+                        Some(dep) => self.wire_dependency(&node, dep, true),
+                        None => match self.keys.get(&k) {
+                            Some(dep) => self.wire_dependency(&node, dep, false),
+                            None => Err(FailureKind::UnknownDependency(k)),
+                        },
+                    };
+                    match wired {
+                        Ok(dep) => Some(Slot::Dep(dep)),
+                        Err(kind) => {
+                            failure.get_or_insert(kind);
+                            None
+                        }
                     }
-                },
+                }
             })
             .collect();
         let mut st = node.state.lock();
@@ -310,11 +413,7 @@ impl Shared {
         match failure {
             Some(kind) if st.phase == Phase::Pending => {
                 let f = Arc::new(Failure { key: node.key.clone(), kind });
-                st.phase = Phase::Erred;
-                let body = match std::mem::replace(&mut st.content, Content::Failed(f)) {
-                    Content::Body(b) => Some(b),
-                    _ => None,
-                };
+                let body = st.settle_content(Phase::Erred, Content::Failed(f));
                 self.settle(&node, st, body, &self.outside_queue());
             }
             _ => drop(st),
@@ -322,18 +421,21 @@ impl Shared {
         if node.deps_left.fetch_sub(1, Ordering::AcqRel) == 1 {
             ready.push(node.clone());
         }
-        hold.then_some(node)
+        node
     }
 
-    /// Makes `node` a consumer of the task with key `key` (and a listener, if
-    /// that task is not done); the dependency's failure if it has one.
-    fn wire_dependency(&self, node: &Arc<Node>, key: &Key) -> Result<Arc<Node>, FailureKind> {
-        let dep = self.keys.get(key).ok_or_else(|| FailureKind::UnknownDependency(key.clone()))?;
+    /// Makes `node` a consumer of `dep` (and a listener, if `dep` is not
+    /// done); the dependency's failure if it has one. A `reserved` reference
+    /// was counted when `dep` was submitted.
+    fn wire_dependency(&self, node: &Arc<Node>, dep: Arc<Node>, reserved: bool) -> Result<Arc<Node>, FailureKind> {
         let mut ds = dep.state.lock();
-        if ds.released {
-            return Err(FailureKind::UnknownDependency(key.clone()));
+        if !reserved {
+            if ds.released {
+                drop(ds);
+                return Err(FailureKind::UnknownDependency(dep.key.clone()));
+            }
+            ds.consumers += 1;
         }
-        ds.consumers += 1;
         let failed = match ds.phase {
             Phase::Memory => None,
             Phase::Erred | Phase::Cancelled => ds.failure(),

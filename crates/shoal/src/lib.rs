@@ -31,8 +31,9 @@
 //! ```
 
 pub use shoal_client::{
-    AsCompleted, Client, ClientBuilder, Computable, Delayed, Error, Executor, Future, ProgressBar, Status,
-    TaskOptions, as_completed, compute, delayed, delayed_with, gather, progress, wait, wait_timeout,
+    ArgContext, AsCompleted, Client, ClientBuilder, Computable, Delayed, Error, Executor, Future, IntoArg, IntoArgs,
+    ProgressBar, Status, TaskOptions, as_completed, compute, delayed, delayed_with, gather, progress, wait,
+    wait_timeout,
 };
 pub use shoal_graph::{Key, TaskError, TaskOutput, Token, VisualizeError, task_output};
 

@@ -54,13 +54,20 @@ fn noop_task(x: u64) -> u64 {
 fn noop(params: &Value) -> anyhow::Result<Sample> {
     let n = param_u64(params, "n")?;
     let client = client()?;
+    let mut phases = [0.0; 3];
     let (seconds, sum) = timed(|| -> anyhow::Result<u64> {
-        let futures = client.map(noop_task, 0..n);
-        let values = client.gather(&futures)?;
-        Ok(values.iter().sum())
+        let (submit_s, futures) = timed(|| client.map(noop_task, 0..n));
+        let (gather_s, values) = timed(|| client.gather(&futures));
+        let (release_s, ()) = timed(|| drop(futures));
+        phases = [submit_s, gather_s, release_s];
+        Ok(values?.iter().sum())
     });
     anyhow::ensure!(sum? == n * (n.saturating_sub(1)) / 2, "wrong sum of no-op results");
-    Ok(Sample { seconds, items: Some(n as f64), extra: Map::new() })
+    let mut extra = Map::new();
+    extra.insert("submit_s".into(), json!(phases[0]));
+    extra.insert("gather_s".into(), json!(phases[1]));
+    extra.insert("release_s".into(), json!(phases[2]));
+    Ok(Sample { seconds, items: Some(n as f64), extra })
 }
 
 fn inc(x: u64) -> u64 {

@@ -1,0 +1,96 @@
+//! Lists of futures or delayed values as one argument: `sum(results)`.
+//!
+//! A list argument becomes a small task that takes every element as an
+//! argument and returns them as a `Vec`, so the real task depends on each
+//! element and receives them all, in order.
+
+use std::any::type_name;
+use std::sync::Arc;
+
+use shoal_graph::{Arg, Func, Key, Task, TaskError, Token, Tokenizer, Value, take_arg};
+
+use crate::args::{ArgContext, IntoArg};
+
+use crate::delayed::{Delayed, DelayedNode};
+use crate::future::Future;
+
+fn collect_values<T: Clone + Send + Sync + 'static>(args: Vec<Value>) -> Result<Value, TaskError> {
+    let items = args.into_iter().enumerate().map(|(i, v)| take_arg::<T>(v, i)).collect::<Result<Vec<T>, _>>()?;
+    Ok(Arc::new(items))
+}
+
+fn list_func<T: Clone + Send + Sync + 'static>() -> Func {
+    let name = type_name::<fn() -> Vec<T>>();
+    Func::new(name, Some(Token::of_bytes(name.as_bytes())), Box::new(collect_values::<T>))
+}
+
+/// The list task over `keys`, and the key the calling task refers to.
+fn list_task<T: Clone + Send + Sync + 'static>(keys: Vec<Key>, cx: &mut ArgContext) -> Task {
+    let token = if cx.token.is_some() {
+        let mut t = Tokenizer::new(b"list");
+        for k in &keys {
+            t.add_key(k);
+        }
+        t.finish()
+    } else {
+        Token::fresh()
+    };
+    let key = Key::scalar("list", token);
+    if let Some(t) = &mut cx.token {
+        t.add_key(&key);
+    }
+    Task { key, func: list_func::<T>(), args: keys.into_iter().map(Arg::Key).collect() }
+}
+
+impl<T: Clone + Send + Sync + 'static> IntoArg<Vec<T>> for &[Future<T>] {
+    fn into_arg(self, cx: &mut ArgContext) -> Arg {
+        let task = list_task::<T>(self.iter().map(|f| f.key().clone()).collect(), cx);
+        let key = task.key.clone();
+        if cx.keep {
+            // A lazy call: the list becomes a lazy task holding the futures.
+            let deps = self.iter().map(|f| Arc::new(f.clone()) as Arc<dyn std::any::Any + Send + Sync>).collect();
+            cx.keep_alive.push(Arc::new(DelayedNode::new(task, 0, deps)));
+        } else {
+            cx.pre_tasks.push(task);
+        }
+        Arg::Key(key)
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> IntoArg<Vec<T>> for Vec<Future<T>> {
+    fn into_arg(self, cx: &mut ArgContext) -> Arg {
+        self.as_slice().into_arg(cx)
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> IntoArg<Vec<T>> for &Vec<Future<T>> {
+    fn into_arg(self, cx: &mut ArgContext) -> Arg {
+        self.as_slice().into_arg(cx)
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> IntoArg<Vec<T>> for &[Delayed<T>] {
+    fn into_arg(self, cx: &mut ArgContext) -> Arg {
+        let mut inner = ArgContext::keeping(cx.token.as_ref().map(|_| Tokenizer::new(b"")));
+        let task = list_task::<T>(self.iter().map(|d| d.key().clone()).collect(), &mut inner);
+        if let (Some(t), Some(_)) = (&mut cx.token, &inner.token) {
+            t.add_key(&task.key);
+        }
+        let key = task.key.clone();
+        let deps = self.iter().map(|d| d.node().clone() as Arc<dyn std::any::Any + Send + Sync>).collect();
+        cx.keep_alive.push(Arc::new(DelayedNode::new(task, 0, deps)));
+        Arg::Key(key)
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> IntoArg<Vec<T>> for Vec<Delayed<T>> {
+    fn into_arg(self, cx: &mut ArgContext) -> Arg {
+        self.as_slice().into_arg(cx)
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> IntoArg<Vec<T>> for &Vec<Delayed<T>> {
+    fn into_arg(self, cx: &mut ArgContext) -> Arg {
+        self.as_slice().into_arg(cx)
+    }
+}

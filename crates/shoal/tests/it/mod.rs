@@ -1,0 +1,5 @@
+mod delayed;
+mod errors;
+mod futures;
+mod props;
+mod support;

@@ -1,0 +1,3 @@
+//! Integration tests of the shoal facade, in one test binary.
+
+mod it;
