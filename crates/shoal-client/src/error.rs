@@ -20,9 +20,7 @@ pub enum Error {
         message: String,
     },
     /// A task this one needs has no result, so this one never ran.
-    #[error(
-        "task {key} did not run: its dependency {dependency} has no result, because task {failed} failed: {message}"
-    )]
+    #[error("task {key} did not run: {}", dependency_story(.dependency, .failed, .message))]
     DependencyFailed {
         /// The task that did not run.
         key: String,
@@ -67,6 +65,14 @@ pub enum Error {
     /// The executor could not be started.
     #[error("cannot start the executor: {0}")]
     Start(String),
+}
+
+fn dependency_story(dependency: &str, failed: &str, message: &str) -> String {
+    if dependency == failed {
+        format!("its dependency {failed} failed: {message}")
+    } else {
+        format!("its dependency {dependency} has no result, because task {failed} failed: {message}")
+    }
 }
 
 impl Error {

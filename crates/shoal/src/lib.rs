@@ -37,6 +37,11 @@ pub use shoal_client::{
 };
 pub use shoal_graph::{Key, TaskError, TaskOutput, Token, VisualizeError, task_output};
 
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// The task-graph core: keys, tasks, graphs, culling and ordering.
 pub mod graph {
     pub use shoal_graph::*;

@@ -1,0 +1,95 @@
+//! The parallelisation tutorial, the shoal way.
+//!
+//! Each section mirrors a section of the tutorial shoal grew from (Dask and
+//! Ray in Python) and runs here as plain Rust:
+//!
+//! 1. functions become tasks: `submit`, futures, `result`;
+//! 2. many tasks at once: `map`, `gather`, `as_completed`;
+//! 3. lazy graphs: `delayed`, `compute`, a picture of the graph;
+//! 4. failures stay with their task;
+//! 5. a progress bar.
+//!
+//! Run it with `cargo run --release -p shoal --example tutorial`.
+
+use std::time::{Duration, Instant};
+
+use shoal::{Client, Delayed, ProgressBar, as_completed, delayed};
+
+fn double(x: i64) -> i64 {
+    x * 2
+}
+
+fn inc(x: i64) -> i64 {
+    std::thread::sleep(Duration::from_millis(100));
+    x + 1
+}
+
+fn add(a: i64, b: i64) -> i64 {
+    std::thread::sleep(Duration::from_millis(100));
+    a + b
+}
+
+fn total(values: Vec<i64>) -> i64 {
+    values.iter().sum()
+}
+
+fn mean_of_positive(values: Vec<f64>) -> Result<f64, String> {
+    if values.iter().any(|v| *v < 0.0) {
+        return Err(format!("{} negative values in the input", values.iter().filter(|v| **v < 0.0).count()));
+    }
+    Ok(values.iter().sum::<f64>() / values.len() as f64)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let client = Client::threads()?;
+    println!("shoal client on {:?}\n", client.executor());
+
+    println!("## 1. Functions become tasks");
+    let future = client.submit(double, (10,));
+    println!("{future}");
+    println!("result: {}", future.result()?);
+    println!("{future}\n");
+
+    println!("## 2. Many tasks at once");
+    let start = Instant::now();
+    let futures = client.map(inc, 0..8i64);
+    let sum = client.submit(total, (&futures,));
+    println!("8 tasks of 100 ms each, summed by a ninth: {} in {:.2?}", sum.result()?, start.elapsed());
+    let squares = client.map(double, 0..5i64);
+    let finished: Vec<i64> = as_completed(squares).map(|f| f.result()).collect::<Result<_, _>>()?;
+    println!("as they finished: {finished:?}\n");
+
+    println!("## 3. Lazy graphs with delayed");
+    let x = delayed(inc, (1,));
+    let y = delayed(inc, (2,));
+    let z = delayed(add, (&x, &y));
+    println!("{z} needs {} tasks", z.graph().len());
+    let start = Instant::now();
+    println!("z = {} in {:.2?} (inc and inc run in parallel, then add)", z.compute()?, start.elapsed());
+    let picture = std::env::temp_dir().join("shoal-tutorial-graph.svg");
+    match z.visualize(&picture) {
+        Ok(()) => println!("graph picture: {}", picture.display()),
+        Err(e) => {
+            let dot = picture.with_extension("dot");
+            z.visualize(&dot)?;
+            println!("({e}); the graph is in {}", dot.display());
+        }
+    }
+    println!();
+
+    println!("## 4. Failures stay with their task");
+    let good = client.submit(mean_of_positive, (vec![1.0, 2.0, 3.0],));
+    let bad = client.submit(mean_of_positive, (vec![1.0, -2.0, -3.0],));
+    let after_bad = client.submit(|m: f64| m * 100.0, (&bad,));
+    println!("good: {:?}", good.result());
+    println!("bad: {}", bad.result().expect_err("negative input"));
+    println!("depends on bad: {}", after_bad.result().expect_err("dependency failed"));
+    println!("the pool is fine: {}\n", client.submit(double, (21,)).result()?);
+
+    println!("## 5. A progress bar");
+    let _bar = ProgressBar::enable();
+    let parts: Vec<Delayed<i64>> = (0..20).map(|i| delayed(inc, (i,))).collect();
+    let sum = delayed(total, (&parts,));
+    println!("sum of 20 slow increments: {}", sum.compute()?);
+    Ok(())
+}
