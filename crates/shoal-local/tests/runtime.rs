@@ -103,8 +103,8 @@ fn the_sync_executor_runs_in_the_same_order_every_time() {
         for h in &handles {
             h.wait().expect("runs");
         }
-        let order = seen.lock().expect("lock").clone();
-        order
+        let recorded = seen.lock().expect("lock");
+        recorded.clone()
     };
     let first = order_of_run();
     assert_eq!(first.len(), 50);
