@@ -373,3 +373,36 @@ mod tests {
         assert_eq!(short_fn_name("core::ops::add<i32>"), "add");
     }
 }
+
+/// On the wire a key is `(prefix, token words, index)`.
+impl Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (self.prefix.as_str(), self.token, self.index()).serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
+        let (prefix, token, index): (String, [u64; 2], Vec<u32>) = serde::Deserialize::deserialize(deserializer)?;
+        Ok(Key {
+            prefix: prefix.into(),
+            index: if index.is_empty() { None } else { Some(Box::new(index.into_boxed_slice())) },
+            token,
+        })
+    }
+}
+
+#[cfg(test)]
+mod serde_tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_through_postcard() {
+        for key in [Key::scalar("inc", Token(u128::MAX - 7)), Key::new("sum", Token(3), vec![2, 0, 9])] {
+            let bytes = postcard::to_allocvec(&key).expect("encodes");
+            let back: Key = postcard::from_bytes(&bytes).expect("decodes");
+            assert_eq!(back, key);
+            assert_eq!(back.to_string(), key.to_string());
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The messages of a shoal cluster.
+//!
+//! Four directions, as in Dask: [`ToScheduler`] and [`FromScheduler`]
+//! between clients and the scheduler, [`ToWorker`] and [`FromWorker`] between
+//! the scheduler and workers; [`PeerRequest`] and [`PeerReply`] carry data
+//! between workers. The scheduler only ever sees metadata: task payloads
+//! (function name and encoded literal arguments) pass through it unread, and
+//! results never do.
+
+use serde::{Deserialize, Serialize};
+use shoal_graph::Key;
+
+/// A worker, as numbered by its scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WorkerId(pub u32);
+
+impl std::fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "worker-{}", self.0)
+    }
+}
+
+/// A client, as numbered by its scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ClientId(pub u32);
+
+impl std::fmt::Display for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "client-{}", self.0)
+    }
+}
+
+/// One argument of a task on the wire.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ArgMsg {
+    /// A literal value, encoded by the codec of the task's function.
+    Value(Vec<u8>),
+    /// The result of another task.
+    Key(Key),
+}
+
+/// A named amount a task needs or a worker has: `("cpus", 1.0)`, `("gpus", 1.0)`.
+pub type Resources = Vec<(String, f64)>;
+
+/// A task as a client submits it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskMsg {
+    /// Its key.
+    pub key: Key,
+    /// The registered name of its function.
+    pub func: String,
+    /// Its arguments, in order.
+    pub args: Vec<ArgMsg>,
+    /// Higher runs first among ready tasks.
+    pub priority: i32,
+    /// Reruns after a failure of the function.
+    pub retries: u32,
+    /// What it needs of a worker (none: one thread).
+    pub resources: Resources,
+    /// Workers (by name or address) it may run on; empty: any.
+    pub workers: Vec<String>,
+    /// Whether the submitting client holds a future of it.
+    pub held: bool,
+}
+
+/// Client → scheduler.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToScheduler {
+    /// New tasks, dependencies before dependents.
+    Submit(Vec<TaskMsg>),
+    /// The client holds these keys no more.
+    Release(Vec<Key>),
+    /// Cancel these keys (and what depends on them).
+    Cancel(Vec<Key>),
+    /// Where are these keys' results?
+    WhoHas(Vec<Key>),
+    /// The cluster's workers and their resources.
+    Info,
+}
+
+/// Why a task has no result, as the scheduler reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskErrorMsg {
+    /// Its function failed or panicked.
+    Failed {
+        /// The message.
+        message: String,
+    },
+    /// A dependency has no result.
+    Dependency {
+        /// The direct dependency.
+        dependency: Key,
+        /// Where the failure started.
+        failed: Key,
+        /// What went wrong there.
+        message: String,
+    },
+    /// It was cancelled.
+    Cancelled,
+    /// Workers running it died too often (Dask's `KilledWorker`).
+    WorkerLost {
+        /// How many workers were lost while running it.
+        attempts: u32,
+    },
+    /// No worker has what it needs.
+    Unsatisfiable {
+        /// What is missing.
+        reason: String,
+    },
+    /// It refers to a key the scheduler does not know.
+    UnknownDependency(Key),
+}
+
+/// A worker as the scheduler describes it to clients.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Its number.
+    pub id: WorkerId,
+    /// Its name.
+    pub name: String,
+    /// Where peers fetch data from it.
+    pub data_address: String,
+    /// Task slots.
+    pub threads: u32,
+    /// Memory limit in bytes (0: none).
+    pub memory_limit: u64,
+    /// Its resources.
+    pub resources: Resources,
+}
+
+/// Scheduler → client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FromScheduler {
+    /// A task's result exists; `nbytes` is its size.
+    Finished {
+        /// The task.
+        key: Key,
+        /// Size of the result in bytes.
+        nbytes: u64,
+    },
+    /// A task will have no result.
+    Erred {
+        /// The task.
+        key: Key,
+        /// Why.
+        error: TaskErrorMsg,
+    },
+    /// Where results are.
+    WhoHas(Vec<(Key, Vec<WorkerInfo>)>),
+    /// The cluster.
+    Info(Vec<WorkerInfo>),
+}
+
+/// Where a dependency's result can be fetched.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DepLocation {
+    /// The dependency.
+    pub key: Key,
+    /// Data addresses of workers that hold it.
+    pub holders: Vec<String>,
+    /// Its size in bytes.
+    pub nbytes: u64,
+}
+
+/// A task a worker is to run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ComputeMsg {
+    /// Its key.
+    pub key: Key,
+    /// The registered name of its function.
+    pub func: String,
+    /// Its arguments.
+    pub args: Vec<ArgMsg>,
+    /// Where its key arguments are.
+    pub deps: Vec<DepLocation>,
+    /// Higher runs first.
+    pub priority: i32,
+}
+
+/// Scheduler → worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// Run these tasks.
+    Compute(Vec<ComputeMsg>),
+    /// Drop these results (and forget these tasks if queued).
+    Release(Vec<Key>),
+    /// Give these queued tasks back if they have not started.
+    Steal(Vec<Key>),
+    /// Stop.
+    Shutdown,
+}
+
+/// A result a worker reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FinishedMsg {
+    /// The task.
+    pub key: Key,
+    /// Size of its result in bytes.
+    pub nbytes: u64,
+    /// How long it ran, in microseconds.
+    pub duration_us: u64,
+}
+
+/// Worker → scheduler.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// The first message of a worker.
+    Register(WorkerInfo),
+    /// Tasks that finished.
+    Finished(Vec<FinishedMsg>),
+    /// A task whose function failed after its retries.
+    Failed {
+        /// The task.
+        key: Key,
+        /// The message.
+        message: String,
+    },
+    /// Answer to [`ToWorker::Steal`]: the tasks given back.
+    Stolen(Vec<Key>),
+    /// Still alive; memory in use.
+    Heartbeat {
+        /// Bytes of results held.
+        memory: u64,
+    },
+}
+
+/// Worker → worker: a request for data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Send these results.
+    Get(Vec<Key>),
+}
+
+/// Worker → worker: data. Each value follows as one raw frame, in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PeerReply {
+    /// The results that follow, with their sizes; keys not held are missing.
+    Data {
+        /// Keys in the order their frames follow.
+        keys: Vec<Key>,
+        /// Keys the worker does not hold.
+        missing: Vec<Key>,
+    },
+}
