@@ -217,6 +217,14 @@ pub enum FromWorker {
     },
     /// Answer to [`ToWorker::Steal`]: the tasks given back.
     Stolen(Vec<Key>),
+    /// A task could not start: these inputs were at none of the listed
+    /// holders. The worker dropped the task.
+    MissingData {
+        /// The task.
+        key: Key,
+        /// Inputs it could not fetch.
+        missing: Vec<Key>,
+    },
     /// Still alive; memory in use.
     Heartbeat {
         /// Bytes of results held.

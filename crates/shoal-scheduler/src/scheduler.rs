@@ -1,0 +1,1046 @@
+//! The scheduler state machine.
+//!
+//! Every entry point is an `on_*` function: it changes the state and sends
+//! what follows through a [`Comm`], batched per peer at the end of the event.
+//! The clock comes in as an argument (microseconds). Nothing here touches a
+//! socket, a thread or the system clock, so the same code runs under the
+//! network shell, in unit tests and in the simulator.
+
+use std::collections::BinaryHeap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use shoal_graph::{Key, KeyHashMap};
+use shoal_proto::{
+    ArgMsg, ClientId, ComputeMsg, DepLocation, FinishedMsg, FromScheduler, FromWorker, TaskErrorMsg, TaskMsg,
+    ToScheduler, ToWorker, WorkerId, WorkerInfo,
+};
+use smallvec::SmallVec;
+
+use crate::comm::Comm;
+use crate::task::{LoadIndex, Task, TaskState, Worker};
+
+/// Tunables of a scheduler.
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// A worker not heard from for this long is lost (microseconds).
+    pub worker_timeout_us: u64,
+    /// Workers that may die running one task before it fails (Dask's
+    /// `allowed-failures`).
+    pub allowed_failures: u32,
+    /// Estimated duration of a task of an unseen group (microseconds).
+    pub unknown_duration_us: u64,
+    /// How much estimated work a worker gets queued per thread
+    /// (microseconds): enough to hide a round trip, little enough to balance.
+    pub target_queue_us: u64,
+    /// Bytes per microsecond assumed between workers, to weigh transfers.
+    pub bandwidth_bytes_per_us: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> SchedulerConfig {
+        SchedulerConfig {
+            worker_timeout_us: 10_000_000,
+            allowed_failures: 3,
+            unknown_duration_us: 500,
+            target_queue_us: 20_000,
+            bandwidth_bytes_per_us: 1_000,
+        }
+    }
+}
+
+/// The task queue order: higher priority first, then submission order.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Ready {
+    priority: i32,
+    seq: std::cmp::Reverse<u64>,
+    task: u32,
+}
+
+#[derive(Default)]
+struct Outbox {
+    compute: FxHashMap<WorkerId, Vec<ComputeMsg>>,
+    release: FxHashMap<WorkerId, Vec<Key>>,
+    steal: FxHashMap<WorkerId, Vec<Key>>,
+    clients: FxHashMap<ClientId, Vec<FromScheduler>>,
+}
+
+/// Counters describing the scheduler now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedulerStats {
+    /// Tasks known (not forgotten).
+    pub tasks: usize,
+    /// Tasks in memory somewhere.
+    pub in_memory: usize,
+    /// Tasks queued or processing.
+    pub active: usize,
+    /// Connected workers.
+    pub workers: usize,
+    /// Tasks given to workers since start.
+    pub assigned: u64,
+}
+
+/// The scheduler: tasks, workers, clients, and the rules between them.
+pub struct Scheduler {
+    config: SchedulerConfig,
+    tasks: Vec<Option<Task>>,
+    free: Vec<u32>,
+    keys: KeyHashMap<u32>,
+    workers: FxHashMap<WorkerId, Worker>,
+    loads: LoadIndex,
+    clients: FxHashSet<ClientId>,
+    next_worker: u32,
+    next_client: u32,
+    next_seq: u64,
+    queued: BinaryHeap<Ready>,
+    resource_names: Vec<String>,
+    groups: FxHashMap<String, u32>,
+    durations: Vec<(u64, u64)>,
+    outbox: Outbox,
+    assigned: u64,
+}
+
+impl Scheduler {
+    /// An empty scheduler.
+    pub fn new(config: SchedulerConfig) -> Scheduler {
+        Scheduler {
+            config,
+            tasks: Vec::new(),
+            free: Vec::new(),
+            keys: KeyHashMap::default(),
+            workers: FxHashMap::default(),
+            loads: LoadIndex::default(),
+            clients: FxHashSet::default(),
+            next_worker: 0,
+            next_client: 0,
+            next_seq: 0,
+            queued: BinaryHeap::new(),
+            resource_names: Vec::new(),
+            groups: FxHashMap::default(),
+            durations: Vec::new(),
+            outbox: Outbox::default(),
+            assigned: 0,
+        }
+    }
+
+    // ----- events ---------------------------------------------------------
+
+    /// A client connected; returns its id.
+    pub fn on_client_connected(&mut self) -> ClientId {
+        let id = ClientId(self.next_client);
+        self.next_client += 1;
+        self.clients.insert(id);
+        id
+    }
+
+    /// A client went away: everything it held is released.
+    pub fn on_client_disconnected(&mut self, client: ClientId, comm: &mut impl Comm) {
+        if !self.clients.remove(&client) {
+            return;
+        }
+        let held: Vec<u32> = self.live().filter(|(_, t)| t.holders.contains(&client)).map(|(i, _)| i).collect();
+        for i in held {
+            self.task_mut(i).holders.retain(|c| *c != client);
+            self.consider_release(i);
+        }
+        self.outbox.clients.remove(&client);
+        self.flush(comm);
+    }
+
+    /// A message from a client.
+    pub fn on_client_message(&mut self, client: ClientId, msg: ToScheduler, comm: &mut impl Comm) {
+        match msg {
+            ToScheduler::Submit(tasks) => self.submit(client, tasks),
+            ToScheduler::Release(keys) => {
+                for key in keys {
+                    if let Some(&i) = self.keys.get(&key) {
+                        let task = self.task_mut(i);
+                        if let Some(pos) = task.holders.iter().position(|c| *c == client) {
+                            task.holders.remove(pos);
+                        }
+                        self.consider_release(i);
+                    }
+                }
+            }
+            ToScheduler::Cancel(keys) => {
+                for key in keys {
+                    if let Some(&i) = self.keys.get(&key) {
+                        self.fail(i, TaskErrorMsg::Cancelled);
+                    }
+                }
+            }
+            ToScheduler::WhoHas(keys) => {
+                let answer = keys
+                    .into_iter()
+                    .map(|k| {
+                        let holders = self.keys.get(&k).map_or_else(Vec::new, |&i| {
+                            self.task(i)
+                                .who_has
+                                .iter()
+                                .filter_map(|w| self.workers.get(w))
+                                .map(|w| w.info.clone())
+                                .collect()
+                        });
+                        (k, holders)
+                    })
+                    .collect();
+                self.outbox.clients.entry(client).or_default().push(FromScheduler::WhoHas(answer));
+            }
+            ToScheduler::Info => {
+                let info = self.workers.values().map(|w| w.info.clone()).collect();
+                self.outbox.clients.entry(client).or_default().push(FromScheduler::Info(info));
+            }
+        }
+        self.flush(comm);
+    }
+
+    /// A worker registered; returns the id it is known by from now on.
+    pub fn on_worker_registered(&mut self, mut info: WorkerInfo, now_us: u64, comm: &mut impl Comm) -> WorkerId {
+        let id = WorkerId(self.next_worker);
+        self.next_worker += 1;
+        info.id = id;
+        let mut available = vec![0.0; self.resource_names.len()];
+        for (name, amount) in &info.resources {
+            let r = self.resource_index(name);
+            if available.len() <= r as usize {
+                available.resize(r as usize + 1, 0.0);
+            }
+            available[r as usize] += amount;
+        }
+        let worker = Worker {
+            info,
+            processing: FxHashSet::default(),
+            has: FxHashSet::default(),
+            occupancy_us: 0,
+            available,
+            last_seen_us: now_us,
+            load: 0,
+            stealing: FxHashSet::default(),
+        };
+        self.loads.insert(0, id);
+        self.workers.insert(id, worker);
+        self.fill_workers();
+        self.flush(comm);
+        id
+    }
+
+    /// A message from a worker.
+    pub fn on_worker_message(&mut self, worker: WorkerId, msg: FromWorker, now_us: u64, comm: &mut impl Comm) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        w.last_seen_us = now_us;
+        match msg {
+            FromWorker::Register(_) | FromWorker::Heartbeat { .. } => {}
+            FromWorker::Finished(done) => {
+                for f in done {
+                    self.finished(worker, f);
+                }
+                self.fill_workers();
+            }
+            FromWorker::Failed { key, message } => {
+                if let Some(&i) = self.keys.get(&key) {
+                    if self.task(i).state == TaskState::Processing(worker) {
+                        self.unassign(i, worker);
+                        if self.task(i).retries_left > 0 {
+                            self.task_mut(i).retries_left -= 1;
+                            self.set_state(i, TaskState::Queued);
+                            self.place(i);
+                        } else {
+                            self.fail(i, TaskErrorMsg::Failed { message });
+                        }
+                    }
+                }
+                self.fill_workers();
+            }
+            FromWorker::MissingData { key, missing } => {
+                // The scheduler's map of who holds what was stale: believe the
+                // worker, and run the task again once its inputs exist.
+                for m in missing {
+                    let Some(&d) = self.keys.get(&m) else { continue };
+                    let holders: Vec<WorkerId> = self.task(d).who_has.to_vec();
+                    for h in holders.into_iter().filter(|h| *h != worker) {
+                        if let Some(w) = self.workers.get_mut(&h) {
+                            w.has.remove(&d);
+                        }
+                        self.task_mut(d).who_has.retain(|x| *x != h);
+                    }
+                    if self.task(d).state == TaskState::Memory && self.task(d).who_has.is_empty() {
+                        self.data_lost(d);
+                    }
+                }
+                if let Some(&i) = self.keys.get(&key) {
+                    if self.task(i).state == TaskState::Processing(worker) {
+                        self.unassign(i, worker);
+                        self.set_state(i, TaskState::Queued);
+                        let missing =
+                            self.task(i).deps.iter().filter(|&&d| self.task(d).state != TaskState::Memory).count();
+                        if missing > 0 {
+                            self.task_mut(i).missing = missing as u32;
+                            self.set_state(i, TaskState::Waiting);
+                        } else {
+                            self.place(i);
+                        }
+                    }
+                }
+            }
+            FromWorker::Stolen(keys) => {
+                for key in keys {
+                    let Some(&i) = self.keys.get(&key) else { continue };
+                    if let Some(w) = self.workers.get_mut(&worker) {
+                        w.stealing.remove(&i);
+                    }
+                    if self.task(i).state == TaskState::Processing(worker) {
+                        self.unassign(i, worker);
+                        self.set_state(i, TaskState::Queued);
+                        self.place(i);
+                    }
+                }
+                self.fill_workers();
+            }
+        }
+        self.flush(comm);
+    }
+
+    /// A worker is gone (its connection closed, or it stopped answering).
+    /// Its running tasks run elsewhere; results only it held are recomputed
+    /// if anything still needs them.
+    pub fn on_worker_lost(&mut self, worker: WorkerId, comm: &mut impl Comm) {
+        let Some(w) = self.workers.remove(&worker) else {
+            return;
+        };
+        self.loads.remove(w.load, worker);
+        self.outbox.compute.remove(&worker);
+        self.outbox.release.remove(&worker);
+        self.outbox.steal.remove(&worker);
+        // Lost results first: a task put back in the queue below must not be
+        // placed as if an input that died with this worker still existed.
+        let mut held: Vec<u32> = w.has.into_iter().collect();
+        held.sort_unstable();
+        for i in held {
+            if self.slot(i).is_none() {
+                continue;
+            }
+            self.task_mut(i).who_has.retain(|h| *h != worker);
+            if self.task(i).state == TaskState::Memory && self.task(i).who_has.is_empty() {
+                self.data_lost(i);
+            }
+        }
+        let mut processing: Vec<u32> = w.processing.into_iter().collect();
+        processing.sort_unstable();
+        for i in processing {
+            if self.slot(i).is_none() || self.task(i).state != TaskState::Processing(worker) {
+                continue;
+            }
+            self.task_mut(i).lost += 1;
+            if self.task(i).lost > self.config.allowed_failures {
+                let attempts = self.task(i).lost;
+                self.set_state(i, TaskState::Queued);
+                self.fail(i, TaskErrorMsg::WorkerLost { attempts });
+            } else {
+                self.set_state(i, TaskState::Queued);
+                self.place(i);
+            }
+        }
+        self.fill_workers();
+        self.flush(comm);
+    }
+
+    /// Time passes: workers silent for too long are lost, idle workers steal.
+    pub fn on_tick(&mut self, now_us: u64, comm: &mut impl Comm) {
+        let timeout = self.config.worker_timeout_us;
+        let silent: Vec<WorkerId> =
+            self.workers.values().filter(|w| now_us.saturating_sub(w.last_seen_us) > timeout).map(Worker::id).collect();
+        for w in silent {
+            self.on_worker_lost(w, comm);
+        }
+        self.balance();
+        self.flush(comm);
+    }
+
+    // ----- queries --------------------------------------------------------
+
+    /// The state of a task, if the scheduler knows its key.
+    pub fn task_state(&self, key: &Key) -> Option<TaskState> {
+        self.keys.get(key).map(|&i| self.task(i).state)
+    }
+
+    /// Workers holding a task's result.
+    pub fn who_has(&self, key: &Key) -> Vec<WorkerId> {
+        self.keys.get(key).map_or_else(Vec::new, |&i| self.task(i).who_has.to_vec())
+    }
+
+    /// The connected workers.
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        let mut w: Vec<WorkerInfo> = self.workers.values().map(|w| w.info.clone()).collect();
+        w.sort_by_key(|w| w.id);
+        w
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SchedulerStats {
+        let mut s = SchedulerStats { workers: self.workers.len(), assigned: self.assigned, ..Default::default() };
+        for (_, t) in self.live() {
+            s.tasks += 1;
+            if t.state == TaskState::Memory {
+                s.in_memory += 1;
+            }
+            if t.state.is_active() {
+                s.active += 1;
+            }
+        }
+        s
+    }
+
+    /// Checks the scheduler's internal bookkeeping; panics naming the first
+    /// broken invariant. For tests and the simulator.
+    ///
+    /// # Panics
+    /// When an invariant does not hold.
+    pub fn check_invariants(&self) {
+        for (i, t) in self.live() {
+            assert_eq!(self.keys.get(&t.key), Some(&i), "{}: key index", t.key);
+            let missing = t.deps.iter().filter(|&&d| self.task(d).state != TaskState::Memory).count() as u32;
+            let waiters = t.dependents.iter().filter(|&&d| self.task(d).state.is_active()).count() as u32;
+            assert_eq!(t.waiters, waiters, "{}: waiters", t.key);
+            for &d in &t.deps {
+                assert!(self.task(d).dependents.contains(&i), "{}: dependent link from {}", t.key, self.task(d).key);
+            }
+            match t.state {
+                TaskState::Waiting => assert!(missing > 0 && t.missing == missing, "{}: waiting on {missing}", t.key),
+                TaskState::Queued | TaskState::Processing(_) => {
+                    assert_eq!(missing, 0, "{}: runs before its inputs exist", t.key)
+                }
+                TaskState::Memory => assert!(!t.who_has.is_empty(), "{}: in memory nowhere", t.key),
+                TaskState::Released | TaskState::Erred => assert!(t.who_has.is_empty(), "{}: data kept", t.key),
+            }
+            if let TaskState::Processing(w) = t.state {
+                assert!(self.workers.get(&w).is_some_and(|w| w.processing.contains(&i)), "{}: processing", t.key);
+            }
+            for w in &t.who_has {
+                assert!(self.workers.get(w).is_some_and(|w| w.has.contains(&i)), "{}: who_has {w}", t.key);
+            }
+            if t.state == TaskState::Released && !t.wanted() {
+                assert!(!t.dependents.is_empty(), "{}: released, unwanted and unneeded yet not forgotten", t.key);
+            }
+        }
+        for w in self.workers.values() {
+            for &i in &w.processing {
+                assert_eq!(self.task(i).state, TaskState::Processing(w.id()), "worker {} processing", w.id());
+            }
+        }
+    }
+
+    // ----- transitions ----------------------------------------------------
+
+    fn submit(&mut self, client: ClientId, msgs: Vec<TaskMsg>) {
+        for msg in msgs {
+            if let Some(&i) = self.keys.get(&msg.key) {
+                // A key the cluster knows: share it, and bring it back if its
+                // result was released.
+                if msg.held && !self.task(i).holders.contains(&client) {
+                    self.task_mut(i).holders.push(client);
+                }
+                if self.task(i).state == TaskState::Released {
+                    self.ensure_computed(i);
+                } else if self.task(i).state == TaskState::Erred && msg.held {
+                    self.notify_holders(i);
+                }
+                continue;
+            }
+            let i = self.insert_task(client, msg);
+            self.wire(i);
+        }
+    }
+
+    fn insert_task(&mut self, client: ClientId, msg: TaskMsg) -> u32 {
+        let TaskMsg { key, func, args, priority, retries, resources, workers, held } = msg;
+        let group = self.group_index(key.prefix());
+        let resources = resources.into_iter().map(|(name, amount)| (self.resource_index(&name), amount)).collect();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let task = Task {
+            key: key.clone(),
+            func,
+            args,
+            deps: SmallVec::new(),
+            dependents: Vec::new(),
+            state: TaskState::Released,
+            missing: 0,
+            waiters: 0,
+            who_has: SmallVec::new(),
+            nbytes: 0,
+            priority,
+            seq,
+            resources,
+            restrictions: workers,
+            retries_left: retries,
+            lost: 0,
+            holders: if held { smallvec::smallvec![client] } else { SmallVec::new() },
+            group,
+            error: None,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.tasks[i as usize] = Some(task);
+                i
+            }
+            None => {
+                self.tasks.push(Some(task));
+                (self.tasks.len() - 1) as u32
+            }
+        };
+        self.keys.insert(key, i);
+        i
+    }
+
+    /// Links a new task to its dependencies and starts it on its way.
+    fn wire(&mut self, i: u32) {
+        let mut deps: SmallVec<[u32; 2]> = SmallVec::new();
+        let mut unknown = None;
+        for arg in &self.task(i).args {
+            if let ArgMsg::Key(k) = arg {
+                match self.keys.get(k) {
+                    Some(&d) if !deps.contains(&d) => deps.push(d),
+                    Some(_) => {}
+                    None => unknown = Some(k.clone()),
+                }
+            }
+        }
+        for &d in &deps {
+            self.task_mut(d).dependents.push(i);
+        }
+        self.task_mut(i).deps = deps;
+        if let Some(k) = unknown {
+            self.fail(i, TaskErrorMsg::UnknownDependency(k));
+            return;
+        }
+        self.ensure_computed(i);
+    }
+
+    /// Makes a released task run again, with whatever of its inputs is
+    /// missing (recursively, from the lineage).
+    fn ensure_computed(&mut self, start: u32) {
+        let mut stack = vec![start];
+        while let Some(i) = stack.pop() {
+            if self.task(i).state != TaskState::Released {
+                continue;
+            }
+            if let Some(&failed) = self.task(i).deps.iter().find(|&&d| self.task(d).state == TaskState::Erred) {
+                let error = self.dependency_error(failed);
+                self.fail(i, error);
+                continue;
+            }
+            let missing: Vec<u32> =
+                self.task(i).deps.iter().copied().filter(|&d| self.task(d).state != TaskState::Memory).collect();
+            self.task_mut(i).missing = missing.len() as u32;
+            if missing.is_empty() {
+                self.set_state(i, TaskState::Queued);
+                self.place(i);
+            } else {
+                self.set_state(i, TaskState::Waiting);
+                stack.extend(missing.into_iter().filter(|&d| self.task(d).state == TaskState::Released));
+            }
+        }
+    }
+
+    fn finished(&mut self, worker: WorkerId, f: FinishedMsg) {
+        let Some(&i) = self.keys.get(&f.key) else {
+            // Forgotten meanwhile: the worker may drop it.
+            self.outbox.release.entry(worker).or_default().push(f.key);
+            return;
+        };
+        if self.task(i).state != TaskState::Processing(worker) {
+            if self.task(i).state == TaskState::Memory && !self.task(i).who_has.contains(&worker) {
+                // A stolen task ran on both: keep the extra copy.
+                self.add_replica(i, worker);
+            } else if !self.task(i).who_has.contains(&worker) {
+                self.outbox.release.entry(worker).or_default().push(f.key);
+            }
+            return;
+        }
+        let group = self.task(i).group as usize;
+        let (total, count) = &mut self.durations[group];
+        *total += f.duration_us;
+        *count += 1;
+        self.unassign(i, worker);
+        self.task_mut(i).nbytes = f.nbytes;
+        self.add_replica(i, worker);
+        self.set_state(i, TaskState::Memory);
+        self.notify_holders(i);
+        let dependents = self.task(i).dependents.clone();
+        for d in dependents {
+            if self.task(d).state == TaskState::Waiting {
+                let t = self.task_mut(d);
+                t.missing -= 1;
+                if t.missing == 0 {
+                    self.set_state(d, TaskState::Queued);
+                    self.place(d);
+                }
+            }
+        }
+        self.consider_release(i);
+        let deps = self.task(i).deps.clone();
+        for d in deps {
+            self.consider_release(d);
+        }
+    }
+
+    fn add_replica(&mut self, i: u32, worker: WorkerId) {
+        self.task_mut(i).who_has.push(worker);
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.has.insert(i);
+        }
+    }
+
+    /// The only copies of a result are gone.
+    fn data_lost(&mut self, i: u32) {
+        self.set_state(i, TaskState::Released);
+        let dependents = self.task(i).dependents.clone();
+        for d in dependents {
+            match self.task(d).state {
+                TaskState::Queued => {
+                    self.task_mut(d).missing = 1;
+                    self.set_state(d, TaskState::Waiting);
+                }
+                TaskState::Processing(w) => {
+                    // It would fetch an input that no longer exists.
+                    self.withdraw(d, w);
+                    self.task_mut(d).missing = 1;
+                    self.set_state(d, TaskState::Waiting);
+                }
+                TaskState::Waiting => self.task_mut(d).missing += 1,
+                _ => {}
+            }
+        }
+        if self.task(i).wanted() {
+            self.ensure_computed(i);
+        } else {
+            self.consider_forget(i);
+        }
+    }
+
+    /// Fails a task and, transitively, everything that depends on it.
+    fn fail(&mut self, start: u32, error: TaskErrorMsg) {
+        let mut work = vec![(start, error)];
+        while let Some((i, error)) = work.pop() {
+            let state = self.task(i).state;
+            if state == TaskState::Erred || state == TaskState::Memory {
+                continue;
+            }
+            if let TaskState::Processing(w) = state {
+                self.withdraw(i, w);
+            }
+            self.task_mut(i).error = Some(error);
+            self.set_state(i, TaskState::Erred);
+            self.notify_holders(i);
+            let dependents = self.task(i).dependents.clone();
+            for d in dependents {
+                if self.task(d).state.is_active() || self.task(d).state == TaskState::Released {
+                    work.push((d, self.dependency_error(i)));
+                }
+            }
+            let deps = self.task(i).deps.clone();
+            for d in deps {
+                self.consider_release(d);
+            }
+            self.consider_forget(i);
+        }
+    }
+
+    fn dependency_error(&self, failed_dep: u32) -> TaskErrorMsg {
+        let dep = self.task(failed_dep);
+        match &dep.error {
+            Some(TaskErrorMsg::Dependency { failed, message, .. }) => TaskErrorMsg::Dependency {
+                dependency: dep.key.clone(),
+                failed: failed.clone(),
+                message: message.clone(),
+            },
+            Some(TaskErrorMsg::Failed { message }) => TaskErrorMsg::Dependency {
+                dependency: dep.key.clone(),
+                failed: dep.key.clone(),
+                message: message.clone(),
+            },
+            Some(TaskErrorMsg::Cancelled) => TaskErrorMsg::Cancelled,
+            Some(other) => TaskErrorMsg::Dependency {
+                dependency: dep.key.clone(),
+                failed: dep.key.clone(),
+                message: format!("{other:?}"),
+            },
+            None => TaskErrorMsg::Dependency {
+                dependency: dep.key.clone(),
+                failed: dep.key.clone(),
+                message: "unknown failure".into(),
+            },
+        }
+    }
+
+    fn notify_holders(&mut self, i: u32) {
+        let t = self.task(i);
+        let msg = match t.state {
+            TaskState::Memory => FromScheduler::Finished { key: t.key.clone(), nbytes: t.nbytes },
+            TaskState::Erred => {
+                FromScheduler::Erred { key: t.key.clone(), error: t.error.clone().unwrap_or(TaskErrorMsg::Cancelled) }
+            }
+            _ => return,
+        };
+        let holders = t.holders.clone();
+        for c in holders {
+            self.outbox.clients.entry(c).or_default().push(msg.clone());
+        }
+    }
+
+    /// Frees a result nobody wants any more (its spec stays while dependents
+    /// might need it recomputed).
+    fn consider_release(&mut self, i: u32) {
+        if self.slot(i).is_none() {
+            return;
+        }
+        let t = self.task(i);
+        if t.wanted() {
+            return;
+        }
+        match t.state {
+            TaskState::Memory => {
+                let holders: Vec<WorkerId> = t.who_has.to_vec();
+                let key = t.key.clone();
+                for w in holders {
+                    if let Some(worker) = self.workers.get_mut(&w) {
+                        worker.has.remove(&i);
+                    }
+                    self.outbox.release.entry(w).or_default().push(key.clone());
+                }
+                self.task_mut(i).who_has.clear();
+                self.set_state(i, TaskState::Released);
+                self.consider_forget(i);
+            }
+            TaskState::Released | TaskState::Erred => self.consider_forget(i),
+            _ => {}
+        }
+    }
+
+    /// Forgets a task nothing refers to any more, and then its dependencies
+    /// that were only kept for it.
+    fn consider_forget(&mut self, start: u32) {
+        let mut stack = vec![start];
+        while let Some(i) = stack.pop() {
+            let Some(t) = self.slot(i) else { continue };
+            let forgettable = matches!(t.state, TaskState::Released | TaskState::Erred)
+                && t.holders.is_empty()
+                && t.dependents.is_empty();
+            if !forgettable {
+                continue;
+            }
+            let Some(t) = self.tasks[i as usize].take() else { continue };
+            self.free.push(i);
+            self.keys.remove(&t.key);
+            for d in t.deps {
+                let dep = self.task_mut(d);
+                dep.dependents.retain(|x| *x != i);
+                stack.push(d);
+                if dep.state == TaskState::Memory && !dep.wanted() {
+                    self.consider_release(d);
+                }
+            }
+        }
+    }
+
+    /// Changes a task's state, keeping its inputs' count of active readers.
+    fn set_state(&mut self, i: u32, state: TaskState) {
+        let before = self.task(i).state.is_active();
+        self.task_mut(i).state = state;
+        let after = state.is_active();
+        if before != after {
+            let deps = self.task(i).deps.clone();
+            for d in deps {
+                let dep = self.task_mut(d);
+                if after {
+                    dep.waiters += 1;
+                } else {
+                    dep.waiters -= 1;
+                }
+            }
+        }
+    }
+
+    // ----- placement ------------------------------------------------------
+
+    /// Gives a queued task to the best worker now, or leaves it queued.
+    fn place(&mut self, i: u32) {
+        if self.task(i).is_root() {
+            let t = self.task(i);
+            self.queued.push(Ready { priority: t.priority, seq: std::cmp::Reverse(t.seq), task: i });
+            return;
+        }
+        match self.best_worker(i) {
+            Some(w) => self.assign(i, w),
+            None => {
+                let t = self.task(i);
+                self.queued.push(Ready { priority: t.priority, seq: std::cmp::Reverse(t.seq), task: i });
+            }
+        }
+    }
+
+    /// The worker where the task would finish first: its queue, plus the
+    /// time to fetch the inputs it does not hold. Candidates are the workers
+    /// holding inputs and the least loaded one, or, for a restricted task,
+    /// every worker that may run it.
+    fn best_worker(&self, i: u32) -> Option<WorkerId> {
+        let t = self.task(i);
+        let mut candidates: SmallVec<[WorkerId; 8]> = SmallVec::new();
+        if t.restrictions.is_empty() && t.resources.is_empty() {
+            for &d in &t.deps {
+                for w in &self.task(d).who_has {
+                    if !candidates.contains(w) {
+                        candidates.push(*w);
+                    }
+                }
+            }
+            candidates.extend(self.loads.iter().next());
+        } else {
+            candidates.extend(self.loads.iter().filter(|w| self.may_run(i, *w)));
+        }
+        candidates
+            .into_iter()
+            .filter(|w| self.workers.get(w).is_some_and(|wk| self.resources_available(i, wk)))
+            .min_by_key(|w| (self.finish_estimate(i, *w), *w))
+    }
+
+    fn may_run(&self, i: u32, w: WorkerId) -> bool {
+        let t = self.task(i);
+        let Some(worker) = self.workers.get(&w) else { return false };
+        let allowed = t.restrictions.is_empty()
+            || t.restrictions.iter().any(|r| *r == worker.info.name || *r == worker.info.data_address);
+        let capable = t.resources.iter().all(|&(r, amount)| {
+            worker
+                .info
+                .resources
+                .iter()
+                .any(|(name, total)| *name == self.resource_names[r as usize] && *total >= amount)
+        });
+        allowed && capable
+    }
+
+    fn resources_available(&self, i: u32, worker: &Worker) -> bool {
+        self.task(i).resources.iter().all(|&(r, amount)| worker.available.get(r as usize).is_some_and(|a| *a >= amount))
+    }
+
+    fn finish_estimate(&self, i: u32, w: WorkerId) -> u64 {
+        let Some(worker) = self.workers.get(&w) else { return u64::MAX };
+        let t = self.task(i);
+        let missing_bytes: u64 =
+            t.deps.iter().map(|&d| self.task(d)).filter(|d| !d.who_has.contains(&w)).map(|d| d.nbytes).sum();
+        worker.load_key() + missing_bytes / self.config.bandwidth_bytes_per_us.max(1)
+    }
+
+    fn estimate_us(&self, i: u32) -> u64 {
+        let (total, count) = self.durations[self.task(i).group as usize];
+        if count == 0 { self.config.unknown_duration_us } else { total / count }
+    }
+
+    /// How many tasks a worker may hold: enough queued work to hide a round
+    /// trip (a few thousand one-microsecond tasks, a couple of one-second ones).
+    fn capacity(&self, worker: &Worker, estimate_us: u64) -> usize {
+        let threads = worker.threads();
+        let queue = threads * self.config.target_queue_us / estimate_us.max(1);
+        (threads + queue).min(threads * 4096) as usize
+    }
+
+    fn assign(&mut self, i: u32, w: WorkerId) {
+        let estimate = self.estimate_us(i);
+        let t = self.task(i);
+        let deps = t
+            .deps
+            .iter()
+            .map(|&d| {
+                let dep = self.task(d);
+                DepLocation {
+                    key: dep.key.clone(),
+                    holders: dep
+                        .who_has
+                        .iter()
+                        .filter_map(|h| self.workers.get(h))
+                        .map(|h| h.info.data_address.clone())
+                        .collect(),
+                    nbytes: dep.nbytes,
+                }
+            })
+            .collect();
+        let msg =
+            ComputeMsg { key: t.key.clone(), func: t.func.clone(), args: t.args.clone(), deps, priority: t.priority };
+        let resources = t.resources.clone();
+        self.outbox.compute.entry(w).or_default().push(msg);
+        self.set_state(i, TaskState::Processing(w));
+        self.assigned += 1;
+        if let Some(worker) = self.workers.get_mut(&w) {
+            self.loads.remove(worker.load, w);
+            worker.processing.insert(i);
+            worker.occupancy_us += estimate;
+            for (r, amount) in resources {
+                if let Some(a) = worker.available.get_mut(r as usize) {
+                    *a -= amount;
+                }
+            }
+            worker.load = worker.load_key();
+            self.loads.insert(worker.load, w);
+        }
+    }
+
+    /// Takes a task back from a worker that has not finished it: a compute
+    /// message not yet sent is withdrawn, else the worker is told to drop it.
+    fn withdraw(&mut self, i: u32, w: WorkerId) {
+        self.unassign(i, w);
+        let key = self.task(i).key.clone();
+        if let Some(pending) = self.outbox.compute.get_mut(&w) {
+            if let Some(pos) = pending.iter().position(|m| m.key == key) {
+                pending.remove(pos);
+                return;
+            }
+        }
+        if self.workers.contains_key(&w) {
+            self.outbox.release.entry(w).or_default().push(key);
+        }
+    }
+
+    /// Takes a task off a worker's books (finished, failed, stolen, lost).
+    fn unassign(&mut self, i: u32, w: WorkerId) {
+        let estimate = self.estimate_us(i);
+        let resources = self.task(i).resources.clone();
+        if let Some(worker) = self.workers.get_mut(&w) {
+            self.loads.remove(worker.load, w);
+            worker.processing.remove(&i);
+            worker.stealing.remove(&i);
+            worker.occupancy_us = worker.occupancy_us.saturating_sub(estimate);
+            for (r, amount) in resources {
+                if let Some(a) = worker.available.get_mut(r as usize) {
+                    *a += amount;
+                }
+            }
+            worker.load = worker.load_key();
+            self.loads.insert(worker.load, w);
+        }
+    }
+
+    /// Hands queued tasks to workers with room, least loaded first.
+    fn fill_workers(&mut self) {
+        let mut deferred = Vec::new();
+        while let Some(ready) = self.queued.pop() {
+            let i = ready.task;
+            if self.slot(i).is_none_or(|t| t.state != TaskState::Queued) {
+                continue;
+            }
+            let estimate = self.estimate_us(i);
+            let target = if self.task(i).is_root() {
+                self.loads
+                    .iter()
+                    .find(|w| self.workers.get(w).is_some_and(|wk| wk.processing.len() < self.capacity(wk, estimate)))
+            } else {
+                self.best_worker(i)
+            };
+            match target {
+                Some(w) => self.assign(i, w),
+                None => {
+                    deferred.push(ready);
+                    if self.task(i).is_root() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.queued.extend(deferred);
+    }
+
+    /// Asks busy workers to give back queued tasks when others are idle.
+    fn balance(&mut self) {
+        let idle: Vec<WorkerId> = self.workers.values().filter(|w| w.processing.is_empty()).map(Worker::id).collect();
+        if idle.is_empty() || !self.queued.is_empty() {
+            return;
+        }
+        let mut victims: Vec<(usize, WorkerId)> = self
+            .workers
+            .values()
+            .filter(|w| w.processing.len() > 2 * w.threads() as usize)
+            .map(|w| (w.processing.len() - w.stealing.len(), w.id()))
+            .collect();
+        victims.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, v) in victims.into_iter().take(idle.len()) {
+            let Some(worker) = self.workers.get(&v) else { continue };
+            let spare = worker.processing.len().saturating_sub(2 * worker.threads() as usize) / 2;
+            let mut picked: Vec<u32> =
+                worker.processing.iter().copied().filter(|i| !worker.stealing.contains(i)).collect();
+            picked.sort_unstable_by_key(|&i| std::cmp::Reverse(self.task(i).seq));
+            picked.truncate(spare);
+            let keys: Vec<Key> = picked.iter().map(|&i| self.task(i).key.clone()).collect();
+            if let Some(worker) = self.workers.get_mut(&v) {
+                worker.stealing.extend(picked);
+            }
+            if !keys.is_empty() {
+                self.outbox.steal.entry(v).or_default().extend(keys);
+            }
+        }
+    }
+
+    // ----- plumbing -------------------------------------------------------
+
+    /// Ends an event: queued tasks go to workers with room, then every
+    /// message is sent, one batch per peer.
+    fn flush(&mut self, comm: &mut impl Comm) {
+        self.fill_workers();
+        let mut release: Vec<(WorkerId, Vec<Key>)> = self.outbox.release.drain().collect();
+        release.sort_unstable_by_key(|(w, _)| *w);
+        for (w, keys) in release {
+            comm.to_worker(w, ToWorker::Release(keys));
+        }
+        let mut compute: Vec<(WorkerId, Vec<ComputeMsg>)> = self.outbox.compute.drain().collect();
+        compute.sort_unstable_by_key(|(w, _)| *w);
+        for (w, tasks) in compute {
+            comm.to_worker(w, ToWorker::Compute(tasks));
+        }
+        let mut steal: Vec<(WorkerId, Vec<Key>)> = self.outbox.steal.drain().collect();
+        steal.sort_unstable_by_key(|(w, _)| *w);
+        for (w, keys) in steal {
+            comm.to_worker(w, ToWorker::Steal(keys));
+        }
+        let mut clients: Vec<(ClientId, Vec<FromScheduler>)> = self.outbox.clients.drain().collect();
+        clients.sort_unstable_by_key(|(c, _)| *c);
+        for (c, msgs) in clients {
+            comm.to_client(c, msgs);
+        }
+    }
+
+    fn resource_index(&mut self, name: &str) -> u32 {
+        if let Some(i) = self.resource_names.iter().position(|n| n == name) {
+            return i as u32;
+        }
+        self.resource_names.push(name.to_string());
+        (self.resource_names.len() - 1) as u32
+    }
+
+    fn group_index(&mut self, prefix: &str) -> u32 {
+        if let Some(&g) = self.groups.get(prefix) {
+            return g;
+        }
+        let g = self.durations.len() as u32;
+        self.groups.insert(prefix.to_string(), g);
+        self.durations.push((0, 0));
+        g
+    }
+
+    fn live(&self) -> impl Iterator<Item = (u32, &Task)> {
+        self.tasks.iter().enumerate().filter_map(|(i, t)| t.as_ref().map(|t| (i as u32, t)))
+    }
+
+    fn slot(&self, i: u32) -> Option<&Task> {
+        self.tasks.get(i as usize).and_then(Option::as_ref)
+    }
+
+    fn task(&self, i: u32) -> &Task {
+        self.slot(i).unwrap_or_else(|| panic!("scheduler invariant: task {i} is referenced but forgotten"))
+    }
+
+    fn task_mut(&mut self, i: u32) -> &mut Task {
+        self.tasks
+            .get_mut(i as usize)
+            .and_then(Option::as_mut)
+            .unwrap_or_else(|| panic!("scheduler invariant: task {i} is referenced but forgotten"))
+    }
+}

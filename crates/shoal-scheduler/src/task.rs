@@ -1,0 +1,130 @@
+//! Tasks and workers as the scheduler sees them: metadata only.
+
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashSet;
+use shoal_graph::Key;
+use shoal_proto::{ArgMsg, ClientId, TaskErrorMsg, WorkerId, WorkerInfo};
+use smallvec::SmallVec;
+
+/// Where a task is.
+///
+/// ```text
+///  submit ──▶ Waiting ──deps in memory──▶ Queued ──▶ Processing(w) ──▶ Memory
+///               ▲                                       │  │             │ not wanted
+///               │ needed again / data lost ◀────────────┘  │ failed      ▼
+///               └──────────────────────────────────── Released       Erred
+/// ```
+/// Released tasks keep their spec (the lineage to recompute them); a task is
+/// forgotten when no client holds it and no remaining task depends on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskState {
+    /// Some dependency is not in memory yet.
+    Waiting,
+    /// Ready, not yet given to a worker.
+    Queued,
+    /// Given to this worker.
+    Processing(WorkerId),
+    /// The result is on one or more workers.
+    Memory,
+    /// Not wanted now; no result anywhere, spec kept.
+    Released,
+    /// Failed; will not run again.
+    Erred,
+}
+
+impl TaskState {
+    /// Whether the task is on its way to a result (and so needs its inputs).
+    pub fn is_active(self) -> bool {
+        matches!(self, TaskState::Waiting | TaskState::Queued | TaskState::Processing(_))
+    }
+}
+
+pub(crate) struct Task {
+    pub(crate) key: Key,
+    pub(crate) func: String,
+    pub(crate) args: Vec<ArgMsg>,
+    /// Dependencies, each once.
+    pub(crate) deps: SmallVec<[u32; 2]>,
+    /// Tasks (not forgotten) that depend on this one.
+    pub(crate) dependents: Vec<u32>,
+    pub(crate) state: TaskState,
+    /// Dependencies not in memory, while waiting.
+    pub(crate) missing: u32,
+    /// Active dependents: they will read this result.
+    pub(crate) waiters: u32,
+    pub(crate) who_has: SmallVec<[WorkerId; 1]>,
+    pub(crate) nbytes: u64,
+    pub(crate) priority: i32,
+    pub(crate) seq: u64,
+    pub(crate) resources: Vec<(u32, f64)>,
+    pub(crate) restrictions: Vec<String>,
+    pub(crate) retries_left: u32,
+    pub(crate) lost: u32,
+    pub(crate) holders: SmallVec<[ClientId; 1]>,
+    pub(crate) group: u32,
+    pub(crate) error: Option<TaskErrorMsg>,
+}
+
+impl Task {
+    /// A root task has no dependencies and no placement constraints: it is
+    /// queued and handed out as workers have room, so a million of them do
+    /// not all land on the first worker.
+    pub(crate) fn is_root(&self) -> bool {
+        self.deps.is_empty() && self.resources.is_empty() && self.restrictions.is_empty()
+    }
+
+    pub(crate) fn wanted(&self) -> bool {
+        !self.holders.is_empty() || self.waiters > 0
+    }
+}
+
+pub(crate) struct Worker {
+    pub(crate) info: WorkerInfo,
+    pub(crate) processing: FxHashSet<u32>,
+    pub(crate) has: FxHashSet<u32>,
+    /// Estimated microseconds of work given to it and not finished.
+    pub(crate) occupancy_us: u64,
+    /// Resources not used by its processing tasks, by resource index.
+    pub(crate) available: Vec<f64>,
+    pub(crate) last_seen_us: u64,
+    /// Its entry in the load index.
+    pub(crate) load: u64,
+    /// Tasks asked back from it that it has not answered for.
+    pub(crate) stealing: FxHashSet<u32>,
+}
+
+impl Worker {
+    pub(crate) fn id(&self) -> WorkerId {
+        self.info.id
+    }
+
+    pub(crate) fn threads(&self) -> u64 {
+        u64::from(self.info.threads.max(1))
+    }
+
+    /// Queued work per thread, the key of the load index.
+    pub(crate) fn load_key(&self) -> u64 {
+        self.occupancy_us / self.threads()
+    }
+}
+
+/// Workers ordered by load, for O(log n) least-loaded picks.
+#[derive(Default)]
+pub(crate) struct LoadIndex {
+    set: BTreeSet<(u64, WorkerId)>,
+}
+
+impl LoadIndex {
+    pub(crate) fn insert(&mut self, load: u64, id: WorkerId) {
+        self.set.insert((load, id));
+    }
+
+    pub(crate) fn remove(&mut self, load: u64, id: WorkerId) {
+        self.set.remove(&(load, id));
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = WorkerId> + '_ {
+        self.set.iter().map(|(_, w)| *w)
+    }
+}

@@ -1,0 +1,283 @@
+//! The scheduler state machine driven through a recording Comm: exact
+//! messages for each event.
+
+use shoal_graph::{Key, Token};
+use shoal_proto::{
+    ArgMsg, ClientId, ComputeMsg, FinishedMsg, FromScheduler, FromWorker, TaskErrorMsg, TaskMsg, ToScheduler, ToWorker,
+    WorkerId, WorkerInfo,
+};
+use shoal_scheduler::{RecordingComm, Scheduler, SchedulerConfig, TaskState};
+
+fn key(name: &str) -> Key {
+    Key::scalar(name, Token(name.bytes().fold(7u128, |a, b| a * 31 + u128::from(b))))
+}
+
+fn task(name: &str, deps: &[&str]) -> TaskMsg {
+    TaskMsg {
+        key: key(name),
+        func: "f".into(),
+        args: deps.iter().map(|d| ArgMsg::Key(key(d))).collect(),
+        priority: 0,
+        retries: 0,
+        resources: vec![],
+        workers: vec![],
+        held: true,
+    }
+}
+
+fn worker_info(name: &str, threads: u32, resources: &[(&str, f64)]) -> WorkerInfo {
+    WorkerInfo {
+        id: WorkerId(99),
+        name: name.into(),
+        data_address: format!("tcp://{name}:1"),
+        threads,
+        memory_limit: 0,
+        resources: resources.iter().map(|(n, a)| (n.to_string(), *a)).collect(),
+    }
+}
+
+struct Env {
+    s: Scheduler,
+    comm: RecordingComm,
+    client: ClientId,
+}
+
+impl Env {
+    fn new() -> Env {
+        let mut s = Scheduler::new(SchedulerConfig::default());
+        let client = s.on_client_connected();
+        Env { s, comm: RecordingComm::default(), client }
+    }
+
+    fn worker(&mut self, name: &str, threads: u32) -> WorkerId {
+        self.s.on_worker_registered(worker_info(name, threads, &[]), 0, &mut self.comm)
+    }
+
+    fn submit(&mut self, tasks: Vec<TaskMsg>) {
+        let c = self.client;
+        self.s.on_client_message(c, ToScheduler::Submit(tasks), &mut self.comm);
+        self.s.check_invariants();
+    }
+
+    fn finish(&mut self, w: WorkerId, name: &str, nbytes: u64) {
+        let msg = FromWorker::Finished(vec![FinishedMsg { key: key(name), nbytes, duration_us: 10 }]);
+        self.s.on_worker_message(w, msg, 1, &mut self.comm);
+        self.s.check_invariants();
+    }
+
+    /// Keys sent to each worker to compute, since the last call.
+    fn computed(&mut self) -> Vec<(WorkerId, Vec<String>)> {
+        let out = self.comm.take();
+        self.comm.clients = out.clients;
+        out.workers
+            .into_iter()
+            .filter_map(|(w, m)| match m {
+                ToWorker::Compute(tasks) => Some((w, tasks.iter().map(|t| t.key.prefix().to_string()).collect())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn client_msgs(&mut self) -> Vec<FromScheduler> {
+        std::mem::take(&mut self.comm.clients).into_iter().map(|(_, m)| m).collect()
+    }
+}
+
+#[test]
+fn a_task_runs_reports_and_is_forgotten_when_released() {
+    let mut e = Env::new();
+    let w = e.worker("a", 1);
+    e.submit(vec![task("x", &[])]);
+    assert_eq!(e.computed(), vec![(w, vec!["x".to_string()])]);
+    e.finish(w, "x", 8);
+    assert_eq!(e.client_msgs(), vec![FromScheduler::Finished { key: key("x"), nbytes: 8 }]);
+    let c = e.client;
+    e.s.on_client_message(c, ToScheduler::Release(vec![key("x")]), &mut e.comm);
+    assert_eq!(e.comm.workers, vec![(w, ToWorker::Release(vec![key("x")]))]);
+    assert_eq!(e.s.task_state(&key("x")), None);
+    assert_eq!(e.s.stats().tasks, 0);
+}
+
+#[test]
+fn a_dependent_goes_where_its_input_is_and_learns_where_to_fetch() {
+    let mut e = Env::new();
+    let a = e.worker("a", 1);
+    let b = e.worker("b", 1);
+    e.submit(vec![task("x", &[])]);
+    let first = e.computed();
+    let (holder, _) = first[0].clone();
+    e.finish(holder, "x", 50_000_000);
+    e.submit(vec![task("y", &["x"])]);
+    let compute = e.comm.take().workers;
+    let (target, ToWorker::Compute(tasks)) = &compute[0] else { panic!("expected a compute message") };
+    assert_eq!(*target, holder, "50 MB input: run where it is");
+    let ComputeMsg { deps, .. } = &tasks[0];
+    assert_eq!(deps[0].key, key("x"));
+    assert_eq!(deps[0].nbytes, 50_000_000);
+    let address = if holder == a { "tcp://a:1" } else { "tcp://b:1" };
+    assert_eq!(deps[0].holders, vec![address.to_string()]);
+    let _ = b;
+}
+
+#[test]
+fn root_tasks_spread_over_workers() {
+    let mut e = Env::new();
+    let a = e.worker("a", 1);
+    let b = e.worker("b", 1);
+    e.submit((0..40).map(|i| task(&format!("t{i}"), &[])).collect());
+    let per_worker = e.computed();
+    let count = |w: WorkerId| per_worker.iter().filter(|(x, _)| *x == w).map(|(_, t)| t.len()).sum::<usize>();
+    assert_eq!(count(a) + count(b), 40);
+    assert!(count(a) >= 10 && count(b) >= 10, "a got {}, b got {}", count(a), count(b));
+}
+
+#[test]
+fn failures_propagate_with_the_failed_key() {
+    let mut e = Env::new();
+    let w = e.worker("a", 1);
+    e.submit(vec![task("x", &[]), task("y", &["x"]), task("z", &["y"])]);
+    e.computed();
+    e.s.on_worker_message(w, FromWorker::Failed { key: key("x"), message: "boom".into() }, 1, &mut e.comm);
+    e.s.check_invariants();
+    let msgs = e.client_msgs();
+    assert!(
+        msgs.contains(&FromScheduler::Erred { key: key("x"), error: TaskErrorMsg::Failed { message: "boom".into() } })
+    );
+    assert!(msgs.contains(&FromScheduler::Erred {
+        key: key("z"),
+        error: TaskErrorMsg::Dependency { dependency: key("y"), failed: key("x"), message: "boom".into() }
+    }));
+}
+
+#[test]
+fn retries_run_a_failed_task_again() {
+    let mut e = Env::new();
+    let w = e.worker("a", 1);
+    let mut t = task("x", &[]);
+    t.retries = 1;
+    e.submit(vec![t]);
+    e.computed();
+    e.s.on_worker_message(w, FromWorker::Failed { key: key("x"), message: "flaky".into() }, 1, &mut e.comm);
+    assert_eq!(e.computed(), vec![(w, vec!["x".to_string()])]);
+    assert!(e.client_msgs().is_empty());
+}
+
+#[test]
+fn a_lost_worker_s_tasks_run_elsewhere_and_lost_results_are_recomputed() {
+    let mut e = Env::new();
+    let a = e.worker("a", 1);
+    e.submit(vec![task("x", &[])]);
+    e.computed();
+    e.finish(a, "x", 8);
+    let mut y = task("y", &["x"]);
+    y.held = true;
+    e.submit(vec![y]);
+    e.computed();
+    let b = e.worker("b", 1);
+    e.s.on_worker_lost(a, &mut e.comm);
+    e.s.check_invariants();
+    assert_eq!(e.computed(), vec![(b, vec!["x".to_string()])], "x is recomputed first, on b");
+    assert_eq!(e.s.task_state(&key("y")), Some(TaskState::Waiting));
+    e.finish(b, "x", 8);
+    assert_eq!(e.computed(), vec![(b, vec!["y".to_string()])]);
+}
+
+#[test]
+fn a_worker_dying_too_often_fails_the_task() {
+    let mut e = Env::new();
+    e.submit(vec![task("x", &[])]);
+    for i in 0..4 {
+        let w = e.worker(&format!("w{i}"), 1);
+        e.computed();
+        e.s.on_worker_lost(w, &mut e.comm);
+        e.s.check_invariants();
+    }
+    assert!(
+        e.client_msgs()
+            .contains(&FromScheduler::Erred { key: key("x"), error: TaskErrorMsg::WorkerLost { attempts: 4 } })
+    );
+}
+
+#[test]
+fn resources_and_restrictions_are_honoured() {
+    let mut e = Env::new();
+    let cpu = e.worker("cpu", 4);
+    let gpu = e.s.on_worker_registered(worker_info("gpu", 4, &[("gpus", 1.0)]), 0, &mut e.comm);
+    let mut g1 = task("g1", &[]);
+    g1.resources = vec![("gpus".into(), 1.0)];
+    let mut g2 = task("g2", &[]);
+    g2.resources = vec![("gpus".into(), 1.0)];
+    let mut pinned = task("pinned", &[]);
+    pinned.workers = vec!["cpu".into()];
+    e.submit(vec![g1, g2, pinned]);
+    let sent = e.computed();
+    assert!(sent.contains(&(gpu, vec!["g1".to_string()])), "{sent:?}");
+    assert!(sent.contains(&(cpu, vec!["pinned".to_string()])), "{sent:?}");
+    assert_eq!(e.s.task_state(&key("g2")), Some(TaskState::Queued), "one GPU: the second GPU task waits");
+    e.finish(gpu, "g1", 8);
+    assert_eq!(e.computed(), vec![(gpu, vec!["g2".to_string()])]);
+}
+
+#[test]
+fn equal_keys_from_two_clients_run_once_and_both_hear() {
+    let mut e = Env::new();
+    let w = e.worker("a", 1);
+    let other = e.s.on_client_connected();
+    e.submit(vec![task("x", &[])]);
+    e.s.on_client_message(other, ToScheduler::Submit(vec![task("x", &[])]), &mut e.comm);
+    assert_eq!(e.computed(), vec![(w, vec!["x".to_string()])]);
+    e.finish(w, "x", 1);
+    let heard: Vec<ClientId> = e.comm.clients.iter().map(|(c, _)| *c).collect();
+    assert_eq!(heard, vec![e.client, other]);
+    e.s.on_client_disconnected(other, &mut e.comm);
+    assert_eq!(e.s.task_state(&key("x")), Some(TaskState::Memory), "the first client still holds it");
+}
+
+#[test]
+fn an_unknown_dependency_fails_at_submit() {
+    let mut e = Env::new();
+    e.worker("a", 1);
+    e.submit(vec![task("y", &["nowhere"])]);
+    assert_eq!(
+        e.client_msgs(),
+        vec![FromScheduler::Erred { key: key("y"), error: TaskErrorMsg::UnknownDependency(key("nowhere")) }]
+    );
+}
+
+#[test]
+fn a_silent_worker_is_lost_on_tick() {
+    let mut e = Env::new();
+    let a = e.worker("a", 1);
+    e.submit(vec![task("x", &[])]);
+    e.computed();
+    e.s.on_tick(5_000_000, &mut e.comm);
+    assert_eq!(e.s.workers().len(), 1);
+    e.s.on_tick(20_000_000, &mut e.comm);
+    assert!(e.s.workers().is_empty());
+    assert_eq!(e.s.task_state(&key("x")), Some(TaskState::Queued), "waits for a worker");
+    let _ = a;
+    let b = e.worker("b", 1);
+    assert_eq!(e.computed(), vec![(b, vec!["x".to_string()])]);
+}
+
+#[test]
+fn an_idle_worker_gets_work_stolen_for_it() {
+    let mut e = Env::new();
+    let a = e.worker("a", 1);
+    // Dependent tasks go eagerly to where their input is: all to `a`.
+    e.submit(vec![task("x", &[])]);
+    e.computed();
+    e.finish(a, "x", 1);
+    e.submit((0..20).map(|i| task(&format!("d{i}"), &["x"])).collect());
+    e.computed();
+    let b = e.worker("b", 1);
+    e.s.on_tick(2, &mut e.comm);
+    let steal = e.comm.take().workers;
+    let Some((victim, ToWorker::Steal(keys))) = steal.first() else { panic!("expected a steal, got {steal:?}") };
+    assert_eq!(*victim, a);
+    assert!(!keys.is_empty());
+    e.s.on_worker_message(a, FromWorker::Stolen(keys.clone()), 3, &mut e.comm);
+    e.s.check_invariants();
+    let moved = e.computed();
+    assert!(moved.iter().any(|(w, _)| *w == b), "stolen tasks run on the idle worker: {moved:?}");
+}

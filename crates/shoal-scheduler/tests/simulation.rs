@@ -1,0 +1,55 @@
+//! Simulations: the real scheduler with thousands of virtual workers.
+
+use shoal_scheduler::sim::{SimConfig, SimReport, Simulation, graphs};
+
+fn assert_clean(report: &SimReport) {
+    assert!(report.violations.is_empty(), "violations: {:#?}", &report.violations[..report.violations.len().min(5)]);
+    assert!(report.failed.is_empty(), "failed outputs: {:?}", &report.failed[..report.failed.len().min(5)]);
+    assert_eq!(report.leaked_tasks, 0, "the scheduler kept tasks after everything was released");
+    assert_eq!(report.leaked_results, 0, "workers kept results after everything was released");
+}
+
+#[test]
+fn a_thousand_workers_run_a_million_task_dag_while_workers_die() {
+    let config = SimConfig { workers: 1000, threads: 2, seed: 7, loss_every_us: Some(20_000), ..SimConfig::default() };
+    let report = Simulation::new(config).run(graphs::random_dag(1_000_000, 2_000, 7));
+    assert_clean(&report);
+    assert!(report.losses > 0, "no worker was lost: the test tests nothing");
+    assert!(report.runs >= 1_000_000);
+    eprintln!(
+        "1M-task DAG on 1000 workers: {} losses, {} runs, {:.2?} in the scheduler ({:.0} ns per task)",
+        report.losses,
+        report.runs,
+        report.scheduler_time,
+        report.scheduler_time.as_nanos() as f64 / report.tasks as f64
+    );
+}
+
+#[test]
+fn a_thousand_workers_run_a_million_task_map_reduce_while_workers_die() {
+    let config = SimConfig { workers: 1000, threads: 2, seed: 11, loss_every_us: Some(20_000), ..SimConfig::default() };
+    let report = Simulation::new(config).run(graphs::map_reduce(1_000_000, 8));
+    assert_clean(&report);
+    assert!(report.losses > 0);
+    assert_eq!(report.finished, 1);
+}
+
+#[test]
+fn without_losses_every_task_runs_exactly_once() {
+    for seed in 1..=5 {
+        let config = SimConfig { workers: 50, threads: 4, seed, ..SimConfig::default() };
+        let report = Simulation::new(config).run(graphs::random_dag(20_000, 500, seed));
+        assert_clean(&report);
+        assert_eq!(report.runs, 20_000, "seed {seed}: a loss-free run computes each task once");
+    }
+}
+
+#[test]
+fn simulations_are_deterministic() {
+    let run = || {
+        let config = SimConfig { workers: 20, threads: 2, seed: 3, loss_every_us: Some(5_000), ..SimConfig::default() };
+        let r = Simulation::new(config).run(graphs::random_dag(5_000, 100, 3));
+        (r.runs, r.losses, r.virtual_us)
+    };
+    assert_eq!(run(), run());
+}
