@@ -834,7 +834,7 @@ impl Scheduler {
 
     fn estimate_us(&self, i: u32) -> u64 {
         let (total, count) = self.durations[self.task(i).group as usize];
-        if count == 0 { self.config.unknown_duration_us } else { total / count }
+        total.checked_div(count).unwrap_or(self.config.unknown_duration_us)
     }
 
     /// How many tasks a worker may hold: enough queued work to hide a round
