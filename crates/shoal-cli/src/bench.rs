@@ -4,6 +4,7 @@
 //! executable), so its peak RSS is its own and no allocator state leaks from
 //! one measurement into the next. Every parameter set prints one JSON line.
 
+mod sim;
 mod threads;
 
 use std::process::Command;
@@ -50,7 +51,9 @@ pub(crate) struct Benchmark {
 }
 
 fn all() -> Vec<Benchmark> {
-    threads::benchmarks()
+    let mut all = threads::benchmarks();
+    all.extend(sim::benchmarks());
+    all
 }
 
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {

@@ -125,9 +125,48 @@ impl Tokenizer {
 
 /// The shared name prefix of keys (`inc`, `sum`), one pointer wide.
 ///
-/// A million keys of one `map` share one prefix allocation.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Prefixes are interned: every `Prefix` of the same text is the same
+/// allocation, so a million keys share one, keys decoded from the wire share
+/// it too, and comparing prefixes is comparing pointers. Interned prefixes
+/// live as long as the process; they are function and collection names, a
+/// bounded set.
+#[derive(Clone, PartialOrd, Ord)]
 pub struct Prefix(Arc<String>);
+
+impl Hash for Prefix {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.as_str().hash(state);
+    }
+}
+
+impl PartialEq for Prefix {
+    fn eq(&self, other: &Prefix) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Prefix {}
+
+type Interned = std::collections::HashMap<String, Arc<String>>;
+
+static PREFIXES: std::sync::LazyLock<std::sync::Mutex<Interned>> = std::sync::LazyLock::new(Default::default);
+
+thread_local! {
+    /// This thread's view of the interned prefixes, to avoid the global lock.
+    static SEEN: std::cell::RefCell<Interned> = Default::default();
+}
+
+fn intern(s: &str) -> Arc<String> {
+    if let Some(p) = SEEN.with(|seen| seen.borrow().get(s).cloned()) {
+        return p;
+    }
+    let shared = {
+        let mut all = PREFIXES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        all.entry(s.to_string()).or_insert_with(|| Arc::new(s.to_string())).clone()
+    };
+    SEEN.with(|seen| seen.borrow_mut().insert(s.to_string(), shared.clone()));
+    shared
+}
 
 impl Prefix {
     /// The prefix text.
@@ -138,13 +177,13 @@ impl Prefix {
 
 impl From<&str> for Prefix {
     fn from(s: &str) -> Prefix {
-        Prefix(Arc::new(s.to_string()))
+        Prefix(intern(s))
     }
 }
 
 impl From<String> for Prefix {
     fn from(s: String) -> Prefix {
-        Prefix(Arc::new(s))
+        Prefix(intern(&s))
     }
 }
 
@@ -249,8 +288,12 @@ impl PartialEq for Key {
         // Token first: it differs for nearly every pair of distinct keys, and
         // prefixes are usually one shared allocation.
         self.token == other.token
-            && self.index() == other.index()
-            && (Arc::ptr_eq(&self.prefix.0, &other.prefix.0) || self.prefix == other.prefix)
+            && self.prefix == other.prefix
+            && match (&self.index, &other.index) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a == b,
+                _ => false,
+            }
     }
 }
 
@@ -267,11 +310,13 @@ impl Hash for Key {
     }
 }
 
-/// A hasher for [`Key`]s: the token is already a uniform 128-bit hash, so it
-/// is used as it is, and index elements are mixed in with one multiply each.
+/// A hasher for [`Key`]s: the token is folded into one word, index elements
+/// are mixed in with one multiply each, and a final folded multiply spreads
+/// every input bit over the whole hash.
 ///
-/// General-purpose hashers (FxHash) keep low input bits in low output bits;
-/// with keys sharded by token bits that clusters probe sequences badly.
+/// Tokens are usually uniform hashes already, but not always (keys built by
+/// hand, simulations); the final fold keeps hashbrown's control bytes (taken
+/// from the top bits) and bucket bits (from the bottom) both well mixed.
 #[derive(Default, Clone, Copy)]
 pub struct KeyHasher(u64);
 
@@ -301,7 +346,8 @@ impl Hasher for KeyHasher {
     }
 
     fn finish(&self) -> u64 {
-        self.0
+        let wide = u128::from(self.0) * u128::from(MIX);
+        (wide as u64) ^ ((wide >> 64) as u64)
     }
 }
 

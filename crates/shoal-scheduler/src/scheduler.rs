@@ -630,7 +630,7 @@ impl Scheduler {
             if let TaskState::Processing(w) = state {
                 self.withdraw(i, w);
             }
-            self.task_mut(i).error = Some(error);
+            self.task_mut(i).error = Some(Box::new(error));
             self.set_state(i, TaskState::Erred);
             self.notify_holders(i);
             let dependents = self.task(i).dependents.clone();
@@ -649,7 +649,7 @@ impl Scheduler {
 
     fn dependency_error(&self, failed_dep: u32) -> TaskErrorMsg {
         let dep = self.task(failed_dep);
-        match &dep.error {
+        match dep.error.as_deref() {
             Some(TaskErrorMsg::Dependency { failed, message, .. }) => TaskErrorMsg::Dependency {
                 dependency: dep.key.clone(),
                 failed: failed.clone(),
@@ -678,9 +678,10 @@ impl Scheduler {
         let t = self.task(i);
         let msg = match t.state {
             TaskState::Memory => FromScheduler::Finished { key: t.key.clone(), nbytes: t.nbytes },
-            TaskState::Erred => {
-                FromScheduler::Erred { key: t.key.clone(), error: t.error.clone().unwrap_or(TaskErrorMsg::Cancelled) }
-            }
+            TaskState::Erred => FromScheduler::Erred {
+                key: t.key.clone(),
+                error: t.error.as_deref().cloned().unwrap_or(TaskErrorMsg::Cancelled),
+            },
             _ => return,
         };
         let holders = t.holders.clone();

@@ -176,6 +176,8 @@ enum Event {
     ToScheduler { worker: WorkerId, msg: SimFromWorker },
     /// A message reaches a worker (sent in this loss epoch).
     ToWorker { worker: WorkerId, msg: SimToWorker, epoch: u32 },
+    /// A worker sends the completions it gathered.
+    Report { worker: WorkerId },
     /// Kill a random worker.
     Kill,
     /// The scheduler's periodic tick.
@@ -235,6 +237,9 @@ pub struct Simulation {
     computed: FxHashMap<Key, u32>,
     /// How many live workers hold each result: the ground truth.
     copies: FxHashMap<Key, u32>,
+    /// Completions each worker has not reported yet (workers report in
+    /// batches, as real ones do once per event-loop turn).
+    unreported: FxHashMap<WorkerId, Vec<FinishedMsg>>,
     report: SimReport,
 }
 
@@ -255,6 +260,7 @@ impl Simulation {
             epoch: 0,
             computed: FxHashMap::default(),
             copies: FxHashMap::default(),
+            unreported: FxHashMap::default(),
             report: SimReport::default(),
             config,
         };
@@ -407,6 +413,17 @@ impl Simulation {
                 }
             }
             Event::Done { worker, key } => self.task_done(worker, key),
+            Event::Report { worker } => {
+                if let Some(done) = self.unreported.remove(&worker) {
+                    if self.workers.contains_key(&worker) {
+                        let now = self.now;
+                        self.timed(|s| {
+                            s.scheduler.on_worker_message(worker, FromWorker::Finished(done), now, &mut s.comm)
+                        });
+                        self.dispatch();
+                    }
+                }
+            }
             Event::Kill => self.kill(),
             Event::Tick => {
                 // Heartbeats are implied: a live simulated worker is never silent.
@@ -498,9 +515,12 @@ impl Simulation {
         if self.computed.insert(key.clone(), epoch) == Some(epoch) {
             self.report.violations.push(format!("{key} computed twice from assignments of loss epoch {epoch}"));
         }
-        let msg = FromWorker::Finished(vec![FinishedMsg { key, nbytes: 8, duration_us: self.config.task_us }]);
-        let at = self.now + self.config.latency_us;
-        self.push(at, Event::ToScheduler { worker: id, msg: SimFromWorker(msg) });
+        let batch = self.unreported.entry(id).or_default();
+        batch.push(FinishedMsg { key, nbytes: 8, duration_us: self.config.task_us });
+        if batch.len() == 1 {
+            let at = self.now + self.config.latency_us;
+            self.push(at, Event::Report { worker: id });
+        }
         self.start_tasks(id);
     }
 

@@ -63,7 +63,8 @@ pub(crate) struct Task {
     pub(crate) lost: u32,
     pub(crate) holders: SmallVec<[ClientId; 1]>,
     pub(crate) group: u32,
-    pub(crate) error: Option<TaskErrorMsg>,
+    /// Boxed: few tasks fail, and every task pays for the field's size.
+    pub(crate) error: Option<Box<TaskErrorMsg>>,
 }
 
 impl Task {

@@ -1,0 +1,46 @@
+//! The scheduler's own cost, measured in the simulator.
+
+use anyhow::Context;
+use serde_json::{Map, Value, json};
+use shoal_scheduler::sim::{SimConfig, Simulation, graphs};
+
+use super::{Benchmark, Sample, param_u64};
+
+pub(super) fn benchmarks() -> Vec<Benchmark> {
+    vec![Benchmark {
+        name: "scheduler-sim",
+        about: "scheduler decisions per second: n tasks on 1000 simulated workers",
+        unit: "tasks/s",
+        params: |quick| {
+            let n = if quick { 100_000 } else { 1_000_000 };
+            vec![
+                json!({"shape": "dag", "n": n, "workers": 1000}),
+                json!({"shape": "map-reduce", "n": n, "workers": 1000}),
+            ]
+        },
+        run,
+    }]
+}
+
+fn run(params: &Value) -> anyhow::Result<Sample> {
+    let n = param_u64(params, "n")?;
+    let workers = param_u64(params, "workers")? as u32;
+    let shape = params.get("shape").and_then(Value::as_str).context("parameter shape missing")?;
+    let tasks = match shape {
+        "dag" => graphs::random_dag(n, 2_000, 7),
+        "map-reduce" => graphs::map_reduce(n, 8),
+        other => anyhow::bail!("unknown shape {other:?}: dag or map-reduce"),
+    };
+    let count = tasks.len();
+    let config = SimConfig { workers, threads: 2, seed: 7, ..SimConfig::default() };
+    let started = std::time::Instant::now();
+    let report = Simulation::new(config).run(tasks);
+    let wall = started.elapsed().as_secs_f64();
+    anyhow::ensure!(report.violations.is_empty(), "simulation violations: {:?}", report.violations.first());
+    let scheduler_s = report.scheduler_time.as_secs_f64();
+    let mut extra = Map::new();
+    extra.insert("tasks".into(), json!(count));
+    extra.insert("simulation_s".into(), json!(wall));
+    extra.insert("ns_per_task".into(), json!((scheduler_s / count as f64 * 1e9).round()));
+    Ok(Sample { seconds: scheduler_s, items: Some(count as f64), extra })
+}
