@@ -1,6 +1,7 @@
 //! The `shoal` command.
 
 mod bench;
+mod scheduler;
 
 use std::process::ExitCode;
 
@@ -18,12 +19,15 @@ struct Cli {
 enum Command {
     /// Run benchmarks; each prints one JSON line per parameter set.
     Bench(bench::BenchArgs),
+    /// Run a standalone scheduler that clients and workers connect to.
+    Scheduler(scheduler::SchedulerArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(args) => bench::run(&args),
+        Command::Scheduler(args) => scheduler::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -193,6 +193,12 @@ impl Scheduler {
         self.flush(comm);
     }
 
+    /// The id the next registered worker gets (so a shell can route the
+    /// messages sent during registration).
+    pub fn next_worker_id(&self) -> WorkerId {
+        WorkerId(self.next_worker)
+    }
+
     /// A worker registered; returns the id it is known by from now on.
     pub fn on_worker_registered(&mut self, mut info: WorkerInfo, now_us: u64, comm: &mut impl Comm) -> WorkerId {
         let id = WorkerId(self.next_worker);

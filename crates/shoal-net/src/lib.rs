@@ -1,0 +1,12 @@
+//! The I/O shells of shoal: sockets and timers around the pure state
+//! machines.
+//!
+//! [`start_scheduler`] runs the [`shoal_scheduler::Scheduler`] behind a TCP
+//! listener: every connection starts with the handshake of `shoal_proto`
+//! (protocol version and cluster token), then carries length-delimited
+//! frames. Messages to one peer produced by one event go out as one frame,
+//! and frames queued for a peer go out in one write.
+
+mod scheduler;
+
+pub use scheduler::{RunningScheduler, SchedulerServerConfig, ServerError, start_scheduler};

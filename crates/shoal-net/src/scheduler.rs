@@ -1,0 +1,376 @@
+//! The scheduler's network shell: a TCP listener, one reader and one writer
+//! per connection, and one task that owns the [`Scheduler`] and feeds it the
+//! events the connections decode.
+//!
+//! The state machine never waits on a socket: readers hand it decoded
+//! messages through a channel, and what it sends goes to per-connection
+//! writer queues. A peer that sends anything malformed — a bad handshake, an
+//! oversized or undecodable frame — loses its connection, with the reason
+//! logged; nobody else notices.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use shoal_proto::{
+    ClientId, FrameDecoder, FrameKind, FromScheduler, FromWorker, HelloReply, Role, ToScheduler, ToWorker, WorkerId,
+    WorkerInfo, check_hello, decode_hello, decode_message, encode_message,
+};
+use shoal_scheduler::{Comm, Scheduler, SchedulerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+/// How to run a scheduler.
+#[derive(Clone, Debug)]
+pub struct SchedulerServerConfig {
+    /// Where to listen; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// The cluster token peers must present; `None` accepts any peer (only
+    /// sensible on loopback).
+    pub token: Option<String>,
+    /// How often time passes for the state machine (heartbeats, stealing).
+    pub tick: Duration,
+    /// The largest frame accepted from a peer.
+    pub max_frame: usize,
+    /// The state machine's tunables.
+    pub scheduler: SchedulerConfig,
+}
+
+impl Default for SchedulerServerConfig {
+    fn default() -> SchedulerServerConfig {
+        SchedulerServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: None,
+            tick: Duration::from_millis(100),
+            max_frame: shoal_proto::DEFAULT_MAX_FRAME,
+            scheduler: SchedulerConfig::default(),
+        }
+    }
+}
+
+/// Why a scheduler could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listening address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The runtime thread could not start.
+    #[error("cannot start the scheduler thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// A scheduler running on its own thread. Dropping it stops it.
+pub struct RunningScheduler {
+    address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningScheduler {
+    /// The address clients and workers connect to.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops the scheduler and waits for its thread.
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Runs until stopped (for `shoal scheduler`).
+    pub fn wait(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for RunningScheduler {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// Starts a scheduler listening on `config.listen`.
+///
+/// # Errors
+/// When the address cannot be bound or the thread cannot start.
+pub fn start_scheduler(config: SchedulerServerConfig) -> Result<RunningScheduler, ServerError> {
+    let std_listener = std::net::TcpListener::bind(config.listen)
+        .map_err(|source| ServerError::Bind { address: config.listen, source })?;
+    let address = std_listener.local_addr().map_err(|source| ServerError::Bind { address: config.listen, source })?;
+    std_listener.set_nonblocking(true).map_err(|source| ServerError::Bind { address, source })?;
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("shoal-scheduler".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("cannot start the scheduler runtime: {e}");
+                    return;
+                }
+            };
+            runtime.block_on(serve(std_listener, config, stop_rx));
+        })
+        .map_err(ServerError::Thread)?;
+    Ok(RunningScheduler { address, stop: Some(stop_tx), thread: Some(thread) })
+}
+
+/// What connections tell the core.
+enum Event {
+    ClientJoined { out: mpsc::UnboundedSender<Vec<u8>>, id: oneshot::Sender<ClientId> },
+    Client(ClientId, ToScheduler),
+    ClientLeft(ClientId),
+    WorkerJoined { info: WorkerInfo, out: mpsc::UnboundedSender<Vec<u8>>, id: oneshot::Sender<WorkerId> },
+    Worker(WorkerId, FromWorker),
+    WorkerLeft(WorkerId),
+}
+
+/// Sends the state machine's messages to connection writers, encoded once.
+#[derive(Default)]
+struct NetComm {
+    clients: HashMap<ClientId, mpsc::UnboundedSender<Vec<u8>>>,
+    workers: HashMap<WorkerId, mpsc::UnboundedSender<Vec<u8>>>,
+}
+
+impl Comm for NetComm {
+    fn to_worker(&mut self, worker: WorkerId, msg: ToWorker) {
+        if let Some(out) = self.workers.get(&worker) {
+            let mut frame = Vec::new();
+            match encode_message(&msg, &mut frame) {
+                Ok(()) => {
+                    let _ = out.send(frame);
+                }
+                Err(e) => tracing::error!("cannot encode a message for {worker}: {e}"),
+            }
+        }
+    }
+
+    fn to_client(&mut self, client: ClientId, msgs: Vec<FromScheduler>) {
+        if let Some(out) = self.clients.get(&client) {
+            let mut frame = Vec::new();
+            match encode_message(&msgs, &mut frame) {
+                Ok(()) => {
+                    let _ = out.send(frame);
+                }
+                Err(e) => tracing::error!("cannot encode messages for {client}: {e}"),
+            }
+        }
+    }
+}
+
+async fn serve(listener: std::net::TcpListener, config: SchedulerServerConfig, mut stop: oneshot::Receiver<()>) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot use the listening socket: {e}");
+            return;
+        }
+    };
+    let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
+    let mut scheduler = Scheduler::new(config.scheduler.clone());
+    let mut comm = NetComm::default();
+    let started = Instant::now();
+    let now_us = || started.elapsed().as_micros() as u64;
+    let mut tick = tokio::time::interval(config.tick);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(connection(stream, peer, config.token.clone(), config.max_frame, events_tx.clone()));
+                }
+                Err(e) => tracing::warn!("accept failed: {e}"),
+            },
+            Some(event) = events.recv() => match event {
+                Event::ClientJoined { out, id } => {
+                    let client = scheduler.on_client_connected();
+                    send_welcome(&out, client.0);
+                    comm.clients.insert(client, out);
+                    let _ = id.send(client);
+                }
+                Event::Client(c, msg) => scheduler.on_client_message(c, msg, &mut comm),
+                Event::ClientLeft(c) => {
+                    comm.clients.remove(&c);
+                    scheduler.on_client_disconnected(c, &mut comm);
+                }
+                Event::WorkerJoined { info, out, id } => {
+                    // The welcome, then the writer, before the first compute goes out.
+                    send_welcome(&out, scheduler.next_worker_id().0);
+                    comm.workers.insert(scheduler.next_worker_id(), out);
+                    let worker = scheduler.on_worker_registered(info, now_us(), &mut comm);
+                    let _ = id.send(worker);
+                }
+                Event::Worker(w, msg) => scheduler.on_worker_message(w, msg, now_us(), &mut comm),
+                Event::WorkerLeft(w) => {
+                    comm.workers.remove(&w);
+                    scheduler.on_worker_lost(w, &mut comm);
+                }
+            },
+            _ = tick.tick() => scheduler.on_tick(now_us(), &mut comm),
+        }
+    }
+}
+
+/// Why a connection was closed.
+#[derive(Debug, thiserror::Error)]
+enum Closed {
+    #[error("the peer closed the connection")]
+    Eof,
+    #[error("the peer closed the connection in the middle of a frame")]
+    Truncated,
+    #[error("read failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Protocol(#[from] shoal_proto::ProtoError),
+    #[error("handshake refused: {0}")]
+    Handshake(#[from] shoal_proto::HandshakeError),
+    #[error("expected a message frame, got raw bytes")]
+    UnexpectedRaw,
+    #[error("a worker must register before anything else")]
+    NotRegistered,
+    #[error("the scheduler is shutting down")]
+    Shutdown,
+}
+
+struct FrameReader {
+    read: OwnedReadHalf,
+    decoder: FrameDecoder,
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    async fn next_message(&mut self) -> Result<Vec<u8>, Closed> {
+        loop {
+            if let Some(frame) = self.decoder.next_frame()? {
+                if frame.kind != FrameKind::Message {
+                    return Err(Closed::UnexpectedRaw);
+                }
+                return Ok(frame.body);
+            }
+            let n = self.read.read(&mut self.buf).await?;
+            if n == 0 {
+                return Err(if self.decoder.buffered() > 0 { Closed::Truncated } else { Closed::Eof });
+            }
+            self.decoder.push(&self.buf[..n]);
+        }
+    }
+}
+
+async fn writer(mut write: OwnedWriteHalf, mut out: mpsc::UnboundedReceiver<Vec<u8>>) {
+    while let Some(first) = out.recv().await {
+        // Everything queued goes out in one write.
+        let mut batch = first;
+        while let Ok(more) = out.try_recv() {
+            batch.extend_from_slice(&more);
+        }
+        if write.write_all(&batch).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    token: Option<String>,
+    max_frame: usize,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let (read, write) = stream.into_split();
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(writer(write, out_rx));
+    let mut reader = FrameReader { read, decoder: FrameDecoder::new(max_frame), buf: vec![0; 64 * 1024] };
+    match serve_peer(&mut reader, token.as_deref(), &out_tx, &events).await {
+        Ok(()) | Err(Closed::Eof) => tracing::debug!("{peer} disconnected"),
+        Err(reason) => tracing::warn!("closing the connection from {peer}: {reason}"),
+    }
+}
+
+async fn serve_peer(
+    reader: &mut FrameReader,
+    token: Option<&str>,
+    out: &mpsc::UnboundedSender<Vec<u8>>,
+    events: &mpsc::UnboundedSender<Event>,
+) -> Result<(), Closed> {
+    let hello = decode_hello(&reader.next_message().await?)?;
+    let role = match check_hello(&hello, token) {
+        Ok(role) => role,
+        Err(e) => {
+            let mut frame = Vec::new();
+            encode_message(&HelloReply::rejected(&e), &mut frame)?;
+            let _ = out.send(frame);
+            return Err(Closed::Handshake(e));
+        }
+    };
+    match role {
+        Role::Client => {
+            let (id_tx, id_rx) = oneshot::channel();
+            events.send(Event::ClientJoined { out: out.clone(), id: id_tx }).map_err(|_| Closed::Shutdown)?;
+            let id = id_rx.await.map_err(|_| Closed::Shutdown)?;
+            let result = loop {
+                match reader.next_message().await.and_then(|body| Ok(decode_message::<ToScheduler>(&body)?)) {
+                    Ok(msg) => {
+                        if events.send(Event::Client(id, msg)).is_err() {
+                            break Err(Closed::Shutdown);
+                        }
+                    }
+                    Err(e) => break Err(e),
+                }
+            };
+            let _ = events.send(Event::ClientLeft(id));
+            result
+        }
+        Role::Worker => {
+            let FromWorker::Register(info) = decode_message::<FromWorker>(&reader.next_message().await?)? else {
+                return Err(Closed::NotRegistered);
+            };
+            let (id_tx, id_rx) = oneshot::channel();
+            events.send(Event::WorkerJoined { info, out: out.clone(), id: id_tx }).map_err(|_| Closed::Shutdown)?;
+            let id = id_rx.await.map_err(|_| Closed::Shutdown)?;
+            let result = loop {
+                match reader.next_message().await.and_then(|body| Ok(decode_message::<FromWorker>(&body)?)) {
+                    Ok(msg) => {
+                        if events.send(Event::Worker(id, msg)).is_err() {
+                            break Err(Closed::Shutdown);
+                        }
+                    }
+                    Err(e) => break Err(e),
+                }
+            };
+            let _ = events.send(Event::WorkerLeft(id));
+            result
+        }
+        Role::Peer => Err(Closed::Handshake(shoal_proto::HandshakeError::Rejected {
+            reason: "the scheduler serves clients and workers, not data peers".into(),
+        })),
+    }
+}
+
+fn send_welcome(out: &mpsc::UnboundedSender<Vec<u8>>, id: u32) {
+    let mut frame = Vec::new();
+    match encode_message(&HelloReply::welcome(id), &mut frame) {
+        Ok(()) => {
+            let _ = out.send(frame);
+        }
+        Err(e) => tracing::error!("cannot encode a welcome: {e}"),
+    }
+}

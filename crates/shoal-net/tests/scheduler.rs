@@ -1,0 +1,183 @@
+//! A live scheduler over real loopback TCP, with peers written against the
+//! raw protocol.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shoal_graph::{Key, Token};
+use shoal_net::{RunningScheduler, SchedulerServerConfig, start_scheduler};
+use shoal_proto::{
+    FinishedMsg, FrameDecoder, FromScheduler, FromWorker, Hello, HelloReply, Role, TaskMsg, ToScheduler, ToWorker,
+    WorkerId, WorkerInfo, encode_message,
+};
+
+struct Peer {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+}
+
+impl Peer {
+    fn open(addr: SocketAddr) -> Peer {
+        let stream = TcpStream::connect(addr).expect("connects");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        Peer { stream, decoder: FrameDecoder::default() }
+    }
+
+    fn send<T: Serialize>(&mut self, msg: &T) {
+        let mut frame = Vec::new();
+        encode_message(msg, &mut frame).expect("encodes");
+        self.stream.write_all(&frame).expect("writes");
+    }
+
+    fn recv<T: DeserializeOwned>(&mut self) -> T {
+        let mut buf = [0u8; 65536];
+        loop {
+            if let Some(frame) = self.decoder.next_frame().expect("valid frames") {
+                return shoal_proto::decode_message(&frame.body).expect("a message of the expected type");
+            }
+            let n = self.stream.read(&mut buf).expect("reads before the timeout");
+            assert!(n > 0, "the scheduler closed the connection");
+            self.decoder.push(&buf[..n]);
+        }
+    }
+
+    fn client(addr: SocketAddr, token: Option<&str>) -> (Peer, HelloReply) {
+        let mut p = Peer::open(addr);
+        p.send(&Hello::new(Role::Client, "test-client", token));
+        let reply = p.recv();
+        (p, reply)
+    }
+
+    fn worker(addr: SocketAddr, name: &str) -> (Peer, u32) {
+        let mut p = Peer::open(addr);
+        p.send(&Hello::new(Role::Worker, name, None));
+        p.send(&FromWorker::Register(WorkerInfo {
+            id: WorkerId(0),
+            name: name.into(),
+            data_address: format!("tcp://127.0.0.1:9/{name}"),
+            threads: 1,
+            memory_limit: 0,
+            resources: vec![],
+        }));
+        match p.recv() {
+            HelloReply::Welcome { id, .. } => (p, id),
+            HelloReply::Rejected { reason } => panic!("worker rejected: {reason}"),
+        }
+    }
+}
+
+fn scheduler(token: Option<&str>) -> RunningScheduler {
+    start_scheduler(SchedulerServerConfig { token: token.map(str::to_string), ..SchedulerServerConfig::default() })
+        .expect("scheduler starts")
+}
+
+fn task(i: u128) -> TaskMsg {
+    TaskMsg {
+        key: Key::scalar("inc", Token(i)),
+        func: "inc".into(),
+        args: vec![],
+        priority: 0,
+        retries: 0,
+        resources: vec![],
+        workers: vec![],
+        held: true,
+    }
+}
+
+/// One task from a client, through the scheduler, to a worker and back.
+fn round_trip(addr: SocketAddr, client: &mut Peer, worker: &mut Peer, i: u128) {
+    client.send(&ToScheduler::Submit(vec![task(i)]));
+    let ToWorker::Compute(tasks) = worker.recv::<ToWorker>() else { panic!("expected work") };
+    assert_eq!(tasks[0].key, task(i).key);
+    worker.send(&FromWorker::Finished(vec![FinishedMsg { key: task(i).key, nbytes: 8, duration_us: 1 }]));
+    let msgs: Vec<FromScheduler> = client.recv();
+    assert_eq!(msgs, vec![FromScheduler::Finished { key: task(i).key, nbytes: 8 }], "via {addr}");
+}
+
+#[test]
+fn a_task_goes_from_client_to_worker_and_back_over_tcp() {
+    let s = scheduler(None);
+    let (mut worker, _) = Peer::worker(s.address(), "w0");
+    let (mut client, reply) = Peer::client(s.address(), None);
+    assert!(matches!(reply, HelloReply::Welcome { .. }));
+    round_trip(s.address(), &mut client, &mut worker, 1);
+    client.send(&ToScheduler::Info);
+    let info: Vec<FromScheduler> = client.recv();
+    let [FromScheduler::Info(workers)] = info.as_slice() else { panic!("expected info, got {info:?}") };
+    assert_eq!(workers.len(), 1);
+    assert_eq!(workers[0].name, "w0");
+    s.stop();
+}
+
+#[test]
+fn the_cluster_token_is_required_when_set() {
+    let s = scheduler(Some("s3cret"));
+    let (_, missing) = Peer::client(s.address(), None);
+    assert!(matches!(missing, HelloReply::Rejected { ref reason } if reason.contains("missing")), "{missing:?}");
+    let (_, wrong) = Peer::client(s.address(), Some("guess"));
+    assert!(matches!(wrong, HelloReply::Rejected { ref reason } if reason.contains("wrong")), "{wrong:?}");
+    let (_, right) = Peer::client(s.address(), Some("s3cret"));
+    assert!(matches!(right, HelloReply::Welcome { .. }));
+}
+
+#[test]
+fn a_lost_worker_connection_moves_its_task_to_another_worker() {
+    let s = scheduler(None);
+    let (mut w0, _) = Peer::worker(s.address(), "w0");
+    let (mut client, _) = Peer::client(s.address(), None);
+    client.send(&ToScheduler::Submit(vec![task(5)]));
+    let _ = w0.recv::<ToWorker>();
+    let (mut w1, _) = Peer::worker(s.address(), "w1");
+    drop(w0);
+    let ToWorker::Compute(tasks) = w1.recv::<ToWorker>() else { panic!("expected the task again") };
+    assert_eq!(tasks[0].key, task(5).key);
+}
+
+fn garbage() -> impl Strategy<Value = Vec<u8>> {
+    let good_hello = {
+        let mut f = Vec::new();
+        encode_message(&Hello::new(Role::Client, "x", None), &mut f).expect("encodes");
+        f
+    };
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..200),
+        // A valid hello, then garbage.
+        proptest::collection::vec(any::<u8>(), 1..200).prop_map(move |tail| [good_hello.clone(), tail].concat()),
+        // A huge declared length.
+        any::<[u8; 1]>().prop_map(|k| vec![0xff, 0xff, 0xff, 0x7f, k[0], 1, 2, 3]),
+        // A truncated valid frame.
+        (1usize..20).prop_map(|cut| {
+            let mut f = Vec::new();
+            encode_message(&Hello::new(Role::Worker, "truncated", None), &mut f).expect("encodes");
+            f.truncate(cut.min(f.len() - 1));
+            f
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn garbage_closes_one_connection_and_nothing_else(inputs in proptest::collection::vec(garbage(), 1..4)) {
+        let s = scheduler(None);
+        let (mut worker, _) = Peer::worker(s.address(), "steady");
+        let (mut client, _) = Peer::client(s.address(), None);
+        round_trip(s.address(), &mut client, &mut worker, 1);
+        for bytes in &inputs {
+            let mut bad = Peer::open(s.address());
+            let _ = bad.stream.write_all(bytes);
+            let _ = bad.stream.shutdown(std::net::Shutdown::Write);
+            // The scheduler answers with at most a rejection, then closes.
+            let mut sink = Vec::new();
+            let _ = bad.stream.read_to_end(&mut sink);
+        }
+        round_trip(s.address(), &mut client, &mut worker, 2);
+        let (mut late, _) = Peer::client(s.address(), None);
+        round_trip(s.address(), &mut late, &mut worker, 3);
+    }
+}
