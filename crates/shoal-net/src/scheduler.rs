@@ -326,16 +326,7 @@ async fn serve_peer(
             let (id_tx, id_rx) = oneshot::channel();
             events.send(Event::ClientJoined { out: out.clone(), id: id_tx }).map_err(|_| Closed::Shutdown)?;
             let id = id_rx.await.map_err(|_| Closed::Shutdown)?;
-            let result = loop {
-                match reader.next_message().await.and_then(|body| Ok(decode_message::<ToScheduler>(&body)?)) {
-                    Ok(msg) => {
-                        if events.send(Event::Client(id, msg)).is_err() {
-                            break Err(Closed::Shutdown);
-                        }
-                    }
-                    Err(e) => break Err(e),
-                }
-            };
+            let result = forward(reader, events, |msg: ToScheduler| Event::Client(id, msg)).await;
             let _ = events.send(Event::ClientLeft(id));
             result
         }
@@ -346,22 +337,26 @@ async fn serve_peer(
             let (id_tx, id_rx) = oneshot::channel();
             events.send(Event::WorkerJoined { info, out: out.clone(), id: id_tx }).map_err(|_| Closed::Shutdown)?;
             let id = id_rx.await.map_err(|_| Closed::Shutdown)?;
-            let result = loop {
-                match reader.next_message().await.and_then(|body| Ok(decode_message::<FromWorker>(&body)?)) {
-                    Ok(msg) => {
-                        if events.send(Event::Worker(id, msg)).is_err() {
-                            break Err(Closed::Shutdown);
-                        }
-                    }
-                    Err(e) => break Err(e),
-                }
-            };
+            let result = forward(reader, events, |msg: FromWorker| Event::Worker(id, msg)).await;
             let _ = events.send(Event::WorkerLeft(id));
             result
         }
         Role::Peer => Err(Closed::Handshake(shoal_proto::HandshakeError::Rejected {
             reason: "the scheduler serves clients and workers, not data peers".into(),
         })),
+    }
+}
+
+/// Decodes a peer's messages and hands them to the core until the
+/// connection ends or sends something malformed.
+async fn forward<T: serde::de::DeserializeOwned>(
+    reader: &mut FrameReader,
+    events: &mpsc::UnboundedSender<Event>,
+    event: impl Fn(T) -> Event,
+) -> Result<(), Closed> {
+    loop {
+        let msg = decode_message::<T>(&reader.next_message().await?)?;
+        events.send(event(msg)).map_err(|_| Closed::Shutdown)?;
     }
 }
 

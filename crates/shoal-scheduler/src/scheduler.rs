@@ -99,6 +99,13 @@ pub struct Scheduler {
     assigned: u64,
 }
 
+/// Empties an outbox map, in peer order.
+fn sorted<P: Ord + Copy, M>(map: &mut FxHashMap<P, Vec<M>>) -> Vec<(P, Vec<M>)> {
+    let mut out: Vec<(P, Vec<M>)> = map.drain().collect();
+    out.sort_unstable_by_key(|(p, _)| *p);
+    out
+}
+
 impl Scheduler {
     /// An empty scheduler.
     pub fn new(config: SchedulerConfig) -> Scheduler {
@@ -992,24 +999,17 @@ impl Scheduler {
     /// message is sent, one batch per peer.
     fn flush(&mut self, comm: &mut impl Comm) {
         self.fill_workers();
-        let mut release: Vec<(WorkerId, Vec<Key>)> = self.outbox.release.drain().collect();
-        release.sort_unstable_by_key(|(w, _)| *w);
-        for (w, keys) in release {
+        // Sorted by peer so that runs are reproducible (the simulator relies on it).
+        for (w, keys) in sorted(&mut self.outbox.release) {
             comm.to_worker(w, ToWorker::Release(keys));
         }
-        let mut compute: Vec<(WorkerId, Vec<ComputeMsg>)> = self.outbox.compute.drain().collect();
-        compute.sort_unstable_by_key(|(w, _)| *w);
-        for (w, tasks) in compute {
+        for (w, tasks) in sorted(&mut self.outbox.compute) {
             comm.to_worker(w, ToWorker::Compute(tasks));
         }
-        let mut steal: Vec<(WorkerId, Vec<Key>)> = self.outbox.steal.drain().collect();
-        steal.sort_unstable_by_key(|(w, _)| *w);
-        for (w, keys) in steal {
+        for (w, keys) in sorted(&mut self.outbox.steal) {
             comm.to_worker(w, ToWorker::Steal(keys));
         }
-        let mut clients: Vec<(ClientId, Vec<FromScheduler>)> = self.outbox.clients.drain().collect();
-        clients.sort_unstable_by_key(|(c, _)| *c);
-        for (c, msgs) in clients {
+        for (c, msgs) in sorted(&mut self.outbox.clients) {
             comm.to_client(c, msgs);
         }
     }
