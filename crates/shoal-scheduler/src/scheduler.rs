@@ -580,8 +580,9 @@ impl Scheduler {
         self.add_replica(i, worker);
         self.set_state(i, TaskState::Memory);
         self.notify_holders(i);
-        let dependents = self.task(i).dependents.clone();
-        for d in dependents {
+        for k in 0..self.task(i).dependents.len() {
+            // Placing a dependent never changes this task's dependents.
+            let d = self.task(i).dependents[k];
             if self.task(d).state == TaskState::Waiting {
                 let t = self.task_mut(d);
                 t.missing -= 1;
@@ -592,9 +593,11 @@ impl Scheduler {
             }
         }
         self.consider_release(i);
-        let deps = self.task(i).deps.clone();
-        for d in deps {
-            self.consider_release(d);
+        if self.slot(i).is_some() {
+            let deps = self.task(i).deps.clone();
+            for d in deps {
+                self.consider_release(d);
+            }
         }
     }
 

@@ -13,8 +13,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
-use rustc_hash::{FxHashMap, FxHashSet};
-use shoal_graph::{Key, Token};
+use rustc_hash::FxHashMap;
+use shoal_graph::{Key, KeyBuildHasher, KeyHashMap, Token};
 use shoal_proto::{
     ArgMsg, ClientId, ComputeMsg, FinishedMsg, FromScheduler, FromWorker, TaskMsg, ToScheduler, ToWorker, WorkerId,
     WorkerInfo,
@@ -211,12 +211,14 @@ macro_rules! ordered_by_arrival {
 ordered_by_arrival!(SimFromWorker);
 ordered_by_arrival!(SimToWorker);
 
+type KeySet = std::collections::HashSet<Key, KeyBuildHasher>;
+
 struct SimWorker {
     threads: u32,
     /// Running tasks, with the loss epoch they were assigned in.
-    running: FxHashMap<Key, u32>,
+    running: KeyHashMap<u32>,
     queue: VecDeque<(ComputeMsg, u32)>,
-    data: FxHashSet<Key>,
+    data: KeySet,
 }
 
 /// A simulated cluster around one real scheduler.
@@ -230,13 +232,13 @@ pub struct Simulation {
     workers: FxHashMap<WorkerId, SimWorker>,
     rng: Rng,
     client: ClientId,
-    deps: FxHashMap<Key, Vec<Key>>,
-    outputs: FxHashMap<Key, Option<Result<(), String>>>,
+    deps: KeyHashMap<Vec<Key>>,
+    outputs: KeyHashMap<Option<Result<(), String>>>,
     epoch: u32,
     /// For each result, the assignment epoch of its last computation.
-    computed: FxHashMap<Key, u32>,
+    computed: KeyHashMap<u32>,
     /// How many live workers hold each result: the ground truth.
-    copies: FxHashMap<Key, u32>,
+    copies: KeyHashMap<u32>,
     /// Completions each worker has not reported yet (workers report in
     /// batches, as real ones do once per event-loop turn).
     unreported: FxHashMap<WorkerId, Vec<FinishedMsg>>,
@@ -255,11 +257,11 @@ impl Simulation {
             workers: FxHashMap::default(),
             rng: Rng(config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
             client: ClientId(0),
-            deps: FxHashMap::default(),
-            outputs: FxHashMap::default(),
+            deps: KeyHashMap::default(),
+            outputs: KeyHashMap::default(),
             epoch: 0,
-            computed: FxHashMap::default(),
-            copies: FxHashMap::default(),
+            computed: KeyHashMap::default(),
+            copies: KeyHashMap::default(),
             unreported: FxHashMap::default(),
             report: SimReport::default(),
             config,
@@ -370,9 +372,9 @@ impl Simulation {
             id,
             SimWorker {
                 threads: self.config.threads,
-                running: FxHashMap::default(),
+                running: KeyHashMap::default(),
                 queue: VecDeque::new(),
-                data: FxHashSet::default(),
+                data: KeySet::default(),
             },
         );
         self.dispatch();
@@ -458,7 +460,7 @@ impl Simulation {
                 }
             }
             ToWorker::Steal(keys) => {
-                let wanted: FxHashSet<Key> = keys.into_iter().collect();
+                let wanted: KeySet = keys.into_iter().collect();
                 let mut given = Vec::new();
                 w.queue.retain(|(t, _)| {
                     if wanted.contains(&t.key) {
