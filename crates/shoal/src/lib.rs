@@ -37,6 +37,31 @@ pub use shoal_client::{
 };
 pub use shoal_graph::{Key, TaskError, TaskOutput, Token, VisualizeError, task_output};
 
+/// Marks a function as runnable on remote workers; see [`remote`](mod@remote).
+pub use shoal_macros::remote;
+
+/// Remote functions: the registry `#[shoal::remote]` fills, and the codecs.
+///
+/// ```
+/// #[shoal::remote]
+/// fn scale(x: f64, by: f64) -> f64 { x * by }
+///
+/// let name = format!("{}::scale", module_path!());
+/// let f = shoal::remote::require(&name)?;
+/// let args = [f.encode_arg(0, &2.5f64)?, f.encode_arg(1, &4.0f64)?];
+/// assert_eq!(f.decode_result::<f64>(&f.call_encoded(&args)?)?, 10.0);
+/// assert!(shoal::remote::require("nowhere::missing").is_err());
+/// # Ok::<(), shoal::remote::RemoteError>(())
+/// ```
+pub mod remote {
+    pub use shoal_client::remote::*;
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+}
+
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]

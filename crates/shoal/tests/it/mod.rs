@@ -2,4 +2,5 @@ mod delayed;
 mod errors;
 mod futures;
 mod props;
+mod remote;
 mod support;

@@ -1,0 +1,65 @@
+//! `#[shoal::remote]`: registers a function under a stable name so that
+//! other processes of the same program can run it.
+
+use proc_macro::TokenStream;
+use quote::quote;
+use syn::{FnArg, ItemFn, Pat, ReturnType, parse_macro_input, spanned::Spanned};
+
+/// Registers a plain function as a remote task: its stable name is its Rust
+/// path (`my_crate::stats::mean`), its arguments and result travel encoded
+/// with serde. The function itself is unchanged and callable as before.
+///
+/// The function must not be generic, `async`, or a method, and its
+/// parameters must be plain names (`x: i64`, not patterns).
+#[proc_macro_attribute]
+pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        let attr = proc_macro2::TokenStream::from(attr);
+        return syn::Error::new(attr.span(), "#[shoal::remote] takes no arguments").to_compile_error().into();
+    }
+    let function = parse_macro_input!(item as ItemFn);
+    match expand(&function) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn expand(function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
+    let sig = &function.sig;
+    let refuse = |span: proc_macro2::Span, what: &str| {
+        Err(syn::Error::new(span, format!("#[shoal::remote] needs a plain function: {what}")))
+    };
+    if sig.asyncness.is_some() {
+        return refuse(sig.asyncness.span(), "it cannot be async");
+    }
+    if !sig.generics.params.is_empty() {
+        return refuse(sig.generics.span(), "it cannot be generic (a remote function has one stable name)");
+    }
+    let mut types = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(r) => return refuse(r.span(), "methods cannot be remote; wrap the call in a function"),
+            FnArg::Typed(arg) => {
+                if !matches!(*arg.pat, Pat::Ident(_)) {
+                    return refuse(arg.pat.span(), "each parameter needs a plain name");
+                }
+                types.push(arg.ty.as_ref().clone());
+            }
+        }
+    }
+    if let ReturnType::Default = sig.output {
+        // `()` is a fine result; nothing to check.
+    }
+    let name = &sig.ident;
+    let name_text = name.to_string();
+    Ok(quote! {
+        #function
+
+        ::shoal::__private::inventory::submit! {
+            ::shoal::remote::Registration::new(
+                ::core::concat!(::core::module_path!(), "::", #name_text),
+                || ::shoal::remote::RemoteFunc::new::<(#(#types,)*), _>(#name),
+            )
+        }
+    })
+}
