@@ -189,6 +189,11 @@ pub struct RemoteFunc {
     encode_arg: Encoder,
     encode_result: Encoder,
     decode_result: Decoder,
+    measure_result: fn(&(dyn Any + Send + Sync)) -> Option<u64>,
+}
+
+fn measure_as<T: Serialize + 'static>(value: &(dyn Any + Send + Sync)) -> Option<u64> {
+    value.downcast_ref::<T>().and_then(|v| postcard::experimental::serialized_size(v).ok()).map(|n| n as u64)
 }
 
 impl RemoteFunc {
@@ -205,6 +210,7 @@ impl RemoteFunc {
             encode_arg: P::encode,
             encode_result: encode_as::<F::Output>,
             decode_result: decode_as::<F::Output>,
+            measure_result: measure_as::<F::Output>,
         }
     }
 
@@ -253,6 +259,12 @@ impl RemoteFunc {
     /// When the value is not this function's result type.
     pub fn encode_result(&self, value: &Value) -> Result<Vec<u8>, RemoteError> {
         (self.encode_result)(self.name(), usize::MAX, value.as_ref())
+    }
+
+    /// The size of a result of this function once encoded, without encoding
+    /// it (what the scheduler weighs transfers by); `None` for another type.
+    pub fn result_size(&self, value: &Value) -> Option<u64> {
+        (self.measure_result)(value.as_ref())
     }
 
     /// Decodes a result of this function into its type `T`.

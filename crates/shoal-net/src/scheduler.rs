@@ -13,12 +13,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use shoal_proto::{
-    ClientId, FrameDecoder, FrameKind, FromScheduler, FromWorker, HelloReply, Role, ToScheduler, ToWorker, WorkerId,
-    WorkerInfo, check_hello, decode_hello, decode_message, encode_message,
+    ClientId, FromScheduler, FromWorker, HelloReply, Role, ToScheduler, ToWorker, WorkerId, WorkerInfo, check_hello,
+    decode_hello, decode_message, encode_message,
 };
 use shoal_scheduler::{Comm, Scheduler, SchedulerConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::conn::{Closed, FrameReader, writer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -230,64 +230,6 @@ async fn serve(listener: std::net::TcpListener, config: SchedulerServerConfig, m
     }
 }
 
-/// Why a connection was closed.
-#[derive(Debug, thiserror::Error)]
-enum Closed {
-    #[error("the peer closed the connection")]
-    Eof,
-    #[error("the peer closed the connection in the middle of a frame")]
-    Truncated,
-    #[error("read failed: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("{0}")]
-    Protocol(#[from] shoal_proto::ProtoError),
-    #[error("handshake refused: {0}")]
-    Handshake(#[from] shoal_proto::HandshakeError),
-    #[error("expected a message frame, got raw bytes")]
-    UnexpectedRaw,
-    #[error("a worker must register before anything else")]
-    NotRegistered,
-    #[error("the scheduler is shutting down")]
-    Shutdown,
-}
-
-struct FrameReader {
-    read: OwnedReadHalf,
-    decoder: FrameDecoder,
-    buf: Vec<u8>,
-}
-
-impl FrameReader {
-    async fn next_message(&mut self) -> Result<Vec<u8>, Closed> {
-        loop {
-            if let Some(frame) = self.decoder.next_frame()? {
-                if frame.kind != FrameKind::Message {
-                    return Err(Closed::UnexpectedRaw);
-                }
-                return Ok(frame.body);
-            }
-            let n = self.read.read(&mut self.buf).await?;
-            if n == 0 {
-                return Err(if self.decoder.buffered() > 0 { Closed::Truncated } else { Closed::Eof });
-            }
-            self.decoder.push(&self.buf[..n]);
-        }
-    }
-}
-
-async fn writer(mut write: OwnedWriteHalf, mut out: mpsc::UnboundedReceiver<Vec<u8>>) {
-    while let Some(first) = out.recv().await {
-        // Everything queued goes out in one write.
-        let mut batch = first;
-        while let Ok(more) = out.try_recv() {
-            batch.extend_from_slice(&more);
-        }
-        if write.write_all(&batch).await.is_err() {
-            return;
-        }
-    }
-}
-
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -298,7 +240,7 @@ async fn connection(
     let (read, write) = stream.into_split();
     let (out_tx, out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
     tokio::spawn(writer(write, out_rx));
-    let mut reader = FrameReader { read, decoder: FrameDecoder::new(max_frame), buf: vec![0; 64 * 1024] };
+    let mut reader = FrameReader::new(read, max_frame);
     match serve_peer(&mut reader, token.as_deref(), &out_tx, &events).await {
         Ok(()) | Err(Closed::Eof) => tracing::debug!("{peer} disconnected"),
         Err(reason) => tracing::warn!("closing the connection from {peer}: {reason}"),

@@ -1,0 +1,77 @@
+//! What every connection shares: reading frames, a writer task, the
+//! reasons a connection ends.
+
+use shoal_proto::{FrameDecoder, FrameKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+
+/// Why a connection was closed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Closed {
+    #[error("the peer closed the connection")]
+    Eof,
+    #[error("the peer closed the connection in the middle of a frame")]
+    Truncated,
+    #[error("read failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Protocol(#[from] shoal_proto::ProtoError),
+    #[error("handshake refused: {0}")]
+    Handshake(#[from] shoal_proto::HandshakeError),
+    #[error("expected a message frame, got raw bytes")]
+    UnexpectedRaw,
+    #[error("a worker must register before anything else")]
+    NotRegistered,
+    #[error("the scheduler is shutting down")]
+    Shutdown,
+}
+
+pub(crate) struct FrameReader {
+    read: OwnedReadHalf,
+    decoder: FrameDecoder,
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    pub(crate) fn new(read: OwnedReadHalf, max_frame: usize) -> FrameReader {
+        FrameReader { read, decoder: FrameDecoder::new(max_frame), buf: vec![0; 64 * 1024] }
+    }
+
+    /// The next frame, message or raw.
+    pub(crate) async fn next_frame(&mut self) -> Result<shoal_proto::Frame, Closed> {
+        loop {
+            if let Some(frame) = self.decoder.next_frame()? {
+                return Ok(frame);
+            }
+            let n = self.read.read(&mut self.buf).await?;
+            if n == 0 {
+                return Err(if self.decoder.buffered() > 0 { Closed::Truncated } else { Closed::Eof });
+            }
+            self.decoder.push(&self.buf[..n]);
+        }
+    }
+
+    /// The next message frame's body.
+    pub(crate) async fn next_message(&mut self) -> Result<Vec<u8>, Closed> {
+        let frame = self.next_frame().await?;
+        if frame.kind != FrameKind::Message {
+            return Err(Closed::UnexpectedRaw);
+        }
+        Ok(frame.body)
+    }
+}
+
+/// Writes what is queued for one connection, everything queued at once.
+pub(crate) async fn writer(mut write: OwnedWriteHalf, mut out: mpsc::UnboundedReceiver<Vec<u8>>) {
+    while let Some(first) = out.recv().await {
+        // Everything queued goes out in one write.
+        let mut batch = first;
+        while let Ok(more) = out.try_recv() {
+            batch.extend_from_slice(&more);
+        }
+        if write.write_all(&batch).await.is_err() {
+            return;
+        }
+    }
+}

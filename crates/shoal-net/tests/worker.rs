@@ -1,0 +1,167 @@
+//! Workers over real loopback TCP: registered functions run where the
+//! scheduler puts them, inputs travel peer to peer, results are fetched from
+//! the worker that holds them.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shoal_graph::{Key, Token};
+use shoal_net::{SchedulerServerConfig, WorkerConfig, start_scheduler, start_worker};
+use shoal_proto::{
+    ArgMsg, FrameDecoder, FrameKind, FromScheduler, Hello, HelloReply, PeerReply, PeerRequest, Role, TaskErrorMsg,
+    TaskMsg, ToScheduler, encode_message,
+};
+
+#[shoal::remote]
+fn inc(x: i64) -> i64 {
+    x + 1
+}
+
+#[shoal::remote]
+fn double(x: i64) -> i64 {
+    2 * x
+}
+
+#[shoal::remote]
+fn explode(x: i64) -> i64 {
+    panic!("exploded on {x}")
+}
+
+fn name(f: &str) -> String {
+    format!("{}::{f}", module_path!())
+}
+
+struct Peer {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+}
+
+impl Peer {
+    fn open(addr: &str, role: Role) -> Peer {
+        let stream = TcpStream::connect(addr).expect("connects");
+        stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        let mut p = Peer { stream, decoder: FrameDecoder::default() };
+        p.send(&Hello::new(role, "test", None));
+        assert!(matches!(p.recv::<HelloReply>(), HelloReply::Welcome { .. }));
+        p
+    }
+
+    fn send<T: Serialize>(&mut self, msg: &T) {
+        let mut frame = Vec::new();
+        encode_message(msg, &mut frame).expect("encodes");
+        self.stream.write_all(&frame).expect("writes");
+    }
+
+    fn frame(&mut self) -> shoal_proto::Frame {
+        let mut buf = [0u8; 65536];
+        loop {
+            if let Some(frame) = self.decoder.next_frame().expect("valid frames") {
+                return frame;
+            }
+            let n = self.stream.read(&mut buf).expect("reads before the timeout");
+            assert!(n > 0, "connection closed");
+            self.decoder.push(&buf[..n]);
+        }
+    }
+
+    fn recv<T: DeserializeOwned>(&mut self) -> T {
+        shoal_proto::decode_message(&self.frame().body).expect("expected message")
+    }
+
+    /// Client messages until every key has an outcome.
+    fn outcomes(&mut self, keys: &[Key]) -> Vec<FromScheduler> {
+        let mut seen: Vec<FromScheduler> = Vec::new();
+        while !keys.iter().all(|k| {
+            seen.iter().any(
+                |m| matches!(m, FromScheduler::Finished { key, .. } | FromScheduler::Erred { key, .. } if key == k),
+            )
+        }) {
+            seen.extend(self.recv::<Vec<FromScheduler>>());
+        }
+        seen
+    }
+}
+
+fn task(key: &Key, func: &str, args: Vec<ArgMsg>, worker: &str) -> TaskMsg {
+    TaskMsg {
+        key: key.clone(),
+        func: name(func),
+        args,
+        priority: 0,
+        retries: 0,
+        resources: vec![],
+        workers: if worker.is_empty() { vec![] } else { vec![worker.to_string()] },
+        held: true,
+    }
+}
+
+fn value(x: i64) -> ArgMsg {
+    ArgMsg::Value(postcard::to_allocvec(&x).expect("encodes"))
+}
+
+fn fetch(address: &str, key: &Key) -> i64 {
+    let mut peer = Peer::open(address, Role::Peer);
+    peer.send(&PeerRequest::Get(vec![key.clone()]));
+    let PeerReply::Data { keys, missing } = peer.recv();
+    assert_eq!((keys, missing), (vec![key.clone()], vec![]));
+    let frame = peer.frame();
+    assert_eq!(frame.kind, FrameKind::Raw);
+    postcard::from_bytes(&frame.body).expect("an i64")
+}
+
+fn cluster() -> (shoal_net::RunningScheduler, Vec<shoal_net::RunningWorker>, SocketAddr) {
+    let scheduler = start_scheduler(SchedulerServerConfig::default()).expect("scheduler");
+    let address = scheduler.address();
+    let workers = ["w0", "w1"]
+        .into_iter()
+        .map(|n| start_worker(WorkerConfig { threads: 1, ..WorkerConfig::new(address, n) }).expect("worker"))
+        .collect();
+    (scheduler, workers, address)
+}
+
+#[test]
+fn a_dependency_crosses_workers_peer_to_peer() {
+    let (_scheduler, workers, address) = cluster();
+    let mut client = Peer::open(&address.to_string(), Role::Client);
+    let a = Key::scalar("inc", Token(1));
+    let b = Key::scalar("double", Token(2));
+    client.send(&ToScheduler::Submit(vec![
+        task(&a, "inc", vec![value(1)], "w0"),
+        task(&b, "double", vec![ArgMsg::Key(a.clone())], "w1"),
+    ]));
+    let outcomes = client.outcomes(&[a.clone(), b.clone()]);
+    assert!(outcomes.contains(&FromScheduler::Finished { key: b.clone(), nbytes: 1 }), "{outcomes:?}");
+    client.send(&ToScheduler::WhoHas(vec![b.clone()]));
+    let answer: Vec<FromScheduler> = client.recv();
+    let [FromScheduler::WhoHas(holders)] = answer.as_slice() else { panic!("expected who_has, got {answer:?}") };
+    let holder = &holders[0].1[0];
+    assert_eq!(holder.name, "w1");
+    assert_eq!(holder.data_address, workers[1].data_address().to_string());
+    assert_eq!(fetch(&holder.data_address, &b), 4, "double(inc(1)), computed on w1 from w0's result");
+}
+
+#[test]
+fn failures_come_back_with_the_reason_and_the_worker_lives_on() {
+    let (_scheduler, _workers, address) = cluster();
+    let mut client = Peer::open(&address.to_string(), Role::Client);
+    let unknown = Key::scalar("nowhere", Token(3));
+    let mut t = task(&unknown, "inc", vec![value(1)], "");
+    t.func = "somewhere_else::not_registered".into();
+    let boom = Key::scalar("explode", Token(4));
+    client.send(&ToScheduler::Submit(vec![t, task(&boom, "explode", vec![value(7)], "")]));
+    let outcomes = client.outcomes(&[unknown.clone(), boom.clone()]);
+    let reason = |k: &Key| {
+        outcomes.iter().find_map(|m| match m {
+            FromScheduler::Erred { key, error: TaskErrorMsg::Failed { message } } if key == k => Some(message.clone()),
+            _ => None,
+        })
+    };
+    assert!(reason(&unknown).is_some_and(|m| m.contains("#[shoal::remote]")), "{outcomes:?}");
+    assert_eq!(reason(&boom).as_deref(), Some("panicked: exploded on 7"));
+    let after = Key::scalar("inc", Token(5));
+    client.send(&ToScheduler::Submit(vec![task(&after, "inc", vec![value(41)], "")]));
+    assert!(matches!(client.outcomes(std::slice::from_ref(&after))[..], [FromScheduler::Finished { .. }]));
+}
