@@ -10,8 +10,9 @@ use crate::args::{ArgContext, IntoArg, IntoArgs};
 use shoal_local::{Notify, Runtime, Submission};
 
 use crate::error::Error;
-use crate::future::{Future, outcome_value};
+use crate::future::Future;
 use crate::options::TaskOptions;
+use crate::remote::RemoteState;
 
 /// Which executor a [`Client`] runs tasks on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,10 +22,20 @@ pub enum Executor {
     Sync,
     /// A work-stealing pool of this many threads in this process.
     Threads(usize),
+    /// A cluster, through the scheduler at this address.
+    Cluster(std::net::SocketAddr),
+}
+
+/// Where a client's tasks run.
+pub(crate) enum Backend {
+    /// On an executor in this process.
+    Local(Runtime),
+    /// On a cluster, through its scheduler.
+    Remote(Arc<RemoteState>),
 }
 
 pub(crate) struct ClientInner {
-    pub(crate) runtime: Runtime,
+    pub(crate) backend: Backend,
     executor: Executor,
 }
 
@@ -78,8 +89,9 @@ impl ClientBuilder {
         let runtime = match self.executor {
             Executor::Sync => Runtime::sync(),
             Executor::Threads(n) => Runtime::threads(n).map_err(|e| Error::Start(e.to_string()))?,
+            Executor::Cluster(address) => return Client::connect(&address.to_string()),
         };
-        let inner = Arc::new(ClientInner { runtime, executor: self.executor });
+        let inner = Arc::new(ClientInner { backend: Backend::Local(runtime), executor: self.executor });
         *CURRENT.lock() = Some(Arc::downgrade(&inner));
         Ok(Client { inner })
     }
@@ -105,7 +117,7 @@ impl Client {
 
     /// A client on the deterministic single-threaded executor.
     pub fn sync() -> Client {
-        let inner = Arc::new(ClientInner { runtime: Runtime::sync(), executor: Executor::Sync });
+        let inner = Arc::new(ClientInner { backend: Backend::Local(Runtime::sync()), executor: Executor::Sync });
         *CURRENT.lock() = Some(Arc::downgrade(&inner));
         Client { inner }
     }
@@ -123,9 +135,37 @@ impl Client {
             .get_or_init(|| {
                 let runtime = Runtime::threads(default_threads())
                     .unwrap_or_else(|e| panic!("cannot start shoal's default thread pool: {e}"));
-                Client { inner: Arc::new(ClientInner { runtime, executor: Executor::Threads(default_threads()) }) }
+                let backend = Backend::Local(runtime);
+                Client { inner: Arc::new(ClientInner { backend, executor: Executor::Threads(default_threads()) }) }
             })
             .clone()
+    }
+
+    /// A client of the cluster whose scheduler listens at `address`
+    /// (`"127.0.0.1:8786"`, `"tcp://host:8786"`). Tasks must use functions
+    /// marked `#[shoal::remote]`.
+    ///
+    /// # Errors
+    /// [`Error::Start`] when the address is invalid or the scheduler cannot
+    /// be reached or refuses the client.
+    pub fn connect(address: &str) -> Result<Client, Error> {
+        Client::connect_with_token(address, None)
+    }
+
+    /// [`Client::connect`] with a cluster token.
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub fn connect_with_token(address: &str, token: Option<&str>) -> Result<Client, Error> {
+        let text = address.trim_start_matches("tcp://");
+        let socket = std::net::ToSocketAddrs::to_socket_addrs(text)
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| Error::Start(format!("{address:?} is not a scheduler address (host:port)")))?;
+        let state = RemoteState::connect(socket, token)?;
+        let inner = Arc::new(ClientInner { backend: Backend::Remote(state), executor: Executor::Cluster(socket) });
+        *CURRENT.lock() = Some(Arc::downgrade(&inner));
+        Ok(Client { inner })
     }
 
     /// The executor this client runs on.
@@ -161,10 +201,20 @@ impl Client {
         let args = args.into_args(&mut cx);
         let key = make_key(&func, opts, &cx);
         let task = Task { key, func, args };
+        let runtime = match &self.inner.backend {
+            Backend::Local(runtime) => runtime,
+            Backend::Remote(state) => {
+                let batch = with_lists(cx.pre_tasks, cx.local, 0, task, opts.retries);
+                return state
+                    .submit(batch.map(|s| (s.task, s.retries, s.hold)).collect())
+                    .pop()
+                    .map_or_else(|| unreachable!("a held submission returns its handle"), Future::from_remote);
+            }
+        };
         let handle = if cx.pre_tasks.is_empty() {
-            self.inner.runtime.submit_one(Submission::new(task).held().retries(opts.retries))
+            runtime.submit_one(Submission::new(task).held().retries(opts.retries))
         } else {
-            self.inner.runtime.submit(with_lists(cx.pre_tasks, cx.local, 0, task, opts.retries)).pop()
+            runtime.submit(with_lists(cx.pre_tasks, cx.local, 0, task, opts.retries)).pop()
         };
         match handle {
             Some(handle) => Future::from_handle(handle),
@@ -208,7 +258,14 @@ impl Client {
             position += cx.pre_tasks.len() as u32 + 1;
             with_lists(cx.pre_tasks, cx.local, base, task, retries)
         });
-        self.inner.runtime.submit(tasks).into_iter().map(Future::from_handle).collect()
+        match &self.inner.backend {
+            Backend::Local(runtime) => runtime.submit(tasks).into_iter().map(Future::from_handle).collect(),
+            Backend::Remote(state) => state
+                .submit(tasks.map(|s| (s.task, s.retries, s.hold)).collect())
+                .into_iter()
+                .map(Future::from_remote)
+                .collect(),
+        }
     }
 
     /// Waits for all futures and returns their results in order.
@@ -224,12 +281,18 @@ impl Client {
     /// The caller states the result type; it must be the type the key's
     /// function returns, or [`Future::result`] panics.
     pub fn future_of<T>(&self, key: &Key) -> Option<Future<T>> {
-        self.inner.runtime.handle(key).map(Future::from_handle)
+        match &self.inner.backend {
+            Backend::Local(runtime) => runtime.handle(key).map(Future::from_handle),
+            Backend::Remote(_) => None,
+        }
     }
 
     /// How many keys the executor holds now (pending tasks and kept results).
     pub fn known_keys(&self) -> usize {
-        self.inner.runtime.stats().known_keys
+        match &self.inner.backend {
+            Backend::Local(runtime) => runtime.stats().known_keys,
+            Backend::Remote(state) => state.held_keys(),
+        }
     }
 }
 
@@ -264,7 +327,7 @@ pub(crate) fn make_key(func: &shoal_graph::Func, opts: &TaskOptions, cx: &ArgCon
 /// # Errors
 /// The first failure among them, in order.
 pub fn gather<T: Clone + Send + Sync + 'static>(futures: &[Future<T>]) -> Result<Vec<T>, Error> {
-    futures.iter().map(|f| outcome_value(f.handle().wait())).collect()
+    futures.iter().map(|f| f.result()).collect()
 }
 
 /// Waits until every future is done (finished, failed or cancelled).
@@ -282,7 +345,7 @@ pub fn wait_timeout<T>(futures: &[Future<T>], timeout: Duration) -> Result<(), E
     let deadline = std::time::Instant::now() + timeout;
     for f in futures {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if f.handle().wait_timeout(left).is_none() {
+        if f.handle().value(Some(left)).is_none() {
             return Err(Error::Timeout { key: f.key().to_string(), after: timeout });
         }
     }

@@ -12,11 +12,13 @@ use shoal_graph::{Arg, Graph, Key, Task, TaskFn, VisualizeError, call_tokenizer}
 use crate::args::{ArgContext, IntoArg, IntoArgs};
 use shoal_local::{Handle, Submission};
 
-use crate::client::{Client, make_key};
+use crate::client::{Backend, Client, make_key};
 use crate::error::Error;
+use crate::future::FutureHandle;
 use crate::future::{Future, outcome_value};
 use crate::options::TaskOptions;
 use crate::progress;
+use crate::remote::RemoteHandle;
 
 /// A lazy call: nothing runs until [`Delayed::compute`] (or
 /// [`compute`](crate::compute) of several).
@@ -161,10 +163,7 @@ impl<T: Clone + Send + Sync + 'static> Delayed<T> {
     /// The failure of this task or of one it needs.
     pub fn compute_with(&self, client: &Client) -> Result<T, Error> {
         let handles = run(client, &[&self.node])?;
-        handles
-            .into_iter()
-            .next()
-            .map_or_else(|| unreachable!("one output handle per requested key"), |h| outcome_value(h.wait()))
+        handles.into_iter().next().map_or_else(|| unreachable!("one output handle per requested key"), |h| value_of(&h))
     }
 
     /// Starts the graph on `client` and returns the future of the result,
@@ -174,7 +173,7 @@ impl<T: Clone + Send + Sync + 'static> Delayed<T> {
     /// When the graph is invalid (a cycle).
     pub fn persist(&self, client: &Client) -> Result<Future<T>, Error> {
         let handles = run(client, &[&self.node])?;
-        handles.into_iter().next().map(Future::from_handle).ok_or_else(|| unreachable!("one output handle"))
+        handles.into_iter().next().map(Future::from_future_handle).ok_or_else(|| unreachable!("one output handle"))
     }
 }
 
@@ -220,7 +219,7 @@ fn collect(roots: &[&Arc<DelayedNode>]) -> Graph {
 /// dependencies, one branch finished before the next starts), which is the
 /// memory-friendly order of [`Graph::order`] without building the graph: a
 /// lazy graph of millions of tasks costs one pointer per task to schedule.
-fn run(client: &Client, roots: &[&Arc<DelayedNode>]) -> Result<Vec<Handle>, Error> {
+fn run(client: &Client, roots: &[&Arc<DelayedNode>]) -> Result<Vec<FutureHandle>, Error> {
     // Batch position of each task, assigned in post-order; u32::MAX while
     // the task is on the walk's stack.
     let mut position: FxHashMap<*const DelayedNode, u32> = FxHashMap::default();
@@ -274,6 +273,23 @@ fn run(client: &Client, roots: &[&Arc<DelayedNode>]) -> Result<Vec<Handle>, Erro
         consumers[*p as usize] += 1;
     }
     let outputs: FxHashSet<&Key> = roots.iter().map(|r| &r.task.key).collect();
+    let runtime = match &client.inner.backend {
+        Backend::Local(runtime) => runtime,
+        Backend::Remote(state) => {
+            let tasks = order.iter().map(|n| (n.task.clone(), n.retries, outputs.contains(&n.task.key))).collect();
+            let handles = state.submit(tasks);
+            let by_key: FxHashMap<&Key, &RemoteHandle> = handles.iter().map(|h| (h.key(), h)).collect();
+            return Ok(roots
+                .iter()
+                .map(|r| {
+                    by_key
+                        .get(&r.task.key)
+                        .map(|h| FutureHandle::Remote((*h).clone()))
+                        .unwrap_or_else(|| unreachable!("every root was submitted with hold"))
+                })
+                .collect());
+        }
+    };
     let tracker = progress::start(order.len());
     let submissions =
         order.iter().zip(local_deps).zip(consumers).enumerate().map(|(n, ((node, local_deps), c))| Submission {
@@ -284,17 +300,25 @@ fn run(client: &Client, roots: &[&Arc<DelayedNode>]) -> Result<Vec<Handle>, Erro
             local_deps,
             consumers_in_batch: c,
         });
-    let handles = client.inner.runtime.submit(submissions);
+    let handles = runtime.submit(submissions);
     let by_key: FxHashMap<&Key, &Handle> = handles.iter().map(|h| (h.key(), h)).collect();
     Ok(roots
         .iter()
         .map(|r| {
             by_key
                 .get(&r.task.key)
-                .map(|h| (*h).clone())
+                .map(|h| FutureHandle::Local((*h).clone()))
                 .unwrap_or_else(|| unreachable!("every root was submitted with hold"))
         })
         .collect())
+}
+
+/// The result of a root of a computation, waited for.
+fn value_of<T: Clone + Send + Sync + 'static>(handle: &FutureHandle) -> Result<T, Error> {
+    match handle.value(None) {
+        Some(v) => outcome_value(v),
+        None => unreachable!("waiting without a timeout always ends with an outcome"),
+    }
 }
 
 /// Several delayed values computed in one pass, sharing common tasks.
@@ -312,7 +336,7 @@ impl<T: Clone + Send + Sync + 'static> Computable for [Delayed<T>] {
     type Output = Vec<T>;
     fn compute_on(&self, client: &Client) -> Result<Vec<T>, Error> {
         let roots: Vec<&Arc<DelayedNode>> = self.iter().map(|d| &d.node).collect();
-        run(client, &roots)?.into_iter().map(|h| outcome_value(h.wait())).collect()
+        run(client, &roots)?.iter().map(value_of).collect()
     }
 }
 
@@ -337,7 +361,7 @@ macro_rules! tuple_computable {
             fn compute_on(&self, client: &Client) -> Result<Self::Output, Error> {
                 let roots = [$(&self.$i.node),*];
                 let handles = run(client, &roots)?;
-                Ok(($(outcome_value::<$T>(handles[$i].wait())?,)*))
+                Ok(($(value_of::<$T>(&handles[$i])?,)*))
             }
         }
     };

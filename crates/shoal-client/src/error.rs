@@ -59,6 +59,30 @@ pub enum Error {
         /// How long was waited.
         after: Duration,
     },
+    /// Workers running the task died too often (Dask's `KilledWorker`).
+    #[error("task {key} was running on {attempts} workers that died; it is not retried again")]
+    WorkerLost {
+        /// The task.
+        key: String,
+        /// How many workers died running it.
+        attempts: u32,
+    },
+    /// No worker can run the task.
+    #[error("task {key} cannot run on this cluster: {reason}")]
+    Rejected {
+        /// The task.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// The task cannot go to a cluster as written.
+    #[error("task {key} cannot run on a cluster: {message}")]
+    NotRemote {
+        /// The task.
+        key: String,
+        /// What is missing and how to fix it.
+        message: String,
+    },
     /// A graph could not be run as built.
     #[error("invalid graph: {0}")]
     Graph(#[from] shoal_graph::GraphError),
@@ -76,10 +100,10 @@ fn dependency_story(dependency: &str, failed: &str, message: &str) -> String {
 }
 
 impl Error {
-    /// Whether submitting the same work again may succeed: true for timeouts
-    /// and shutdowns, false for failures of the work itself.
+    /// Whether submitting the same work again may succeed: true for timeouts,
+    /// shutdowns and lost workers, false for failures of the work itself.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Timeout { .. } | Error::Shutdown { .. })
+        matches!(self, Error::Timeout { .. } | Error::Shutdown { .. } | Error::WorkerLost { .. })
     }
 
     pub(crate) fn from_failure(failure: &Arc<Failure>) -> Error {

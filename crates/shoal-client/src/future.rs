@@ -5,12 +5,89 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_graph::{Arg, Key};
+use shoal_graph::{Arg, Key, Value};
+use shoal_local::{Handle, Notify, Phase};
 
 use crate::args::{ArgContext, IntoArg};
-use shoal_local::{Handle, Outcome, Phase};
-
 use crate::error::Error;
+use crate::remote::RemoteHandle;
+
+/// A future's task, on this process's executor or on a cluster.
+pub(crate) enum FutureHandle {
+    Local(Handle),
+    Remote(RemoteHandle),
+}
+
+impl FutureHandle {
+    pub(crate) fn key(&self) -> &Key {
+        match self {
+            FutureHandle::Local(h) => h.key(),
+            FutureHandle::Remote(h) => h.key(),
+        }
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        match self {
+            FutureHandle::Local(h) => match h.phase() {
+                Phase::Pending | Phase::Running => Status::Pending,
+                Phase::Memory => Status::Finished,
+                Phase::Erred => Status::Error,
+                Phase::Cancelled => Status::Cancelled,
+            },
+            FutureHandle::Remote(h) => h.status(),
+        }
+    }
+
+    pub(crate) fn cancel(&self) {
+        match self {
+            FutureHandle::Local(h) => h.cancel(),
+            FutureHandle::Remote(h) => h.cancel(),
+        }
+    }
+
+    pub(crate) fn wait(&self) {
+        match self {
+            FutureHandle::Local(h) => {
+                let _ = h.wait();
+            }
+            FutureHandle::Remote(h) => h.wait(),
+        }
+    }
+
+    /// The result value, waiting at most `timeout`; `None` on timeout.
+    pub(crate) fn value(&self, timeout: Option<Duration>) -> Option<Result<Value, Error>> {
+        match self {
+            FutureHandle::Local(h) => {
+                let outcome = match timeout {
+                    None => Some(h.wait()),
+                    Some(t) => h.wait_timeout(t),
+                };
+                outcome.map(|o| o.map_err(|f| Error::from_failure(&f)))
+            }
+            FutureHandle::Remote(h) => h.value(timeout),
+        }
+    }
+
+    pub(crate) fn subscribe(&self, notify: Arc<dyn Notify>, index: usize) {
+        match self {
+            FutureHandle::Local(h) => h.subscribe(notify, index),
+            FutureHandle::Remote(h) => h.subscribe(notify, index),
+        }
+    }
+
+    pub(crate) fn is_sync(&self) -> bool {
+        matches!(self, FutureHandle::Local(h) if h.is_sync())
+    }
+}
+
+impl Clone for FutureHandle {
+    fn clone(&self) -> FutureHandle {
+        match self {
+            FutureHandle::Local(h) => FutureHandle::Local(h.clone()),
+            FutureHandle::Remote(h) => FutureHandle::Remote(h.clone()),
+        }
+    }
+}
 
 /// Where a future's task is, as Dask reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,13 +119,21 @@ impl fmt::Display for Status {
 /// on this one, without waiting here. The result is kept while any clone of the
 /// future exists (or a task still needs it) and freed after.
 pub struct Future<T> {
-    pub(crate) handle: Handle,
+    pub(crate) handle: FutureHandle,
     _result: PhantomData<fn() -> T>,
 }
 
 impl<T> Future<T> {
     pub(crate) fn from_handle(handle: Handle) -> Future<T> {
+        Future { handle: FutureHandle::Local(handle), _result: PhantomData }
+    }
+
+    pub(crate) fn from_future_handle(handle: FutureHandle) -> Future<T> {
         Future { handle, _result: PhantomData }
+    }
+
+    pub(crate) fn from_remote(handle: RemoteHandle) -> Future<T> {
+        Future { handle: FutureHandle::Remote(handle), _result: PhantomData }
     }
 
     /// The task's key.
@@ -58,12 +143,7 @@ impl<T> Future<T> {
 
     /// The task's status now.
     pub fn status(&self) -> Status {
-        match self.handle.phase() {
-            Phase::Pending | Phase::Running => Status::Pending,
-            Phase::Memory => Status::Finished,
-            Phase::Erred => Status::Error,
-            Phase::Cancelled => Status::Cancelled,
-        }
+        self.handle.status()
     }
 
     /// Whether the task is done (finished, failed or cancelled).
@@ -78,10 +158,10 @@ impl<T> Future<T> {
 
     /// Waits until the task is done, whatever its outcome.
     pub fn wait(&self) {
-        let _ = self.handle.wait();
+        self.handle.wait();
     }
 
-    pub(crate) fn handle(&self) -> &Handle {
+    pub(crate) fn handle(&self) -> &FutureHandle {
         &self.handle
     }
 }
@@ -92,7 +172,10 @@ impl<T: Clone + Send + Sync + 'static> Future<T> {
     /// # Errors
     /// The task's failure, a failure of a task it needs, or its cancellation.
     pub fn result(&self) -> Result<T, Error> {
-        outcome_value(self.handle.wait())
+        match self.handle.value(None) {
+            Some(v) => outcome_value(v),
+            None => unreachable!("waiting without a timeout always ends with an outcome"),
+        }
     }
 
     /// Waits at most `timeout` for the result.
@@ -100,7 +183,7 @@ impl<T: Clone + Send + Sync + 'static> Future<T> {
     /// # Errors
     /// [`Error::Timeout`] when it is not done by then, else as [`Future::result`].
     pub fn result_timeout(&self, timeout: Duration) -> Result<T, Error> {
-        match self.handle.wait_timeout(timeout) {
+        match self.handle.value(Some(timeout)) {
             Some(o) => outcome_value(o),
             None => Err(Error::Timeout { key: self.key().to_string(), after: timeout }),
         }
@@ -111,7 +194,10 @@ impl<T: Clone + Send + Sync + 'static> Future<T> {
     /// # Errors
     /// As [`Future::result`].
     pub fn result_shared(&self) -> Result<Arc<T>, Error> {
-        let value = self.handle.wait().map_err(|f| Error::from_failure(&f))?;
+        let value = match self.handle.value(None) {
+            Some(v) => v?,
+            None => unreachable!("waiting without a timeout always ends with an outcome"),
+        };
         match value.downcast::<T>() {
             Ok(arc) => Ok(arc),
             Err(_) => unreachable!("a Future<T> is only made for a task whose function returns T"),
@@ -119,8 +205,8 @@ impl<T: Clone + Send + Sync + 'static> Future<T> {
     }
 }
 
-pub(crate) fn outcome_value<T: Clone + Send + Sync + 'static>(outcome: Outcome) -> Result<T, Error> {
-    let value = outcome.map_err(|f| Error::from_failure(&f))?;
+pub(crate) fn outcome_value<T: Clone + Send + Sync + 'static>(outcome: Result<Value, Error>) -> Result<T, Error> {
+    let value = outcome?;
     match value.downcast::<T>() {
         Ok(arc) => Ok(Arc::try_unwrap(arc).unwrap_or_else(|shared| (*shared).clone())),
         Err(_) => unreachable!("a Future<T> is only made for a task whose function returns T"),

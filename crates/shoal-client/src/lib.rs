@@ -39,7 +39,7 @@ mod future;
 mod list;
 mod options;
 mod progress;
-pub mod remote;
+mod remote;
 
 pub use args::{ArgContext, IntoArg, IntoArgs};
 pub use client::{AsCompleted, Client, ClientBuilder, Executor, as_completed, gather, wait, wait_timeout};

@@ -1,326 +1,332 @@
-//! Remote functions: registered under a stable name, with the codecs that
-//! move their arguments and results between processes.
-//!
-//! Rust cannot send a closure to another process, but every process of a
-//! shoal cluster runs the same program. A function marked `#[shoal::remote]`
-//! is registered at start-up under its Rust path (`my_crate::stats::mean`);
-//! a worker finds it by that name, decodes the arguments with serde, runs it,
-//! and keeps the result — encoded only when it must leave the process.
-//!
-//! `#[shoal::remote]` (in the `shoal` crate) builds a [`Registration`]; the
-//! codecs can also be built by hand:
-//!
-//! ```
-//! use shoal_client::remote::RemoteFunc;
-//! fn scale(x: f64, by: f64) -> f64 { x * by }
-//!
-//! let f = RemoteFunc::new::<(f64, f64), _>(scale);
-//! let args = [f.encode_arg(0, &2.5f64)?, f.encode_arg(1, &4.0f64)?];
-//! assert_eq!(f.decode_result::<f64>(&f.call_encoded(&args)?)?, 10.0);
-//! # Ok::<(), shoal_client::remote::RemoteError>(())
-//! ```
+//! The client of a cluster: tasks go to a scheduler, results come back from
+//! the workers that hold them.
 
-use std::any::{Any, type_name};
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use shoal_graph::{Func, TaskError, TaskFn, Value};
+use shoal_graph::remote::{RemoteFunc, require};
+use shoal_graph::{Arg, Key, KeyHashMap, Task, Value};
+use shoal_local::Notify;
+use shoal_net::ClientConnection;
+use shoal_proto::{ArgMsg, FromScheduler, TaskErrorMsg, TaskMsg, ToScheduler};
 
-/// A registration made by `#[shoal::remote]`.
-pub struct Registration {
-    name: &'static str,
-    make: fn() -> RemoteFunc,
+use crate::error::Error;
+use crate::future::Status;
+
+enum RemoteStatus {
+    Pending,
+    Finished,
+    Erred(Error),
 }
 
-impl Registration {
-    /// A function registered under `name`.
-    pub const fn new(name: &'static str, make: fn() -> RemoteFunc) -> Registration {
-        Registration { name, make }
+struct Entry {
+    status: RemoteStatus,
+    holders: u32,
+    producer: Option<&'static RemoteFunc>,
+    listeners: Vec<(Arc<dyn Notify>, usize)>,
+}
+
+#[derive(Default)]
+struct Inner {
+    keys: KeyHashMap<Entry>,
+    locations: KeyHashMap<Vec<String>>,
+    closed: bool,
+}
+
+/// What a cluster client knows: its tasks' statuses and who waits for them.
+pub(crate) struct RemoteState {
+    conn: OnceLock<ClientConnection>,
+    inner: Mutex<Inner>,
+    changed: Condvar,
+}
+
+fn map_error(key: &Key, error: TaskErrorMsg) -> Error {
+    let key = key.to_string();
+    match error {
+        TaskErrorMsg::Failed { message } => Error::TaskFailed { key, message },
+        TaskErrorMsg::Dependency { dependency, failed, message } => {
+            Error::DependencyFailed { key, dependency: dependency.to_string(), failed: failed.to_string(), message }
+        }
+        TaskErrorMsg::Cancelled => Error::Cancelled { key },
+        TaskErrorMsg::WorkerLost { attempts } => Error::WorkerLost { key, attempts },
+        TaskErrorMsg::Unsatisfiable { reason } => Error::Rejected { key, reason },
+        TaskErrorMsg::UnknownDependency(dep) => Error::UnknownDependency { key, dependency: dep.to_string() },
     }
 }
 
-inventory::collect!(Registration);
-
-/// Why a remote call could not be encoded, decoded or made.
-#[derive(Debug, thiserror::Error)]
-pub enum RemoteError {
-    /// No function of this name is registered.
-    #[error(
-        "function `{name}` is not registered for remote workers: put #[shoal::remote] on it \
-         (closures cannot run in other processes; use a named function)"
-    )]
-    NotRegistered {
-        /// The name asked for.
-        name: String,
-    },
-    /// An argument could not be decoded.
-    #[error("argument {position} of `{function}` could not be decoded as {expected}: {source}")]
-    Decode {
-        /// The function.
-        function: String,
-        /// Zero-based position.
-        position: usize,
-        /// The parameter type.
-        expected: &'static str,
-        /// postcard's error.
-        source: postcard::Error,
-    },
-    /// A value could not be encoded.
-    #[error("a value of `{function}` could not be encoded: {source}")]
-    Encode {
-        /// The function.
-        function: String,
-        /// postcard's error.
-        source: postcard::Error,
-    },
-    /// A value had another type than the function takes or returns.
-    #[error("`{function}` expects {expected} at position {position}")]
-    WrongType {
-        /// The function.
-        function: String,
-        /// Zero-based position (the result is position `usize::MAX`).
-        position: usize,
-        /// The type expected there.
-        expected: &'static str,
-    },
-    /// The function takes another number of arguments.
-    #[error("`{function}` takes {expected} arguments, {got} were given")]
-    Arity {
-        /// The function.
-        function: String,
-        /// How many it takes.
-        expected: usize,
-        /// How many were given.
-        got: usize,
-    },
-    /// The function itself failed.
-    #[error(transparent)]
-    Task(#[from] TaskError),
-}
-
-/// The parameter tuple of a remote function: how to move each argument.
-pub trait RemoteParams: 'static {
-    /// The number of parameters.
-    const ARITY: usize;
-    /// Decodes argument `position`.
-    ///
-    /// # Errors
-    /// When the bytes are not a value of that parameter's type.
-    fn decode(function: &str, position: usize, bytes: &[u8]) -> Result<Value, RemoteError>;
-    /// Encodes argument `position`.
-    ///
-    /// # Errors
-    /// When the value has another type or does not serialise.
-    fn encode(function: &str, position: usize, value: &(dyn Any + Send + Sync)) -> Result<Vec<u8>, RemoteError>;
-}
-
-fn decode_as<T: DeserializeOwned + Send + Sync + 'static>(
-    function: &str,
-    position: usize,
-    bytes: &[u8],
-) -> Result<Value, RemoteError> {
-    postcard::from_bytes::<T>(bytes).map(|v| Arc::new(v) as Value).map_err(|source| RemoteError::Decode {
-        function: function.to_string(),
-        position,
-        expected: type_name::<T>(),
-        source,
-    })
-}
-
-fn encode_as<T: Serialize + 'static>(
-    function: &str,
-    position: usize,
-    value: &(dyn Any + Send + Sync),
-) -> Result<Vec<u8>, RemoteError> {
-    let typed = value.downcast_ref::<T>().ok_or_else(|| RemoteError::WrongType {
-        function: function.to_string(),
-        position,
-        expected: type_name::<T>(),
-    })?;
-    postcard::to_allocvec(typed).map_err(|source| RemoteError::Encode { function: function.to_string(), source })
-}
-
-macro_rules! remote_params {
-    ($n:expr; $($A:ident $i:tt),*) => {
-        impl<$($A: Serialize + DeserializeOwned + Send + Sync + 'static),*> RemoteParams for ($($A,)*) {
-            const ARITY: usize = $n;
-
-            #[allow(unused_variables)]
-            fn decode(function: &str, position: usize, bytes: &[u8]) -> Result<Value, RemoteError> {
-                match position {
-                    $($i => decode_as::<$A>(function, position, bytes),)*
-                    _ => Err(RemoteError::Arity { function: function.to_string(), expected: $n, got: position + 1 }),
-                }
+impl RemoteState {
+    /// Connects to the scheduler at `address`.
+    pub(crate) fn connect(address: SocketAddr, token: Option<&str>) -> Result<Arc<RemoteState>, Error> {
+        let state = Arc::new(RemoteState { conn: OnceLock::new(), inner: Mutex::default(), changed: Condvar::new() });
+        let weak = Arc::downgrade(&state);
+        let on_messages = Arc::new(move |batch: Option<Vec<FromScheduler>>| {
+            if let Some(state) = weak.upgrade() {
+                state.hear(batch);
             }
+        });
+        let conn = ClientConnection::connect(address, token, on_messages).map_err(|e| Error::Start(e.to_string()))?;
+        let _ = state.conn.set(conn);
+        Ok(state)
+    }
 
-            #[allow(unused_variables)]
-            fn encode(function: &str, position: usize, value: &(dyn Any + Send + Sync)) -> Result<Vec<u8>, RemoteError> {
-                match position {
-                    $($i => encode_as::<$A>(function, position, value),)*
-                    _ => Err(RemoteError::Arity { function: function.to_string(), expected: $n, got: position + 1 }),
-                }
-            }
-        }
-    };
-}
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 
-remote_params!(0;);
-remote_params!(1; A 0);
-remote_params!(2; A 0, B 1);
-remote_params!(3; A 0, B 1, C 2);
-remote_params!(4; A 0, B 1, C 2, D 3);
-remote_params!(5; A 0, B 1, C 2, D 3, E 4);
-remote_params!(6; A 0, B 1, C 2, D 3, E 4, G 5);
-remote_params!(7; A 0, B 1, C 2, D 3, E 4, G 5, H 6);
-remote_params!(8; A 0, B 1, C 2, D 3, E 4, G 5, H 6, I 7);
-
-/// Decodes a value for (function, position).
-type Decoder = fn(&str, usize, &[u8]) -> Result<Value, RemoteError>;
-/// Encodes a value for (function, position).
-type Encoder = fn(&str, usize, &(dyn Any + Send + Sync)) -> Result<Vec<u8>, RemoteError>;
-
-/// A registered function: the erased callable and its codecs.
-pub struct RemoteFunc {
-    func: Func,
-    arity: usize,
-    decode_arg: Decoder,
-    encode_arg: Encoder,
-    encode_result: Encoder,
-    decode_result: Decoder,
-    measure_result: fn(&(dyn Any + Send + Sync)) -> Option<u64>,
-}
-
-fn measure_as<T: Serialize + 'static>(value: &(dyn Any + Send + Sync)) -> Option<u64> {
-    value.downcast_ref::<T>().and_then(|v| postcard::experimental::serialized_size(v).ok()).map(|n| n as u64)
-}
-
-impl RemoteFunc {
-    /// The remote form of `f`, whose parameters are `P`.
-    pub fn new<P: RemoteParams, F>(f: F) -> RemoteFunc
-    where
-        F: TaskFn<P>,
-        F::Output: Serialize + DeserializeOwned,
-    {
-        RemoteFunc {
-            func: f.into_func(),
-            arity: P::ARITY,
-            decode_arg: P::decode,
-            encode_arg: P::encode,
-            encode_result: encode_as::<F::Output>,
-            decode_result: decode_as::<F::Output>,
-            measure_result: measure_as::<F::Output>,
+    fn send(&self, msg: &ToScheduler) {
+        if let Some(conn) = self.conn.get() {
+            conn.send(msg);
         }
     }
 
-    /// The stable name: the function's Rust path.
-    pub fn name(&self) -> &str {
-        self.func.name()
+    fn hear(&self, batch: Option<Vec<FromScheduler>>) {
+        let mut told: Vec<(Arc<dyn Notify>, usize)> = Vec::new();
+        let mut inner = self.lock();
+        match batch {
+            None => {
+                inner.closed = true;
+                for (key, entry) in inner.keys.iter_mut() {
+                    if matches!(entry.status, RemoteStatus::Pending) {
+                        entry.status = RemoteStatus::Erred(Error::Shutdown { key: key.to_string() });
+                        told.append(&mut entry.listeners);
+                    }
+                }
+            }
+            Some(msgs) => {
+                for msg in msgs {
+                    match msg {
+                        FromScheduler::Finished { key, .. } => {
+                            if let Some(e) = inner.keys.get_mut(&key) {
+                                e.status = RemoteStatus::Finished;
+                                told.append(&mut e.listeners);
+                            }
+                        }
+                        FromScheduler::Erred { key, error } => {
+                            if let Some(e) = inner.keys.get_mut(&key) {
+                                e.status = RemoteStatus::Erred(map_error(&key, error));
+                                told.append(&mut e.listeners);
+                            }
+                        }
+                        FromScheduler::WhoHas(answers) => {
+                            for (key, workers) in answers {
+                                inner.locations.insert(key, workers.into_iter().map(|w| w.data_address).collect());
+                            }
+                        }
+                        FromScheduler::Info(_) => {}
+                    }
+                }
+            }
+        }
+        drop(inner);
+        self.changed.notify_all();
+        for (n, i) in told {
+            n.done(i);
+        }
     }
 
-    /// The erased callable, for running here.
-    pub fn func(&self) -> &Func {
-        &self.func
+    /// Keys this client holds futures of.
+    pub(crate) fn held_keys(&self) -> usize {
+        self.lock().keys.len()
     }
 
-    /// How many arguments it takes.
-    pub fn arity(&self) -> usize {
-        self.arity
+    /// Submits tasks (dependencies first); returns handles for those marked
+    /// held, in order. Functions must be registered with `#[shoal::remote]`;
+    /// a task that cannot be encoded fails at once, and so do the tasks of
+    /// this batch that need it.
+    pub(crate) fn submit(self: &Arc<Self>, tasks: Vec<(Task, u32, bool)>) -> Vec<RemoteHandle> {
+        let mut msgs = Vec::with_capacity(tasks.len());
+        let mut handles = Vec::new();
+        let mut unsendable: KeyHashMap<Error> = KeyHashMap::default();
+        let mut inner = self.lock();
+        for (task, retries, held) in tasks {
+            let key = task.key.clone();
+            let blocked = task.dependencies().find_map(|d| unsendable.get(d).cloned());
+            let encoded = match blocked {
+                Some(cause) => Err(Error::NotRemote { key: key.to_string(), message: cause.to_string() }),
+                None => encode(&task, retries, held),
+            };
+            if let Err(e) = &encoded {
+                unsendable.insert(key.clone(), e.clone());
+            }
+            if held {
+                let (status, producer) = match &encoded {
+                    Ok((_, producer)) => (RemoteStatus::Pending, Some(*producer)),
+                    Err(e) => (RemoteStatus::Erred(e.clone()), None),
+                };
+                let entry = inner.keys.entry(key.clone()).or_insert(Entry {
+                    status,
+                    holders: 0,
+                    producer,
+                    listeners: Vec::new(),
+                });
+                entry.holders += 1;
+                handles.push(RemoteHandle { key, state: self.clone() });
+            }
+            if let Ok((msg, _)) = encoded {
+                msgs.push(msg);
+            }
+        }
+        drop(inner);
+        if !msgs.is_empty() {
+            self.send(&ToScheduler::Submit(msgs));
+        }
+        handles
     }
+}
 
-    /// Encodes argument `position`.
-    ///
-    /// # Errors
-    /// [`RemoteError::WrongType`] when `value` is not of the parameter's type.
-    pub fn encode_arg<T: Any + Send + Sync>(&self, position: usize, value: &T) -> Result<Vec<u8>, RemoteError> {
-        (self.encode_arg)(self.name(), position, value)
-    }
-
-    /// Encodes an erased argument value (a literal of a submitted task).
-    ///
-    /// # Errors
-    /// As [`RemoteFunc::encode_arg`].
-    pub fn encode_value(&self, position: usize, value: &Value) -> Result<Vec<u8>, RemoteError> {
-        (self.encode_arg)(self.name(), position, value.as_ref())
-    }
-
-    /// Decodes argument `position`.
-    ///
-    /// # Errors
-    /// [`RemoteError::Decode`] when the bytes are not a value of its type.
-    pub fn decode_arg(&self, position: usize, bytes: &[u8]) -> Result<Value, RemoteError> {
-        (self.decode_arg)(self.name(), position, bytes)
-    }
-
-    /// Encodes a result of this function (to send it to another process).
-    ///
-    /// # Errors
-    /// When the value is not this function's result type.
-    pub fn encode_result(&self, value: &Value) -> Result<Vec<u8>, RemoteError> {
-        (self.encode_result)(self.name(), usize::MAX, value.as_ref())
-    }
-
-    /// The size of a result of this function once encoded, without encoding
-    /// it (what the scheduler weighs transfers by); `None` for another type.
-    pub fn result_size(&self, value: &Value) -> Option<u64> {
-        (self.measure_result)(value.as_ref())
-    }
-
-    /// Decodes a result of this function into its type `T`.
-    ///
-    /// # Errors
-    /// When the bytes are not a result of this function, or `T` is not its type.
-    pub fn decode_result<T: Clone + Send + Sync + 'static>(&self, bytes: &[u8]) -> Result<T, RemoteError> {
-        let value = (self.decode_result)(self.name(), usize::MAX, bytes)?;
-        value.downcast_ref::<T>().cloned().ok_or_else(|| RemoteError::WrongType {
-            function: self.name().to_string(),
-            position: usize::MAX,
-            expected: type_name::<T>(),
+/// The wire form of a task, with the registered function that decodes its result.
+fn encode(task: &Task, retries: u32, held: bool) -> Result<(TaskMsg, &'static RemoteFunc), Error> {
+    let key = task.key.to_string();
+    let producer =
+        require(task.func.name()).map_err(|e| Error::NotRemote { key: key.clone(), message: e.to_string() })?;
+    let args = task
+        .args
+        .iter()
+        .enumerate()
+        .map(|(position, arg)| match arg {
+            Arg::Value(v) => producer
+                .encode_value(position, v)
+                .map(ArgMsg::Value)
+                .map_err(|e| Error::NotRemote { key: key.clone(), message: e.to_string() }),
+            Arg::Key(k) => Ok(ArgMsg::Key(k.clone())),
         })
+        .collect::<Result<Vec<_>, _>>()?;
+    let msg = TaskMsg {
+        key: task.key.clone(),
+        func: task.func.name().to_string(),
+        args,
+        priority: 0,
+        retries,
+        resources: vec![],
+        workers: vec![],
+        held,
+    };
+    Ok((msg, producer))
+}
+
+/// A counted reference to a task on a cluster.
+pub(crate) struct RemoteHandle {
+    key: Key,
+    state: Arc<RemoteState>,
+}
+
+impl RemoteHandle {
+    pub(crate) fn key(&self) -> &Key {
+        &self.key
     }
 
-    /// Decodes encoded arguments, runs the function here, and encodes the
-    /// result: what a worker does with a task it is given.
-    ///
-    /// # Errors
-    /// A decoding failure naming the argument, or the function's own failure.
-    pub fn call_encoded(&self, args: &[Vec<u8>]) -> Result<Vec<u8>, RemoteError> {
-        if args.len() != self.arity {
-            return Err(RemoteError::Arity {
-                function: self.name().to_string(),
-                expected: self.arity,
-                got: args.len(),
-            });
+    pub(crate) fn status(&self) -> Status {
+        match self.state.lock().keys.get(&self.key).map(|e| &e.status) {
+            Some(RemoteStatus::Pending) | None => Status::Pending,
+            Some(RemoteStatus::Finished) => Status::Finished,
+            Some(RemoteStatus::Erred(Error::Cancelled { .. })) => Status::Cancelled,
+            Some(RemoteStatus::Erred(_)) => Status::Error,
         }
-        let values = args.iter().enumerate().map(|(i, a)| self.decode_arg(i, a)).collect::<Result<Vec<_>, _>>()?;
-        let result = self.func.call(values)?;
-        self.encode_result(&result)
+    }
+
+    pub(crate) fn cancel(&self) {
+        self.state.send(&ToScheduler::Cancel(vec![self.key.clone()]));
+    }
+
+    pub(crate) fn subscribe(&self, notify: Arc<dyn Notify>, index: usize) {
+        let mut inner = self.state.lock();
+        match inner.keys.get_mut(&self.key) {
+            Some(e) if matches!(e.status, RemoteStatus::Pending) => e.listeners.push((notify, index)),
+            _ => {
+                drop(inner);
+                notify.done(index);
+            }
+        }
+    }
+
+    /// Waits until the task is done, at most until `deadline`; `None` on timeout.
+    fn wait_done(&self, deadline: Option<Instant>) -> Option<Result<&'static RemoteFunc, Error>> {
+        let mut inner = self.state.lock();
+        loop {
+            let entry = inner.keys.get(&self.key)?;
+            match &entry.status {
+                RemoteStatus::Finished => return entry.producer.map(Ok),
+                RemoteStatus::Erred(e) => return Some(Err(e.clone())),
+                RemoteStatus::Pending => {}
+            }
+            inner = match deadline {
+                None => self.state.changed.wait(inner).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.checked_duration_since(Instant::now())?;
+                    self.state.changed.wait_timeout(inner, left).unwrap_or_else(|p| p.into_inner()).0
+                }
+            };
+        }
+    }
+
+    pub(crate) fn wait(&self) {
+        let _ = self.wait_done(None);
+    }
+
+    /// The result, fetched from a worker that holds it and decoded.
+    pub(crate) fn value(&self, timeout: Option<Duration>) -> Option<Result<Value, Error>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let producer = match self.wait_done(deadline)? {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(self.fetch(producer))
+    }
+
+    fn fetch(&self, producer: &'static RemoteFunc) -> Result<Value, Error> {
+        let key = self.key.to_string();
+        let lost = |message: String| Error::TaskFailed { key: key.clone(), message };
+        self.state.lock().locations.remove(&self.key);
+        self.state.send(&ToScheduler::WhoHas(vec![self.key.clone()]));
+        let holders = {
+            let mut inner = self.state.lock();
+            loop {
+                if let Some(h) = inner.locations.remove(&self.key) {
+                    break h;
+                }
+                if inner.closed {
+                    return Err(Error::Shutdown { key });
+                }
+                inner = self.state.changed.wait(inner).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let conn = self.state.conn.get().ok_or_else(|| Error::Shutdown { key: key.clone() })?;
+        let mut last = String::from("no worker holds it");
+        for address in holders {
+            match conn.fetch(&address, &self.key) {
+                Ok(Some(bytes)) => return producer.decode_result_value(&bytes).map_err(|e| lost(e.to_string())),
+                Ok(None) => {}
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(lost(format!("the result could not be fetched: {last}")))
     }
 }
 
-fn registry() -> &'static HashMap<&'static str, RemoteFunc> {
-    static REGISTRY: OnceLock<HashMap<&'static str, RemoteFunc>> = OnceLock::new();
-    REGISTRY.get_or_init(|| inventory::iter::<Registration>.into_iter().map(|r| (r.name, (r.make)())).collect())
+impl Clone for RemoteHandle {
+    fn clone(&self) -> RemoteHandle {
+        if let Some(e) = self.state.lock().keys.get_mut(&self.key) {
+            e.holders += 1;
+        }
+        RemoteHandle { key: self.key.clone(), state: self.state.clone() }
+    }
 }
 
-/// The registered function with this name.
-pub fn lookup(name: &str) -> Option<&'static RemoteFunc> {
-    registry().get(name)
-}
-
-/// The registered function with this name, or an error that says how to
-/// register it.
-///
-/// # Errors
-/// [`RemoteError::NotRegistered`].
-pub fn require(name: &str) -> Result<&'static RemoteFunc, RemoteError> {
-    lookup(name).ok_or_else(|| RemoteError::NotRegistered { name: name.to_string() })
-}
-
-/// The names of all registered functions, sorted.
-pub fn registered_names() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = registry().keys().copied().collect();
-    names.sort_unstable();
-    names
+impl Drop for RemoteHandle {
+    fn drop(&mut self) {
+        let mut inner = self.state.lock();
+        let last = match inner.keys.get_mut(&self.key) {
+            Some(e) => {
+                e.holders -= 1;
+                e.holders == 0
+            }
+            None => false,
+        };
+        if last {
+            inner.keys.remove(&self.key);
+            drop(inner);
+            self.state.send(&ToScheduler::Release(vec![self.key.clone()]));
+        }
+    }
 }

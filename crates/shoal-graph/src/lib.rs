@@ -30,6 +30,7 @@ mod dot;
 mod func;
 mod graph;
 mod key;
+pub mod remote;
 mod task;
 
 pub use dot::{VisualizeError, write_dot};

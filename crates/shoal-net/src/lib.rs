@@ -7,9 +7,11 @@
 //! frames. Messages to one peer produced by one event go out as one frame,
 //! and frames queued for a peer go out in one write.
 
+mod client;
 mod conn;
 mod scheduler;
 mod worker;
 
+pub use client::{ClientConnection, ClientError, OnMessages};
 pub use scheduler::{RunningScheduler, SchedulerServerConfig, ServerError, start_scheduler};
 pub use worker::{RunningWorker, WorkerConfig, WorkerError, start_worker};

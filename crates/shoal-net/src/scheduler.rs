@@ -225,7 +225,12 @@ async fn serve(listener: std::net::TcpListener, config: SchedulerServerConfig, m
                     scheduler.on_worker_lost(w, &mut comm);
                 }
             },
-            _ = tick.tick() => scheduler.on_tick(now_us(), &mut comm),
+            _ = tick.tick() => {
+                scheduler.on_tick(now_us(), &mut comm);
+                // Workers lost for silence: closing their connection tells them.
+                let known: std::collections::HashSet<WorkerId> = scheduler.workers().iter().map(|w| w.id).collect();
+                comm.workers.retain(|id, _| known.contains(id));
+            }
         }
     }
 }

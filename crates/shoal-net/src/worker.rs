@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use shoal_client::remote::{RemoteFunc, require};
+use shoal_graph::remote::{RemoteFunc, require};
 use shoal_graph::{Arg, Key, Task, Value};
 use shoal_local::{Handle, Notify, Runtime, Submission};
 use shoal_proto::{
@@ -214,9 +214,15 @@ async fn run(
         Err(e) => tracing::error!("the data server cannot start: {e}"),
     }
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Key>();
+    // Well inside the scheduler's worker timeout, even on a loaded machine.
+    let mut heartbeat = tokio::time::interval(std::time::Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            _ = heartbeat.tick() => {
+                let memory = lock(&state).store.len() as u64;
+                send(&out, &FromWorker::Heartbeat { memory });
+            }
             msg = reader.next_message() => {
                 let msg = match msg.and_then(|body| Ok(decode_message::<ToWorker>(&body)?)) {
                     Ok(m) => m,

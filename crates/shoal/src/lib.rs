@@ -29,12 +29,28 @@
 //! assert_eq!(lazy.compute()?, 10);
 //! # Ok::<(), shoal::Error>(())
 //! ```
+//!
+//! The same calls run on a cluster: a scheduler and workers
+//! ([`LocalCluster`] starts them on this machine), with functions marked
+//! [`#[shoal::remote]`](macro@remote) so every process can find them by name:
+//!
+//! ```
+//! #[shoal::remote]
+//! fn square(x: u64) -> u64 { x * x }
+//!
+//! let cluster = shoal::LocalCluster::builder().workers(2).threads_per_worker(1).build()?;
+//! let client = cluster.client()?;
+//! let futures = client.map(square, 0..10u64);
+//! assert_eq!(client.gather(&futures)?.iter().sum::<u64>(), 285);
+//! # Ok::<(), shoal::Error>(())
+//! ```
 
 pub use shoal_client::{
     ArgContext, AsCompleted, Client, ClientBuilder, Computable, Delayed, Error, Executor, Future, IntoArg, IntoArgs,
     ProgressBar, Status, TaskOptions, as_completed, compute, delayed, delayed_with, gather, progress, wait,
     wait_timeout,
 };
+pub use shoal_deploy::{LocalCluster, LocalClusterBuilder};
 pub use shoal_graph::{Key, TaskError, TaskOutput, Token, VisualizeError, task_output};
 
 /// Marks a function as runnable on remote workers; see [`remote`](mod@remote).
@@ -54,7 +70,7 @@ pub use shoal_macros::remote;
 /// # Ok::<(), shoal::remote::RemoteError>(())
 /// ```
 pub mod remote {
-    pub use shoal_client::remote::*;
+    pub use shoal_graph::remote::*;
 }
 
 #[doc(hidden)]

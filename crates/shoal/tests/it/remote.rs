@@ -88,3 +88,18 @@ fn the_function_stays_callable_and_usable_locally() {
     let client = shoal::Client::sync();
     assert_eq!(client.submit(nested::triple, (4,)).result(), Ok(12));
 }
+
+#[test]
+fn a_remote_function_declared_inside_a_function_is_found_by_its_task_name() {
+    #[shoal::remote]
+    fn local_helper(x: u32) -> u32 {
+        x + 100
+    }
+    let client = shoal::Client::sync();
+    let future = client.submit(local_helper, (1u32,));
+    let f = require(future.key().prefix()).err();
+    assert!(f.is_some(), "prefixes are short names, not registry names");
+    let by_type = lookup(std::any::type_name_of_val(&local_helper)).expect("registered under its type name");
+    assert_eq!(by_type.arity(), 1);
+    assert_eq!(future.result(), Ok(101));
+}

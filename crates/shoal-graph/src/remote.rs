@@ -1,0 +1,347 @@
+//! Remote functions: registered under a stable name, with the codecs that
+//! move their arguments and results between processes.
+//!
+//! Rust cannot send a closure to another process, but every process of a
+//! shoal cluster runs the same program. A function marked `#[shoal::remote]`
+//! is registered at start-up under its Rust path (`my_crate::stats::mean`);
+//! a worker finds it by that name, decodes the arguments with serde, runs it,
+//! and keeps the result — encoded only when it must leave the process.
+//!
+//! `#[shoal::remote]` (in the `shoal` crate) builds a [`Registration`]; the
+//! codecs can also be built by hand:
+//!
+//! ```
+//! use shoal_graph::remote::RemoteFunc;
+//! fn scale(x: f64, by: f64) -> f64 { x * by }
+//!
+//! let f = RemoteFunc::new::<(f64, f64), _>(scale);
+//! let args = [f.encode_arg(0, &2.5f64)?, f.encode_arg(1, &4.0f64)?];
+//! assert_eq!(f.decode_result::<f64>(&f.call_encoded(&args)?)?, 10.0);
+//! # Ok::<(), shoal_graph::remote::RemoteError>(())
+//! ```
+
+use std::any::{Any, type_name};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use crate::{Func, TaskError, TaskFn, Value};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A registration made by `#[shoal::remote]`.
+pub struct Registration {
+    name: &'static str,
+    make: fn() -> RemoteFunc,
+}
+
+impl Registration {
+    /// A function registered under `name`.
+    pub const fn new(name: &'static str, make: fn() -> RemoteFunc) -> Registration {
+        Registration { name, make }
+    }
+}
+
+inventory::collect!(Registration);
+
+/// Why a remote call could not be encoded, decoded or made.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// No function of this name is registered.
+    #[error(
+        "function `{name}` is not registered for remote workers: put #[shoal::remote] on it \
+         (closures cannot run in other processes; use a named function)"
+    )]
+    NotRegistered {
+        /// The name asked for.
+        name: String,
+    },
+    /// An argument could not be decoded.
+    #[error("argument {position} of `{function}` could not be decoded as {expected}: {source}")]
+    Decode {
+        /// The function.
+        function: String,
+        /// Zero-based position.
+        position: usize,
+        /// The parameter type.
+        expected: &'static str,
+        /// postcard's error.
+        source: postcard::Error,
+    },
+    /// A value could not be encoded.
+    #[error("a value of `{function}` could not be encoded: {source}")]
+    Encode {
+        /// The function.
+        function: String,
+        /// postcard's error.
+        source: postcard::Error,
+    },
+    /// A value had another type than the function takes or returns.
+    #[error("`{function}` expects {expected} at position {position}")]
+    WrongType {
+        /// The function.
+        function: String,
+        /// Zero-based position (the result is position `usize::MAX`).
+        position: usize,
+        /// The type expected there.
+        expected: &'static str,
+    },
+    /// The function takes another number of arguments.
+    #[error("`{function}` takes {expected} arguments, {got} were given")]
+    Arity {
+        /// The function.
+        function: String,
+        /// How many it takes.
+        expected: usize,
+        /// How many were given.
+        got: usize,
+    },
+    /// The function itself failed.
+    #[error(transparent)]
+    Task(#[from] TaskError),
+}
+
+/// The parameter tuple of a remote function: how to move each argument.
+pub trait RemoteParams: 'static {
+    /// The number of parameters.
+    const ARITY: usize;
+    /// Decodes argument `position`.
+    ///
+    /// # Errors
+    /// When the bytes are not a value of that parameter's type.
+    fn decode(function: &str, position: usize, bytes: &[u8]) -> Result<Value, RemoteError>;
+    /// Encodes argument `position`.
+    ///
+    /// # Errors
+    /// When the value has another type or does not serialise.
+    fn encode(function: &str, position: usize, value: &(dyn Any + Send + Sync)) -> Result<Vec<u8>, RemoteError>;
+}
+
+fn decode_as<T: DeserializeOwned + Send + Sync + 'static>(
+    function: &str,
+    position: usize,
+    bytes: &[u8],
+) -> Result<Value, RemoteError> {
+    postcard::from_bytes::<T>(bytes).map(|v| Arc::new(v) as Value).map_err(|source| RemoteError::Decode {
+        function: function.to_string(),
+        position,
+        expected: type_name::<T>(),
+        source,
+    })
+}
+
+fn encode_as<T: Serialize + 'static>(
+    function: &str,
+    position: usize,
+    value: &(dyn Any + Send + Sync),
+) -> Result<Vec<u8>, RemoteError> {
+    let typed = value.downcast_ref::<T>().ok_or_else(|| RemoteError::WrongType {
+        function: function.to_string(),
+        position,
+        expected: type_name::<T>(),
+    })?;
+    postcard::to_allocvec(typed).map_err(|source| RemoteError::Encode { function: function.to_string(), source })
+}
+
+macro_rules! remote_params {
+    ($n:expr; $($A:ident $i:tt),*) => {
+        impl<$($A: Serialize + DeserializeOwned + Send + Sync + 'static),*> RemoteParams for ($($A,)*) {
+            const ARITY: usize = $n;
+
+            #[allow(unused_variables)]
+            fn decode(function: &str, position: usize, bytes: &[u8]) -> Result<Value, RemoteError> {
+                match position {
+                    $($i => decode_as::<$A>(function, position, bytes),)*
+                    _ => Err(RemoteError::Arity { function: function.to_string(), expected: $n, got: position + 1 }),
+                }
+            }
+
+            #[allow(unused_variables)]
+            fn encode(function: &str, position: usize, value: &(dyn Any + Send + Sync)) -> Result<Vec<u8>, RemoteError> {
+                match position {
+                    $($i => encode_as::<$A>(function, position, value),)*
+                    _ => Err(RemoteError::Arity { function: function.to_string(), expected: $n, got: position + 1 }),
+                }
+            }
+        }
+    };
+}
+
+remote_params!(0;);
+remote_params!(1; A 0);
+remote_params!(2; A 0, B 1);
+remote_params!(3; A 0, B 1, C 2);
+remote_params!(4; A 0, B 1, C 2, D 3);
+remote_params!(5; A 0, B 1, C 2, D 3, E 4);
+remote_params!(6; A 0, B 1, C 2, D 3, E 4, G 5);
+remote_params!(7; A 0, B 1, C 2, D 3, E 4, G 5, H 6);
+remote_params!(8; A 0, B 1, C 2, D 3, E 4, G 5, H 6, I 7);
+
+/// Decodes a value for (function, position).
+type Decoder = fn(&str, usize, &[u8]) -> Result<Value, RemoteError>;
+/// Encodes a value for (function, position).
+type Encoder = fn(&str, usize, &(dyn Any + Send + Sync)) -> Result<Vec<u8>, RemoteError>;
+
+/// A registered function: the erased callable and its codecs.
+pub struct RemoteFunc {
+    func: Func,
+    arity: usize,
+    decode_arg: Decoder,
+    encode_arg: Encoder,
+    encode_result: Encoder,
+    decode_result: Decoder,
+    measure_result: fn(&(dyn Any + Send + Sync)) -> Option<u64>,
+}
+
+fn measure_as<T: Serialize + 'static>(value: &(dyn Any + Send + Sync)) -> Option<u64> {
+    value.downcast_ref::<T>().and_then(|v| postcard::experimental::serialized_size(v).ok()).map(|n| n as u64)
+}
+
+impl RemoteFunc {
+    /// The remote form of `f`, whose parameters are `P`.
+    pub fn new<P: RemoteParams, F>(f: F) -> RemoteFunc
+    where
+        F: TaskFn<P>,
+        F::Output: Serialize + DeserializeOwned,
+    {
+        RemoteFunc {
+            func: f.into_func(),
+            arity: P::ARITY,
+            decode_arg: P::decode,
+            encode_arg: P::encode,
+            encode_result: encode_as::<F::Output>,
+            decode_result: decode_as::<F::Output>,
+            measure_result: measure_as::<F::Output>,
+        }
+    }
+
+    /// The stable name: the function's Rust path.
+    pub fn name(&self) -> &str {
+        self.func.name()
+    }
+
+    /// The erased callable, for running here.
+    pub fn func(&self) -> &Func {
+        &self.func
+    }
+
+    /// How many arguments it takes.
+    pub fn arity(&self) -> usize {
+        self.arity
+    }
+
+    /// Encodes argument `position`.
+    ///
+    /// # Errors
+    /// [`RemoteError::WrongType`] when `value` is not of the parameter's type.
+    pub fn encode_arg<T: Any + Send + Sync>(&self, position: usize, value: &T) -> Result<Vec<u8>, RemoteError> {
+        (self.encode_arg)(self.name(), position, value)
+    }
+
+    /// Encodes an erased argument value (a literal of a submitted task).
+    ///
+    /// # Errors
+    /// As [`RemoteFunc::encode_arg`].
+    pub fn encode_value(&self, position: usize, value: &Value) -> Result<Vec<u8>, RemoteError> {
+        (self.encode_arg)(self.name(), position, value.as_ref())
+    }
+
+    /// Decodes argument `position`.
+    ///
+    /// # Errors
+    /// [`RemoteError::Decode`] when the bytes are not a value of its type.
+    pub fn decode_arg(&self, position: usize, bytes: &[u8]) -> Result<Value, RemoteError> {
+        (self.decode_arg)(self.name(), position, bytes)
+    }
+
+    /// Encodes a result of this function (to send it to another process).
+    ///
+    /// # Errors
+    /// When the value is not this function's result type.
+    pub fn encode_result(&self, value: &Value) -> Result<Vec<u8>, RemoteError> {
+        (self.encode_result)(self.name(), usize::MAX, value.as_ref())
+    }
+
+    /// The size of a result of this function once encoded, without encoding
+    /// it (what the scheduler weighs transfers by); `None` for another type.
+    pub fn result_size(&self, value: &Value) -> Option<u64> {
+        (self.measure_result)(value.as_ref())
+    }
+
+    /// Decodes a result of this function into its type `T`.
+    ///
+    /// # Errors
+    /// When the bytes are not a result of this function, or `T` is not its type.
+    pub fn decode_result<T: Clone + Send + Sync + 'static>(&self, bytes: &[u8]) -> Result<T, RemoteError> {
+        let value = (self.decode_result)(self.name(), usize::MAX, bytes)?;
+        value.downcast_ref::<T>().cloned().ok_or_else(|| RemoteError::WrongType {
+            function: self.name().to_string(),
+            position: usize::MAX,
+            expected: type_name::<T>(),
+        })
+    }
+
+    /// Decodes a result of this function into its erased value.
+    ///
+    /// # Errors
+    /// When the bytes are not a result of this function.
+    pub fn decode_result_value(&self, bytes: &[u8]) -> Result<Value, RemoteError> {
+        (self.decode_result)(self.name(), usize::MAX, bytes)
+    }
+
+    /// Decodes encoded arguments, runs the function here, and encodes the
+    /// result: what a worker does with a task it is given.
+    ///
+    /// # Errors
+    /// A decoding failure naming the argument, or the function's own failure.
+    pub fn call_encoded(&self, args: &[Vec<u8>]) -> Result<Vec<u8>, RemoteError> {
+        if args.len() != self.arity {
+            return Err(RemoteError::Arity {
+                function: self.name().to_string(),
+                expected: self.arity,
+                got: args.len(),
+            });
+        }
+        let values = args.iter().enumerate().map(|(i, a)| self.decode_arg(i, a)).collect::<Result<Vec<_>, _>>()?;
+        let result = self.func.call(values)?;
+        self.encode_result(&result)
+    }
+}
+
+/// Every registered function under its type name (what a submitted task's
+/// function is called), and under its module path where that differs (a
+/// function declared inside another function).
+fn registry() -> &'static HashMap<String, &'static RemoteFunc> {
+    static REGISTRY: OnceLock<HashMap<String, &'static RemoteFunc>> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut map = HashMap::new();
+        for r in inventory::iter::<Registration> {
+            // Registered functions live as long as the program.
+            let f: &'static RemoteFunc = Box::leak(Box::new((r.make)()));
+            map.insert(f.name().to_string(), f);
+            map.entry(r.name.to_string()).or_insert(f);
+        }
+        map
+    })
+}
+
+/// The registered function with this name.
+pub fn lookup(name: &str) -> Option<&'static RemoteFunc> {
+    registry().get(name).copied()
+}
+
+/// The registered function with this name, or an error that says how to
+/// register it.
+///
+/// # Errors
+/// [`RemoteError::NotRegistered`].
+pub fn require(name: &str) -> Result<&'static RemoteFunc, RemoteError> {
+    lookup(name).ok_or_else(|| RemoteError::NotRegistered { name: name.to_string() })
+}
+
+/// The names of all registered functions, sorted.
+pub fn registered_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = registry().values().map(|f| f.name()).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}

@@ -1,0 +1,205 @@
+//! A client's connection to a scheduler, and fetching results from workers.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_graph::Key;
+use shoal_proto::{
+    FrameDecoder, FrameKind, FromScheduler, Hello, HelloReply, PeerReply, PeerRequest, Role, ToScheduler, check_reply,
+    decode_message, encode_message,
+};
+use tokio::net::TcpStream as AsyncTcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::conn::{FrameReader, writer};
+
+/// Called with every batch of messages from the scheduler, then once with
+/// `None` when the connection ends.
+pub type OnMessages = Arc<dyn Fn(Option<Vec<FromScheduler>>) + Send + Sync>;
+
+/// Why a client could not connect or fetch.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A socket operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The peer spoke, but not as expected.
+    #[error("{what}: {reason}")]
+    Protocol {
+        /// What was being done.
+        what: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A connection to a scheduler, served by a background thread.
+pub struct ClientConnection {
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    token: Option<String>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ClientConnection {
+    /// Connects and says hello; `on_messages` then hears everything the
+    /// scheduler says, on the connection's thread.
+    ///
+    /// # Errors
+    /// When the scheduler cannot be reached or refuses the client.
+    pub fn connect(
+        address: SocketAddr,
+        token: Option<&str>,
+        on_messages: OnMessages,
+    ) -> Result<ClientConnection, ClientError> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<mpsc::UnboundedSender<Vec<u8>>, ClientError>>();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let token_owned = token.map(str::to_string);
+        let thread = std::thread::Builder::new()
+            .name("shoal-client".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(source) => {
+                        let _ = ready_tx
+                            .send(Err(ClientError::Io { what: "cannot start the client runtime".into(), source }));
+                        return;
+                    }
+                };
+                runtime.block_on(serve(address, token_owned, on_messages, ready_tx, stop_rx));
+            })
+            .map_err(|source| ClientError::Io { what: "cannot start the client thread".into(), source })?;
+        let out = ready_rx.recv().map_err(|_| ClientError::Protocol {
+            what: format!("connecting to {address}"),
+            reason: "the connection thread ended".into(),
+        })??;
+        Ok(ClientConnection { out, token: token.map(str::to_string), stop: Some(stop_tx), thread: Some(thread) })
+    }
+
+    /// Sends a message to the scheduler.
+    pub fn send(&self, msg: &ToScheduler) {
+        let mut frame = Vec::new();
+        if encode_message(msg, &mut frame).is_ok() {
+            let _ = self.out.send(frame);
+        }
+    }
+
+    /// Fetches one result's bytes from a worker's data server, on the
+    /// calling thread; `Ok(None)` when that worker does not hold it.
+    ///
+    /// # Errors
+    /// When the worker cannot be reached or answers wrongly.
+    pub fn fetch(&self, address: &str, key: &Key) -> Result<Option<Vec<u8>>, ClientError> {
+        fetch_blocking(address, key, self.token.as_deref())
+    }
+}
+
+impl Drop for ClientConnection {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn serve(
+    address: SocketAddr,
+    token: Option<String>,
+    on_messages: OnMessages,
+    ready: std::sync::mpsc::Sender<Result<mpsc::UnboundedSender<Vec<u8>>, ClientError>>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let what = format!("connecting to the scheduler at {address}");
+    let stream = match AsyncTcpStream::connect(address).await {
+        Ok(s) => s,
+        Err(source) => {
+            let _ = ready.send(Err(ClientError::Io { what, source }));
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let (out, out_rx) = mpsc::unbounded_channel();
+    tokio::spawn(writer(write, out_rx));
+    let mut hello = Vec::new();
+    if let Err(e) = encode_message(&Hello::new(Role::Client, "client", token.as_deref()), &mut hello) {
+        let _ = ready.send(Err(ClientError::Protocol { what, reason: e.to_string() }));
+        return;
+    }
+    let _ = out.send(hello);
+    let mut reader = FrameReader::new(read, shoal_proto::DEFAULT_MAX_FRAME);
+    let welcome = async {
+        let reply: HelloReply = decode_message(&reader.next_message().await?)?;
+        check_reply(&reply)?;
+        Ok::<(), crate::conn::Closed>(())
+    };
+    if let Err(e) = welcome.await {
+        let _ = ready.send(Err(ClientError::Protocol { what, reason: e.to_string() }));
+        return;
+    }
+    let _ = ready.send(Ok(out));
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            msg = reader.next_message() => {
+                match msg.and_then(|body| Ok(decode_message::<Vec<FromScheduler>>(&body)?)) {
+                    Ok(batch) => on_messages(Some(batch)),
+                    Err(e) => {
+                        tracing::warn!("the scheduler connection ended: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    on_messages(None);
+}
+
+/// Fetches one result from a data server with blocking I/O.
+fn fetch_blocking(address: &str, key: &Key, token: Option<&str>) -> Result<Option<Vec<u8>>, ClientError> {
+    let what = || format!("fetching {key} from {address}");
+    let io = |source| ClientError::Io { what: what(), source };
+    let proto = |reason: String| ClientError::Protocol { what: what(), reason };
+    let mut stream = TcpStream::connect(address.trim_start_matches("tcp://")).map_err(io)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(io)?;
+    let _ = stream.set_nodelay(true);
+    let mut request = Vec::new();
+    encode_message(&Hello::new(Role::Peer, "client", token), &mut request).map_err(|e| proto(e.to_string()))?;
+    encode_message(&PeerRequest::Get(vec![key.clone()]), &mut request).map_err(|e| proto(e.to_string()))?;
+    stream.write_all(&request).map_err(io)?;
+    let mut decoder = FrameDecoder::default();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut next = |decoder: &mut FrameDecoder| -> Result<shoal_proto::Frame, ClientError> {
+        loop {
+            if let Some(frame) = decoder.next_frame().map_err(|e| proto(e.to_string()))? {
+                return Ok(frame);
+            }
+            let n = stream.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                return Err(proto("the worker closed the connection".into()));
+            }
+            decoder.push(&buf[..n]);
+        }
+    };
+    let reply: HelloReply = decode_message(&next(&mut decoder)?.body).map_err(|e| proto(e.to_string()))?;
+    check_reply(&reply).map_err(|e| proto(e.to_string()))?;
+    let PeerReply::Data { keys, .. } = decode_message(&next(&mut decoder)?.body).map_err(|e| proto(e.to_string()))?;
+    if !keys.contains(key) {
+        return Ok(None);
+    }
+    let frame = next(&mut decoder)?;
+    if frame.kind != FrameKind::Raw {
+        return Err(proto("expected the result's bytes".into()));
+    }
+    Ok(Some(frame.body))
+}

@@ -1,0 +1,100 @@
+//! The distributed path: a LocalCluster (scheduler and workers over loopback
+//! TCP) behind the same Client API. Its own test binary: a cluster client
+//! becomes the process's current client, which local tests must not meet.
+
+use shoal::{Client, Delayed, Error, LocalCluster, delayed};
+
+#[shoal::remote]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+#[shoal::remote]
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+#[shoal::remote]
+fn checked_half(x: u64) -> Result<u64, String> {
+    if x % 2 == 1 { Err(format!("{x} is odd")) } else { Ok(x / 2) }
+}
+
+fn cluster() -> LocalCluster {
+    LocalCluster::builder().workers(2).threads_per_worker(1).build().expect("cluster starts")
+}
+
+#[test]
+fn map_and_gather_on_a_cluster() {
+    let cluster = cluster();
+    let client = cluster.client().expect("client");
+    let futures = client.map(square, 0..100u64);
+    let values = client.gather(&futures).expect("all succeed");
+    assert_eq!(values, (0..100u64).map(|x| x * x).collect::<Vec<_>>());
+}
+
+#[test]
+fn futures_as_arguments_run_across_workers() {
+    let cluster = cluster();
+    let client = cluster.client().expect("client");
+    let parts = client.map(square, 1..=20u64);
+    let mut total = client.submit(add, (&parts[0], &parts[1]));
+    for p in &parts[2..] {
+        total = client.submit(add, (&total, p));
+    }
+    assert_eq!(total.result(), Ok((1..=20u64).map(|x| x * x).sum()));
+}
+
+#[test]
+fn delayed_graphs_compute_on_a_cluster() {
+    let cluster = cluster();
+    let client = cluster.client().expect("client");
+    let leaves: Vec<Delayed<u64>> = (0..64u64).map(|i| delayed(square, (i,))).collect();
+    let mut level = leaves;
+    while level.len() > 1 {
+        level = level.chunks(2).map(|p| delayed(add, (&p[0], &p[1]))).collect();
+    }
+    assert_eq!(level[0].compute_with(&client), Ok((0..64u64).map(|x| x * x).sum()));
+}
+
+#[test]
+fn errors_on_a_cluster_name_the_task_and_the_fix() {
+    let cluster = cluster();
+    let client = cluster.client().expect("client");
+    let bad = client.submit(checked_half, (7u64,));
+    assert_eq!(bad.result(), Err(Error::TaskFailed { key: bad.key().to_string(), message: "7 is odd".into() }));
+    let after = client.submit(square, (&bad,));
+    assert!(
+        matches!(after.result(), Err(Error::DependencyFailed { ref failed, .. }) if *failed == bad.key().to_string())
+    );
+
+    let closure = client.submit(|x: u64| x + 1, (1u64,));
+    let err = closure.result().expect_err("closures cannot leave the process");
+    assert!(matches!(err, Error::NotRemote { .. }), "{err}");
+    assert!(err.to_string().contains("#[shoal::remote]"), "{err}");
+    assert_eq!(client.submit(square, (9u64,)).result(), Ok(81), "the cluster keeps working");
+}
+
+#[test]
+fn two_clients_share_a_cluster_and_scale_changes_the_workers() {
+    let cluster = cluster();
+    let one = cluster.client().expect("client");
+    let two = cluster.client().expect("second client");
+    let a = one.submit(square, (12u64,));
+    let b = two.submit(square, (12u64,));
+    assert_eq!(a.key(), b.key());
+    assert_eq!((a.result(), b.result()), (Ok(144), Ok(144)));
+    cluster.scale(3).expect("scales up");
+    assert_eq!(cluster.worker_count(), 3);
+    cluster.scale(1).expect("scales down");
+    assert_eq!(cluster.worker_count(), 1);
+    let values = one.gather(&one.map(square, 0..10u64)).expect("still works with one worker");
+    assert_eq!(values.iter().sum::<u64>(), 285);
+}
+
+#[test]
+fn connecting_to_nothing_is_a_clear_error() {
+    let err = Client::connect("127.0.0.1:1").err().expect("nothing listens there");
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    let err = Client::connect("not an address").err().expect("not an address");
+    assert!(err.to_string().contains("not an address"), "{err}");
+}
