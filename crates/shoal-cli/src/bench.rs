@@ -4,6 +4,7 @@
 //! executable), so its peak RSS is its own and no allocator state leaks from
 //! one measurement into the next. Every parameter set prints one JSON line.
 
+mod cluster;
 mod sim;
 mod threads;
 
@@ -52,6 +53,7 @@ pub(crate) struct Benchmark {
 
 fn all() -> Vec<Benchmark> {
     let mut all = threads::benchmarks();
+    all.extend(cluster::benchmarks());
     all.extend(sim::benchmarks());
     all
 }

@@ -327,7 +327,20 @@ pub(crate) fn make_key(func: &shoal_graph::Func, opts: &TaskOptions, cx: &ArgCon
 /// # Errors
 /// The first failure among them, in order.
 pub fn gather<T: Clone + Send + Sync + 'static>(futures: &[Future<T>]) -> Result<Vec<T>, Error> {
-    futures.iter().map(|f| f.result()).collect()
+    let remote: Option<Vec<&crate::remote::RemoteHandle>> = futures
+        .iter()
+        .map(|f| match f.handle() {
+            crate::future::FutureHandle::Remote(h) => Some(h),
+            crate::future::FutureHandle::Local(_) => None,
+        })
+        .collect();
+    match remote {
+        // Futures of one cluster: fetched together, one request per worker.
+        Some(handles) if !handles.is_empty() && handles.iter().all(|h| h.same_cluster(handles[0])) => {
+            handles[0].state().values(&handles).into_iter().map(crate::future::outcome_value).collect()
+        }
+        _ => futures.iter().map(|f| f.result()).collect(),
+    }
 }
 
 /// Waits until every future is done (finished, failed or cancelled).

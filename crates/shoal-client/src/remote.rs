@@ -205,6 +205,70 @@ fn encode(task: &Task, retries: u32, held: bool) -> Result<(TaskMsg, &'static Re
     Ok((msg, producer))
 }
 
+impl RemoteState {
+    /// The results of many tasks: one location query, then one request per
+    /// worker for all it holds of them.
+    pub(crate) fn values(&self, handles: &[&RemoteHandle]) -> Vec<Result<Value, Error>> {
+        let outcomes: Vec<Result<&'static RemoteFunc, Error>> = handles
+            .iter()
+            .map(|h| h.wait_done(None).unwrap_or_else(|| Err(Error::Shutdown { key: h.key.to_string() })))
+            .collect();
+        let finished: Vec<Key> =
+            handles.iter().zip(&outcomes).filter(|(_, o)| o.is_ok()).map(|(h, _)| h.key.clone()).collect();
+        let mut located: KeyHashMap<Vec<String>> = KeyHashMap::default();
+        if !finished.is_empty() {
+            {
+                let mut inner = self.lock();
+                for k in &finished {
+                    inner.locations.remove(k);
+                }
+            }
+            self.send(&ToScheduler::WhoHas(finished.clone()));
+            let mut inner = self.lock();
+            while !inner.closed && !finished.iter().all(|k| inner.locations.contains_key(k)) {
+                inner = self.changed.wait(inner).unwrap_or_else(|p| p.into_inner());
+            }
+            for k in &finished {
+                if let Some(l) = inner.locations.remove(k) {
+                    located.insert(k.clone(), l);
+                }
+            }
+        }
+        let mut by_worker: std::collections::BTreeMap<String, Vec<Key>> = Default::default();
+        for (k, holders) in &located {
+            if let Some(first) = holders.first() {
+                by_worker.entry(first.clone()).or_default().push(k.clone());
+            }
+        }
+        let mut bytes: KeyHashMap<Vec<u8>> = KeyHashMap::default();
+        if let Some(conn) = self.conn.get() {
+            for (address, keys) in by_worker {
+                if let Ok(got) = conn.fetch_many(&address, &keys) {
+                    for (k, b) in keys.into_iter().zip(got) {
+                        if let Some(b) = b {
+                            bytes.insert(k, b);
+                        }
+                    }
+                }
+            }
+        }
+        handles
+            .iter()
+            .zip(outcomes)
+            .map(|(h, outcome)| {
+                let producer = outcome?;
+                match bytes.remove(&h.key) {
+                    Some(b) => producer
+                        .decode_result_value(&b)
+                        .map_err(|e| Error::TaskFailed { key: h.key.to_string(), message: e.to_string() }),
+                    // Moved or lost meanwhile: fetch it on its own.
+                    None => h.fetch(producer),
+                }
+            })
+            .collect()
+    }
+}
+
 /// A counted reference to a task on a cluster.
 pub(crate) struct RemoteHandle {
     key: Key,
@@ -214,6 +278,14 @@ pub(crate) struct RemoteHandle {
 impl RemoteHandle {
     pub(crate) fn key(&self) -> &Key {
         &self.key
+    }
+
+    pub(crate) fn state(&self) -> &RemoteState {
+        &self.state
+    }
+
+    pub(crate) fn same_cluster(&self, other: &RemoteHandle) -> bool {
+        Arc::ptr_eq(&self.state, &other.state)
     }
 
     pub(crate) fn status(&self) -> Status {

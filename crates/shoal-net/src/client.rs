@@ -97,7 +97,17 @@ impl ClientConnection {
     /// # Errors
     /// When the worker cannot be reached or answers wrongly.
     pub fn fetch(&self, address: &str, key: &Key) -> Result<Option<Vec<u8>>, ClientError> {
-        fetch_blocking(address, key, self.token.as_deref())
+        let mut got = fetch_blocking(address, std::slice::from_ref(key), self.token.as_deref())?;
+        Ok(got.pop().flatten())
+    }
+
+    /// Fetches several results from one data server in one request; each
+    /// entry is `None` where the worker does not hold that key.
+    ///
+    /// # Errors
+    /// When the worker cannot be reached or answers wrongly.
+    pub fn fetch_many(&self, address: &str, keys: &[Key]) -> Result<Vec<Option<Vec<u8>>>, ClientError> {
+        fetch_blocking(address, keys, self.token.as_deref())
     }
 }
 
@@ -165,9 +175,9 @@ async fn serve(
     on_messages(None);
 }
 
-/// Fetches one result from a data server with blocking I/O.
-fn fetch_blocking(address: &str, key: &Key, token: Option<&str>) -> Result<Option<Vec<u8>>, ClientError> {
-    let what = || format!("fetching {key} from {address}");
+/// Fetches results from a data server with blocking I/O, in the order asked.
+fn fetch_blocking(address: &str, wanted: &[Key], token: Option<&str>) -> Result<Vec<Option<Vec<u8>>>, ClientError> {
+    let what = || format!("fetching {} results from {address}", wanted.len());
     let io = |source| ClientError::Io { what: what(), source };
     let proto = |reason: String| ClientError::Protocol { what: what(), reason };
     let mut stream = TcpStream::connect(address.trim_start_matches("tcp://")).map_err(io)?;
@@ -175,7 +185,7 @@ fn fetch_blocking(address: &str, key: &Key, token: Option<&str>) -> Result<Optio
     let _ = stream.set_nodelay(true);
     let mut request = Vec::new();
     encode_message(&Hello::new(Role::Peer, "client", token), &mut request).map_err(|e| proto(e.to_string()))?;
-    encode_message(&PeerRequest::Get(vec![key.clone()]), &mut request).map_err(|e| proto(e.to_string()))?;
+    encode_message(&PeerRequest::Get(wanted.to_vec()), &mut request).map_err(|e| proto(e.to_string()))?;
     stream.write_all(&request).map_err(io)?;
     let mut decoder = FrameDecoder::default();
     let mut buf = vec![0u8; 256 * 1024];
@@ -194,12 +204,13 @@ fn fetch_blocking(address: &str, key: &Key, token: Option<&str>) -> Result<Optio
     let reply: HelloReply = decode_message(&next(&mut decoder)?.body).map_err(|e| proto(e.to_string()))?;
     check_reply(&reply).map_err(|e| proto(e.to_string()))?;
     let PeerReply::Data { keys, .. } = decode_message(&next(&mut decoder)?.body).map_err(|e| proto(e.to_string()))?;
-    if !keys.contains(key) {
-        return Ok(None);
+    let mut bodies: shoal_graph::KeyHashMap<Vec<u8>> = shoal_graph::KeyHashMap::default();
+    for key in keys {
+        let frame = next(&mut decoder)?;
+        if frame.kind != FrameKind::Raw {
+            return Err(proto("expected a result's bytes".into()));
+        }
+        bodies.insert(key, frame.body);
     }
-    let frame = next(&mut decoder)?;
-    if frame.kind != FrameKind::Raw {
-        return Err(proto("expected the result's bytes".into()));
-    }
-    Ok(Some(frame.body))
+    Ok(wanted.iter().map(|k| bodies.remove(k)).collect())
 }
