@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::future::Future;
 use crate::options::TaskOptions;
 use crate::remote::RemoteState;
+pub use shoal_proto::WorkerInfo;
 
 /// Which executor a [`Client`] runs tasks on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -284,6 +285,25 @@ impl Client {
         match &self.inner.backend {
             Backend::Local(runtime) => runtime.handle(key).map(Future::from_handle),
             Backend::Remote(_) => None,
+        }
+    }
+
+    /// The workers that run this client's tasks: the cluster's, or this
+    /// process's pool as one worker.
+    ///
+    /// # Errors
+    /// When the scheduler connection is gone.
+    pub fn scheduler_info(&self) -> Result<Vec<WorkerInfo>, Error> {
+        match &self.inner.backend {
+            Backend::Remote(state) => state.info(),
+            Backend::Local(runtime) => Ok(vec![WorkerInfo {
+                id: shoal_proto::WorkerId(0),
+                name: "local".into(),
+                data_address: String::new(),
+                threads: runtime.stats().threads.max(1) as u32,
+                memory_limit: 0,
+                resources: vec![],
+            }]),
         }
     }
 

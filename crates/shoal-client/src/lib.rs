@@ -42,7 +42,7 @@ mod progress;
 mod remote;
 
 pub use args::{ArgContext, IntoArg, IntoArgs};
-pub use client::{AsCompleted, Client, ClientBuilder, Executor, as_completed, gather, wait, wait_timeout};
+pub use client::{AsCompleted, Client, ClientBuilder, Executor, WorkerInfo, as_completed, gather, wait, wait_timeout};
 pub use delayed::{Computable, Delayed, compute, delayed, delayed_with};
 pub use error::Error;
 pub use future::{Future, Status};

@@ -31,6 +31,7 @@ struct Entry {
 struct Inner {
     keys: KeyHashMap<Entry>,
     locations: KeyHashMap<Vec<String>>,
+    info: Option<Vec<shoal_proto::WorkerInfo>>,
     closed: bool,
 }
 
@@ -113,7 +114,7 @@ impl RemoteState {
                                 inner.locations.insert(key, workers.into_iter().map(|w| w.data_address).collect());
                             }
                         }
-                        FromScheduler::Info(_) => {}
+                        FromScheduler::Info(workers) => inner.info = Some(workers),
                     }
                 }
             }
@@ -122,6 +123,22 @@ impl RemoteState {
         self.changed.notify_all();
         for (n, i) in told {
             n.done(i);
+        }
+    }
+
+    /// The cluster's workers, asked of the scheduler.
+    pub(crate) fn info(&self) -> Result<Vec<shoal_proto::WorkerInfo>, Error> {
+        self.lock().info = None;
+        self.send(&ToScheduler::Info);
+        let mut inner = self.lock();
+        loop {
+            if let Some(info) = inner.info.take() {
+                return Ok(info);
+            }
+            if inner.closed {
+                return Err(Error::Shutdown { key: "scheduler-info".into() });
+            }
+            inner = self.changed.wait(inner).unwrap_or_else(|p| p.into_inner());
         }
     }
 

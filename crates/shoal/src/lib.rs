@@ -53,6 +53,10 @@ pub use shoal_client::{
 pub use shoal_deploy::{LocalCluster, LocalClusterBuilder};
 pub use shoal_graph::{Key, TaskError, TaskOutput, Token, VisualizeError, task_output};
 
+mod role;
+
+pub use role::{WORKER_OF, init, is_worker};
+
 /// Marks a function as runnable on remote workers; see [`remote`](mod@remote).
 pub use shoal_macros::remote;
 

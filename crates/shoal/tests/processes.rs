@@ -1,0 +1,53 @@
+//! A LocalCluster of real worker processes: this test binary, re-executed,
+//! becomes each worker before the test harness starts.
+
+use std::time::Duration;
+
+use shoal::LocalCluster;
+
+#[shoal::remote]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+#[shoal::remote]
+fn slow_square(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(30));
+    x * x
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn worker_processes_run_tasks_and_leave_nothing_behind() {
+    let cluster = LocalCluster::builder().processes(true).workers(2).threads_per_worker(1).build().expect("cluster");
+    let pids = cluster.worker_pids();
+    assert_eq!(pids.len(), 2);
+    assert!(pids.iter().all(|&p| alive(p) && p != std::process::id()));
+    let client = cluster.client().expect("client");
+    let mut names: Vec<String> = client.scheduler_info().expect("info").into_iter().map(|w| w.name).collect();
+    names.sort();
+    assert_eq!(names, vec!["local-0", "local-1"]);
+    let values = client.gather(&client.map(square, 0..1000u64)).expect("results");
+    assert_eq!(values.iter().sum::<u64>(), (0..1000u64).map(|x| x * x).sum());
+    drop(client);
+    drop(cluster);
+    for pid in pids {
+        assert!(!alive(pid), "worker process {pid} outlived its cluster");
+    }
+}
+
+#[test]
+fn a_worker_killed_mid_computation_does_not_change_the_result() {
+    let cluster = LocalCluster::builder().processes(true).workers(2).threads_per_worker(1).build().expect("cluster");
+    let client = cluster.client().expect("client");
+    let futures = client.map(slow_square, 0..40u64);
+    std::thread::sleep(Duration::from_millis(150));
+    let victim = cluster.worker_pids()[0];
+    let killed = std::process::Command::new("kill").args(["-9", &victim.to_string()]).status().expect("kill runs");
+    assert!(killed.success());
+    let values = client.gather(&futures).expect("every task still finishes");
+    assert_eq!(values, (0..40u64).map(|x| x * x).collect::<Vec<_>>());
+}
