@@ -7,13 +7,14 @@
 //! 2. many tasks at once: `map`, `gather`, `as_completed`;
 //! 3. lazy graphs: `delayed`, `compute`, a picture of the graph;
 //! 4. failures stay with their task;
-//! 5. a progress bar.
+//! 5. a progress bar;
+//! 6. the same calls on a cluster of worker processes.
 //!
 //! Run it with `cargo run --release -p shoal --example tutorial`.
 
 use std::time::{Duration, Instant};
 
-use shoal::{Client, Delayed, ProgressBar, as_completed, delayed};
+use shoal::{Client, Delayed, LocalCluster, ProgressBar, as_completed, delayed};
 
 fn double(x: i64) -> i64 {
     x * 2
@@ -31,6 +32,26 @@ fn add(a: i64, b: i64) -> i64 {
 
 fn total(values: Vec<i64>) -> i64 {
     values.iter().sum()
+}
+
+/// Runs on workers in other processes: registered under its Rust path.
+#[shoal::remote]
+fn simulate(seed: u64) -> f64 {
+    // A small counter-based generator: the same seed gives the same number anywhere.
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xdead_beef;
+    let mut sum = 0.0;
+    for _ in 0..100_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        sum += (x >> 11) as f64 / (1u64 << 53) as f64;
+    }
+    sum / 100_000.0
+}
+
+#[shoal::remote]
+fn average(a: f64, b: f64) -> f64 {
+    (a + b) / 2.0
 }
 
 fn mean_of_positive(values: Vec<f64>) -> Result<f64, String> {
@@ -90,6 +111,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _bar = ProgressBar::enable();
     let parts: Vec<Delayed<i64>> = (0..20).map(|i| delayed(inc, (i,))).collect();
     let sum = delayed(total, (&parts,));
-    println!("sum of 20 slow increments: {}", sum.compute()?);
+    println!("sum of 20 slow increments: {}\n", sum.compute_with(&client)?);
+
+    println!("## 6. A cluster of worker processes");
+    // This program, started again twice, becomes the two workers.
+    let cluster = LocalCluster::builder().processes(true).workers(2).threads_per_worker(1).build()?;
+    let workers = cluster.client()?;
+    for w in workers.scheduler_info()? {
+        println!("worker {} at {} with {} thread(s)", w.name, w.data_address, w.threads);
+    }
+    let start = Instant::now();
+    let estimates = workers.map(simulate, 0..8u64);
+    let mut level = estimates;
+    while level.len() > 1 {
+        level = level.chunks(2).map(|p| workers.submit(average, (&p[0], &p[1]))).collect();
+    }
+    println!("mean of 8 x 100 000 uniform numbers: {:.4} in {:.2?}", level[0].result()?, start.elapsed());
     Ok(())
 }
