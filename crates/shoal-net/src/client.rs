@@ -13,7 +13,7 @@ use shoal_proto::{
 use tokio::net::TcpStream as AsyncTcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::conn::{FrameReader, writer};
+use crate::conn::{Background, FrameReader, writer};
 
 /// Called with every batch of messages from the scheduler, then once with
 /// `None` when the connection ends.
@@ -44,8 +44,7 @@ pub enum ClientError {
 pub struct ClientConnection {
     out: mpsc::UnboundedSender<Vec<u8>>,
     token: Option<String>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _service: Background,
 }
 
 impl ClientConnection {
@@ -80,7 +79,7 @@ impl ClientConnection {
             what: format!("connecting to {address}"),
             reason: "the connection thread ended".into(),
         })??;
-        Ok(ClientConnection { out, token: token.map(str::to_string), stop: Some(stop_tx), thread: Some(thread) })
+        Ok(ClientConnection { out, token: token.map(str::to_string), _service: Background::new(stop_tx, thread) })
     }
 
     /// Sends a message to the scheduler.
@@ -108,17 +107,6 @@ impl ClientConnection {
     /// When the worker cannot be reached or answers wrongly.
     pub fn fetch_many(&self, address: &str, keys: &[Key]) -> Result<Vec<Option<Vec<u8>>>, ClientError> {
         fetch_blocking(address, keys, self.token.as_deref())
-    }
-}
-
-impl Drop for ClientConnection {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

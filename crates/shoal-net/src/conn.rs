@@ -4,7 +4,41 @@
 use shoal_proto::{FrameDecoder, FrameKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+
+/// A service on its own thread: stopped and joined on drop.
+pub(crate) struct Background {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    pub(crate) fn new(stop: oneshot::Sender<()>, thread: std::thread::JoinHandle<()>) -> Background {
+        Background { stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// Asks the service to stop and waits for its thread.
+    pub(crate) fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.join();
+    }
+
+    /// Waits for the thread to end on its own.
+    pub(crate) fn join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            // A panic on the service thread is already reported by its hook.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
 
 /// Why a connection was closed.
 #[derive(Debug, thiserror::Error)]

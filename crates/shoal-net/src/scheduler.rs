@@ -18,7 +18,7 @@ use shoal_proto::{
 };
 use shoal_scheduler::{Comm, Scheduler, SchedulerConfig};
 
-use crate::conn::{Closed, FrameReader, writer};
+use crate::conn::{Background, Closed, FrameReader, writer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -69,8 +69,7 @@ pub enum ServerError {
 /// A scheduler running on its own thread. Dropping it stops it.
 pub struct RunningScheduler {
     address: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    service: Background,
 }
 
 impl RunningScheduler {
@@ -81,29 +80,12 @@ impl RunningScheduler {
 
     /// Stops the scheduler and waits for its thread.
     pub fn stop(mut self) {
-        self.stop_now();
-    }
-
-    fn stop_now(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.service.stop();
     }
 
     /// Runs until stopped (for `shoal scheduler`).
     pub fn wait(mut self) {
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for RunningScheduler {
-    fn drop(&mut self) {
-        self.stop_now();
+        self.service.join();
     }
 }
 
@@ -130,7 +112,7 @@ pub fn start_scheduler(config: SchedulerServerConfig) -> Result<RunningScheduler
             runtime.block_on(serve(std_listener, config, stop_rx));
         })
         .map_err(ServerError::Thread)?;
-    Ok(RunningScheduler { address, stop: Some(stop_tx), thread: Some(thread) })
+    Ok(RunningScheduler { address, service: Background::new(stop_tx, thread) })
 }
 
 /// What connections tell the core.

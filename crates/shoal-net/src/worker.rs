@@ -27,7 +27,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::conn::{Closed, FrameReader, writer};
+use crate::conn::{Background, Closed, FrameReader, writer};
 
 /// How to run a worker.
 #[derive(Clone, Debug)]
@@ -85,8 +85,7 @@ pub enum WorkerError {
 pub struct RunningWorker {
     id: WorkerId,
     data_address: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    service: Background,
 }
 
 impl RunningWorker {
@@ -102,20 +101,7 @@ impl RunningWorker {
 
     /// Runs until the scheduler goes away (for a worker process).
     pub fn wait(mut self) {
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for RunningWorker {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.service.join();
     }
 }
 
@@ -184,7 +170,7 @@ pub fn start_worker(config: WorkerConfig) -> Result<RunningWorker, WorkerError> 
         what: "the worker thread ended before joining".into(),
         source: std::io::Error::other("worker thread ended"),
     })??;
-    Ok(RunningWorker { id, data_address, stop: Some(stop_tx), thread: Some(thread) })
+    Ok(RunningWorker { id, data_address, service: Background::new(stop_tx, thread) })
 }
 
 async fn run(
