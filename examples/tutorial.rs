@@ -1,14 +1,15 @@
 //! The parallelisation tutorial, the shoal way.
 //!
 //! Each section mirrors a section of the tutorial shoal grew from (Dask and
-//! Ray in Python) and runs here as plain Rust:
+//! Ray in Python) and runs here as plain Rust, on a local cluster of worker
+//! processes — this program, started again, becomes each worker:
 //!
 //! 1. functions become tasks: `submit`, futures, `result`;
 //! 2. many tasks at once: `map`, `gather`, `as_completed`;
 //! 3. lazy graphs: `delayed`, `compute`, a picture of the graph;
 //! 4. failures stay with their task;
-//! 5. a progress bar;
-//! 6. the same calls on a cluster of worker processes.
+//! 5. a progress bar (on the in-process thread pool);
+//! 6. heavier work spread over the workers.
 //!
 //! Run it with `cargo run --release -p shoal --example tutorial`.
 
@@ -16,44 +17,29 @@ use std::time::{Duration, Instant};
 
 use shoal::{Client, Delayed, LocalCluster, ProgressBar, as_completed, delayed};
 
+#[shoal::remote]
 fn double(x: i64) -> i64 {
     x * 2
 }
 
+#[shoal::remote]
 fn inc(x: i64) -> i64 {
     std::thread::sleep(Duration::from_millis(100));
     x + 1
 }
 
+#[shoal::remote]
 fn add(a: i64, b: i64) -> i64 {
     std::thread::sleep(Duration::from_millis(100));
     a + b
 }
 
+#[shoal::remote]
 fn total(values: Vec<i64>) -> i64 {
     values.iter().sum()
 }
 
-/// Runs on workers in other processes: registered under its Rust path.
 #[shoal::remote]
-fn simulate(seed: u64) -> f64 {
-    // A small counter-based generator: the same seed gives the same number anywhere.
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xdead_beef;
-    let mut sum = 0.0;
-    for _ in 0..100_000 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        sum += (x >> 11) as f64 / (1u64 << 53) as f64;
-    }
-    sum / 100_000.0
-}
-
-#[shoal::remote]
-fn average(a: f64, b: f64) -> f64 {
-    (a + b) / 2.0
-}
-
 fn mean_of_positive(values: Vec<f64>) -> Result<f64, String> {
     if values.iter().any(|v| *v < 0.0) {
         return Err(format!("{} negative values in the input", values.iter().filter(|v| **v < 0.0).count()));
@@ -61,9 +47,40 @@ fn mean_of_positive(values: Vec<f64>) -> Result<f64, String> {
     Ok(values.iter().sum::<f64>() / values.len() as f64)
 }
 
+#[shoal::remote]
+fn percent(fraction: f64) -> f64 {
+    fraction * 100.0
+}
+
+/// A small counter-based generator: the same seed gives the same numbers on
+/// any worker.
+#[shoal::remote]
+fn simulate(seed: u64) -> f64 {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xdead_beef;
+    let mut sum = 0.0;
+    for _ in 0..1_000_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        sum += (x >> 11) as f64 / (1u64 << 53) as f64;
+    }
+    sum / 1_000_000.0
+}
+
+#[shoal::remote]
+fn average(a: f64, b: f64) -> f64 {
+    (a + b) / 2.0
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let client = Client::threads()?;
-    println!("shoal client on {:?}\n", client.executor());
+    let start = Instant::now();
+    let cluster = LocalCluster::builder().processes(true).workers(2).threads_per_worker(1).build()?;
+    let client = cluster.client()?;
+    println!("local cluster at tcp://{} up in {:.2?}", cluster.address(), start.elapsed());
+    for w in client.scheduler_info()? {
+        println!("  worker {} at {} with {} thread(s)", w.name, w.data_address, w.threads);
+    }
+    println!();
 
     println!("## 1. Functions become tasks");
     let future = client.submit(double, (10,));
@@ -75,9 +92,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let futures = client.map(inc, 0..8i64);
     let sum = client.submit(total, (&futures,));
-    println!("8 tasks of 100 ms each, summed by a ninth: {} in {:.2?}", sum.result()?, start.elapsed());
-    let squares = client.map(double, 0..5i64);
-    let finished: Vec<i64> = as_completed(squares).map(|f| f.result()).collect::<Result<_, _>>()?;
+    println!("8 tasks of 100 ms on 2 workers, summed by a ninth: {} in {:.2?}", sum.result()?, start.elapsed());
+    let doubles = client.map(double, 0..5i64);
+    let finished: Vec<i64> = as_completed(doubles).map(|f| f.result()).collect::<Result<_, _>>()?;
     println!("as they finished: {finished:?}\n");
 
     println!("## 3. Lazy graphs with delayed");
@@ -86,7 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let z = delayed(add, (&x, &y));
     println!("{z} needs {} tasks", z.graph().len());
     let start = Instant::now();
-    println!("z = {} in {:.2?} (inc and inc run in parallel, then add)", z.compute()?, start.elapsed());
+    println!("z = {} in {:.2?} (inc and inc run in parallel, then add)", z.compute_with(&client)?, start.elapsed());
     let picture = std::env::temp_dir().join("shoal-tutorial-graph.svg");
     match z.visualize(&picture) {
         Ok(()) => println!("graph picture: {}", picture.display()),
@@ -101,31 +118,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("## 4. Failures stay with their task");
     let good = client.submit(mean_of_positive, (vec![1.0, 2.0, 3.0],));
     let bad = client.submit(mean_of_positive, (vec![1.0, -2.0, -3.0],));
-    let after_bad = client.submit(|m: f64| m * 100.0, (&bad,));
+    let after_bad = client.submit(percent, (&bad,));
     println!("good: {:?}", good.result());
     println!("bad: {}", bad.result().expect_err("negative input"));
     println!("depends on bad: {}", after_bad.result().expect_err("dependency failed"));
-    println!("the pool is fine: {}\n", client.submit(double, (21,)).result()?);
+    let closure = client.submit(|m: f64| m * 100.0, (0.5,));
+    println!("a closure: {}", closure.result().expect_err("closures stay in this process"));
+    println!("the cluster is fine: {}\n", client.submit(double, (21,)).result()?);
 
     println!("## 5. A progress bar");
+    let threads = Client::threads()?;
     let _bar = ProgressBar::enable();
     let parts: Vec<Delayed<i64>> = (0..20).map(|i| delayed(inc, (i,))).collect();
     let sum = delayed(total, (&parts,));
-    println!("sum of 20 slow increments: {}\n", sum.compute_with(&client)?);
+    println!("sum of 20 slow increments on this process's threads: {}\n", sum.compute_with(&threads)?);
 
-    println!("## 6. A cluster of worker processes");
-    // This program, started again twice, becomes the two workers.
-    let cluster = LocalCluster::builder().processes(true).workers(2).threads_per_worker(1).build()?;
-    let workers = cluster.client()?;
-    for w in workers.scheduler_info()? {
-        println!("worker {} at {} with {} thread(s)", w.name, w.data_address, w.threads);
-    }
+    println!("## 6. Heavier work spread over the workers");
     let start = Instant::now();
-    let estimates = workers.map(simulate, 0..8u64);
-    let mut level = estimates;
+    let mut level = client.map(simulate, 0..8u64);
     while level.len() > 1 {
-        level = level.chunks(2).map(|p| workers.submit(average, (&p[0], &p[1]))).collect();
+        level = level.chunks(2).map(|p| client.submit(average, (&p[0], &p[1]))).collect();
     }
-    println!("mean of 8 x 100 000 uniform numbers: {:.4} in {:.2?}", level[0].result()?, start.elapsed());
+    println!("mean of 8 x 1 000 000 uniform numbers: {:.4} in {:.2?}", level[0].result()?, start.elapsed());
     Ok(())
 }

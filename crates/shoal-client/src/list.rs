@@ -19,9 +19,13 @@ fn collect_values<T: Clone + Send + Sync + 'static>(args: Vec<Value>) -> Result<
     Ok(Arc::new(items))
 }
 
+/// Names of list tasks start with this: a cluster client sends a list as a
+/// `List` argument of its consumer instead of as a task of its own.
+pub(crate) const LIST_FUNC_PREFIX: &str = "shoal::list<";
+
 fn list_func<T: Clone + Send + Sync + 'static>() -> Func {
-    let name = type_name::<fn() -> Vec<T>>();
-    Func::new(name, Some(Token::of_bytes(name.as_bytes())), Box::new(collect_values::<T>))
+    let name = format!("{LIST_FUNC_PREFIX}{}>", type_name::<T>());
+    Func::new(&name, Some(Token::of_bytes(name.as_bytes())), Box::new(collect_values::<T>))
 }
 
 /// The list task over `keys`, and the key the calling task refers to.

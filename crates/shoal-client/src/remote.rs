@@ -155,13 +155,19 @@ impl RemoteState {
         let mut msgs = Vec::with_capacity(tasks.len());
         let mut handles = Vec::new();
         let mut unsendable: KeyHashMap<Error> = KeyHashMap::default();
+        let mut lists: KeyHashMap<Vec<Key>> = KeyHashMap::default();
         let mut inner = self.lock();
         for (task, retries, held) in tasks {
             let key = task.key.clone();
+            if task.func.name().starts_with(crate::list::LIST_FUNC_PREFIX) && !held {
+                // Sent inline, as a `List` argument of the task that reads it.
+                lists.insert(key, task.dependencies().cloned().collect());
+                continue;
+            }
             let blocked = task.dependencies().find_map(|d| unsendable.get(d).cloned());
             let encoded = match blocked {
                 Some(cause) => Err(Error::NotRemote { key: key.to_string(), message: cause.to_string() }),
-                None => encode(&task, retries, held),
+                None => encode(&task, retries, held, &lists),
             };
             if let Err(e) = &encoded {
                 unsendable.insert(key.clone(), e.clone());
@@ -193,7 +199,12 @@ impl RemoteState {
 }
 
 /// The wire form of a task, with the registered function that decodes its result.
-fn encode(task: &Task, retries: u32, held: bool) -> Result<(TaskMsg, &'static RemoteFunc), Error> {
+fn encode(
+    task: &Task,
+    retries: u32,
+    held: bool,
+    lists: &KeyHashMap<Vec<Key>>,
+) -> Result<(TaskMsg, &'static RemoteFunc), Error> {
     let key = task.key.to_string();
     let producer =
         require(task.func.name()).map_err(|e| Error::NotRemote { key: key.clone(), message: e.to_string() })?;
@@ -206,7 +217,10 @@ fn encode(task: &Task, retries: u32, held: bool) -> Result<(TaskMsg, &'static Re
                 .encode_value(position, v)
                 .map(ArgMsg::Value)
                 .map_err(|e| Error::NotRemote { key: key.clone(), message: e.to_string() }),
-            Arg::Key(k) => Ok(ArgMsg::Key(k.clone())),
+            Arg::Key(k) => Ok(match lists.get(k) {
+                Some(elements) => ArgMsg::List(elements.clone()),
+                None => ArgMsg::Key(k.clone()),
+            }),
         })
         .collect::<Result<Vec<_>, _>>()?;
     let msg = TaskMsg {

@@ -350,6 +350,31 @@ async fn prepare(
                     },
                 }
             }
+            ArgMsg::List(elements) => {
+                // postcard writes a Vec<T> as its length (varint) followed by
+                // its elements: the parameter's own codec decodes the result.
+                let mut bytes = match postcard::to_allocvec(&(elements.len() as u64)) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        send(&out, &FromWorker::Failed { key, message: e.to_string() });
+                        return;
+                    }
+                };
+                let mut complete = true;
+                for element in elements {
+                    match element_bytes(&element, &state, &deps, token.as_deref(), max_frame).await {
+                        Some(b) => bytes.extend_from_slice(&b),
+                        None => {
+                            missing.push(element);
+                            complete = false;
+                        }
+                    }
+                }
+                if !complete {
+                    continue;
+                }
+                remote.decode_arg(position, &bytes)
+            }
         };
         match value {
             Ok(v) => values.push(v),
@@ -368,6 +393,25 @@ async fn prepare(
     let Some(handle) = pool.submit_one(Submission::new(task).held()) else { return };
     handle.subscribe(Arc::new(Done { key: key.clone(), tx: done }), 0);
     lock(&state).running.insert(key, (handle, remote));
+}
+
+/// The encoded result of `key`: from this worker's store, or fetched.
+async fn element_bytes(
+    key: &Key,
+    state: &Shared,
+    deps: &[DepLocation],
+    token: Option<&str>,
+    max_frame: usize,
+) -> Option<Vec<u8>> {
+    let local = lock(state).store.get(key).map(|s| s.producer.encode_result(&s.value));
+    match local {
+        Some(Ok(bytes)) => Some(bytes),
+        Some(Err(e)) => {
+            tracing::error!("cannot encode {key}: {e}");
+            None
+        }
+        None => fetch(key, deps, token, max_frame).await,
+    }
 }
 
 /// A finished task's report: its result goes to the store.

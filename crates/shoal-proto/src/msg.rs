@@ -37,6 +37,8 @@ pub enum ArgMsg {
     Value(Vec<u8>),
     /// The result of another task.
     Key(Key),
+    /// The results of these tasks as one `Vec` argument, in order.
+    List(Vec<Key>),
 }
 
 /// A named amount a task needs or a worker has: `("cpus", 1.0)`, `("gpus", 1.0)`.

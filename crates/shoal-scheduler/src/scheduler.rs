@@ -511,7 +511,12 @@ impl Scheduler {
         let mut deps: SmallVec<[u32; 2]> = SmallVec::new();
         let mut unknown = None;
         for arg in &self.task(i).args {
-            if let ArgMsg::Key(k) = arg {
+            let keys = match arg {
+                ArgMsg::Key(k) => std::slice::from_ref(k),
+                ArgMsg::List(ks) => ks.as_slice(),
+                ArgMsg::Value(_) => &[],
+            };
+            for k in keys {
                 match self.keys.get(k) {
                     Some(&d) if !deps.contains(&d) => deps.push(d),
                     Some(_) => {}

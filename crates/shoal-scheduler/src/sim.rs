@@ -286,9 +286,10 @@ impl Simulation {
             let deps = t
                 .args
                 .iter()
-                .filter_map(|a| match a {
-                    ArgMsg::Key(k) => Some(k.clone()),
-                    ArgMsg::Value(_) => None,
+                .flat_map(|a| match a {
+                    ArgMsg::Key(k) => vec![k.clone()],
+                    ArgMsg::List(ks) => ks.clone(),
+                    ArgMsg::Value(_) => vec![],
                 })
                 .collect();
             self.deps.insert(t.key.clone(), deps);

@@ -98,3 +98,21 @@ fn connecting_to_nothing_is_a_clear_error() {
     let err = Client::connect("not an address").err().expect("not an address");
     assert!(err.to_string().contains("not an address"), "{err}");
 }
+
+#[shoal::remote]
+fn total(values: Vec<u64>) -> u64 {
+    values.iter().sum()
+}
+
+#[test]
+fn a_list_of_futures_or_delayed_values_is_one_argument_on_a_cluster() {
+    let cluster = cluster();
+    let client = cluster.client().expect("client");
+    let parts = client.map(square, 1..=30u64);
+    let sum = client.submit(total, (&parts,));
+    assert_eq!(sum.result(), Ok((1..=30u64).map(|x| x * x).sum()));
+
+    let lazy: Vec<Delayed<u64>> = (1..=10u64).map(|i| delayed(square, (i,))).collect();
+    let lazy_sum = delayed(total, (&lazy,));
+    assert_eq!(lazy_sum.compute_with(&client), Ok(385));
+}
