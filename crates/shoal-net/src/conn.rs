@@ -25,11 +25,15 @@ impl Background {
         self.join();
     }
 
-    /// Waits for the thread to end on its own.
+    /// Waits for the thread to end on its own. On the service's own thread
+    /// (its last user let go from a callback) it only detaches: a thread
+    /// cannot wait for itself.
     pub(crate) fn join(&mut self) {
         if let Some(thread) = self.thread.take() {
-            // A panic on the service thread is already reported by its hook.
-            let _ = thread.join();
+            if thread.thread().id() != std::thread::current().id() {
+                // A panic on the service thread is already reported by its hook.
+                let _ = thread.join();
+            }
         }
     }
 }

@@ -115,7 +115,8 @@ struct Stored {
 #[derive(Default)]
 struct State {
     store: HashMap<Key, Stored>,
-    running: HashMap<Key, (Handle, &'static RemoteFunc)>,
+    /// Tasks on the pool: their handle, their function, when they were queued.
+    running: HashMap<Key, (Handle, &'static RemoteFunc, std::time::Instant)>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -228,7 +229,7 @@ async fn run(
                         let mut st = lock(&state);
                         for k in keys {
                             st.store.remove(&k);
-                            if let Some((handle, _)) = st.running.remove(&k) {
+                            if let Some((handle, ..)) = st.running.remove(&k) {
                                 handle.cancel();
                             }
                         }
@@ -237,9 +238,9 @@ async fn run(
                         let mut given = Vec::new();
                         let mut st = lock(&state);
                         for k in keys {
-                            let pending = st.running.get(&k).is_some_and(|(h, _)| h.phase() == shoal_local::Phase::Pending);
+                            let pending = st.running.get(&k).is_some_and(|(h, ..)| h.phase() == shoal_local::Phase::Pending);
                             if pending {
-                                if let Some((handle, _)) = st.running.remove(&k) {
+                                if let Some((handle, ..)) = st.running.remove(&k) {
                                     handle.cancel();
                                     given.push(k);
                                 }
@@ -391,8 +392,8 @@ async fn prepare(
     let task =
         Task { key: key.clone(), func: remote.func().clone(), args: values.into_iter().map(Arg::Value).collect() };
     let Some(handle) = pool.submit_one(Submission::new(task).held()) else { return };
-    handle.subscribe(Arc::new(Done { key: key.clone(), tx: done }), 0);
-    lock(&state).running.insert(key, (handle, remote));
+    lock(&state).running.insert(key.clone(), (handle.clone(), remote, std::time::Instant::now()));
+    handle.subscribe(Arc::new(Done { key, tx: done }), 0);
 }
 
 /// The encoded result of `key`: from this worker's store, or fetched.
@@ -417,12 +418,15 @@ async fn element_bytes(
 /// A finished task's report: its result goes to the store.
 fn complete(state: &Shared, key: Key) -> Option<Result<FinishedMsg, FromWorker>> {
     let mut st = lock(state);
-    let (handle, producer) = st.running.remove(&key)?;
+    let (handle, producer, queued) = st.running.remove(&key)?;
     match handle.try_outcome()? {
         Ok(value) => {
             let nbytes = producer.result_size(&value).unwrap_or(0);
             st.store.insert(key.clone(), Stored { value, producer });
-            Some(Ok(FinishedMsg { key, nbytes, duration_us: 0 }))
+            // Time on this worker, queueing included: what the scheduler
+            // should expect a task of this group to occupy a slot for.
+            let duration_us = queued.elapsed().as_micros() as u64;
+            Some(Ok(FinishedMsg { key, nbytes, duration_us }))
         }
         Err(failure) => {
             let message = match &failure.root().kind {

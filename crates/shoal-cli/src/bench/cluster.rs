@@ -7,13 +7,41 @@ use shoal::LocalCluster;
 use super::{Benchmark, Sample, param_u64, timed};
 
 pub(super) fn benchmarks() -> Vec<Benchmark> {
-    vec![Benchmark {
-        name: "cluster-noop",
-        about: "n no-op tasks via map on a LocalCluster of 2 workers x 1 thread, gathered",
-        unit: "tasks/s",
-        params: |quick| vec![json!({"n": if quick { 10_000 } else { 100_000 }, "workers": 2, "threads": 1})],
-        run: noop,
-    }]
+    vec![
+        Benchmark {
+            name: "cluster-noop",
+            about: "n no-op tasks via map on a LocalCluster of 2 workers x 1 thread (processes or threads), gathered",
+            unit: "tasks/s",
+            params: |quick| {
+                let n = if quick { 10_000 } else { 100_000 };
+                vec![
+                    json!({"n": n, "workers": 2, "threads": 1, "processes": true}),
+                    json!({"n": n, "workers": 2, "threads": 1, "processes": false}),
+                ]
+            },
+            run: noop,
+        },
+        Benchmark {
+            name: "cluster-startup",
+            about: "a LocalCluster of 2 worker processes started, ready, and closed",
+            unit: "clusters/s",
+            params: |_| vec![json!({"workers": 2, "processes": true})],
+            run: startup,
+        },
+    ]
+}
+
+fn startup(params: &Value) -> anyhow::Result<Sample> {
+    let workers = param_u64(params, "workers")? as usize;
+    let processes = params.get("processes").and_then(Value::as_bool).unwrap_or(true);
+    let (seconds, result) = timed(|| -> anyhow::Result<()> {
+        let cluster = LocalCluster::builder().workers(workers).threads_per_worker(1).processes(processes).build()?;
+        anyhow::ensure!(cluster.client()?.scheduler_info()?.len() == workers, "not every worker joined");
+        drop(cluster);
+        Ok(())
+    });
+    result?;
+    Ok(Sample { seconds, items: Some(1.0), extra: Map::new() })
 }
 
 #[shoal::remote]
@@ -25,15 +53,18 @@ fn noop(params: &Value) -> anyhow::Result<Sample> {
     let n = param_u64(params, "n")?;
     let workers = param_u64(params, "workers")? as usize;
     let threads = param_u64(params, "threads")? as usize;
-    let cluster =
-        LocalCluster::builder().workers(workers).threads_per_worker(threads).build().context("cluster starts")?;
+    let processes = params.get("processes").and_then(Value::as_bool).unwrap_or(true);
+    let cluster = LocalCluster::builder()
+        .workers(workers)
+        .threads_per_worker(threads)
+        .processes(processes)
+        .build()
+        .context("cluster starts")?;
     let client = cluster.client().context("client connects")?;
     let (seconds, sum) = timed(|| -> anyhow::Result<u64> {
         let futures = client.map(cluster_noop, 0..n);
         Ok(client.gather(&futures)?.iter().sum())
     });
     anyhow::ensure!(sum? == n * (n - 1) / 2, "wrong results");
-    let mut extra = Map::new();
-    extra.insert("workers_in_process".into(), json!(true));
-    Ok(Sample { seconds, items: Some(n as f64), extra })
+    Ok(Sample { seconds, items: Some(n as f64), extra: Map::new() })
 }
