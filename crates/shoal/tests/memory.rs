@@ -60,6 +60,7 @@ fn a_pending_task_holds_less_than_300_bytes() {
     gate.wait();
     let values = client.gather(&futures).expect("all succeed");
     assert_eq!(values.iter().sum::<u64>(), n * (n - 1) / 2);
+    eprintln!("live heap per pending task: {per_task:.1} bytes, {allocations:.2} allocations");
     assert!(per_task < 300.0, "a pending task holds {per_task:.1} bytes");
     assert!(allocations <= 3.2, "{allocations:.2} allocations per submit");
 }
