@@ -38,8 +38,9 @@ impl LocalClusterBuilder {
         self
     }
 
-    /// Workers as separate processes — this program, re-executed, becoming a
-    /// worker before its `main` runs — instead of threads of this process.
+    /// Workers as separate processes (the default) — this program,
+    /// re-executed, becoming a worker before its `main` runs — or, with
+    /// `false`, as threads of this process.
     pub fn processes(mut self, processes: bool) -> LocalClusterBuilder {
         self.processes = processes;
         self
@@ -82,10 +83,11 @@ impl LocalClusterBuilder {
 
 /// A scheduler and workers on this machine.
 ///
-/// The workers currently run as threads of this process (Dask's
-/// `LocalCluster(processes=False)`); tasks still go through the scheduler,
-/// their functions must be `#[shoal::remote]`, and data moves between workers
-/// over loopback TCP. Dropping the cluster stops everything. The `shoal`
+/// The workers are processes of this same program by default, or threads of
+/// this process with `processes(false)`; either way tasks go through the
+/// scheduler, their functions must be `#[shoal::remote]`, and data moves
+/// between workers over loopback TCP. Dropping the cluster stops everything,
+/// worker processes included. The `shoal`
 /// crate's documentation has a runnable example.
 pub struct LocalCluster {
     address: SocketAddr,
@@ -99,10 +101,10 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// A builder: two workers, the cores shared among them.
+    /// A builder: two worker processes, the cores shared among them.
     pub fn builder() -> LocalClusterBuilder {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        LocalClusterBuilder { workers: 2, threads_per_worker: (cores / 2).max(1), token: None, processes: false }
+        LocalClusterBuilder { workers: 2, threads_per_worker: (cores / 2).max(1), token: None, processes: true }
     }
 
     /// The scheduler's address.
