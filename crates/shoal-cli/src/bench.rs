@@ -5,6 +5,7 @@
 //! one measurement into the next. Every parameter set prints one JSON line.
 
 mod cluster;
+mod net;
 mod sim;
 mod threads;
 
@@ -31,6 +32,9 @@ pub(crate) struct BenchArgs {
     /// Internal: run one parameter set in this process.
     #[arg(long, hide = true, value_names = ["NAME", "PARAMS"], num_args = 2)]
     child: Option<Vec<String>>,
+    /// Internal: echo bytes on a loopback port (the far end of `net-rtt`).
+    #[arg(long, hide = true)]
+    echo_server: bool,
 }
 
 /// One measured run.
@@ -53,6 +57,7 @@ pub(crate) struct Benchmark {
 
 fn all() -> Vec<Benchmark> {
     let mut all = threads::benchmarks();
+    all.extend(net::benchmarks());
     all.extend(cluster::benchmarks());
     all.extend(sim::benchmarks());
     all
@@ -60,6 +65,9 @@ fn all() -> Vec<Benchmark> {
 
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let benches = all();
+    if args.echo_server {
+        return net::echo_server();
+    }
     if let Some(child) = &args.child {
         let [name, params] = child.as_slice() else { bail!("--child takes NAME PARAMS") };
         let bench = benches.iter().find(|b| b.name == name).with_context(|| format!("no benchmark named {name}"))?;

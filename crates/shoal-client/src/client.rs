@@ -262,7 +262,7 @@ impl Client {
         match &self.inner.backend {
             Backend::Local(runtime) => runtime.submit(tasks).into_iter().map(Future::from_handle).collect(),
             Backend::Remote(state) => state
-                .submit(tasks.map(|s| (s.task, s.retries, s.hold)).collect())
+                .submit_restricted(tasks.map(|s| (s.task, s.retries, s.hold)).collect(), &opts.workers)
                 .into_iter()
                 .map(Future::from_remote)
                 .collect(),

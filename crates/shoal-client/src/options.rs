@@ -12,6 +12,7 @@ pub struct TaskOptions {
     pub(crate) pure: Option<bool>,
     pub(crate) retries: u32,
     pub(crate) name: Option<String>,
+    pub(crate) workers: Vec<String>,
 }
 
 impl TaskOptions {
@@ -37,6 +38,13 @@ impl TaskOptions {
     /// The key prefix instead of the function's name.
     pub fn name(mut self, name: impl Into<String>) -> TaskOptions {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Workers (by name or data address) the task may run on; on the
+    /// in-process executors, where there is one worker, it has no effect.
+    pub fn workers<S: Into<String>>(mut self, workers: impl IntoIterator<Item = S>) -> TaskOptions {
+        self.workers = workers.into_iter().map(Into::into).collect();
         self
     }
 

@@ -152,6 +152,15 @@ impl RemoteState {
     /// a task that cannot be encoded fails at once, and so do the tasks of
     /// this batch that need it.
     pub(crate) fn submit(self: &Arc<Self>, tasks: Vec<(Task, u32, bool)>) -> Vec<RemoteHandle> {
+        self.submit_restricted(tasks, &[])
+    }
+
+    /// [`RemoteState::submit`], every task restricted to `workers` (if any).
+    pub(crate) fn submit_restricted(
+        self: &Arc<Self>,
+        tasks: Vec<(Task, u32, bool)>,
+        workers: &[String],
+    ) -> Vec<RemoteHandle> {
         let mut msgs = Vec::with_capacity(tasks.len());
         let mut handles = Vec::new();
         let mut unsendable: KeyHashMap<Error> = KeyHashMap::default();
@@ -167,7 +176,10 @@ impl RemoteState {
             let blocked = task.dependencies().find_map(|d| unsendable.get(d).cloned());
             let encoded = match blocked {
                 Some(cause) => Err(Error::NotRemote { key: key.to_string(), message: cause.to_string() }),
-                None => encode(&task, retries, held, &lists),
+                None => encode(&task, retries, held, &lists).map(|(mut msg, f)| {
+                    msg.workers = workers.to_vec();
+                    (msg, f)
+                }),
             };
             if let Err(e) = &encoded {
                 unsendable.insert(key.clone(), e.clone());

@@ -116,3 +116,19 @@ fn a_list_of_futures_or_delayed_values_is_one_argument_on_a_cluster() {
     let lazy_sum = delayed(total, (&lazy,));
     assert_eq!(lazy_sum.compute_with(&client), Ok(385));
 }
+
+#[shoal::remote]
+fn where_am_i(_x: u64) -> String {
+    std::env::var("SHOAL_WORKER_NAME").unwrap_or_else(|_| "this process".into())
+}
+
+#[test]
+fn restrictions_choose_the_worker() {
+    let cluster = LocalCluster::builder().workers(2).threads_per_worker(1).processes(true).build().expect("cluster");
+    let client = cluster.client().expect("client");
+    for name in ["local-0", "local-1"] {
+        let opts = shoal::TaskOptions::new().workers([name]).pure(false);
+        let places: Vec<String> = client.gather(&client.map_with(&opts, where_am_i, 0..6u64)).expect("runs");
+        assert!(places.iter().all(|p| p == name), "asked for {name}, ran on {places:?}");
+    }
+}

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use serde_json::{Map, Value, json};
-use shoal::LocalCluster;
+use shoal::{LocalCluster, TaskOptions};
 
 use super::{Benchmark, Sample, param_u64, timed};
 
@@ -22,6 +22,13 @@ pub(super) fn benchmarks() -> Vec<Benchmark> {
             run: noop,
         },
         Benchmark {
+            name: "cluster-chain",
+            about: "a chain of n tasks, each on the other worker than the one before",
+            unit: "tasks/s",
+            params: |quick| vec![json!({"n": if quick { 200 } else { 2_000 }, "workers": 2})],
+            run: chain,
+        },
+        Benchmark {
             name: "cluster-startup",
             about: "a LocalCluster of 2 worker processes started, ready, and closed",
             unit: "clusters/s",
@@ -29,6 +36,30 @@ pub(super) fn benchmarks() -> Vec<Benchmark> {
             run: startup,
         },
     ]
+}
+
+#[shoal::remote]
+fn cluster_inc(x: u64) -> u64 {
+    x + 1
+}
+
+fn chain(params: &Value) -> anyhow::Result<Sample> {
+    let n = param_u64(params, "n")?;
+    let workers = param_u64(params, "workers")? as usize;
+    let cluster = LocalCluster::builder().workers(workers).threads_per_worker(1).build().context("cluster starts")?;
+    let client = cluster.client().context("client connects")?;
+    let on = |i: u64| TaskOptions::new().workers([format!("local-{}", i as usize % workers)]);
+    let (seconds, last) = timed(|| -> anyhow::Result<u64> {
+        let mut f = client.submit_with(&on(0), cluster_inc, (0u64,));
+        for i in 1..n {
+            f = client.submit_with(&on(i), cluster_inc, (&f,));
+        }
+        Ok(f.result()?)
+    });
+    anyhow::ensure!(last? == n, "wrong chain result");
+    let mut extra = Map::new();
+    extra.insert("us_per_link".into(), json!((seconds / n as f64 * 1e7).round() / 10.0));
+    Ok(Sample { seconds, items: Some(n as f64), extra })
 }
 
 fn startup(params: &Value) -> anyhow::Result<Sample> {
