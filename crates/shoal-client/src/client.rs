@@ -207,7 +207,7 @@ impl Client {
             Backend::Remote(state) => {
                 let batch = with_lists(cx.pre_tasks, cx.local, 0, task, opts.retries);
                 return state
-                    .submit(batch.map(|s| (s.task, s.retries, s.hold)).collect())
+                    .submit_restricted(batch.map(|s| (s.task, s.retries, s.hold)).collect(), &opts.workers)
                     .pop()
                     .map_or_else(|| unreachable!("a held submission returns its handle"), Future::from_remote);
             }
@@ -304,6 +304,25 @@ impl Client {
                 memory_limit: 0,
                 resources: vec![],
             }]),
+        }
+    }
+
+    /// The names of the workers that hold each future's result (Dask's
+    /// `who_has`); on the in-process executors, `"local"` for every finished
+    /// result.
+    ///
+    /// # Errors
+    /// When the scheduler connection is gone.
+    pub fn who_has<T>(&self, futures: &[Future<T>]) -> Result<Vec<Vec<String>>, Error> {
+        match &self.inner.backend {
+            Backend::Remote(state) => {
+                let keys: Vec<Key> = futures.iter().map(|f| f.key().clone()).collect();
+                state.who_has(&keys)
+            }
+            Backend::Local(_) => Ok(futures
+                .iter()
+                .map(|f| if f.status() == crate::Status::Finished { vec!["local".to_string()] } else { Vec::new() })
+                .collect()),
         }
     }
 

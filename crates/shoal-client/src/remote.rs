@@ -32,6 +32,7 @@ struct Inner {
     keys: KeyHashMap<Entry>,
     locations: KeyHashMap<Vec<String>>,
     info: Option<Vec<shoal_proto::WorkerInfo>>,
+    holders: KeyHashMap<Vec<String>>,
     closed: bool,
 }
 
@@ -111,7 +112,10 @@ impl RemoteState {
                         }
                         FromScheduler::WhoHas(answers) => {
                             for (key, workers) in answers {
-                                inner.locations.insert(key, workers.into_iter().map(|w| w.data_address).collect());
+                                inner
+                                    .locations
+                                    .insert(key.clone(), workers.iter().map(|w| w.data_address.clone()).collect());
+                                inner.holders.insert(key, workers.into_iter().map(|w| w.name).collect());
                             }
                         }
                         FromScheduler::Info(workers) => inner.info = Some(workers),
@@ -140,6 +144,25 @@ impl RemoteState {
             }
             inner = self.changed.wait(inner).unwrap_or_else(|p| p.into_inner());
         }
+    }
+
+    /// The names of the workers holding each key's result.
+    pub(crate) fn who_has(&self, keys: &[Key]) -> Result<Vec<Vec<String>>, Error> {
+        {
+            let mut inner = self.lock();
+            for k in keys {
+                inner.holders.remove(k);
+            }
+        }
+        self.send(&ToScheduler::WhoHas(keys.to_vec()));
+        let mut inner = self.lock();
+        while !keys.iter().all(|k| inner.holders.contains_key(k)) {
+            if inner.closed {
+                return Err(Error::Shutdown { key: "who-has".into() });
+            }
+            inner = self.changed.wait(inner).unwrap_or_else(|p| p.into_inner());
+        }
+        Ok(keys.iter().map(|k| inner.holders.remove(k).unwrap_or_default()).collect())
     }
 
     /// Keys this client holds futures of.

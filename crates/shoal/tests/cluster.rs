@@ -130,5 +130,16 @@ fn restrictions_choose_the_worker() {
         let opts = shoal::TaskOptions::new().workers([name]).pure(false);
         let places: Vec<String> = client.gather(&client.map_with(&opts, where_am_i, 0..6u64)).expect("runs");
         assert!(places.iter().all(|p| p == name), "asked for {name}, ran on {places:?}");
+        let one = client.submit_with(&opts, where_am_i, (99u64,));
+        assert_eq!(one.result().as_deref(), Ok(name), "submit_with honours the restriction too");
     }
+}
+
+#[test]
+fn who_has_names_the_workers_holding_results() {
+    let cluster = cluster();
+    let client = cluster.client().expect("client");
+    let on_one = client.submit_with(&shoal::TaskOptions::new().workers(["local-1"]), square, (5u64,));
+    assert_eq!(on_one.result(), Ok(25));
+    assert_eq!(client.who_has(std::slice::from_ref(&on_one)).expect("answer"), vec![vec!["local-1".to_string()]]);
 }
