@@ -112,9 +112,18 @@ struct Stored {
     producer: &'static RemoteFunc,
 }
 
+/// An open connection to a peer's data server, kept for the next fetch.
+struct PeerConn {
+    reader: FrameReader,
+    write: tokio::net::tcp::OwnedWriteHalf,
+}
+
 #[derive(Default)]
 struct State {
     store: HashMap<Key, Stored>,
+    /// Idle connections to other workers' data servers, by address: a fetch
+    /// reuses one instead of paying a connect and a handshake.
+    peers: HashMap<String, Vec<PeerConn>>,
     /// Tasks on the pool: their handle, their function, when they were queued.
     running: HashMap<Key, (Handle, &'static RemoteFunc, std::time::Instant)>,
 }
@@ -342,7 +351,7 @@ async fn prepare(
                 let local = lock(&state).store.get(&dep).map(|s| s.value.clone());
                 match local {
                     Some(v) => Ok(v),
-                    None => match fetch(&dep, &deps, token.as_deref(), max_frame).await {
+                    None => match fetch(&dep, &deps, &state, token.as_deref(), max_frame).await {
                         Some(bytes) => remote.decode_arg(position, &bytes),
                         None => {
                             missing.push(dep);
@@ -411,7 +420,7 @@ async fn element_bytes(
             tracing::error!("cannot encode {key}: {e}");
             None
         }
-        None => fetch(key, deps, token, max_frame).await,
+        None => fetch(key, deps, state, token, max_frame).await,
     }
 }
 
@@ -439,10 +448,31 @@ fn complete(state: &Shared, key: Key) -> Option<Result<FinishedMsg, FromWorker>>
 }
 
 /// Fetches a result from one of the workers that hold it.
-async fn fetch(key: &Key, deps: &[DepLocation], token: Option<&str>, max_frame: usize) -> Option<Vec<u8>> {
+async fn fetch(
+    key: &Key,
+    deps: &[DepLocation],
+    state: &Shared,
+    token: Option<&str>,
+    max_frame: usize,
+) -> Option<Vec<u8>> {
     let holders = deps.iter().find(|d| d.key == *key).map(|d| d.holders.clone()).unwrap_or_default();
     for holder in holders {
-        match fetch_from(&holder, key, token, max_frame).await {
+        let idle = lock(state).peers.get_mut(&holder).and_then(Vec::pop);
+        let conn = match idle {
+            Some(conn) => Ok(conn),
+            None => connect_peer(&holder, token, max_frame).await,
+        };
+        let result = match conn {
+            Ok(mut conn) => match request(&mut conn, key).await {
+                Ok(bytes) => {
+                    lock(state).peers.entry(holder.clone()).or_default().push(conn);
+                    Ok(bytes)
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(Some(bytes)) => return Some(bytes),
             Ok(None) => {}
             Err(e) => tracing::debug!("fetching {key} from {holder} failed: {e}"),
@@ -451,28 +481,30 @@ async fn fetch(key: &Key, deps: &[DepLocation], token: Option<&str>, max_frame: 
     None
 }
 
-/// Asks one data server for one result; `Ok(None)` if it does not hold it.
-pub(crate) async fn fetch_from(
-    address: &str,
-    key: &Key,
-    token: Option<&str>,
-    max_frame: usize,
-) -> Result<Option<Vec<u8>>, Closed> {
+/// Connects to a data server and says hello.
+async fn connect_peer(address: &str, token: Option<&str>, max_frame: usize) -> Result<PeerConn, Closed> {
     let stream = TcpStream::connect(address.trim_start_matches("tcp://")).await?;
     let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();
-    let mut request = Vec::new();
-    encode_message(&Hello::new(Role::Peer, "fetch", token), &mut request)?;
-    encode_message(&PeerRequest::Get(vec![key.clone()]), &mut request)?;
-    write.write_all(&request).await?;
+    let mut hello = Vec::new();
+    encode_message(&Hello::new(Role::Peer, "fetch", token), &mut hello)?;
+    write.write_all(&hello).await?;
     let mut reader = FrameReader::new(read, max_frame);
     let reply: HelloReply = decode_message(&reader.next_message().await?)?;
     check_reply(&reply)?;
-    let PeerReply::Data { keys, .. } = decode_message(&reader.next_message().await?)?;
+    Ok(PeerConn { reader, write })
+}
+
+/// Asks a data server for one result; `Ok(None)` if it does not hold it.
+async fn request(conn: &mut PeerConn, key: &Key) -> Result<Option<Vec<u8>>, Closed> {
+    let mut request = Vec::new();
+    encode_message(&PeerRequest::Get(vec![key.clone()]), &mut request)?;
+    conn.write.write_all(&request).await?;
+    let PeerReply::Data { keys, .. } = decode_message(&conn.reader.next_message().await?)?;
     if !keys.contains(key) {
         return Ok(None);
     }
-    let frame = reader.next_frame().await?;
+    let frame = conn.reader.next_frame().await?;
     if frame.kind != FrameKind::Raw {
         return Err(Closed::UnexpectedRaw);
     }
