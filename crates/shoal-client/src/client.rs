@@ -197,11 +197,7 @@ impl Client {
         F: TaskFn<P>,
         A: IntoArgs<P>,
     {
-        let func = f.into_func();
-        let mut cx = ArgContext::new(call_tokenizer(&func, opts.pure.unwrap_or(true)));
-        let args = args.into_args(&mut cx);
-        let key = make_key(&func, opts, &cx);
-        let task = Task { key, func, args };
+        let (task, cx) = build_call(f, args, opts, Lazy::No);
         let runtime = match &self.inner.backend {
             Backend::Local(runtime) => runtime,
             Backend::Remote(state) => {
@@ -356,9 +352,30 @@ fn prefix_for(func: &shoal_graph::Func, opts: &TaskOptions) -> Prefix {
     }
 }
 
-pub(crate) fn make_key(func: &shoal_graph::Func, opts: &TaskOptions, cx: &ArgContext) -> Key {
+/// Whether a call is lazy (`delayed`: impure by default, keeps the tasks it
+/// refers to alive) or submitted now (pure by default).
+pub(crate) enum Lazy {
+    Yes,
+    No,
+}
+
+/// The task of one call of `f` on `args`, and what building its arguments
+/// collected.
+pub(crate) fn build_call<P, F: TaskFn<P>, A: IntoArgs<P>>(
+    f: F,
+    args: A,
+    opts: &TaskOptions,
+    lazy: Lazy,
+) -> (Task, ArgContext) {
+    let func = f.into_func();
+    let mut cx = match lazy {
+        Lazy::Yes => ArgContext::keeping(call_tokenizer(&func, opts.pure.unwrap_or(false))),
+        Lazy::No => ArgContext::new(call_tokenizer(&func, opts.pure.unwrap_or(true))),
+    };
+    let args = args.into_args(&mut cx);
     let token = cx.token.as_ref().map_or_else(Token::fresh, |t| t.finish());
-    Key::scalar(prefix_for(func, opts), token)
+    let key = Key::scalar(prefix_for(&func, opts), token);
+    (Task { key, func, args }, cx)
 }
 
 /// Waits for all futures and returns their results in order.

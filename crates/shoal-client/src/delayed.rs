@@ -7,12 +7,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use shoal_graph::{Arg, Graph, Key, Task, TaskFn, VisualizeError, call_tokenizer};
+use shoal_graph::{Arg, Graph, Key, Task, TaskFn, VisualizeError};
 
 use crate::args::{ArgContext, IntoArg, IntoArgs};
 use shoal_local::{Handle, Submission};
 
-use crate::client::{Backend, Client, make_key};
+use crate::client::{Backend, Client, Lazy, build_call};
 use crate::error::Error;
 use crate::future::FutureHandle;
 use crate::future::{Future, outcome_value};
@@ -89,14 +89,8 @@ where
     F: TaskFn<P>,
     A: IntoArgs<P>,
 {
-    let func = f.into_func();
-    let mut cx = ArgContext::keeping(call_tokenizer(&func, opts.pure.unwrap_or(false)));
-    let args = args.into_args(&mut cx);
-    let key = make_key(&func, opts, &cx);
-    Delayed {
-        node: Arc::new(DelayedNode { task: Task { key, func, args }, retries: opts.retries, deps: cx.keep_alive }),
-        _result: PhantomData,
-    }
+    let (task, cx) = build_call(f, args, opts, Lazy::Yes);
+    Delayed { node: Arc::new(DelayedNode { task, retries: opts.retries, deps: cx.keep_alive }), _result: PhantomData }
 }
 
 impl<T> Clone for Delayed<T> {
