@@ -313,7 +313,8 @@ impl Client {
         match &self.inner.backend {
             Backend::Remote(state) => {
                 let keys: Vec<Key> = futures.iter().map(|f| f.key().clone()).collect();
-                state.who_has(&keys)
+                let holders = state.ask_who_has(&keys)?;
+                Ok(holders.into_iter().map(|ws| ws.into_iter().map(|w| w.name).collect()).collect())
             }
             Backend::Local(_) => Ok(futures
                 .iter()

@@ -10,7 +10,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use shoal_graph::{Arg, Graph, Key, Task, TaskFn, VisualizeError};
 
 use crate::args::{ArgContext, IntoArg, IntoArgs};
-use shoal_local::{Handle, Submission};
+use shoal_local::Submission;
 
 use crate::client::{Backend, Client, Lazy, build_call};
 use crate::error::Error;
@@ -18,7 +18,6 @@ use crate::future::FutureHandle;
 use crate::future::{Future, outcome_value};
 use crate::options::TaskOptions;
 use crate::progress;
-use crate::remote::RemoteHandle;
 
 /// A lazy call: nothing runs until [`Delayed::compute`] (or
 /// [`compute`](crate::compute) of several).
@@ -267,41 +266,34 @@ fn run(client: &Client, roots: &[&Arc<DelayedNode>]) -> Result<Vec<FutureHandle>
         consumers[*p as usize] += 1;
     }
     let outputs: FxHashSet<&Key> = roots.iter().map(|r| &r.task.key).collect();
-    let runtime = match &client.inner.backend {
-        Backend::Local(runtime) => runtime,
+    let handles: Vec<FutureHandle> = match &client.inner.backend {
         Backend::Remote(state) => {
             let tasks = order.iter().map(|n| (n.task.clone(), n.retries, outputs.contains(&n.task.key))).collect();
-            let handles = state.submit(tasks);
-            let by_key: FxHashMap<&Key, &RemoteHandle> = handles.iter().map(|h| (h.key(), h)).collect();
-            return Ok(roots
-                .iter()
-                .map(|r| {
-                    by_key
-                        .get(&r.task.key)
-                        .map(|h| FutureHandle::Remote((*h).clone()))
-                        .unwrap_or_else(|| unreachable!("every root was submitted with hold"))
-                })
-                .collect());
+            state.submit(tasks).into_iter().map(FutureHandle::Remote).collect()
+        }
+        Backend::Local(runtime) => {
+            let tracker = progress::start(order.len());
+            let submissions =
+                order.iter().zip(local_deps).zip(consumers).enumerate().map(|(n, ((node, local_deps), c))| {
+                    Submission {
+                        task: node.task.clone(),
+                        retries: node.retries,
+                        hold: outputs.contains(&node.task.key),
+                        notify: tracker.as_ref().map(|t| (t.clone() as Arc<dyn shoal_local::Notify>, n)),
+                        local_deps,
+                        consumers_in_batch: c,
+                    }
+                });
+            runtime.submit(submissions).into_iter().map(FutureHandle::Local).collect()
         }
     };
-    let tracker = progress::start(order.len());
-    let submissions =
-        order.iter().zip(local_deps).zip(consumers).enumerate().map(|(n, ((node, local_deps), c))| Submission {
-            task: node.task.clone(),
-            retries: node.retries,
-            hold: outputs.contains(&node.task.key),
-            notify: tracker.as_ref().map(|t| (t.clone() as Arc<dyn shoal_local::Notify>, n)),
-            local_deps,
-            consumers_in_batch: c,
-        });
-    let handles = runtime.submit(submissions);
-    let by_key: FxHashMap<&Key, &Handle> = handles.iter().map(|h| (h.key(), h)).collect();
+    let by_key: FxHashMap<&Key, &FutureHandle> = handles.iter().map(|h| (h.key(), h)).collect();
     Ok(roots
         .iter()
         .map(|r| {
             by_key
                 .get(&r.task.key)
-                .map(|h| FutureHandle::Local((*h).clone()))
+                .map(|h| (*h).clone())
                 .unwrap_or_else(|| unreachable!("every root was submitted with hold"))
         })
         .collect())

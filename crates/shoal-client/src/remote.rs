@@ -9,7 +9,7 @@ use shoal_graph::remote::{RemoteFunc, require};
 use shoal_graph::{Arg, Key, KeyHashMap, Task, Value};
 use shoal_local::Notify;
 use shoal_net::ClientConnection;
-use shoal_proto::{ArgMsg, FromScheduler, TaskErrorMsg, TaskMsg, ToScheduler};
+use shoal_proto::{ArgMsg, FromScheduler, TaskErrorMsg, TaskMsg, ToScheduler, WorkerInfo};
 
 use crate::error::Error;
 use crate::future::Status;
@@ -30,9 +30,9 @@ struct Entry {
 #[derive(Default)]
 struct Inner {
     keys: KeyHashMap<Entry>,
-    locations: KeyHashMap<Vec<String>>,
-    info: Option<Vec<shoal_proto::WorkerInfo>>,
-    holders: KeyHashMap<Vec<String>>,
+    /// The latest WhoHas answers, until read.
+    who_has: KeyHashMap<Vec<WorkerInfo>>,
+    info: Option<Vec<WorkerInfo>>,
     closed: bool,
 }
 
@@ -110,14 +110,7 @@ impl RemoteState {
                                 told.append(&mut e.listeners);
                             }
                         }
-                        FromScheduler::WhoHas(answers) => {
-                            for (key, workers) in answers {
-                                inner
-                                    .locations
-                                    .insert(key.clone(), workers.iter().map(|w| w.data_address.clone()).collect());
-                                inner.holders.insert(key, workers.into_iter().map(|w| w.name).collect());
-                            }
-                        }
+                        FromScheduler::WhoHas(answers) => inner.who_has.extend(answers),
                         FromScheduler::Info(workers) => inner.info = Some(workers),
                     }
                 }
@@ -131,7 +124,7 @@ impl RemoteState {
     }
 
     /// The cluster's workers, asked of the scheduler.
-    pub(crate) fn info(&self) -> Result<Vec<shoal_proto::WorkerInfo>, Error> {
+    pub(crate) fn info(&self) -> Result<Vec<WorkerInfo>, Error> {
         self.lock().info = None;
         self.send(&ToScheduler::Info);
         let mut inner = self.lock();
@@ -146,23 +139,23 @@ impl RemoteState {
         }
     }
 
-    /// The names of the workers holding each key's result.
-    pub(crate) fn who_has(&self, keys: &[Key]) -> Result<Vec<Vec<String>>, Error> {
+    /// Asks the scheduler which workers hold each key's result, in order.
+    pub(crate) fn ask_who_has(&self, keys: &[Key]) -> Result<Vec<Vec<WorkerInfo>>, Error> {
         {
             let mut inner = self.lock();
             for k in keys {
-                inner.holders.remove(k);
+                inner.who_has.remove(k);
             }
         }
         self.send(&ToScheduler::WhoHas(keys.to_vec()));
         let mut inner = self.lock();
-        while !keys.iter().all(|k| inner.holders.contains_key(k)) {
+        while !keys.iter().all(|k| inner.who_has.contains_key(k)) {
             if inner.closed {
-                return Err(Error::Shutdown { key: "who-has".into() });
+                return Err(Error::Shutdown { key: keys.first().map(ToString::to_string).unwrap_or_default() });
             }
             inner = self.changed.wait(inner).unwrap_or_else(|p| p.into_inner());
         }
-        Ok(keys.iter().map(|k| inner.holders.remove(k).unwrap_or_default()).collect())
+        Ok(keys.iter().map(|k| inner.who_has.remove(k).unwrap_or_default()).collect())
     }
 
     /// Keys this client holds futures of.
@@ -281,29 +274,11 @@ impl RemoteState {
             .collect();
         let finished: Vec<Key> =
             handles.iter().zip(&outcomes).filter(|(_, o)| o.is_ok()).map(|(h, _)| h.key.clone()).collect();
-        let mut located: KeyHashMap<Vec<String>> = KeyHashMap::default();
-        if !finished.is_empty() {
-            {
-                let mut inner = self.lock();
-                for k in &finished {
-                    inner.locations.remove(k);
-                }
-            }
-            self.send(&ToScheduler::WhoHas(finished.clone()));
-            let mut inner = self.lock();
-            while !inner.closed && !finished.iter().all(|k| inner.locations.contains_key(k)) {
-                inner = self.changed.wait(inner).unwrap_or_else(|p| p.into_inner());
-            }
-            for k in &finished {
-                if let Some(l) = inner.locations.remove(k) {
-                    located.insert(k.clone(), l);
-                }
-            }
-        }
+        let located = if finished.is_empty() { Vec::new() } else { self.ask_who_has(&finished).unwrap_or_default() };
         let mut by_worker: std::collections::BTreeMap<String, Vec<Key>> = Default::default();
-        for (k, holders) in &located {
+        for (k, holders) in finished.iter().zip(&located) {
             if let Some(first) = holders.first() {
-                by_worker.entry(first.clone()).or_default().push(k.clone());
+                by_worker.entry(first.data_address.clone()).or_default().push(k.clone());
             }
         }
         let mut bytes: KeyHashMap<Vec<u8>> = KeyHashMap::default();
@@ -415,24 +390,11 @@ impl RemoteHandle {
     fn fetch(&self, producer: &'static RemoteFunc) -> Result<Value, Error> {
         let key = self.key.to_string();
         let lost = |message: String| Error::TaskFailed { key: key.clone(), message };
-        self.state.lock().locations.remove(&self.key);
-        self.state.send(&ToScheduler::WhoHas(vec![self.key.clone()]));
-        let holders = {
-            let mut inner = self.state.lock();
-            loop {
-                if let Some(h) = inner.locations.remove(&self.key) {
-                    break h;
-                }
-                if inner.closed {
-                    return Err(Error::Shutdown { key });
-                }
-                inner = self.state.changed.wait(inner).unwrap_or_else(|p| p.into_inner());
-            }
-        };
+        let holders = self.state.ask_who_has(std::slice::from_ref(&self.key))?.pop().unwrap_or_default();
         let conn = self.state.conn.get().ok_or_else(|| Error::Shutdown { key: key.clone() })?;
         let mut last = String::from("no worker holds it");
-        for address in holders {
-            match conn.fetch(&address, &self.key) {
+        for worker in holders {
+            match conn.fetch(&worker.data_address, &self.key) {
                 Ok(Some(bytes)) => return producer.decode_result_value(&bytes).map_err(|e| lost(e.to_string())),
                 Ok(None) => {}
                 Err(e) => last = e.to_string(),

@@ -59,27 +59,16 @@ impl ClientConnection {
         on_messages: OnMessages,
     ) -> Result<ClientConnection, ClientError> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<mpsc::UnboundedSender<Vec<u8>>, ClientError>>();
-        let (stop_tx, stop_rx) = oneshot::channel();
         let token_owned = token.map(str::to_string);
-        let thread = std::thread::Builder::new()
-            .name("shoal-client".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt,
-                    Err(source) => {
-                        let _ = ready_tx
-                            .send(Err(ClientError::Io { what: "cannot start the client runtime".into(), source }));
-                        return;
-                    }
-                };
-                runtime.block_on(serve(address, token_owned, on_messages, ready_tx, stop_rx));
-            })
-            .map_err(|source| ClientError::Io { what: "cannot start the client thread".into(), source })?;
+        let service = Background::spawn("shoal-client".into(), move |stop| {
+            serve(address, token_owned, on_messages, ready_tx, stop)
+        })
+        .map_err(|source| ClientError::Io { what: "cannot start the client thread".into(), source })?;
         let out = ready_rx.recv().map_err(|_| ClientError::Protocol {
             what: format!("connecting to {address}"),
             reason: "the connection thread ended".into(),
         })??;
-        Ok(ClientConnection { out, token: token.map(str::to_string), _service: Background::new(stop_tx, thread) })
+        Ok(ClientConnection { out, token: token.map(str::to_string), _service: service })
     }
 
     /// Sends a message to the scheduler.

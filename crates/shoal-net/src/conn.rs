@@ -13,8 +13,18 @@ pub(crate) struct Background {
 }
 
 impl Background {
-    pub(crate) fn new(stop: oneshot::Sender<()>, thread: std::thread::JoinHandle<()>) -> Background {
-        Background { stop: Some(stop), thread: Some(thread) }
+    /// Runs `serve` on a new thread named `name`, in a single-threaded tokio
+    /// runtime; `serve` gets the receiver that says when to stop. The runtime
+    /// is built here, so failing to build it is the caller's error.
+    pub(crate) fn spawn<F, Fut>(name: String, serve: F) -> std::io::Result<Background>
+    where
+        F: FnOnce(oneshot::Receiver<()>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (stop, stop_rx) = oneshot::channel();
+        let thread = std::thread::Builder::new().name(name).spawn(move || runtime.block_on(serve(stop_rx)))?;
+        Ok(Background { stop: Some(stop), thread: Some(thread) })
     }
 
     /// Asks the service to stop and waits for its thread.

@@ -98,21 +98,9 @@ pub fn start_scheduler(config: SchedulerServerConfig) -> Result<RunningScheduler
         .map_err(|source| ServerError::Bind { address: config.listen, source })?;
     let address = std_listener.local_addr().map_err(|source| ServerError::Bind { address: config.listen, source })?;
     std_listener.set_nonblocking(true).map_err(|source| ServerError::Bind { address, source })?;
-    let (stop_tx, stop_rx) = oneshot::channel();
-    let thread = std::thread::Builder::new()
-        .name("shoal-scheduler".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("cannot start the scheduler runtime: {e}");
-                    return;
-                }
-            };
-            runtime.block_on(serve(std_listener, config, stop_rx));
-        })
+    let service = Background::spawn("shoal-scheduler".into(), move |stop| serve(std_listener, config, stop))
         .map_err(ServerError::Thread)?;
-    Ok(RunningScheduler { address, service: Background::new(stop_tx, thread) })
+    Ok(RunningScheduler { address, service })
 }
 
 /// What connections tell the core.

@@ -161,26 +161,15 @@ pub fn start_worker(config: WorkerConfig) -> Result<RunningWorker, WorkerError> 
     let data_address = data.local_addr().map_err(io("cannot open the data server"))?;
     data.set_nonblocking(true).map_err(io("cannot open the data server"))?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<WorkerId, WorkerError>>();
-    let (stop_tx, stop_rx) = oneshot::channel();
-    let thread = std::thread::Builder::new()
-        .name(format!("shoal-worker-{}", config.name))
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(source) => {
-                    let _ =
-                        ready_tx.send(Err(WorkerError::Io { what: "cannot start the worker runtime".into(), source }));
-                    return;
-                }
-            };
-            runtime.block_on(run(config, data, data_address, pool, ready_tx, stop_rx));
-        })
-        .map_err(io("cannot start the worker thread"))?;
+    let service = Background::spawn(format!("shoal-worker-{}", config.name), move |stop| {
+        run(config, data, data_address, pool, ready_tx, stop)
+    })
+    .map_err(io("cannot start the worker thread"))?;
     let id = ready_rx.recv().map_err(|_| WorkerError::Io {
         what: "the worker thread ended before joining".into(),
         source: std::io::Error::other("worker thread ended"),
     })??;
-    Ok(RunningWorker { id, data_address, service: Background::new(stop_tx, thread) })
+    Ok(RunningWorker { id, data_address, service })
 }
 
 async fn run(

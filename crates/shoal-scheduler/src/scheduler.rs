@@ -231,7 +231,6 @@ impl Scheduler {
         };
         self.loads.insert(0, id);
         self.workers.insert(id, worker);
-        self.fill_workers();
         self.flush(comm);
         id
     }
@@ -248,7 +247,6 @@ impl Scheduler {
                 for f in done {
                     self.finished(worker, f);
                 }
-                self.fill_workers();
             }
             FromWorker::Failed { key, message } => {
                 if let Some(&i) = self.keys.get(&key) {
@@ -263,7 +261,6 @@ impl Scheduler {
                         }
                     }
                 }
-                self.fill_workers();
             }
             FromWorker::MissingData { key, missing } => {
                 // The scheduler's map of who holds what was stale: believe the
@@ -308,7 +305,6 @@ impl Scheduler {
                         self.place(i);
                     }
                 }
-                self.fill_workers();
             }
         }
         self.flush(comm);
@@ -354,7 +350,6 @@ impl Scheduler {
                 self.place(i);
             }
         }
-        self.fill_workers();
         self.flush(comm);
     }
 
@@ -772,8 +767,8 @@ impl Scheduler {
         self.task_mut(i).state = state;
         let after = state.is_active();
         if before != after {
-            let deps = self.task(i).deps.clone();
-            for d in deps {
+            for k in 0..self.task(i).deps.len() {
+                let d = self.task(i).deps[k];
                 let dep = self.task_mut(d);
                 if after {
                     dep.waiters += 1;
