@@ -357,6 +357,30 @@ tuple_computable!(A 0, B 1);
 tuple_computable!(A 0, B 1, C 2);
 tuple_computable!(A 0, B 1, C 2, D 3);
 
+/// Starts several delayed values on `client` in one batch and returns their
+/// futures, keeping the results there (Dask's `client.persist` of many):
+/// tasks they share run once.
+///
+/// ```
+/// use shoal_client::{delayed, persist, Client};
+/// fn inc(x: i64) -> i64 { x + 1 }
+/// let client = Client::threads().unwrap();
+/// let shared = delayed(inc, (1,));
+/// let values = vec![delayed(inc, (&shared,)), delayed(inc, (&shared,))];
+/// let futures = persist(&values, &client).unwrap();
+/// assert_eq!(client.gather(&futures).unwrap(), vec![3, 3]);
+/// ```
+///
+/// # Errors
+/// When the graph is invalid.
+pub fn persist<T: Clone + Send + Sync + 'static>(
+    values: &[Delayed<T>],
+    client: &Client,
+) -> Result<Vec<Future<T>>, Error> {
+    let roots: Vec<&Arc<DelayedNode>> = values.iter().map(|d| &d.node).collect();
+    Ok(run(client, &roots)?.into_iter().map(Future::from_future_handle).collect())
+}
+
 /// Computes several delayed values in one pass on the current client:
 /// tasks they share run once.
 ///
