@@ -167,11 +167,27 @@ impl<T: Element> Array<T> {
     /// # Errors
     /// The error the array carries.
     pub fn to_dot(&self, optimize: bool) -> Result<String, ArrayError> {
-        let mut graph = shoal_graph::Graph::new();
+        let mut all = shoal_graph::Graph::new();
         for task in self.lower(optimize)? {
-            for t in task.graph().tasks() {
-                graph.insert(t.clone());
+            for t in task.graph().into_tasks() {
+                all.insert(t);
             }
+        }
+        // Lists of chunks passed as one argument are plumbing: draw their
+        // elements as the arguments they are.
+        let lists: rustc_hash::FxHashMap<shoal_graph::Key, Vec<shoal_graph::Arg>> =
+            all.tasks().iter().filter(|t| shoal_client::is_list(t)).map(|t| (t.key.clone(), t.args.clone())).collect();
+        let mut graph = shoal_graph::Graph::new();
+        for mut task in all.into_tasks().into_iter().filter(|t| !shoal_client::is_list(t)) {
+            task.args = task
+                .args
+                .into_iter()
+                .flat_map(|a| match &a {
+                    shoal_graph::Arg::Key(k) if lists.contains_key(k) => lists[k].clone(),
+                    _ => vec![a],
+                })
+                .collect();
+            graph.insert(task);
         }
         Ok(graph.to_dot())
     }

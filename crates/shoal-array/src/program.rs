@@ -471,6 +471,10 @@ fn prepare(program: &Program, at: &At, inputs: &[Chunk]) -> Result<Vec<Layout>, 
 
 /// The addresses of elements `first..first + out.len()` of a chunk of
 /// `shape` (row-major), for the affine map `base + Σ index·stride`.
+///
+/// Whole rows of the innermost axis are written a plane at a time (the two
+/// innermost axes in one tight loop): chunks like `(1000, 1000, 5)` have rows
+/// of 5, and an odometer step per row would cost more than the hashing.
 fn fill_addresses(shape: &[usize], layout: &Layout, first: usize, out: &mut [u64]) {
     let ndim = shape.len();
     if ndim == 0 {
@@ -486,26 +490,57 @@ fn fill_addresses(shape: &[usize], layout: &Layout, first: usize, out: &mut [u64
     }
     let mut row = layout.base + (0..last).map(|d| index[d] as u64 * layout.strides[d]).sum::<u64>();
     let step = layout.strides[last];
+    let width = shape[last];
     let mut pos = 0;
     while pos < out.len() {
-        let run = (shape[last] - index[last]).min(out.len() - pos);
+        let left = out.len() - pos;
+        if index[last] == 0 && last > 0 && left >= width {
+            // Whole rows along the second-innermost axis.
+            let outer = last - 1;
+            let rows = (shape[outer] - index[outer]).min(left / width);
+            let row_step = layout.strides[outer];
+            for (r, slots) in out[pos..pos + rows * width].chunks_exact_mut(width).enumerate() {
+                let start = row + r as u64 * row_step;
+                for (k, slot) in slots.iter_mut().enumerate() {
+                    *slot = start + k as u64 * step;
+                }
+            }
+            pos += rows * width;
+            index[outer] += rows;
+            row += rows as u64 * row_step;
+            if index[outer] < shape[outer] {
+                continue;
+            }
+            row -= row_step * shape[outer] as u64;
+            index[outer] = 0;
+            advance(shape, layout, &mut index, &mut row, outer);
+            continue;
+        }
+        let run = (width - index[last]).min(left);
         let mut address = row + index[last] as u64 * step;
         for slot in &mut out[pos..pos + run] {
             *slot = address;
             address += step;
         }
         pos += run;
-        index[last] = 0;
-        // Next row: the odometer over the outer axes.
-        for d in (0..last).rev() {
-            index[d] += 1;
-            row += layout.strides[d];
-            if index[d] < shape[d] {
-                break;
-            }
-            row -= layout.strides[d] * shape[d] as u64;
-            index[d] = 0;
+        index[last] += run;
+        if index[last] == width {
+            index[last] = 0;
+            advance(shape, layout, &mut index, &mut row, last);
         }
+    }
+}
+
+/// Steps the odometer of the axes before `below` by one.
+fn advance(shape: &[usize], layout: &Layout, index: &mut [usize], row: &mut u64, below: usize) {
+    for d in (0..below).rev() {
+        index[d] += 1;
+        *row += layout.strides[d];
+        if index[d] < shape[d] {
+            return;
+        }
+        *row -= layout.strides[d] * shape[d] as u64;
+        index[d] = 0;
     }
 }
 

@@ -235,10 +235,9 @@ mod tests {
         let zv = z_score(var, 1.0 / 12.0, (1.0 / 180.0 / N as f64).sqrt());
         println!("uniform: mean {mean} (z {zm:.2}), variance {var} (z {zv:.2})");
         assert!(zm.abs() < 5.0 && zv.abs() < 5.0);
-        // Extremes are reachable in principle but 1.0 never is.
-        let mut top = [0.0];
-        uniform(0, &[0], &mut top);
-        assert!(unit(u64::MAX) < 1.0 && unit(u64::MAX) == 1.0 - f64::EPSILON && unit(0) == 0.0);
+        // The extreme bit patterns map to 0 and 1 - 2^-52: 1.0 is unreachable.
+        assert_eq!(unit(0), 0.0);
+        assert_eq!(unit(u64::MAX), 1.0 - f64::EPSILON);
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! Accuracy target: at most 2 ulp from Rust's `f64` methods (the platform libm) over the whole domain,
 //! with the same special values (signed zeros, infinities, NaN).
 
+// A kernel library: the array crate wires kernels up as it needs them.
+#![allow(dead_code)]
+
 #[cfg(target_arch = "x86_64")]
 use std::sync::OnceLock;
 
@@ -59,8 +62,8 @@ const ASIN_R: [f64; 13] = [
     0.028883225291311976,
 ];
 
-/// `R(z)`, so that `asin(r) = r + r * z * asin_r(z)` for `|r| <= 1/2`, `z = r * r`. Estrin's scheme: the
-/// loop is latency-bound, and this shortens the dependency chain from 12 FMAs to 4 steps.
+/// `R(z)`, so that `asin(r) = r + r * z * asin_r(z)` for `|r| <= 1/2`, `z = r * r`. Estrin's scheme
+/// shortens the dependency chain from 12 FMAs to 4 steps; Horner measured 20% slower in the full kernel.
 #[inline(always)]
 fn asin_r<const HW: bool>(z: f64) -> f64 {
     let c = &ASIN_R;
@@ -91,13 +94,15 @@ fn asin_combine<const HW: bool>(a_hi: f64, a_lo: f64, b: f64, r_hi: f64, br_lo: 
     // Fast2Sum: t + e == a_hi + q exactly.
     let t = a_hi + q;
     let e = (a_hi - t) + q;
-    t + fma::<HW>(q * z, rz, (e + a_lo) + br_lo)
+    // The small terms are summed before meeting e: shorter dependency chains after the square root.
+    let tail = fma::<HW>(q * z, rz, a_lo + br_lo);
+    t + (e + tail)
 }
 
-/// Range reduction shared by asin and acos for `ax = |x|`: returns `(big, z, s_hi, s_lo)` where `big` is
-/// `ax > 1/2`, `z` is `ax * ax` if not big and `(1 - ax) / 2` (exact) if big, and `s_hi + s_lo / 2 =
-/// sqrt(z)` (only used when big; NaN for `ax > 1`). The low part comes doubled because both users need
-/// `2 * s_lo`.
+/// Range reduction shared by asin and acos for `ax = |x|`: returns `(big, z, s, s_lo2)` where `big` is
+/// `ax > 1/2`, `z` is `ax * ax` if not big and `(1 - ax) / 2` (exact) if big, and `s + s_lo2 / 2 =
+/// sqrt((1 - ax) / 2)` to well past 53 bits (only used when big; NaN for `ax > 1`). The low part comes
+/// doubled because both users need `2 * s_lo`.
 #[inline(always)]
 fn asin_reduce<const HW: bool>(ax: f64) -> (bool, f64, f64, f64) {
     let big = ax > 0.5;
@@ -106,11 +111,15 @@ fn asin_reduce<const HW: bool>(ax: f64) -> (bool, f64, f64, f64) {
     // Exact for 1/2 <= ax <= 1 (Sterbenz); a single rounding of ax^2 otherwise.
     let (m, c) = if big { (-0.5, 0.5) } else { (ax, 0.0) };
     let z = fma::<HW>(m, ax, c);
-    let s = z.sqrt();
-    // 1 / sqrt(z) to ~5 bits from the exponent-halving bit trick: enough, because it only scales the tiny
-    // residual (Newton: sqrt(z) = s + (z - s^2) / 2s). Avoids a second divide/sqrt per element.
-    let rsqrt = f64::from_bits(0x5FE6_EB50_C7B5_37A9_u64.wrapping_sub(z.to_bits() >> 1));
-    let s_lo2 = sqrt_residual::<HW>(s, z) * rsqrt;
+    // The square root (the longest latency here) is only used when big, so it starts from (1 - ax) / 2
+    // directly instead of waiting for the compare and select.
+    let zb = fma::<HW>(-0.5, ax, 0.5);
+    let s = zb.sqrt();
+    // 1 / sqrt(zb) to ~5 bits from the exponent-halving bit trick: enough, because it only scales the tiny
+    // residual (Newton: sqrt(zb) = s + (zb - s^2) / 2s). Avoids a second divide/sqrt per element; a full
+    // Newton square root from this seed instead of vsqrtpd measured 40% slower.
+    let rsqrt = f64::from_bits(0x5FE6_EB50_C7B5_37A9_u64.wrapping_sub(zb.to_bits() >> 1));
+    let s_lo2 = sqrt_residual::<HW>(s, zb) * rsqrt;
     (big, z, s, s_lo2)
 }
 
@@ -138,6 +147,214 @@ fn acos_one<const HW: bool>(x: f64) -> f64 {
     asin_combine::<HW>(a_hi, a_lo, b, r_hi, br_lo, z)
 }
 
+// ---------------------------------------------------------------------------------------------------
+// exp
+
+/// 1.5 * 2^52: adding it rounds a double of magnitude < 2^51 to an integer, which then sits in the low
+/// mantissa bits (two's complement), readable without an f64 -> i64 conversion (which AVX2 lacks).
+const SHIFTER: f64 = 6_755_399_441_055_744.0;
+const INV_LN2: f64 = std::f64::consts::LOG2_E;
+// ln 2 = LN2_HI + LN2_LO (+ 1.2e-26). LN2_HI has 32 significant bits, so k * LN2_HI is exact for |k| < 2^21.
+const LN2_HI: f64 = 0.693_147_180_369_123_8;
+const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+
+// exp(r) = 1 + r + r^2 * Q(r) on |r| <= ln(2)/2: minimax fit of Q for relative error 2.3e-16 (after rounding).
+const EXP_Q: [f64; 10] = [
+    0.5000000000000001,
+    0.16666666666666644,
+    0.04166666666662431,
+    0.008333333333356197,
+    0.001388888891713839,
+    0.0001984126978467201,
+    2.480152139631764e-05,
+    2.755735550195616e-06,
+    2.762004666282492e-07,
+    2.5068170468471557e-08,
+];
+
+#[inline(always)]
+fn exp_one<const HW: bool>(x: f64) -> f64 {
+    // Beyond these exp over/underflows anyway; clamping keeps k small enough for the scale trick below.
+    // Written as comparisons so that NaN passes through.
+    let x = if x > 710.0 { 710.0 } else { x };
+    let x = if x < -746.0 { -746.0 } else { x };
+    // x = k ln2 + r, |r| <= ln2 / 2.
+    let ks = fma::<HW>(x, INV_LN2, SHIFTER);
+    let kd = ks - SHIFTER;
+    let r_hi = x - kd * LN2_HI; // exact: the product is exact and the difference small (Sterbenz)
+    let r = fma::<HW>(-kd, LN2_LO, r_hi);
+    let dr = fma::<HW>(-kd, LN2_LO, r_hi - r); // what rounding r lost
+    let c = &EXP_Q;
+    let z = r * r;
+    let z2 = z * z;
+    let z4 = z2 * z2;
+    let q = fma::<HW>(
+        fma::<HW>(fma::<HW>(c[7], r, c[6]), z, fma::<HW>(c[5], r, c[4])),
+        z2,
+        fma::<HW>(fma::<HW>(c[3], r, c[2]), z, fma::<HW>(c[1], r, c[0])),
+    );
+    let q = fma::<HW>(fma::<HW>(c[9], r, c[8]), z4, q);
+    // 1 + r split exactly into t + e (Fast2Sum, |r| < 1); exp(r + dr) ~= exp(r) (1 + dr).
+    let t = 1.0 + r;
+    let e = (1.0 - t) + r;
+    let p = t + fma::<HW>(z, q, fma::<HW>(dr, r, dr) + e);
+    // Scale by 2^k as 2^k1 * 2^k2 with k1 = floor(k / 2): both factors stay normal over the whole clamped
+    // range, p * 2^k1 is exact, and the last product rounds once, also into the subnormal range.
+    let k = ks.to_bits().wrapping_sub(SHIFTER.to_bits()); // k, two's complement
+    let h = k.wrapping_add(2048) >> 1; // k1 + 1024, computed on a positive number (k >= -1076)
+    let s1 = f64::from_bits(h.wrapping_sub(1) << 52); // 2^(k1), biased exponent k1 + 1023
+    let s2 = f64::from_bits(k.wrapping_sub(h).wrapping_add(2047) << 52); // 2^(k - k1)
+    p * s1 * s2
+}
+
+// ---------------------------------------------------------------------------------------------------
+// ln
+
+/// Bits of sqrt(2) / 2: mantissas are reduced into [sqrt(2)/2, sqrt(2)).
+const SQRT_HALF_BITS: u64 = 0x3FE6_A09E_667F_3BCD;
+const MANTISSA: u64 = 0x000F_FFFF_FFFF_FFFF;
+
+// ln(1 + f) = 2 atanh(s), s = f / (2 + f): 2 atanh(s) = 2s + s * z * T(z), z = s^2 <= 0.0295. Minimax
+// fit of T for relative error 4.7e-16; the term is below 1% of the result, so this is ample.
+const LN_T: [f64; 7] = [
+    0.666666666666667,
+    0.3999999999989856,
+    0.28571428626385315,
+    0.22222211070315867,
+    0.18182893681593645,
+    0.15331574010330853,
+    0.14618234060436225,
+];
+
+#[inline(always)]
+fn ln_one<const HW: bool>(x: f64) -> f64 {
+    // Subnormals: scale into the normal range first.
+    let sub = x < f64::MIN_POSITIVE;
+    let (xs, bias) = if sub { (x * 18_014_398_509_481_984.0, 1023.0 + 54.0) } else { (x, 1023.0) };
+    // x = 2^k m with m in [sqrt(2)/2, sqrt(2)): offsetting the bits moves the binade boundary to sqrt(2).
+    let ix = xs.to_bits().wrapping_add(0x3FF0_0000_0000_0000 - SQRT_HALF_BITS);
+    let kd = f64::from_bits(0x4330_0000_0000_0000 | (ix >> 52)) - (4_503_599_627_370_496.0 + bias);
+    let m = f64::from_bits((ix & MANTISSA).wrapping_add(SQRT_HALF_BITS));
+    let f = m - 1.0; // exact (Sterbenz)
+    // ln(1 + f) = f - (hfsq - s (hfsq + R)) with hfsq = f^2 / 2, R = z T(z): s only enters the small
+    // correction, so the rounding of the division hardly matters.
+    let hfsq = 0.5 * f * f;
+    let s = f / (2.0 + f);
+    let z = s * s;
+    let z2 = z * z;
+    let c = &LN_T;
+    let t = fma::<HW>(
+        fma::<HW>(fma::<HW>(c[6], z, c[5]), z2, fma::<HW>(c[4], z, c[3])),
+        z2 * z,
+        fma::<HW>(fma::<HW>(c[2], z, c[1]), z, c[0]),
+    );
+    let r = z * t;
+    let inner = fma::<HW>(s, hfsq + r, kd * LN2_LO);
+    let res = fma::<HW>(kd, LN2_HI, -((hfsq - inner) - f));
+    // ln(+-0) = -inf, ln(+inf) = +inf, ln(x < 0) = ln(-inf) = ln(NaN) = NaN.
+    let special = if x == 0.0 {
+        f64::NEG_INFINITY
+    } else if x > 0.0 {
+        f64::INFINITY
+    } else {
+        f64::NAN
+    };
+    if x > 0.0 && x < f64::INFINITY { res } else { special }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// sin, cos
+
+// pi/2 = PIO2_1 + PIO2_2 + PIO2_3 (+ 1e-37). PIO2_1 and PIO2_2 have 31 and 32 significant bits, so their
+// products with k < 2^21 are exact, with or without FMA.
+const PIO2_1: f64 = 1.570_796_326_734_125_6;
+const PIO2_2: f64 = 6.077_100_506_303_966e-11;
+const PIO2_3: f64 = 2.022_266_248_795_950_6e-21;
+/// Beyond this |x| the three-part reduction runs out of bits; such inputs (and inf) go to std.
+const TRIG_FAST_LIMIT: f64 = 1_048_576.0;
+
+// sin(r) = r + r^3 S(r^2), cos(r) = 1 - r^2/2 + r^4 C(r^2) on |r| <= pi/4: minimax fits for relative
+// error 2.0e-16 and 5.6e-17 (the terms are at most 10% and 2% of the result).
+const SIN_S: [f64; 6] = [
+    -0.16666666666666666,
+    0.008333333333330901,
+    -0.0001984126983669136,
+    2.7557316069766703e-06,
+    -2.505112534891712e-08,
+    1.5917680720567384e-10,
+];
+const COS_C: [f64; 6] = [
+    0.041666666666666664,
+    -0.0013888888888887372,
+    2.4801587298730497e-05,
+    -2.755731725431847e-07,
+    2.0876142776686854e-09,
+    -1.1382388786876327e-11,
+];
+
+/// Knuth's TwoSum: `s + e == a + b` exactly, for any magnitudes.
+#[inline(always)]
+fn two_sum(a: f64, b: f64) -> (f64, f64) {
+    let s = a + b;
+    let bb = s - a;
+    (s, (a - (s - bb)) + (b - bb))
+}
+
+/// `r * r - z` exactly, for `z` = `r * r` rounded.
+#[inline(always)]
+fn square_error<const HW: bool>(r: f64, z: f64) -> f64 {
+    -sqrt_residual::<HW>(r, z)
+}
+
+#[inline(always)]
+fn poly6<const HW: bool>(c: &[f64; 6], z: f64, z2: f64) -> f64 {
+    fma::<HW>(fma::<HW>(c[5], z, c[4]), z2 * z2, fma::<HW>(fma::<HW>(c[3], z, c[2]), z2, fma::<HW>(c[1], z, c[0])))
+}
+
+/// sin(x) (`COS == false`) or cos(x) for |x| <= TRIG_FAST_LIMIT; NaN stays NaN.
+#[inline(always)]
+fn sincos<const HW: bool, const COS: bool>(x: f64) -> f64 {
+    // Work on |x|: cos is even, and sin odd, so its sign is put back below (which keeps sin(-0) = -0).
+    let ax = x.abs();
+    let sign = if COS { 0 } else { x.to_bits() & SIGN };
+    // |x| = k pi/2 + r, |r| <= pi/4, carried as r + rl.
+    let ks = fma::<HW>(ax, std::f64::consts::FRAC_2_PI, SHIFTER);
+    let kd = ks - SHIFTER;
+    let a = ax - kd * PIO2_1; // exact: exact product, then Sterbenz
+    let (r0, e0) = two_sum(a, -(kd * PIO2_2));
+    let (r, rl) = two_sum(r0, e0 - kd * PIO2_3);
+    let z = r * r;
+    let z2 = z * z;
+    // sin(r + rl) = r + r^3 S + rl (1 - r^2/2).
+    let sin_v = r + fma::<HW>(r * z, poly6::<HW>(&SIN_S, z, z2), fma::<HW>(rl, -0.5 * z, rl));
+    // cos(r + rl) = 1 - r^2/2 + r^4 C - r rl, with 1 - r^2/2 carried exactly as t + e (+ the error of z).
+    let hz = 0.5 * z;
+    let t = 1.0 - hz;
+    let e = (1.0 - t) - hz;
+    let low = fma::<HW>(z2, poly6::<HW>(&COS_C, z, z2), e - fma::<HW>(r, rl, 0.5 * square_error::<HW>(r, z)));
+    let cos_v = t + low;
+    // Quadrant k mod 4 (cos(x) = sin(x + pi/2)): odd quadrants swap sin and cos, quadrants 2 and 3 negate.
+    let q = ks.to_bits().wrapping_add(u64::from(COS));
+    let v = if q & 1 == 0 { sin_v } else { cos_v };
+    f64::from_bits(v.to_bits() ^ ((q & 2) << 62) ^ sign)
+}
+
+#[inline(always)]
+fn sin_one<const HW: bool>(x: f64) -> f64 {
+    sincos::<HW, false>(x)
+}
+
+#[inline(always)]
+fn cos_one<const HW: bool>(x: f64) -> f64 {
+    sincos::<HW, true>(x)
+}
+
+/// Inputs the vector sin/cos path cannot reduce accurately: huge and infinite. (NaN is handled.)
+#[inline(always)]
+fn trig_needs_std(x: f64) -> bool {
+    x.abs() > TRIG_FAST_LIMIT
+}
+
 /// Applies `f` elementwise in fixed-width chunks so LLVM emits full-width vector code for the body.
 #[inline(always)]
 fn map(name: &str, x: &[f64], out: &mut [f64], f: impl Fn(f64) -> f64) {
@@ -154,6 +371,34 @@ fn map(name: &str, x: &[f64], out: &mut [f64], f: impl Fn(f64) -> f64) {
     }
 }
 
+/// Like [`map`], then recomputes the (rare) elements for which `slow_case` holds with `slow`. The check is
+/// vectorised and branches once per chunk, so the common path stays branch-free.
+#[inline(always)]
+fn map_fixup(
+    name: &str,
+    x: &[f64],
+    out: &mut [f64],
+    f: impl Fn(f64) -> f64,
+    slow_case: impl Fn(f64) -> bool,
+    slow: impl Fn(f64) -> f64,
+) {
+    map(name, x, out, f);
+    // A separate pass: folded into the main loop, the extra reduction stopped LLVM vectorising sin.
+    if x.iter().fold(false, |any, &v| any | slow_case(v)) {
+        fix(x, out, &slow_case, &slow);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn fix(x: &[f64], out: &mut [f64], slow_case: &impl Fn(f64) -> bool, slow: &impl Fn(f64) -> f64) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        if slow_case(v) {
+            *o = slow(v);
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 fn has_avx2_fma() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
@@ -162,12 +407,12 @@ fn has_avx2_fma() -> bool {
 
 /// Defines, for each kernel, the public dispatcher plus its baseline and AVX2+FMA instances.
 macro_rules! kernels {
-    ($($(#[$doc:meta])* $name:ident => $one:ident;)*) => {
+    ($($(#[$doc:meta])* $name:ident => $one:ident $(, unless $slow_case:ident use $slow:path)?;)*) => {
         /// Baseline instances (no run-time CPU features).
         pub(crate) mod baseline {
             $(
                 pub(crate) fn $name(x: &[f64], out: &mut [f64]) {
-                    super::map(stringify!($name), x, out, super::$one::<{ super::BASE_FMA }>);
+                    kernels!(@body $name, x, out, super::$one::<{ super::BASE_FMA }> $(, $slow_case, $slow)?);
                 }
             )*
         }
@@ -178,7 +423,7 @@ macro_rules! kernels {
             $(
                 #[target_feature(enable = "avx2,fma")]
                 pub(crate) unsafe fn $name(x: &[f64], out: &mut [f64]) {
-                    super::map(stringify!($name), x, out, super::$one::<true>);
+                    kernels!(@body $name, x, out, super::$one::<true> $(, $slow_case, $slow)?);
                 }
             )*
         }
@@ -197,6 +442,12 @@ macro_rules! kernels {
             }
         )*
     };
+    (@body $name:ident, $x:ident, $out:ident, $f:expr) => {
+        super::map(stringify!($name), $x, $out, $f)
+    };
+    (@body $name:ident, $x:ident, $out:ident, $f:expr, $slow_case:ident, $slow:path) => {
+        super::map_fixup(stringify!($name), $x, $out, $f, super::$slow_case, $slow)
+    };
 }
 
 kernels! {
@@ -204,6 +455,14 @@ kernels! {
     asin => asin_one;
     /// `out[i] = x[i].acos()`, within 2 ulp.
     acos => acos_one;
+    /// `out[i] = x[i].exp()`, within 2 ulp (overflow to inf, gradual underflow to 0).
+    exp => exp_one;
+    /// `out[i] = x[i].ln()`, within 2 ulp.
+    ln => ln_one;
+    /// `out[i] = x[i].sin()`, within 2 ulp (|x| > 2^20 and inf are passed to std).
+    sin => sin_one, unless trig_needs_std use f64::sin;
+    /// `out[i] = x[i].cos()`, within 2 ulp (|x| > 2^20 and inf are passed to std).
+    cos => cos_one, unless trig_needs_std use f64::cos;
 }
 
 #[cfg(test)]
@@ -265,10 +524,12 @@ mod tests {
         }
     }
 
-    /// Points per sampling strategy: each kernel gets 8.25 times this (17 million), about 4 s per kernel
-    /// even unoptimised. Override with `VMATH_TEST_POINTS` for a longer run.
+    /// Points per sampling strategy; each kernel gets about 8 times this. Release test builds: 2^21 (17
+    /// million per kernel, ~1 s each). Debug builds may be unoptimised, so 2^19 (4 million, ~10 s each
+    /// at opt-level 0, well under 1 s at opt-level 3). `VMATH_TEST_POINTS` overrides, for longer runs.
     fn points() -> usize {
-        std::env::var("VMATH_TEST_POINTS").ok().and_then(|s| s.parse().ok()).unwrap_or(1 << 21)
+        let default = if cfg!(debug_assertions) { 1 << 19 } else { 1 << 21 };
+        std::env::var("VMATH_TEST_POINTS").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
     }
 
     /// Compares every instance of a kernel against `reference` on `inputs`; returns the max ulp error
@@ -422,6 +683,137 @@ mod tests {
     #[test]
     fn acos_ulp() {
         check_inverse_trig(&instances_of!(acos), acos, f64::acos, "acos");
+    }
+
+    /// Values with uniformly random bit patterns over all finite doubles of both signs.
+    fn any_finite(rng: &mut SplitMix) -> f64 {
+        bit_uniform(rng, f64::MAX.to_bits())
+    }
+
+    #[test]
+    fn exp_ulp() {
+        let inst = instances_of!(exp);
+        check_special(
+            &inst,
+            exp,
+            f64::exp,
+            &[
+                709.782712893384,
+                709.7827128933841,
+                710.0,
+                1e300,
+                -708.3964185322641,
+                -708.4,
+                -745.1332191019411,
+                -745.1332191019412,
+                -745.2,
+                -746.0,
+                -1e300,
+                1e-20,
+                -1e-20,
+                0.5 * std::f64::consts::LN_2,
+                -0.5 * std::f64::consts::LN_2,
+                std::f64::consts::LN_2,
+                1.0,
+                -1.0,
+            ],
+        );
+        let n = points();
+        let mut worst = 0;
+        worst = worst.max(sweep("exp uniform [-750, 720]", &inst, f64::exp, 3 * n, |r| -750.0 + 1470.0 * r.unit()));
+        worst = worst.max(sweep("exp uniform [-2, 2]", &inst, f64::exp, n, |r| 4.0 * r.unit() - 2.0));
+        worst = worst
+            .max(sweep("exp bit-uniform |x| <= 1024", &inst, f64::exp, 3 * n, |r| bit_uniform(r, 1024.0f64.to_bits())));
+        worst = worst.max(sweep("exp subnormal results", &inst, f64::exp, n / 2, |r| -745.2 + 37.0 * r.unit()));
+        worst = worst.max(sweep("exp any finite", &inst, f64::exp, n / 2, any_finite));
+        println!("exp: max {worst} ulp overall");
+    }
+
+    #[test]
+    fn ln_ulp() {
+        let inst = instances_of!(ln);
+        check_special(
+            &inst,
+            ln,
+            f64::ln,
+            &[
+                std::f64::consts::E,
+                std::f64::consts::SQRT_2,
+                std::f64::consts::FRAC_1_SQRT_2,
+                1.0 + f64::EPSILON,
+                1.0 - f64::EPSILON / 2.0,
+                f64::from_bits(2),
+                1e-310,
+                1e300,
+                0.1,
+            ],
+        );
+        let n = points();
+        let mut worst = 0;
+        worst = worst.max(sweep("ln bit-uniform x > 0", &inst, f64::ln, 3 * n, |r| {
+            f64::from_bits(r.next() % f64::INFINITY.to_bits())
+        }));
+        worst = worst.max(sweep("ln uniform (0, 4]", &inst, f64::ln, 2 * n, |r| 4.0 - 4.0 * r.unit()));
+        worst = worst.max(sweep("ln near 1", &inst, f64::ln, n, |r| {
+            1.0 + (r.unit() - 0.5) * 2f64.powi(-((r.next() % 50) as i32))
+        }));
+        worst = worst.max(sweep("ln uniform (0, 1e6]", &inst, f64::ln, n, |r| 1e6 - 1e6 * r.unit()));
+        worst = worst.max(sweep("ln any finite", &inst, f64::ln, n, any_finite));
+        println!("ln: max {worst} ulp overall");
+    }
+
+    /// Doubles next to k pi/2 for k up to the fast-path limit: where argument reduction cancels most.
+    fn near_half_pi_multiple(rng: &mut SplitMix) -> f64 {
+        let k = (rng.next() % 667_000) as f64;
+        let x = k * std::f64::consts::FRAC_PI_2;
+        f64::from_bits(x.to_bits().wrapping_add(rng.next() % 7).wrapping_sub(3))
+    }
+
+    fn check_trig(label: &str, inst: &[(&'static str, Kernel)], dispatch: Kernel, reference: fn(f64) -> f64) {
+        check_special(
+            inst,
+            dispatch,
+            reference,
+            &[
+                std::f64::consts::FRAC_PI_4,
+                std::f64::consts::FRAC_PI_2,
+                std::f64::consts::PI,
+                -std::f64::consts::PI,
+                1e-9,
+                -1e-9,
+                1e-200,
+                TRIG_FAST_LIMIT,
+                -TRIG_FAST_LIMIT,
+                TRIG_FAST_LIMIT * (1.0 + f64::EPSILON),
+                1e22,
+                -1e300,
+                6_381_956_970_095_103.0 * 2f64.powi(797),
+                5_828_864_613_363_013.0,
+            ],
+        );
+        let n = points();
+        let mut worst = 0;
+        worst =
+            worst.max(sweep(&format!("{label} uniform [-10, 10]"), inst, reference, 2 * n, |r| 20.0 * r.unit() - 10.0));
+        worst = worst.max(sweep(&format!("{label} uniform |x| <= 2^20"), inst, reference, 2 * n, |r| {
+            TRIG_FAST_LIMIT * (2.0 * r.unit() - 1.0)
+        }));
+        worst = worst.max(sweep(&format!("{label} bit-uniform |x| <= 2^21"), inst, reference, 2 * n, |r| {
+            bit_uniform(r, (2.0 * TRIG_FAST_LIMIT).to_bits())
+        }));
+        worst = worst.max(sweep(&format!("{label} near k pi/2"), inst, reference, n, near_half_pi_multiple));
+        worst = worst.max(sweep(&format!("{label} any finite"), inst, reference, n / 4, any_finite));
+        println!("{label}: max {worst} ulp overall");
+    }
+
+    #[test]
+    fn sin_ulp() {
+        check_trig("sin", &instances_of!(sin), sin, f64::sin);
+    }
+
+    #[test]
+    fn cos_ulp() {
+        check_trig("cos", &instances_of!(cos), cos, f64::cos);
     }
 
     #[test]

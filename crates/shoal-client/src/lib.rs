@@ -46,5 +46,6 @@ pub use client::{AsCompleted, Client, ClientBuilder, Executor, WorkerInfo, as_co
 pub use delayed::{Computable, Delayed, compute, delayed, delayed_with, persist};
 pub use error::Error;
 pub use future::{Future, Status};
+pub use list::is_list;
 pub use options::TaskOptions;
 pub use progress::{ProgressBar, progress};

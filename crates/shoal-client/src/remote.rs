@@ -184,7 +184,7 @@ impl RemoteState {
         let mut inner = self.lock();
         for (task, retries, held) in tasks {
             let key = task.key.clone();
-            if task.func.name().starts_with(crate::list::LIST_FUNC_PREFIX) && !held {
+            if crate::list::is_list(&task) && !held {
                 // Sent inline, as a `List` argument of the task that reads it.
                 lists.insert(key, task.dependencies().cloned().collect());
                 continue;

@@ -87,6 +87,20 @@ pub mod __private {
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+/// Chunked n-dimensional arrays (Dask's `dask.array`); see [`shoal_array`].
+///
+/// ```
+/// use shoal::array::{self, RandomState};
+/// let rng = RandomState::new(1);
+/// let x = rng.random(&[200, 300], [100, 100]);
+/// let z = (array::arcsin(&x) + array::arccos(&x)).mean(..);
+/// assert!((z.compute()?.sum() - std::f64::consts::FRAC_PI_2).abs() < 1e-12);
+/// # Ok::<(), shoal::array::ArrayError>(())
+/// ```
+pub mod array {
+    pub use shoal_array::*;
+}
+
 /// The task-graph core: keys, tasks, graphs, culling and ordering.
 pub mod graph {
     pub use shoal_graph::*;

@@ -52,7 +52,9 @@ fn run_worker(address: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Registers [`init`] to run before `main`, once every remote function is
+/// registered (see `shoal_graph::remote::run_after_registrations`).
 #[ctor::ctor]
 fn become_a_worker_if_started_as_one() {
-    init();
+    shoal_graph::remote::run_after_registrations(init);
 }
