@@ -7,9 +7,6 @@
 //! Accuracy target: at most 2 ulp from Rust's `f64` methods (the platform libm) over the whole domain,
 //! with the same special values (signed zeros, infinities, NaN).
 
-// A kernel library: the array crate wires kernels up as it needs them.
-#![allow(dead_code)]
-
 #[cfg(target_arch = "x86_64")]
 use std::sync::OnceLock;
 
