@@ -75,11 +75,15 @@ pub(crate) fn rechunk_node(a: &Arc<Node>, chunks: Vec<Vec<usize>>) -> Arc<Node> 
 }
 
 /// Operands broadcast together: the result's shape and chunks, and the
-/// operands rechunked where they disagree (the first operand's chunks win).
-fn broadcast(
-    operation: &'static str,
-    nodes: &[&Arc<Node>],
-) -> Result<(Vec<usize>, Vec<Vec<usize>>, Vec<Arc<Node>>), ArrayError> {
+/// operands rechunked to agree.
+struct Broadcast {
+    shape: Vec<usize>,
+    chunks: Vec<Vec<usize>>,
+    aligned: Vec<Arc<Node>>,
+}
+
+/// Broadcasts operands; where they disagree on chunks the first operand's win.
+fn broadcast(operation: &'static str, nodes: &[&Arc<Node>]) -> Result<Broadcast, ArrayError> {
     let mut shape: Vec<usize> = Vec::new();
     for n in nodes {
         shape = broadcast_shapes(operation, &shape, &n.shape)?;
@@ -105,11 +109,11 @@ fn broadcast(
             rechunk_node(n, want)
         })
         .collect();
-    Ok((shape, chunks, aligned))
+    Ok(Broadcast { shape, chunks, aligned })
 }
 
 pub(crate) fn binary_node(op: BinaryOp, a: &Arc<Node>, b: &Arc<Node>) -> Result<Arc<Node>, ArrayError> {
-    let (shape, chunks, aligned) = broadcast(op.name(), &[a, b])?;
+    let Broadcast { shape, chunks, aligned } = broadcast(op.name(), &[a, b])?;
     let dtype = if op.is_comparison() { DType::Bool } else { a.dtype };
     Ok(Node::new(Op::Binary(op, aligned[0].clone(), aligned[1].clone()), shape, chunks, dtype))
 }
@@ -135,7 +139,7 @@ fn unary<T: Element, U: Element>(op: UnaryOp, a: &Array<T>) -> Array<U> {
 pub fn where_<T: Element>(condition: &Array<bool>, a: impl Operand<T>, b: impl Operand<T>) -> Array<T> {
     let built = (|| {
         let (c, a, b) = (condition.node()?.clone(), a.into_node()?.0, b.into_node()?.0);
-        let (shape, chunks, aligned) = broadcast("where", &[&c, &a, &b])?;
+        let Broadcast { shape, chunks, aligned } = broadcast("where", &[&c, &a, &b])?;
         Ok(Node::new(Op::Where(aligned[0].clone(), aligned[1].clone(), aligned[2].clone()), shape, chunks, T::DTYPE))
     })();
     Array::from_result(built)
@@ -520,8 +524,8 @@ pub(crate) fn reduce_node(
     }
     let mut shape = Vec::new();
     let mut chunks = Vec::new();
-    for d in 0..ndim {
-        if !reduced[d] {
+    for (d, &r) in reduced.iter().enumerate() {
+        if !r {
             shape.push(input.shape[d]);
             chunks.push(input.chunks[d].clone());
         } else if options.keepdims {

@@ -54,6 +54,10 @@ pub(crate) struct Plan {
     pub(crate) assembly: Option<Assembly>,
 }
 
+/// An input block overlapping an output block along one axis: its index,
+/// the overlap in its own coordinates, and in the output block's.
+type Overlap = (usize, AxisSlice, (usize, usize));
+
 /// The region `offset..offset + shape` of a block.
 fn region(chunks: &[Vec<usize>], idx: &[usize]) -> Vec<(usize, usize)> {
     chunks
@@ -91,7 +95,7 @@ pub(crate) fn plan(
             let offs: Vec<Vec<usize>> = inc.iter().map(|s| offsets(s)).collect();
             // Per axis: the input blocks overlapping the output block, with
             // the overlap in input-local and output-local coordinates.
-            let per_axis: Vec<Vec<(usize, AxisSlice, (usize, usize))>> = out_region
+            let per_axis: Vec<Vec<Overlap>> = out_region
                 .iter()
                 .enumerate()
                 .map(|(d, &(lo, hi))| {
