@@ -69,6 +69,8 @@ pub(crate) enum Closed {
     Handshake(#[from] shoal_proto::HandshakeError),
     #[error("expected a message frame, got raw bytes")]
     UnexpectedRaw,
+    #[error("unexpected: {0}")]
+    Unexpected(&'static str),
     #[error("a worker must register before anything else")]
     NotRegistered,
     #[error("the scheduler is shutting down")]

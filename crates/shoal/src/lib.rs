@@ -50,12 +50,12 @@ pub use shoal_client::{
     ProgressBar, Status, TaskOptions, as_completed, compute, delayed, delayed_with, gather, progress, wait,
     wait_timeout,
 };
-pub use shoal_deploy::{LocalCluster, LocalClusterBuilder};
+pub use shoal_deploy::{LocalCluster, LocalClusterBuilder, env};
 pub use shoal_graph::{Key, TaskError, TaskOutput, Token, VisualizeError, task_output};
 
 mod role;
 
-pub use role::{WORKER_OF, init, is_worker};
+pub use role::{RESTART_EXIT_CODE, WORKER_OF, init, is_worker};
 
 /// Marks a function as runnable on remote workers; see [`remote`](mod@remote).
 pub use shoal_macros::remote;
