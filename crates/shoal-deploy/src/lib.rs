@@ -119,9 +119,10 @@ impl LocalClusterBuilder {
         self
     }
 
-    /// Resources of one worker, by its index (worker `local-<index>`),
-    /// instead of those given to [`resources`](Self::resources): a cluster
-    /// where only some workers have a GPU.
+    /// Resources of one worker, by its index (worker `local-<index>`, the
+    /// `index`-th started, counting those [`LocalCluster::scale`] starts
+    /// later), instead of those given to [`resources`](Self::resources): a
+    /// cluster where only some workers have a GPU.
     ///
     /// ```
     /// #[shoal::remote]
@@ -187,13 +188,6 @@ impl LocalClusterBuilder {
                     "resource {name:?}={amount}: names must not be empty and amounts must be numbers of at least 0"
                 )));
             }
-        }
-        if let Some(&index) = self.worker_resources.keys().find(|&&i| i >= self.workers) {
-            return Err(Error::Start(format!(
-                "worker_resources({index}, ..) names a worker that is not started: the cluster has {} (0 to {})",
-                self.workers,
-                self.workers.saturating_sub(1)
-            )));
         }
         let mut config = SchedulerServerConfig { token: self.token.clone(), ..Default::default() };
         config.scheduler.no_worker_timeout_us = self.no_worker_timeout.map(|t| t.as_micros() as u64);

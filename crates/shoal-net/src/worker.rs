@@ -143,10 +143,14 @@ impl RunningWorker {
         self.data_address
     }
 
-    /// Runs until the worker ends (for a worker process), and says why.
+    /// Runs until the worker ends (for a worker process), and says why. It
+    /// returns as soon as the worker has ended, without waiting for a task
+    /// still running on its threads (threads cannot be interrupted; a worker
+    /// process exits and takes them along).
     pub fn wait(mut self) -> WorkerExit {
-        self.service.join();
-        self.exit.try_recv().unwrap_or(WorkerExit::Stopped)
+        let exit = self.exit.recv().unwrap_or(WorkerExit::Stopped);
+        self.service.detach();
+        exit
     }
 }
 

@@ -4,6 +4,8 @@
 
 use shoal::{Client, Delayed, Error, LocalCluster, delayed};
 
+mod api;
+
 #[shoal::remote]
 fn square(x: u64) -> u64 {
     x * x
