@@ -5,6 +5,8 @@
 use shoal::{Client, Delayed, Error, LocalCluster, delayed};
 
 mod api;
+mod placement;
+mod sharing;
 
 #[shoal::remote]
 fn square(x: u64) -> u64 {
