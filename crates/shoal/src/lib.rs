@@ -50,7 +50,7 @@ pub use shoal_client::{
     ProgressBar, Status, TaskOptions, as_completed, compute, delayed, delayed_with, gather, progress, wait,
     wait_timeout,
 };
-pub use shoal_deploy::{LocalCluster, LocalClusterBuilder, env};
+pub use shoal_deploy::{LocalCluster, LocalClusterBuilder};
 pub use shoal_graph::{Key, TaskError, TaskOutput, Token, VisualizeError, task_output};
 
 mod role;
@@ -86,6 +86,14 @@ pub mod __private {
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// Launching workers: the environment a worker process reads, and the
+/// readers of what users write (resources, byte sizes) and GPU detection.
+pub mod deploy {
+    pub use shoal_deploy::{
+        SpecError, detect_gpus, env, format_resources, gpus_from, parse_bytes, parse_resources, worker_resources,
+    };
+}
 
 /// The task-graph core: keys, tasks, graphs, culling and ordering.
 pub mod graph {
