@@ -5,6 +5,7 @@
 use shoal::{Client, Delayed, Error, LocalCluster, delayed};
 
 mod api;
+mod memory;
 mod placement;
 mod sharing;
 
