@@ -59,6 +59,10 @@ struct Inner {
     restarts: u64,
 }
 
+/// What running a function on one worker gave: its encoded result, or its
+/// failure's message.
+pub(crate) type RunOutcome = Result<Vec<u8>, String>;
+
 /// One task to send to the scheduler.
 pub(crate) struct Outgoing {
     pub(crate) task: Task,
@@ -344,11 +348,7 @@ impl RemoteState {
 
     /// Runs a registered function with encoded arguments on every worker,
     /// all at once; each worker's name with its encoded result or failure.
-    pub(crate) fn run_everywhere(
-        &self,
-        func: &str,
-        args: &[Vec<u8>],
-    ) -> Result<Vec<(String, Result<Vec<u8>, String>)>, Error> {
+    pub(crate) fn run_everywhere(&self, func: &str, args: &[Vec<u8>]) -> Result<Vec<(String, RunOutcome)>, Error> {
         let workers = self.info()?;
         let conn = self.conn.get().ok_or_else(|| Error::Shutdown { key: format!("run {func}") })?;
         std::thread::scope(|scope| {

@@ -5,7 +5,7 @@
 //! placement, peer-to-peer data, encoded arguments and results) that a
 //! cluster of machines uses, for development, tests and small jobs.
 //!
-//! The [`env`] variables are how a launcher (a `LocalCluster`, `shoal
+//! The [`env`](mod@env) variables are how a launcher (a `LocalCluster`, `shoal
 //! worker`, a job script) configures a worker process; [`parse_resources`],
 //! [`parse_bytes`] and [`worker_resources`] read what users write.
 

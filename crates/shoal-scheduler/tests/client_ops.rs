@@ -60,7 +60,7 @@ impl Env {
         self.s.check_invariants();
     }
 
-    fn from_worker(&mut self, w: WorkerId, msg: FromWorker) {
+    fn worker_says(&mut self, w: WorkerId, msg: FromWorker) {
         self.s.on_worker_message(w, msg, 1, &mut self.comm);
         self.s.check_invariants();
     }
@@ -97,7 +97,7 @@ fn scattered_data_is_in_memory_where_it_was_put_and_released_there() {
 
     e.send(ToScheduler::Release(vec![key("data")]));
     assert_eq!(e.s.task_state(&key("data")), Some(TaskState::Memory), "a running task still needs it");
-    e.from_worker(
+    e.worker_says(
         b,
         FromWorker::Finished(vec![shoal_proto::FinishedMsg { key: key("use"), nbytes: 8, duration_us: 1 }]),
     );
@@ -160,7 +160,7 @@ fn restart_forgets_everything_and_tells_every_worker_and_client() {
     e.comm.take();
 
     // Late reports of the old workers are ignored; new workers get new work.
-    e.from_worker(a, FromWorker::Finished(vec![shoal_proto::FinishedMsg { key: key("x"), nbytes: 8, duration_us: 1 }]));
+    e.worker_says(a, FromWorker::Finished(vec![shoal_proto::FinishedMsg { key: key("x"), nbytes: 8, duration_us: 1 }]));
     assert!(e.comm.workers.is_empty() && e.comm.clients.is_empty());
     let fresh = e.worker("a", &[]);
     assert_ne!(fresh, a, "a restarted worker is a new worker");
@@ -172,16 +172,16 @@ fn restart_forgets_everything_and_tells_every_worker_and_client() {
 fn a_paused_worker_gets_no_new_tasks_until_it_resumes() {
     let mut e = Env::new(SchedulerConfig::default());
     let a = e.worker("a", &[]);
-    e.from_worker(a, FromWorker::Paused(true));
+    e.worker_says(a, FromWorker::Paused(true));
     e.send(ToScheduler::Submit(vec![task("x", &[])]));
     assert!(e.computed().is_empty(), "paused: nothing sent");
     assert_eq!(e.s.task_state(&key("x")), Some(TaskState::Queued));
     let b = e.worker("b", &[]);
     assert_eq!(e.computed(), vec![(b, vec!["x".to_string()])], "another worker takes it");
-    e.from_worker(b, FromWorker::Paused(true));
+    e.worker_says(b, FromWorker::Paused(true));
     e.send(ToScheduler::Submit(vec![task("y", &[])]));
     assert!(e.computed().is_empty());
-    e.from_worker(a, FromWorker::Paused(false));
+    e.worker_says(a, FromWorker::Paused(false));
     assert_eq!(e.computed(), vec![(a, vec!["y".to_string()])], "resumed: queued work goes out");
 }
 

@@ -62,7 +62,7 @@ fn restrictions_to_a_named_worker_are_honoured_for_delayed_calls_too() {
     for name in ["local-0", "local-1"] {
         let opts = TaskOptions::new().workers([name]).pure(false);
         let lazy: Vec<_> = (0..4u64).map(|ms| delayed_with(&opts, timed, (ms,))).collect();
-        let placed = shoal::compute(&lazy).expect("runs");
+        let placed = shoal::Computable::compute_on(&lazy, &client).expect("runs");
         assert!(placed.iter().all(|(w, ..)| w == name), "asked for {name}: {placed:?}");
     }
 }
