@@ -91,6 +91,19 @@ impl TaskOptions {
     /// negative is allowed). On a cluster the scheduler hands out its queue
     /// in priority order; on the in-process executors tasks run in
     /// submission order and priority has no effect.
+    ///
+    /// ```
+    /// #[shoal::remote]
+    /// fn inc(x: u64) -> u64 { x + 1 }
+    ///
+    /// let cluster = shoal::LocalCluster::builder().workers(1).threads_per_worker(1).build()?;
+    /// let client = cluster.client()?;
+    /// let background = client.map(inc, 0..1000u64);
+    /// let urgent = client.submit_with(&shoal::TaskOptions::new().priority(100), inc, (5000u64,));
+    /// assert_eq!(urgent.result()?, 5001); // ahead of the background tasks still queued
+    /// assert_eq!(client.gather(&background)?.len(), 1000);
+    /// # Ok::<(), shoal::Error>(())
+    /// ```
     pub fn priority(mut self, priority: i32) -> TaskOptions {
         self.priority = priority;
         self

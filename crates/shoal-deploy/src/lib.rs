@@ -164,6 +164,19 @@ impl LocalClusterBuilder {
     /// workers the cluster lacks) waits for such a worker to join before it
     /// fails with `Error::Rejected` saying what is missing (default: it
     /// waits for ever, saying why in `Future::pending_reason`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// #[shoal::remote]
+    /// fn inc(x: u64) -> u64 { x + 1 }
+    ///
+    /// let cluster = shoal::LocalCluster::builder().workers(1).no_worker_timeout(Duration::from_millis(300)).build()?;
+    /// let client = cluster.client()?;
+    /// let on_a_gpu = client.submit_with(&shoal::TaskOptions::new().resources([("gpu", 1.0)]), inc, (1u64,));
+    /// let err = on_a_gpu.result().expect_err("no worker has a GPU");
+    /// assert!(err.to_string().contains("it needs gpu=1 and no connected worker has any gpu"), "{err}");
+    /// # Ok::<(), shoal::Error>(())
+    /// ```
     pub fn no_worker_timeout(mut self, timeout: Duration) -> LocalClusterBuilder {
         self.no_worker_timeout = Some(timeout);
         self

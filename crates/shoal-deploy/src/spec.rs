@@ -73,6 +73,11 @@ pub fn parse_resources(text: &str) -> Result<Vec<(String, f64)>, SpecError> {
 }
 
 /// Writes resources as [`parse_resources`] reads them.
+///
+/// ```
+/// use shoal_deploy::format_resources;
+/// assert_eq!(format_resources(&[("gpu".into(), 2.0), ("mem".into(), 4e9)]), "gpu=2,mem=4000000000");
+/// ```
 pub fn format_resources(resources: &[(String, f64)]) -> String {
     resources.iter().map(|(n, a)| format!("{n}={a}")).collect::<Vec<_>>().join(",")
 }
@@ -144,6 +149,11 @@ pub fn gpus_from(cuda_visible_devices: Option<&str>, nvidia_smi_list: Option<&st
 
 /// The GPUs of this machine as a worker sees them: `CUDA_VISIBLE_DEVICES`,
 /// else `nvidia-smi -L` if that program runs; 0 when neither is there.
+///
+/// ```
+/// let gpus = shoal_deploy::detect_gpus();
+/// println!("this machine shows {gpus} GPUs");
+/// ```
 pub fn detect_gpus() -> u32 {
     let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
     let listed = if visible.is_none() {
@@ -163,6 +173,14 @@ pub fn detect_gpus() -> u32 {
 /// A worker's resources: those declared (a resource list, if any), plus
 /// `gpu=<n>` for the GPUs detected here unless `gpu` is declared. Entries
 /// of amount zero are dropped (`gpu=0` declines detected GPUs).
+///
+/// ```
+/// use shoal_deploy::worker_resources;
+/// assert_eq!(worker_resources(Some("gpu=0,mem=4GB"))?, vec![("mem".to_string(), 4e9)]);
+/// let here = worker_resources(None)?; // the GPUs this machine shows, if any
+/// assert!(here.iter().all(|(name, _)| name == "gpu"));
+/// # Ok::<(), shoal_deploy::SpecError>(())
+/// ```
 ///
 /// # Errors
 /// As [`parse_resources`].
