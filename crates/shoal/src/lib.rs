@@ -31,8 +31,13 @@
 //! ```
 //!
 //! The same calls run on a cluster: a scheduler and workers
-//! ([`LocalCluster`] starts them on this machine), with functions marked
-//! [`#[shoal::remote]`](macro@remote) so every process can find them by name:
+//! ([`LocalCluster`] starts them on this machine, `shoal worker` on the nodes
+//! of a batch job), with functions marked
+//! [`#[shoal::remote]`](macro@remote) so every process can find them by name.
+//! A cluster adds [`Client::scatter`] (data put on the workers once),
+//! [`Client::run`] (a function on every worker), [`Client::restart`],
+//! [`Client::persist`], and [`TaskOptions`] for priorities, resources
+//! (`gpu`, memory, anything named) and worker restrictions:
 //!
 //! ```
 //! #[shoal::remote]
