@@ -24,10 +24,18 @@ pub(crate) struct WorkerArgs {
     /// host-pid).
     #[arg(long)]
     name: Option<String>,
-    /// Bytes of results the worker may hold (4e9, 4GB, 4GiB); past 80 % it
-    /// pauses until it holds less.
+    /// Bytes of results the worker may hold in memory (4e9, 4GB, 4GiB); past
+    /// the memory target it spills to disk, past 80 % it pauses until it
+    /// holds less.
     #[arg(long)]
     memory_limit: Option<String>,
+    /// The fraction of the memory limit above which results spill to disk
+    /// (default 0.6; "none" never spills).
+    #[arg(long)]
+    memory_target: Option<String>,
+    /// Where spilled results go (default: the temporary directory).
+    #[arg(long)]
+    local_directory: Option<std::path::PathBuf>,
     /// Seconds the worker keeps trying to reach its scheduler, at start and
     /// after losing it, before it exits.
     #[arg(long, default_value_t = 60.0)]
@@ -75,6 +83,12 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         Some(text) => shoal::deploy::parse_bytes(text).context("--memory-limit")?,
         None => 0,
     };
+    if let Some(t) = &args.memory_target {
+        let valid = t == "none" || t.parse::<f64>().is_ok_and(|f| f > 0.0 && f <= 1.0);
+        if !valid {
+            bail!("--memory-target {t}: give a fraction above 0 and at most 1, or none");
+        }
+    }
     let name = args.name.clone().unwrap_or_else(|| format!("{}-{}", host_name(), std::process::id()));
     let mut command = Command::new(program);
     command
@@ -90,6 +104,12 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(token) = &args.token {
         command.env(env::TOKEN, token);
+    }
+    if let Some(target) = &args.memory_target {
+        command.env(env::MEMORY_TARGET, target);
+    }
+    if let Some(dir) = &args.local_directory {
+        command.env(env::LOCAL_DIRECTORY, dir);
     }
     // Each worker thread runs one task: numeric libraries must not start a
     // thread per core each (thread oversubscription), unless told otherwise.

@@ -300,13 +300,16 @@ impl RemoteState {
             placed.push(ScatteredMsg { key: key.clone(), worker: workers[w].id, nbytes: bytes.len() as u64 });
             per_worker[w].push((key, bytes));
         }
+        // One result per worker, in worker order (empty puts succeed).
         let results: Vec<Result<(), Error>> = std::thread::scope(|scope| {
             let jobs: Vec<_> = workers
                 .iter()
                 .zip(&per_worker)
-                .filter(|(_, vals)| !vals.is_empty())
                 .map(|(w, vals)| {
                     scope.spawn(move || {
+                        if vals.is_empty() {
+                            return Ok(());
+                        }
                         conn.put(&w.data_address, vals).map_err(|e| Error::Connection {
                             peer: format!("worker {}", w.name),
                             message: e.to_string(),
@@ -325,6 +328,9 @@ impl RemoteState {
                 })
                 .collect()
         });
+        let reached: Vec<shoal_proto::WorkerId> =
+            workers.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(w, _)| w.id).collect();
+        placed.retain(|p| reached.contains(&p.worker));
         let mut inner = self.lock();
         let mut handles = Vec::with_capacity(keys.len());
         for key in &keys {
@@ -339,9 +345,11 @@ impl RemoteState {
             handles.push(RemoteHandle { key: key.clone(), state: self.clone() });
         }
         drop(inner);
-        // Whatever reached a worker is the scheduler's to track (and to
-        // release when the handles go), even if another worker failed.
-        self.send(&ToScheduler::Scatter(placed));
+        // What reached a worker is the scheduler's to track (and to release
+        // when the handles go, as they do below if another worker failed).
+        if !placed.is_empty() {
+            self.send(&ToScheduler::Scatter(placed));
+        }
         results.into_iter().collect::<Result<(), Error>>()?;
         Ok(handles)
     }

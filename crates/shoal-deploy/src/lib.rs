@@ -46,6 +46,11 @@ pub mod env {
     pub const WORKER_RESOURCES: &str = "SHOAL_WORKER_RESOURCES";
     /// The memory limit in bytes (`4e9`, `4GB`; default none).
     pub const MEMORY_LIMIT: &str = "SHOAL_MEMORY_LIMIT";
+    /// The fraction of the memory limit above which results spill to disk
+    /// (default 0.6; `none` never spills).
+    pub const MEMORY_TARGET: &str = "SHOAL_MEMORY_TARGET";
+    /// Where spilled results go (default: the temporary directory).
+    pub const LOCAL_DIRECTORY: &str = "SHOAL_LOCAL_DIRECTORY";
     /// Seconds the worker keeps trying to reach a scheduler that is gone
     /// (default 0: it exits at once).
     pub const DEATH_TIMEOUT: &str = "SHOAL_DEATH_TIMEOUT";
@@ -66,6 +71,8 @@ pub struct LocalClusterBuilder {
     resources: Vec<(String, f64)>,
     worker_resources: BTreeMap<usize, Vec<(String, f64)>>,
     memory_limit: u64,
+    memory_target: Option<f64>,
+    local_directory: Option<PathBuf>,
     no_worker_timeout: Option<Duration>,
 }
 
@@ -144,10 +151,11 @@ impl LocalClusterBuilder {
         self
     }
 
-    /// Bytes of results each worker may hold (default: no limit), reported
-    /// in `Client::scheduler_info`. A worker holding more than 80 % of it
-    /// pauses: it starts no new tasks, and the scheduler sends it none,
-    /// until released results bring it below again.
+    /// Bytes of results each worker may hold in memory (default: no
+    /// limit), reported in `Client::scheduler_info`. Above 60 % of it a
+    /// worker spills results to disk ([`memory_target`](Self::memory_target));
+    /// above 80 % it pauses: it starts no new tasks, and the scheduler sends
+    /// it none, until spilling or released results bring it below again.
     ///
     /// ```
     /// let cluster = shoal::LocalCluster::builder().workers(1).memory_limit(2_000_000_000).build()?;
@@ -157,6 +165,44 @@ impl LocalClusterBuilder {
     /// ```
     pub fn memory_limit(mut self, bytes: u64) -> LocalClusterBuilder {
         self.memory_limit = bytes;
+        self
+    }
+
+    /// The fraction of the memory limit above which a worker spills its
+    /// least recently used results to disk (default 0.6, as Dask's
+    /// `target`), reading them back when a task or a client needs them;
+    /// `None` never spills, so a worker over 80 % pauses instead. Only
+    /// matters with a [`memory_limit`](Self::memory_limit).
+    ///
+    /// ```
+    /// #[shoal::remote]
+    /// fn block(i: u64) -> Vec<u8> { vec![i as u8; 400_000] }
+    ///
+    /// // 1 MB per worker, 4 MB of results: most of them go to disk.
+    /// let dir = std::env::temp_dir().join(format!("shoal-doc-spill-{}", std::process::id()));
+    /// let cluster = shoal::LocalCluster::builder()
+    ///     .workers(1)
+    ///     .memory_limit(1_000_000)
+    ///     .memory_target(Some(0.6))
+    ///     .local_directory(&dir)
+    ///     .build()?;
+    /// let client = cluster.client()?;
+    /// let blocks = client.map(block, 0..10u64);
+    /// let back = client.gather(&blocks)?;
+    /// assert!(back.iter().enumerate().all(|(i, b)| b.len() == 400_000 && b[0] == i as u8));
+    /// # drop((client, cluster));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// # Ok::<(), shoal::Error>(())
+    /// ```
+    pub fn memory_target(mut self, fraction: Option<f64>) -> LocalClusterBuilder {
+        self.memory_target = fraction;
+        self
+    }
+
+    /// The directory workers spill to (each makes its own directory in it,
+    /// removed when the worker ends); default: the temporary directory.
+    pub fn local_directory(mut self, dir: impl Into<PathBuf>) -> LocalClusterBuilder {
+        self.local_directory = Some(dir.into());
         self
     }
 
@@ -195,6 +241,9 @@ impl LocalClusterBuilder {
                  turns it into a worker, or call shoal::init() first thing in main"
             )));
         }
+        if let Some(f) = self.memory_target.filter(|f| !(*f > 0.0 && *f <= 1.0)) {
+            return Err(Error::Start(format!("memory_target(Some({f})): give a fraction above 0 and at most 1")));
+        }
         for (name, amount) in self.resources.iter().chain(self.worker_resources.values().flatten()) {
             if name.is_empty() || !amount.is_finite() || *amount < 0.0 {
                 return Err(Error::Start(format!(
@@ -212,6 +261,8 @@ impl LocalClusterBuilder {
             resources: self.resources,
             worker_resources: self.worker_resources,
             memory_limit: self.memory_limit,
+            memory_target: self.memory_target,
+            local_directory: self.local_directory,
             exe: if self.processes {
                 Some(
                     std::env::current_exe()
@@ -249,6 +300,8 @@ struct Spec {
     resources: Vec<(String, f64)>,
     worker_resources: BTreeMap<usize, Vec<(String, f64)>>,
     memory_limit: u64,
+    memory_target: Option<f64>,
+    local_directory: Option<PathBuf>,
     /// This program, when workers are processes.
     exe: Option<PathBuf>,
 }
@@ -270,7 +323,25 @@ impl Spec {
             token: self.token.clone(),
             resources: self.resources_of(index),
             memory_limit: self.memory_limit,
+            memory_target_fraction: self.memory_target,
+            local_directory: self.local_directory.clone(),
             ..WorkerConfig::new(self.address, Spec::name(index))
+        }
+    }
+
+    /// Removes the spill directories of worker process `pid` (named
+    /// `shoal-worker-<pid>-<name>` in the local directory).
+    fn remove_spill_dirs(&self, pid: u32) {
+        if self.memory_limit == 0 || self.memory_target.is_none() {
+            return;
+        }
+        let base = self.local_directory.clone().unwrap_or_else(std::env::temp_dir);
+        let prefix = format!("shoal-worker-{pid}-");
+        let Ok(entries) = std::fs::read_dir(&base) else { return };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
         }
     }
 
@@ -284,12 +355,16 @@ impl Spec {
             .env(env::WORKER_THREADS, self.threads.to_string())
             .env(env::WORKER_RESOURCES, format_resources(&self.resources_of(index)))
             .env(env::MEMORY_LIMIT, self.memory_limit.to_string())
+            .env(env::MEMORY_TARGET, self.memory_target.map_or_else(|| "none".to_string(), |f| f.to_string()))
             // The scheduler lives in the parent: if it is gone, so is the cluster.
             .env(env::DEATH_TIMEOUT, "0")
             .env(env::NANNY, "1")
             .stdin(Stdio::null());
         if let Some(token) = &self.token {
             command.env(env::TOKEN, token);
+        }
+        if let Some(dir) = &self.local_directory {
+            command.env(env::LOCAL_DIRECTORY, dir);
         }
         // Each worker thread runs one task: numeric libraries must not
         // start a thread per core each (thread oversubscription).
@@ -385,6 +460,8 @@ impl LocalCluster {
             resources: Vec::new(),
             worker_resources: BTreeMap::new(),
             memory_limit: 0,
+            memory_target: Some(0.6),
+            local_directory: None,
             no_worker_timeout: None,
         }
     }
@@ -490,6 +567,8 @@ impl Drop for LocalCluster {
             for mut p in children.drain(..) {
                 let _ = p.child.kill();
                 let _ = p.child.wait();
+                // A killed worker cannot remove what it spilled.
+                self.spec.remove_spill_dirs(p.child.id());
             }
         }
         self.scheduler.take();

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_graph::remote::require;
-use shoal_graph::{Arg, Key, Task};
+use shoal_graph::{Arg, Func, Key, Task};
 use shoal_local::{Notify, Runtime, Submission};
 use shoal_proto::{
     ArgMsg, ComputeMsg, FinishedMsg, FromWorker, Hello, HelloReply, Resources, Role, ToWorker, WorkerId, WorkerInfo,
@@ -36,7 +36,7 @@ use crate::conn::{Background, FrameReader, writer};
 mod peer;
 mod store;
 
-use store::{Held, Shared, Stored, lock};
+use store::{Held, Shared, StoreError, Stored, lock};
 
 /// How to run a worker.
 #[derive(Clone, Debug)]
@@ -63,6 +63,15 @@ pub struct WorkerConfig {
     /// The fraction of `memory_limit` above which the worker starts no new
     /// tasks until it holds less (Dask's 80 % by default).
     pub memory_pause_fraction: f64,
+    /// The fraction of `memory_limit` above which the least recently used
+    /// results are spilled to disk (Dask's 60 % by default); `None` never
+    /// spills. Spilled results are read back when a task or a peer needs
+    /// them.
+    pub memory_target_fraction: Option<f64>,
+    /// Where spilled results go: a directory of this worker's own is made
+    /// in it and removed when the worker ends (default: the system's
+    /// temporary directory).
+    pub local_directory: Option<std::path::PathBuf>,
     /// How long the worker keeps trying to reach its scheduler, when it
     /// starts and after losing it, before it gives up; zero makes one try.
     pub death_timeout: Duration,
@@ -85,6 +94,8 @@ impl WorkerConfig {
             resources: Vec::new(),
             memory_limit: 0,
             memory_pause_fraction: 0.8,
+            memory_target_fraction: Some(0.6),
+            local_directory: None,
             death_timeout: Duration::ZERO,
             exit_on_restart: false,
         }
@@ -211,25 +222,57 @@ struct Ctx {
     state: Shared,
     done: mpsc::UnboundedSender<Key>,
     done_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Key>>,
-    /// Whether the worker is paused for memory; tasks wait on it.
+    /// Whether the worker is paused for memory; arriving tasks wait on it.
     paused: watch::Sender<bool>,
+    /// Its bytes against the pause threshold; starting tasks wait on it.
+    memory: Arc<store::Memory>,
 }
 
 impl Ctx {
     fn new(config: WorkerConfig, data_address: SocketAddr, pool: Runtime) -> Ctx {
         let (done, done_rx) = mpsc::unbounded_channel();
+        let threshold = if config.memory_limit == 0 {
+            u64::MAX
+        } else {
+            (config.memory_limit as f64 * config.memory_pause_fraction) as u64
+        };
+        let spill = match (config.memory_limit, config.memory_target_fraction) {
+            (limit, Some(fraction)) if limit > 0 => {
+                let name: String =
+                    config.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+                let base = config.local_directory.clone().unwrap_or_else(std::env::temp_dir);
+                let dir = base.join(format!("shoal-worker-{}-{name}", std::process::id()));
+                Some(store::Spill::new((limit as f64 * fraction) as u64, dir))
+            }
+            _ => None,
+        };
+        let state = store::shared(threshold, spill);
+        let memory = lock(&state).memory.clone();
         Ctx {
             config,
             data_address,
             pool,
-            state: Shared::default(),
+            state,
             done,
             done_rx: tokio::sync::Mutex::new(done_rx),
             paused: watch::channel(false).0,
+            memory,
         }
     }
 
     async fn run(
+        self: &Arc<Self>,
+        data: std::net::TcpListener,
+        ready: std::sync::mpsc::Sender<Result<WorkerId, WorkerError>>,
+        stop: oneshot::Receiver<()>,
+    ) -> WorkerExit {
+        let exit = self.serve(data, ready, stop).await;
+        // Tasks waiting for a pause to end would keep the pool from stopping.
+        lock(&self.state).reset();
+        exit
+    }
+
+    async fn serve(
         self: &Arc<Self>,
         data: std::net::TcpListener,
         ready: std::sync::mpsc::Sender<Result<WorkerId, WorkerError>>,
@@ -270,6 +313,7 @@ impl Ctx {
                     // that is gone: a restarted scheduler, or one that has
                     // written this worker off and is recomputing its data.
                     lock(&self.state).reset();
+                    self.paused.send_replace(false);
                     if matches!(ended, Ended::Lost) {
                         tracing::warn!(
                             "worker {name}: lost the scheduler at {}; trying to reach it for {:?}",
@@ -312,7 +356,7 @@ impl Ctx {
             tokio::select! {
                 _ = &mut *stop => return Ended::Stopped,
                 _ = heartbeat.tick() => {
-                    let memory = lock(&self.state).held_bytes();
+                    let memory = self.memory.held();
                     send(out, &FromWorker::Heartbeat { memory });
                 }
                 msg = reader.next_message() => {
@@ -336,6 +380,7 @@ impl Ctx {
                                 st.parked.remove(&k);
                                 if let Some((handle, ..)) = st.running.remove(&k) {
                                     handle.cancel();
+                                    st.memory.settle(&k);
                                 }
                             }
                         }
@@ -391,8 +436,21 @@ impl Ctx {
         if limit == 0 {
             return;
         }
-        let held = lock(&self.state).held_bytes();
-        let over = held as f64 > limit as f64 * self.config.memory_pause_fraction;
+        {
+            let mut st = lock(&self.state);
+            let before = st.spilled_bytes();
+            st.spill_to_target();
+            if st.spilled_bytes() > before {
+                tracing::debug!(
+                    "worker {}: spilled {} bytes to disk ({} there now)",
+                    self.config.name,
+                    st.spilled_bytes() - before,
+                    st.spilled_bytes()
+                );
+            }
+        }
+        let held = self.memory.held();
+        let over = self.memory.over();
         if *self.paused.borrow() != over {
             if over {
                 tracing::warn!(
@@ -504,13 +562,13 @@ async fn prepare(ctx: Arc<Ctx>, task: ComputeMsg, out: mpsc::UnboundedSender<Vec
     let mut missing = Vec::new();
     for (position, arg) in args.into_iter().enumerate() {
         let value = match arg {
-            ArgMsg::Value(bytes) => remote.decode_arg(position, &bytes),
+            ArgMsg::Value(bytes) => remote.decode_arg(position, &bytes).map_err(StoreError::from),
             ArgMsg::Key(dep) => {
                 let local = lock(state).get(&dep).map(|s| s.value_for(remote, position));
                 match local {
                     Some(v) => v,
                     None => match peer::fetch(&dep, &deps, state, token, max_frame).await {
-                        Some(bytes) => remote.decode_arg(position, &bytes),
+                        Some(bytes) => remote.decode_arg(position, &bytes).map_err(StoreError::from),
                         None => {
                             missing.push(dep);
                             continue;
@@ -541,7 +599,7 @@ async fn prepare(ctx: Arc<Ctx>, task: ComputeMsg, out: mpsc::UnboundedSender<Vec
                 if !complete {
                     continue;
                 }
-                remote.decode_arg(position, &bytes)
+                remote.decode_arg(position, &bytes).map_err(StoreError::from)
             }
         };
         match value {
@@ -556,8 +614,25 @@ async fn prepare(ctx: Arc<Ctx>, task: ComputeMsg, out: mpsc::UnboundedSender<Vec
         send(&out, &FromWorker::MissingData { key, missing });
         return;
     }
-    let task =
-        Task { key: key.clone(), func: remote.func().clone(), args: values.into_iter().map(Arg::Value).collect() };
+    let func = if ctx.config.memory_limit > 0 {
+        // Checked when a thread takes the task, not only when it arrives;
+        // its result counts as soon as it exists.
+        let (memory, inner, made) = (ctx.memory.clone(), remote.func().clone(), key.clone());
+        let (name, identity) = (inner.name().to_string(), inner.identity());
+        Func::new(
+            &name,
+            identity,
+            Box::new(move |args| {
+                memory.pass();
+                let value = inner.call(args)?;
+                memory.made(&made, remote.result_size(&value).unwrap_or(0));
+                Ok(value)
+            }),
+        )
+    } else {
+        remote.func().clone()
+    };
+    let task = Task { key: key.clone(), func, args: values.into_iter().map(Arg::Value).collect() };
     let Some(handle) = ctx.pool.submit_one(Submission::new(task).held()) else { return };
     lock(state).running.insert(key.clone(), (handle.clone(), remote, Instant::now()));
     handle.subscribe(Arc::new(Done { key, tx: ctx.done.clone() }), 0);
@@ -567,21 +642,24 @@ async fn prepare(ctx: Arc<Ctx>, task: ComputeMsg, out: mpsc::UnboundedSender<Vec
 fn complete(state: &Shared, key: Key) -> Option<Result<FinishedMsg, FromWorker>> {
     let mut st = lock(state);
     let (handle, producer, queued) = st.running.remove(&key)?;
-    match handle.try_outcome()? {
+    let report = match handle.try_outcome()? {
         Ok(value) => {
             let nbytes = producer.result_size(&value).unwrap_or(0);
-            st.keep(key.clone(), Stored { held: Held::Value { value, producer }, nbytes });
+            st.keep(key.clone(), Stored::new(Held::Value { value, producer }, nbytes));
             // Time on this worker, queueing included: what the scheduler
             // should expect a task of this group to occupy a slot for.
             let duration_us = queued.elapsed().as_micros() as u64;
-            Some(Ok(FinishedMsg { key, nbytes, duration_us }))
+            Ok(FinishedMsg { key: key.clone(), nbytes, duration_us })
         }
         Err(failure) => {
             let message = match &failure.root().kind {
                 shoal_local::FailureKind::Task(e) => e.to_string(),
                 _ => failure.to_string(),
             };
-            Some(Err(FromWorker::Failed { key, message }))
+            Err(FromWorker::Failed { key: key.clone(), message })
         }
-    }
+    };
+    // Stored now (counted once, there), or failed.
+    st.memory.settle(&key);
+    Some(report)
 }

@@ -76,6 +76,15 @@ fn run_worker(address: &str) -> Result<WorkerExit, String> {
     if let Some(m) = var(env::MEMORY_LIMIT) {
         config.memory_limit = shoal_deploy::parse_bytes(&m).map_err(|e| format!("{}: {e}", env::MEMORY_LIMIT))?;
     }
+    if let Some(t) = var(env::MEMORY_TARGET) {
+        config.memory_target_fraction = match t.as_str() {
+            "none" | "false" => None,
+            _ => Some(t.parse().ok().filter(|f: &f64| *f > 0.0 && *f <= 1.0).ok_or_else(|| {
+                format!("{}={t:?} is not a fraction above 0 and at most 1 (or none)", env::MEMORY_TARGET)
+            })?),
+        };
+    }
+    config.local_directory = var(env::LOCAL_DIRECTORY).map(std::path::PathBuf::from);
     if let Some(d) = var(env::DEATH_TIMEOUT) {
         let seconds: f64 = d
             .parse()

@@ -145,7 +145,7 @@ async fn serve_peer(stream: TcpStream, state: Shared, token: Option<&str>, max_f
                 let mut st = lock(&state);
                 for (k, bytes) in keys.iter().zip(values) {
                     let nbytes = bytes.len() as u64;
-                    st.keep(k.clone(), Stored { held: Held::Bytes(bytes), nbytes });
+                    st.keep(k.clone(), Stored::new(Held::Bytes(bytes), nbytes));
                 }
                 drop(st);
                 encode_message(&PeerReply::Stored(keys), &mut out)?;
@@ -168,7 +168,7 @@ fn get(state: &Shared, wanted: Vec<Key>, out: &mut Vec<u8>) -> Result<(), Closed
     let mut missing = Vec::new();
     let mut bodies = Vec::new();
     {
-        let st = lock(state);
+        let mut st = lock(state);
         for k in wanted {
             match st.get(&k).map(Stored::encoded) {
                 Some(Ok(bytes)) => {
