@@ -46,6 +46,9 @@ struct Entry {
     listeners: Vec<(Arc<dyn Notify>, usize)>,
     /// Why the scheduler cannot run it yet, as it last said.
     pending_reason: Option<String>,
+    /// How many outcomes the scheduler has reported for it: a result lost
+    /// with its worker is reported again when it is recomputed.
+    version: u64,
 }
 
 #[derive(Default)]
@@ -137,6 +140,7 @@ impl RemoteState {
                             if let Some(e) = inner.keys.get_mut(&key) {
                                 e.status = RemoteStatus::Finished;
                                 e.pending_reason = None;
+                                e.version += 1;
                                 told.append(&mut e.listeners);
                             }
                         }
@@ -144,6 +148,7 @@ impl RemoteState {
                             if let Some(e) = inner.keys.get_mut(&key) {
                                 e.status = RemoteStatus::Erred(map_error(&key, error));
                                 e.pending_reason = None;
+                                e.version += 1;
                                 told.append(&mut e.listeners);
                             }
                         }
@@ -162,6 +167,7 @@ impl RemoteState {
                             for (key, e) in inner.keys.iter_mut() {
                                 e.status = RemoteStatus::Erred(Error::Restarted { key: key.to_string() });
                                 e.pending_reason = None;
+                                e.version += 1;
                                 told.append(&mut e.listeners);
                             }
                         }
@@ -252,6 +258,7 @@ impl RemoteState {
                     producer,
                     listeners: Vec::new(),
                     pending_reason: None,
+                    version: 0,
                 });
                 if entry.holders == 0 || matches!(entry.status, RemoteStatus::Erred(Error::Restarted { .. })) {
                     // New, or submitted again after a restart dropped it.
@@ -340,6 +347,7 @@ impl RemoteState {
                 producer: Some(decoder),
                 listeners: Vec::new(),
                 pending_reason: None,
+                version: 0,
             });
             entry.holders += 1;
             handles.push(RemoteHandle { key: key.clone(), state: self.clone() });
@@ -591,22 +599,70 @@ impl RemoteHandle {
         Some(self.fetch(producer))
     }
 
-    fn fetch(&self, producer: Decoder) -> Result<Value, Error> {
+    /// Fetches the result from a worker that holds it. When none does —
+    /// its worker died and the scheduler is recomputing it, or will report
+    /// it lost — this waits for the scheduler's next word on it and tries
+    /// again.
+    fn fetch(&self, mut producer: Decoder) -> Result<Value, Error> {
         let key = self.key.to_string();
         let lost = |message: String| Error::TaskFailed { key: key.clone(), message };
-        let holders = self.state.ask_who_has(std::slice::from_ref(&self.key))?.pop().unwrap_or_default();
         let conn = self.state.conn.get().ok_or_else(|| Error::Shutdown { key: key.clone() })?;
-        let mut last = String::from("no worker holds it");
-        for worker in holders {
-            match conn.fetch(&worker.data_address, &self.key) {
-                Ok(Some(bytes)) => return producer.decode(&bytes).map_err(lost),
-                Ok(None) => {}
-                Err(e) => last = e.to_string(),
+        let mut fruitless = 0;
+        loop {
+            let seen = self.state.lock().keys.get(&self.key).map_or(0, |e| e.version);
+            let holders = self.state.ask_who_has(std::slice::from_ref(&self.key))?.pop().unwrap_or_default();
+            let listed = !holders.is_empty();
+            let mut last = String::from("no worker holds it");
+            for worker in holders {
+                match conn.fetch(&worker.data_address, &self.key) {
+                    Ok(Some(bytes)) => return producer.decode(&bytes).map_err(lost),
+                    Ok(None) => last = format!("worker {} no longer holds it", worker.name),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            // Workers listed as holders that do not have it, round after
+            // round with no news from the scheduler, are not going to.
+            fruitless += usize::from(listed);
+            if fruitless >= FETCH_ROUNDS {
+                return Err(lost(format!("the result could not be fetched: {last}")));
+            }
+            match self.wait_news(seen, NEWS_WAIT) {
+                Some(Ok(p)) => producer = p,
+                Some(Err(e)) => return Err(e),
+                None => {}
             }
         }
-        Err(lost(format!("the result could not be fetched: {last}")))
+    }
+
+    /// Waits at most `timeout` for an outcome newer than `seen`: the
+    /// decoder of a new result, the error, or `None` on timeout.
+    fn wait_news(&self, seen: u64, timeout: Duration) -> Option<Result<Decoder, Error>> {
+        let deadline = Instant::now() + timeout;
+        let mut inner = self.state.lock();
+        loop {
+            if inner.closed {
+                return Some(Err(Error::Shutdown { key: self.key.to_string() }));
+            }
+            let entry = inner.keys.get(&self.key)?;
+            if entry.version != seen {
+                match &entry.status {
+                    RemoteStatus::Finished => return entry.producer.map(Ok),
+                    RemoteStatus::Erred(e) => return Some(Err(e.clone())),
+                    RemoteStatus::Pending => {}
+                }
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            inner = self.state.changed.wait_timeout(inner, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
     }
 }
+
+/// Rounds of asking holders that turn out not to have a result before a
+/// fetch gives up.
+const FETCH_ROUNDS: usize = 3;
+
+/// How long a fetch that found no copy waits for news before it asks again.
+const NEWS_WAIT: Duration = Duration::from_secs(5);
 
 impl Clone for RemoteHandle {
     fn clone(&self) -> RemoteHandle {

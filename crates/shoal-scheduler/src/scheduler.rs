@@ -480,8 +480,9 @@ impl Scheduler {
                 }
                 if self.task(i).state == TaskState::Released {
                     self.ensure_computed(i);
-                } else if self.task(i).state == TaskState::Erred && msg.held {
-                    self.notify_holders(i);
+                } else if msg.held && matches!(self.task(i).state, TaskState::Erred | TaskState::Memory) {
+                    // Decided before this client asked: it has not heard.
+                    self.tell_outcome(i, client);
                 }
                 continue;
             }

@@ -253,3 +253,17 @@ fn a_task_waiting_only_for_room_is_not_reported_stuck() {
     e.s.on_tick(10, &mut e.comm);
     assert!(e.client_msgs().is_empty(), "the GPU is busy, not missing");
 }
+
+#[test]
+fn a_client_submitting_a_key_already_computed_hears_at_once() {
+    let mut e = Env::new(SchedulerConfig::default());
+    let w = e.worker("a", &[]);
+    e.send(ToScheduler::Submit(vec![task("x", &[])]));
+    assert_eq!(e.computed(), vec![(w, vec!["x".to_string()])]);
+    e.worker_says(w, FromWorker::Finished(vec![shoal_proto::FinishedMsg { key: key("x"), nbytes: 8, duration_us: 1 }]));
+    e.client_msgs();
+    let late = e.s.on_client_connected();
+    e.s.on_client_message(late, ToScheduler::Submit(vec![task("x", &[])]), &mut e.comm);
+    assert_eq!(e.comm.clients, vec![(late, FromScheduler::Finished { key: key("x"), nbytes: 8 })], "only the newcomer");
+    assert!(e.computed().is_empty(), "not run again");
+}

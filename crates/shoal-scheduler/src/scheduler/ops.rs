@@ -24,6 +24,21 @@ impl Scheduler {
         self.paused.is_empty() || !self.paused.contains(&w)
     }
 
+    /// Tells one client how a decided task ended (another client's
+    /// submission of it ended earlier).
+    pub(super) fn tell_outcome(&mut self, i: u32, client: shoal_proto::ClientId) {
+        let t = self.task(i);
+        let msg = match t.state {
+            TaskState::Memory => FromScheduler::Finished { key: t.key.clone(), nbytes: t.nbytes },
+            TaskState::Erred => FromScheduler::Erred {
+                key: t.key.clone(),
+                error: t.error.as_deref().cloned().unwrap_or(TaskErrorMsg::Cancelled),
+            },
+            _ => return,
+        };
+        self.outbox.clients.entry(client).or_default().push(msg);
+    }
+
     /// Records data a client stored on workers as results in memory.
     pub(super) fn scattered(&mut self, client: shoal_proto::ClientId, items: Vec<ScatteredMsg>) {
         for item in items {
