@@ -37,6 +37,7 @@ mod delayed;
 mod error;
 mod future;
 mod list;
+mod ops;
 mod options;
 mod progress;
 mod remote;

@@ -11,13 +11,17 @@ use std::collections::BinaryHeap;
 use rustc_hash::{FxHashMap, FxHashSet};
 use shoal_graph::{Key, KeyHashMap};
 use shoal_proto::{
-    ArgMsg, ClientId, ComputeMsg, DepLocation, FinishedMsg, FromScheduler, FromWorker, TaskErrorMsg, TaskMsg,
-    ToScheduler, ToWorker, WorkerId, WorkerInfo,
+    ArgMsg, ClientId, ComputeMsg, DepLocation, FinishedMsg, FromScheduler, FromWorker, SCATTERED_FUNC, TaskErrorMsg,
+    TaskMsg, ToScheduler, ToWorker, WorkerId, WorkerInfo,
 };
 use smallvec::SmallVec;
 
 use crate::comm::Comm;
 use crate::task::{LoadIndex, Task, TaskState, Worker};
+
+// Client operations beyond submit (scatter, restart, paused workers, tasks
+// no worker may run), kept apart from the placement core.
+mod ops;
 
 /// Tunables of a scheduler.
 #[derive(Clone, Debug)]
@@ -34,6 +38,11 @@ pub struct SchedulerConfig {
     pub target_queue_us: u64,
     /// Bytes per microsecond assumed between workers, to weigh transfers.
     pub bandwidth_bytes_per_us: u64,
+    /// A task that no connected worker may run (resources, restrictions)
+    /// fails after waiting this long for one to join (microseconds); `None`
+    /// waits for ever, as Dask does by default. Either way its holders hear
+    /// why at once ([`FromScheduler::NoWorker`]).
+    pub no_worker_timeout_us: Option<u64>,
 }
 
 impl Default for SchedulerConfig {
@@ -44,6 +53,7 @@ impl Default for SchedulerConfig {
             unknown_duration_us: 500,
             target_queue_us: 20_000,
             bandwidth_bytes_per_us: 1_000,
+            no_worker_timeout_us: None,
         }
     }
 }
@@ -97,6 +107,11 @@ pub struct Scheduler {
     durations: Vec<(u64, u64)>,
     outbox: Outbox,
     assigned: u64,
+    /// Workers over their memory limit: they get no new tasks.
+    paused: FxHashSet<WorkerId>,
+    /// Queued tasks no connected worker may run, with the tick time they
+    /// were first seen stuck (`None` until the next tick).
+    stuck: FxHashMap<u32, Option<u64>>,
 }
 
 /// Empties an outbox map, in peer order.
@@ -126,6 +141,8 @@ impl Scheduler {
             durations: Vec::new(),
             outbox: Outbox::default(),
             assigned: 0,
+            paused: FxHashSet::default(),
+            stuck: FxHashMap::default(),
         }
     }
 
@@ -196,6 +213,11 @@ impl Scheduler {
                 let info = self.workers.values().map(|w| w.info.clone()).collect();
                 self.outbox.clients.entry(client).or_default().push(FromScheduler::Info(info));
             }
+            ToScheduler::Scatter(items) => self.scattered(client, items),
+            ToScheduler::Restart => {
+                self.restart(comm);
+                return;
+            }
         }
         self.flush(comm);
     }
@@ -243,6 +265,12 @@ impl Scheduler {
         w.last_seen_us = now_us;
         match msg {
             FromWorker::Register(_) | FromWorker::Heartbeat { .. } => {}
+            FromWorker::Paused(true) => {
+                self.paused.insert(worker);
+            }
+            FromWorker::Paused(false) => {
+                self.paused.remove(&worker);
+            }
             FromWorker::Finished(done) => {
                 for f in done {
                     self.finished(worker, f);
@@ -318,6 +346,7 @@ impl Scheduler {
             return;
         };
         self.loads.remove(w.load, worker);
+        self.paused.remove(&worker);
         self.outbox.compute.remove(&worker);
         self.outbox.release.remove(&worker);
         self.outbox.steal.remove(&worker);
@@ -361,6 +390,7 @@ impl Scheduler {
         for w in silent {
             self.on_worker_lost(w, comm);
         }
+        self.check_stuck(now_us);
         self.balance();
         self.flush(comm);
     }
@@ -450,8 +480,9 @@ impl Scheduler {
                 }
                 if self.task(i).state == TaskState::Released {
                     self.ensure_computed(i);
-                } else if self.task(i).state == TaskState::Erred && msg.held {
-                    self.notify_holders(i);
+                } else if msg.held && matches!(self.task(i).state, TaskState::Erred | TaskState::Memory) {
+                    // Decided before this client asked: it has not heard.
+                    self.tell_outcome(i, client);
                 }
                 continue;
             }
@@ -536,6 +567,12 @@ impl Scheduler {
         let mut stack = vec![start];
         while let Some(i) = stack.pop() {
             if self.task(i).state != TaskState::Released {
+                continue;
+            }
+            if self.task(i).func == SCATTERED_FUNC {
+                // Data a client put on a worker has no function to rerun.
+                let message = "its data was scattered to a worker that is gone; scatter it again".to_string();
+                self.fail(i, TaskErrorMsg::Failed { message });
                 continue;
             }
             if let Some(&failed) = self.task(i).deps.iter().find(|&&d| self.task(d).state == TaskState::Erred) {
@@ -793,6 +830,7 @@ impl Scheduler {
             None => {
                 let t = self.task(i);
                 self.queued.push(Ready { priority: t.priority, seq: std::cmp::Reverse(t.seq), task: i });
+                self.report_if_stuck(i);
             }
         }
     }
@@ -812,12 +850,13 @@ impl Scheduler {
                     }
                 }
             }
-            candidates.extend(self.loads.iter().next());
+            candidates.extend(self.loads.iter().find(|w| self.accepts_work(*w)));
         } else {
             candidates.extend(self.loads.iter().filter(|w| self.may_run(i, *w)));
         }
         candidates
             .into_iter()
+            .filter(|w| self.accepts_work(*w))
             .filter(|w| self.workers.get(w).is_some_and(|wk| self.resources_available(i, wk)))
             .min_by_key(|w| (self.finish_estimate(i, *w), *w))
     }
@@ -947,9 +986,10 @@ impl Scheduler {
             }
             let estimate = self.estimate_us(i);
             let target = if self.task(i).is_root() {
-                self.loads
-                    .iter()
-                    .find(|w| self.workers.get(w).is_some_and(|wk| wk.processing.len() < self.capacity(wk, estimate)))
+                self.loads.iter().find(|w| {
+                    self.accepts_work(*w)
+                        && self.workers.get(w).is_some_and(|wk| wk.processing.len() < self.capacity(wk, estimate))
+                })
             } else {
                 self.best_worker(i)
             };

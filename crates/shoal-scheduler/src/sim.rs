@@ -400,7 +400,11 @@ impl Simulation {
                         *o = Some(Err(format!("{error:?}")));
                     }
                 }
-                FromScheduler::WhoHas(_) | FromScheduler::Info(_) => {}
+                // The simulated client neither asks, restarts nor restricts.
+                FromScheduler::WhoHas(_)
+                | FromScheduler::Info(_)
+                | FromScheduler::NoWorker { .. }
+                | FromScheduler::Restarted => {}
             }
         }
     }
@@ -474,7 +478,7 @@ impl Simulation {
                 let at = self.now + self.config.latency_us;
                 self.push(at, Event::ToScheduler { worker: id, msg: SimFromWorker(FromWorker::Stolen(given)) });
             }
-            ToWorker::Shutdown => {}
+            ToWorker::Shutdown | ToWorker::Restart => {}
         }
         self.start_tasks(id);
     }
