@@ -781,15 +781,7 @@ fn binary(op: BinaryOp, a: &Buf, b: &Buf, out: &mut Buf, len: usize) -> Result<(
             }
         }
         (Buf::F(a), Buf::F(b), Buf::B(o)) => {
-            let f: fn(f64, f64) -> bool = match op {
-                Eq => |a, b| a == b,
-                Ne => |a, b| a != b,
-                Lt => |a, b| a < b,
-                Le => |a, b| a <= b,
-                Gt => |a, b| a > b,
-                Ge => |a, b| a >= b,
-                _ => return Err(mismatch(op.name())),
-            };
+            let f = comparison::<f64>(op).ok_or_else(|| mismatch(op.name()))?;
             zip_into(&a[..len], &b[..len], &mut o[..len], f);
         }
         (Buf::I(a), Buf::I(b), Buf::I(o)) => {
@@ -811,15 +803,7 @@ fn binary(op: BinaryOp, a: &Buf, b: &Buf, out: &mut Buf, len: usize) -> Result<(
             zip_into(&a[..len], &b[..len], &mut o[..len], f);
         }
         (Buf::I(a), Buf::I(b), Buf::B(o)) => {
-            let f: fn(i64, i64) -> bool = match op {
-                Eq => |a, b| a == b,
-                Ne => |a, b| a != b,
-                Lt => |a, b| a < b,
-                Le => |a, b| a <= b,
-                Gt => |a, b| a > b,
-                Ge => |a, b| a >= b,
-                _ => return Err(mismatch(op.name())),
-            };
+            let f = comparison::<i64>(op).ok_or_else(|| mismatch(op.name()))?;
             zip_into(&a[..len], &b[..len], &mut o[..len], f);
         }
         (Buf::B(a), Buf::B(b), Buf::B(o)) => {
@@ -839,6 +823,20 @@ fn binary(op: BinaryOp, a: &Buf, b: &Buf, out: &mut Buf, len: usize) -> Result<(
         _ => return Err(mismatch(op.name())),
     }
     Ok(())
+}
+
+/// The comparison `op` stands for, if it is one.
+fn comparison<T: PartialOrd>(op: BinaryOp) -> Option<fn(T, T) -> bool> {
+    use BinaryOp::*;
+    Some(match op {
+        Eq => |a, b| a == b,
+        Ne => |a, b| a != b,
+        Lt => |a, b| a < b,
+        Le => |a, b| a <= b,
+        Gt => |a, b| a > b,
+        Ge => |a, b| a >= b,
+        _ => return None,
+    })
 }
 
 fn select(c: &Buf, a: &Buf, b: &Buf, out: &mut Buf, len: usize) -> Result<(), KernelError> {

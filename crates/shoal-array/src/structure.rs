@@ -70,8 +70,17 @@ fn region(chunks: &[Vec<usize>], idx: &[usize]) -> Vec<(usize, usize)> {
         .collect()
 }
 
-fn full(shape: &[usize]) -> Vec<AxisSlice> {
-    shape.iter().map(|&n| AxisSlice { start: 0, end: n, step: 1 }).collect()
+/// A piece that is all of input block `block` (of an input cut into
+/// `chunks`), transformed, filling an output block of `out_shape`.
+fn whole(
+    chunks: &[Vec<usize>],
+    block: &[usize],
+    permute: Option<Vec<usize>>,
+    reshape: Option<Vec<usize>>,
+    out_shape: &[usize],
+) -> Piece {
+    let cut = chunks.iter().zip(block).map(|(s, &b)| AxisSlice { start: 0, end: s[b], step: 1 }).collect();
+    Piece { input: 0, cut, drop: vec![], permute, reshape, place: out_shape.iter().map(|&n| (0, n)).collect() }
 }
 
 /// The plan of output block `idx` of a structural layer with `chunks` and
@@ -211,15 +220,7 @@ pub(crate) fn plan(
             let input = idx[*axis];
             let mut block = idx.to_vec();
             block.remove(*axis);
-            let in_shape: Vec<usize> = input_chunks[input].iter().zip(&block).map(|(s, &b)| s[b]).collect();
-            let piece = Piece {
-                input: 0,
-                cut: full(&in_shape),
-                drop: vec![],
-                permute: None,
-                reshape: Some(out_shape.clone()),
-                place: out_shape.iter().map(|&n| (0, n)).collect(),
-            };
+            let piece = whole(input_chunks[input], &block, None, Some(out_shape.clone()), &out_shape);
             single(input, block, piece)
         }
         Structure::Transpose(perm) => {
@@ -227,15 +228,7 @@ pub(crate) fn plan(
             for (j, &p) in perm.iter().enumerate() {
                 block[p] = idx[j];
             }
-            let in_shape: Vec<usize> = input_chunks[0].iter().zip(&block).map(|(s, &b)| s[b]).collect();
-            let piece = Piece {
-                input: 0,
-                cut: full(&in_shape),
-                drop: vec![],
-                permute: Some(perm.clone()),
-                reshape: None,
-                place: out_shape.iter().map(|&n| (0, n)).collect(),
-            };
+            let piece = whole(input_chunks[0], &block, Some(perm.clone()), None, &out_shape);
             single(0, block, piece)
         }
         Structure::Reshape => {
@@ -244,15 +237,7 @@ pub(crate) fn plan(
             if let (Some(b), Some(&i)) = (block.first_mut(), idx.first()) {
                 *b = i;
             }
-            let in_shape: Vec<usize> = inc.iter().zip(&block).map(|(s, &b)| s[b]).collect();
-            let piece = Piece {
-                input: 0,
-                cut: full(&in_shape),
-                drop: vec![],
-                permute: None,
-                reshape: Some(out_shape.clone()),
-                place: out_shape.iter().map(|&n| (0, n)).collect(),
-            };
+            let piece = whole(inc, &block, None, Some(out_shape.clone()), &out_shape);
             single(0, block, piece)
         }
     }
