@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use serde_json::{Map, Value, json};
-use shoal::{LocalCluster, TaskOptions};
+use shoal::{Blob, LocalCluster, TaskOptions};
 
 use super::{Benchmark, Sample, param_u64, timed};
 
@@ -110,14 +110,14 @@ fn noop(params: &Value) -> anyhow::Result<Sample> {
 /// The bulk result of `cluster-transfer`: `n` bytes, not all alike (a page
 /// of zeros could be shared or compressed by accident).
 #[shoal::remote]
-fn cluster_make_bytes(n: u64) -> Vec<u8> {
-    (0..n).map(|i| (i % 251) as u8).collect()
+fn cluster_make_bytes(n: u64) -> Blob {
+    Blob::from((0..n).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
 }
 
 /// What the consumer of `cluster-transfer` returns: the length and a sum
 /// over a sample of the bytes (cheap, but it touches the data).
 #[shoal::remote]
-fn cluster_take_bytes(bytes: Vec<u8>) -> (u64, u64) {
+fn cluster_take_bytes(bytes: Blob) -> (u64, u64) {
     let sample: u64 = bytes.iter().step_by(4096).map(|&b| u64::from(b)).sum();
     (bytes.len() as u64, sample)
 }
