@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use shoal_graph::Key;
-use shoal_graph::remote::RemoteFunc;
 use shoal_graph::Value;
+use shoal_graph::remote::RemoteFunc;
 
 /// The host's shared-memory directory.
 const SHM_DIR: &str = "/dev/shm";

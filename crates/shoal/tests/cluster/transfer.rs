@@ -46,7 +46,11 @@ fn shared_files_of(pid: u32) -> Vec<String> {
     let prefix = format!("shoal-{pid}-");
     std::fs::read_dir("/dev/shm")
         .map(|entries| {
-            entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(&prefix)).collect()
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
         })
         .unwrap_or_default()
 }
