@@ -36,6 +36,10 @@ pub(crate) struct BenchArgs {
     /// Internal: echo bytes on a loopback port (the far end of `net-rtt`).
     #[arg(long, hide = true)]
     echo_server: bool,
+    /// Internal: swallow bytes on a loopback port (the far end of the TCP
+    /// reference of `cluster-transfer`).
+    #[arg(long, hide = true)]
+    sink_server: bool,
 }
 
 /// One measured run.
@@ -69,6 +73,9 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let benches = all();
     if args.echo_server {
         return net::echo_server();
+    }
+    if args.sink_server {
+        return net::sink_server();
     }
     if let Some(child) = &args.child {
         let [name, params] = child.as_slice() else { bail!("--child takes NAME PARAMS") };

@@ -522,6 +522,7 @@ impl LocalCluster {
             if let Some(mut p) = children.pop() {
                 let _ = p.child.kill();
                 let _ = p.child.wait();
+                shoal_net::remove_shared_files_of(p.child.id());
             }
         }
         while children.len() < n {
@@ -567,8 +568,10 @@ impl Drop for LocalCluster {
             for mut p in children.drain(..) {
                 let _ = p.child.kill();
                 let _ = p.child.wait();
-                // A killed worker cannot remove what it spilled.
+                // A killed worker cannot remove what it spilled, nor
+                // the results it shared with workers of this host.
                 self.spec.remove_spill_dirs(p.child.id());
+                shoal_net::remove_shared_files_of(p.child.id());
             }
         }
         self.scheduler.take();

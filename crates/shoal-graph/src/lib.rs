@@ -9,6 +9,7 @@
 //! - [`Graph`] holds tasks by key; [`Graph::cull`] keeps what outputs need and
 //!   [`Graph::order`] gives a memory-friendly execution order.
 //! - [`TaskFn`] and [`TaskOutput`] turn plain Rust functions into tasks.
+//! - [`Blob`] is bulk bytes that cross processes in one copy (or none).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -26,6 +27,7 @@
 //! assert!(graph.to_dot().starts_with("digraph"));
 //! ```
 
+pub mod blob;
 mod dot;
 mod func;
 mod graph;
@@ -33,6 +35,7 @@ mod key;
 pub mod remote;
 mod task;
 
+pub use blob::Blob;
 pub use dot::{VisualizeError, write_dot};
 pub use func::{TaskFn, TaskOutput, call_tokenizer, fn_identity, take_arg};
 pub use graph::{Dep, Graph, GraphError};

@@ -25,6 +25,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use crate::{Func, TaskError, TaskFn, Value};
+
+mod pod;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -121,7 +123,11 @@ fn decode_as<T: DeserializeOwned + Send + Sync + 'static>(
     position: usize,
     bytes: &[u8],
 ) -> Result<Value, RemoteError> {
-    postcard::from_bytes::<T>(bytes).map(|v| Arc::new(v) as Value).map_err(|source| RemoteError::Decode {
+    let decoded = match pod::decode::<T>(bytes) {
+        Some(fast) => fast,
+        None => postcard::from_bytes::<T>(bytes).map(|v| Arc::new(v) as Value),
+    };
+    decoded.map_err(|source| RemoteError::Decode {
         function: function.to_string(),
         position,
         expected: type_name::<T>(),
@@ -139,7 +145,30 @@ fn encode_as<T: Serialize + 'static>(
         position,
         expected: type_name::<T>(),
     })?;
+    if let Some(size) = pod::size(typed) {
+        let mut out = vec![0; size];
+        pod::encode(typed, &mut out);
+        return Ok(out);
+    }
     postcard::to_allocvec(typed).map_err(|source| RemoteError::Encode { function: function.to_string(), source })
+}
+
+/// Encodes a `T` into a writer.
+fn encode_to_as<T: Serialize + 'static>(
+    function: &str,
+    value: &(dyn Any + Send + Sync),
+    out: &mut dyn std::io::Write,
+) -> Result<(), RemoteError> {
+    let typed = value.downcast_ref::<T>().ok_or_else(|| RemoteError::WrongType {
+        function: function.to_string(),
+        position: usize::MAX,
+        expected: type_name::<T>(),
+    })?;
+    let encode_error = |source| RemoteError::Encode { function: function.to_string(), source };
+    match pod::write(typed, &mut *out) {
+        Some(written) => written.map_err(|_| encode_error(postcard::Error::SerializeBufferFull)),
+        None => postcard::to_io(typed, out).map(|_| ()).map_err(encode_error),
+    }
 }
 
 macro_rules! remote_params {
@@ -190,10 +219,18 @@ pub struct RemoteFunc {
     encode_result: Encoder,
     decode_result: Decoder,
     measure_result: fn(&(dyn Any + Send + Sync)) -> Option<u64>,
+    encode_result_to: fn(&str, &(dyn Any + Send + Sync), &mut dyn std::io::Write) -> Result<(), RemoteError>,
 }
 
 fn measure_as<T: Serialize + 'static>(value: &(dyn Any + Send + Sync)) -> Option<u64> {
-    value.downcast_ref::<T>().and_then(|v| postcard::experimental::serialized_size(v).ok()).map(|n| n as u64)
+    let typed = value.downcast_ref::<T>()?;
+    // Walking a vector of millions of numbers through serde only to count
+    // bytes would cost as much as encoding it.
+    let size = match pod::size(typed) {
+        Some(n) => n,
+        None => postcard::experimental::serialized_size(typed).ok()?,
+    };
+    Some(size as u64)
 }
 
 impl RemoteFunc {
@@ -211,6 +248,7 @@ impl RemoteFunc {
             encode_result: encode_as::<F::Output>,
             decode_result: decode_as::<F::Output>,
             measure_result: measure_as::<F::Output>,
+            encode_result_to: encode_to_as::<F::Output>,
         }
     }
 
@@ -261,10 +299,34 @@ impl RemoteFunc {
         (self.encode_result)(self.name(), usize::MAX, value.as_ref())
     }
 
+    /// Encodes a result of this function into a writer: a worker writes a
+    /// result straight into a shared-memory file this way, without an
+    /// intermediate buffer. Bulk bytes ([`Blob`](crate::Blob), `Vec<u8>`)
+    /// reach the writer in one `write_all`, so give it a
+    /// [`BufWriter`](std::io::BufWriter) (which passes large writes
+    /// through) rather than many small writes to a file.
+    ///
+    /// # Errors
+    /// When the value is not this function's result type, or the writer
+    /// fails (reported as an encoding error).
+    pub fn encode_result_to(&self, value: &Value, out: &mut dyn std::io::Write) -> Result<(), RemoteError> {
+        (self.encode_result_to)(self.name(), value.as_ref(), out)
+    }
+
     /// The size of a result of this function once encoded, without encoding
     /// it (what the scheduler weighs transfers by); `None` for another type.
     pub fn result_size(&self, value: &Value) -> Option<u64> {
         (self.measure_result)(value.as_ref())
+    }
+
+    /// Decodes argument `position` from a shared buffer: [`Blob`](crate::Blob)s
+    /// in it become references into `bytes` instead of copies (see
+    /// [`with_backing`](crate::blob::with_backing)).
+    ///
+    /// # Errors
+    /// As [`RemoteFunc::decode_arg`].
+    pub fn decode_arg_shared(&self, position: usize, bytes: &bytes::Bytes) -> Result<Value, RemoteError> {
+        crate::blob::with_backing(bytes, || self.decode_arg(position, bytes))
     }
 
     /// Decodes a result of this function into its type `T`.

@@ -34,7 +34,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::conn::{Background, FrameReader, writer};
 
 mod peer;
+mod shm;
 mod store;
+
+pub use shm::remove_files_of as remove_shared_files_of;
 
 use store::{Held, Shared, StoreError, Stored, lock};
 
@@ -568,7 +571,7 @@ async fn prepare(ctx: Arc<Ctx>, task: ComputeMsg, out: mpsc::UnboundedSender<Vec
                 match local {
                     Some(v) => v,
                     None => match peer::fetch(&dep, &deps, state, token, max_frame).await {
-                        Some(bytes) => remote.decode_arg(position, &bytes).map_err(StoreError::from),
+                        Some(bytes) => remote.decode_arg_shared(position, &bytes).map_err(StoreError::from),
                         None => {
                             missing.push(dep);
                             continue;

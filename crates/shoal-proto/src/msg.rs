@@ -289,6 +289,10 @@ pub enum PeerRequest {
         /// Its arguments, each encoded by the function's codec.
         args: Vec<Vec<u8>>,
     },
+    /// Put these results in shared memory and say where (a fetcher on the
+    /// same host): answered with [`PeerReply::Shared`]. Only asked on a
+    /// loopback connection.
+    Share(Vec<Key>),
 }
 
 /// Worker → worker: data. Each value follows as one raw frame, in order.
@@ -299,6 +303,15 @@ pub enum PeerReply {
         /// Keys in the order their frames follow.
         keys: Vec<Key>,
         /// Keys the worker does not hold.
+        missing: Vec<Key>,
+    },
+    /// Answer to [`PeerRequest::Share`]: each result's encoded bytes are the
+    /// whole of a file in the host's shared-memory directory, named here (a
+    /// plain file name, never a path). No raw frames follow.
+    Shared {
+        /// The keys with the names of their files.
+        files: Vec<(Key, String)>,
+        /// Keys the worker does not hold (or could not share).
         missing: Vec<Key>,
     },
     /// Answer to [`PeerRequest::Put`]: the values are kept.

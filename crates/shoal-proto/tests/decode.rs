@@ -150,6 +150,7 @@ fn peer_request() -> impl Strategy<Value = PeerRequest> {
     prop_oneof![
         keys().prop_map(PeerRequest::Get),
         keys().prop_map(PeerRequest::Put),
+        keys().prop_map(PeerRequest::Share),
         (text(), vec(vec(any::<u8>(), 0..8), 0..3)).prop_map(|(func, args)| PeerRequest::Run { func, args }),
     ]
 }
@@ -158,6 +159,7 @@ fn peer_reply() -> impl Strategy<Value = PeerReply> {
     prop_oneof![
         (keys(), keys()).prop_map(|(keys, missing)| PeerReply::Data { keys, missing }),
         keys().prop_map(PeerReply::Stored),
+        (vec((key(), text()), 0..3), keys()).prop_map(|(files, missing)| PeerReply::Shared { files, missing }),
         proptest::option::of(text()).prop_map(|e| PeerReply::Ran(e.map_or(Ok(()), Err))),
     ]
 }

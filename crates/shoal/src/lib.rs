@@ -56,7 +56,7 @@ pub use shoal_client::{
     wait_timeout,
 };
 pub use shoal_deploy::{LocalCluster, LocalClusterBuilder};
-pub use shoal_graph::{Key, TaskError, TaskOutput, Token, VisualizeError, task_output};
+pub use shoal_graph::{Blob, Key, TaskError, TaskOutput, Token, VisualizeError, task_output};
 
 mod role;
 

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use serde_json::{Map, Value, json};
-use shoal::{LocalCluster, TaskOptions};
+use shoal::{Blob, LocalCluster, TaskOptions};
 
 use super::{Benchmark, Sample, param_u64, timed};
 
@@ -27,6 +27,13 @@ pub(super) fn benchmarks() -> Vec<Benchmark> {
             unit: "tasks/s",
             params: |quick| vec![json!({"n": if quick { 200 } else { 2_000 }, "workers": 2})],
             run: chain,
+        },
+        Benchmark {
+            name: "cluster-transfer",
+            about: "a result of mb megabytes made on worker 0, taken as an argument by a task on worker 1",
+            unit: "bytes/s",
+            params: |quick| vec![json!({"mb": if quick { 50 } else { 200 }, "workers": 2})],
+            run: transfer,
         },
         Benchmark {
             name: "cluster-startup",
@@ -98,4 +105,38 @@ fn noop(params: &Value) -> anyhow::Result<Sample> {
     });
     anyhow::ensure!(sum? == n * (n - 1) / 2, "wrong results");
     Ok(Sample { seconds, items: Some(n as f64), extra: Map::new() })
+}
+
+/// The bulk result of `cluster-transfer`: `n` bytes, not all alike (a page
+/// of zeros could be shared or compressed by accident).
+#[shoal::remote]
+fn cluster_make_bytes(n: u64) -> Blob {
+    Blob::from((0..n).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+}
+
+/// What the consumer of `cluster-transfer` returns: the length and a sum
+/// over a sample of the bytes (cheap, but it touches the data).
+#[shoal::remote]
+fn cluster_take_bytes(bytes: Blob) -> (u64, u64) {
+    let sample: u64 = bytes.iter().step_by(4096).map(|&b| u64::from(b)).sum();
+    (bytes.len() as u64, sample)
+}
+
+fn transfer(params: &Value) -> anyhow::Result<Sample> {
+    let n = param_u64(params, "mb")? * 1_000_000;
+    let workers = param_u64(params, "workers")? as usize;
+    anyhow::ensure!(workers >= 2, "cluster-transfer needs two workers");
+    let cluster = LocalCluster::builder().workers(workers).threads_per_worker(1).build().context("cluster starts")?;
+    let client = cluster.client().context("client connects")?;
+    let on = |i: usize| TaskOptions::new().workers([format!("local-{i}")]);
+    let made = client.submit_with(&on(0), cluster_make_bytes, (n,));
+    made.wait();
+    anyhow::ensure!(made.done(), "the bulk result was not made: {:?}", made.status());
+    let expected: u64 = (0..n).step_by(4096).map(|i| i % 251).sum();
+    let (seconds, got) = timed(|| client.submit_with(&on(1), cluster_take_bytes, (&made,)).result());
+    anyhow::ensure!(got? == (n, expected), "the bytes arrived changed");
+    let mut extra = Map::new();
+    extra.insert("gb_per_s".into(), json!((n as f64 / seconds / 1e7).round() / 100.0));
+    extra.insert("tcp_gb_per_s".into(), json!(super::net::tcp_throughput(n as usize)?));
+    Ok(Sample { seconds, items: Some(n as f64), extra })
 }

@@ -4,25 +4,31 @@
 
 use shoal_graph::Key;
 use shoal_graph::remote::require;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
 use shoal_proto::{
-    DepLocation, FrameKind, Hello, HelloReply, PeerReply, PeerRequest, Role, check_hello, check_reply, decode_hello,
-    decode_message, encode_message, encode_raw,
+    DepLocation, FrameKind, Hello, HelloReply, PeerReply, PeerRequest, ProtoError, Role, check_hello, check_reply,
+    decode_hello, decode_message, encode_message, encode_raw, raw_header,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
+use super::shm::{self, shm_dir};
 use super::store::{Held, PeerConn, Shared, Stored, lock};
 use crate::conn::{Closed, FrameReader};
 
-/// Fetches a result from one of the workers that hold it.
+/// Fetches a result from one of the workers that hold it: through shared
+/// memory from a holder on this host, else over TCP.
 pub(crate) async fn fetch(
     key: &Key,
     deps: &[DepLocation],
     state: &Shared,
     token: Option<&str>,
     max_frame: usize,
-) -> Option<Vec<u8>> {
+) -> Option<Bytes> {
     let holders = deps.iter().find(|d| d.key == *key).map(|d| d.holders.clone()).unwrap_or_default();
+    let shm = lock(state).shm.is_some().then(shm_dir).flatten();
     for holder in holders {
         let idle = lock(state).peers.get_mut(&holder).and_then(Vec::pop);
         let conn = match idle {
@@ -30,13 +36,23 @@ pub(crate) async fn fetch(
             None => connect_peer(&holder, token, max_frame).await,
         };
         let result = match conn {
-            Ok(mut conn) => match request(&mut conn, key).await {
-                Ok(bytes) => {
+            Ok(mut conn) => {
+                let shared = match &shm {
+                    Some(dir) if same_host(&holder) => request_shared(&mut conn, key, dir).await,
+                    _ => Ok(None),
+                };
+                let result = match shared {
+                    Ok(Some(bytes)) => Ok(Some(bytes)),
+                    // Not shared (or not mappable): the same connection
+                    // still serves it over TCP.
+                    Ok(None) => request(&mut conn, key).await,
+                    Err(e) => Err(e),
+                };
+                if result.is_ok() {
                     lock(state).peers.entry(holder.clone()).or_default().push(conn);
-                    Ok(bytes)
                 }
-                Err(e) => Err(e),
-            },
+                result
+            }
             Err(e) => Err(e),
         };
         match result {
@@ -48,6 +64,12 @@ pub(crate) async fn fetch(
     None
 }
 
+/// Whether a data server's address is on this host: a loopback address
+/// (see the `shm` module for why only that counts).
+fn same_host(address: &str) -> bool {
+    address.trim_start_matches("tcp://").parse::<SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
+}
+
 /// The encoded result of `key`: from this worker's store, or fetched.
 pub(crate) async fn element_bytes(
     key: &Key,
@@ -55,8 +77,8 @@ pub(crate) async fn element_bytes(
     deps: &[DepLocation],
     token: Option<&str>,
     max_frame: usize,
-) -> Option<Vec<u8>> {
-    let local = lock(state).get(key).map(|s| s.encoded().map(|b| b.into_owned()));
+) -> Option<Bytes> {
+    let local = lock(state).get(key).map(Stored::encoded);
     match local {
         Some(Ok(bytes)) => Some(bytes),
         Some(Err(e)) => {
@@ -81,8 +103,34 @@ async fn connect_peer(address: &str, token: Option<&str>, max_frame: usize) -> R
     Ok(PeerConn { reader, write })
 }
 
+/// Asks a data server on this host to share one result through shared
+/// memory, and maps it; `Ok(None)` if it does not, or the file cannot be
+/// mapped (then TCP is tried).
+async fn request_shared(conn: &mut PeerConn, key: &Key, dir: &std::path::Path) -> Result<Option<Bytes>, Closed> {
+    let mut request = Vec::new();
+    encode_message(&PeerRequest::Share(vec![key.clone()]), &mut request)?;
+    conn.write.write_all(&request).await?;
+    let PeerReply::Shared { files, .. } = decode_message(&conn.reader.next_message().await?)? else {
+        return Err(Closed::Unexpected("a reply other than shared files to a request to share"));
+    };
+    let Some((_, name)) = files.into_iter().find(|(k, _)| k == key) else { return Ok(None) };
+    let dir = dir.to_path_buf();
+    // Mapping (and faulting in) hundreds of megabytes is not for the loop.
+    match tokio::task::spawn_blocking(move || shm::map(&dir, &name)).await {
+        Ok(Ok(bytes)) => Ok(Some(bytes)),
+        Ok(Err(e)) => {
+            tracing::debug!("cannot map the shared file of {key}, fetching it over TCP: {e}");
+            Ok(None)
+        }
+        Err(e) => {
+            tracing::error!("mapping the shared file of {key} failed: {e}");
+            Ok(None)
+        }
+    }
+}
+
 /// Asks a data server for one result; `Ok(None)` if it does not hold it.
-async fn request(conn: &mut PeerConn, key: &Key) -> Result<Option<Vec<u8>>, Closed> {
+async fn request(conn: &mut PeerConn, key: &Key) -> Result<Option<Bytes>, Closed> {
     let mut request = Vec::new();
     encode_message(&PeerRequest::Get(vec![key.clone()]), &mut request)?;
     conn.write.write_all(&request).await?;
@@ -96,7 +144,7 @@ async fn request(conn: &mut PeerConn, key: &Key) -> Result<Option<Vec<u8>>, Clos
     if frame.kind != FrameKind::Raw {
         return Err(Closed::UnexpectedRaw);
     }
-    Ok(Some(frame.body))
+    Ok(Some(Bytes::from(frame.body)))
 }
 
 pub(crate) async fn serve_data(listener: TcpListener, state: Shared, token: Option<String>, max_frame: usize) {
@@ -105,7 +153,8 @@ pub(crate) async fn serve_data(listener: TcpListener, state: Shared, token: Opti
         let state = state.clone();
         let token = token.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_peer(stream, state, token.as_deref(), max_frame).await {
+            let local = peer.ip().is_loopback();
+            if let Err(e) = serve_peer(stream, state, token.as_deref(), max_frame, local).await {
                 if !matches!(e, Closed::Eof) {
                     tracing::warn!("closing the data connection from {peer}: {e}");
                 }
@@ -114,7 +163,15 @@ pub(crate) async fn serve_data(listener: TcpListener, state: Shared, token: Opti
     }
 }
 
-async fn serve_peer(stream: TcpStream, state: Shared, token: Option<&str>, max_frame: usize) -> Result<(), Closed> {
+/// Serves one connection; `local` says the peer is on this host (it may be
+/// given results through shared memory).
+async fn serve_peer(
+    stream: TcpStream,
+    state: Shared,
+    token: Option<&str>,
+    max_frame: usize,
+    local: bool,
+) -> Result<(), Closed> {
     let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();
     let mut reader = FrameReader::new(read, max_frame);
@@ -130,7 +187,23 @@ async fn serve_peer(stream: TcpStream, state: Shared, token: Option<&str>, max_f
     loop {
         let mut out = Vec::new();
         match decode_message(&reader.next_message().await?)? {
-            PeerRequest::Get(wanted) => get(&state, wanted, &mut out)?,
+            PeerRequest::Get(wanted) => {
+                // The message, then each result as a raw frame written
+                // straight from its buffer: no copy into `out`.
+                let bodies = get(&state, wanted, &mut out).await?;
+                for body in bodies {
+                    let len = u32::try_from(body.len())
+                        .map_err(|_| ProtoError::FrameTooLarge { len: body.len(), max: u32::MAX as usize })?;
+                    out.extend_from_slice(&raw_header(len));
+                    write.write_all(&out).await?;
+                    out.clear();
+                    write.write_all(&body).await?;
+                }
+            }
+            PeerRequest::Share(wanted) => {
+                let reply = share(&state, wanted, local).await;
+                encode_message(&reply, &mut out)?;
+            }
             PeerRequest::Put(keys) => {
                 // Every value arrives before any is kept: a connection cut
                 // half-way stores nothing.
@@ -140,7 +213,7 @@ async fn serve_peer(stream: TcpStream, state: Shared, token: Option<&str>, max_f
                     if frame.kind != FrameKind::Raw {
                         return Err(Closed::Unexpected("a message where a scattered value was due"));
                     }
-                    values.push(frame.body);
+                    values.push(Bytes::from(frame.body));
                 }
                 let mut st = lock(&state);
                 for (k, bytes) in keys.iter().zip(values) {
@@ -162,32 +235,100 @@ async fn serve_peer(stream: TcpStream, state: Shared, token: Option<&str>, max_f
     }
 }
 
-/// Encodes the results asked for that this worker holds.
-fn get(state: &Shared, wanted: Vec<Key>, out: &mut Vec<u8>) -> Result<(), Closed> {
+/// Writes the reply to a [`PeerRequest::Get`] into `out` and returns the
+/// bodies of the results that follow it, encoded.
+async fn get(state: &Shared, wanted: Vec<Key>, out: &mut Vec<u8>) -> Result<Vec<Bytes>, Closed> {
     let mut keys = Vec::new();
     let mut missing = Vec::new();
-    let mut bodies = Vec::new();
+    let mut sources = Vec::new();
     {
         let mut st = lock(state);
         for k in wanted {
-            match st.get(&k).map(Stored::encoded) {
-                Some(Ok(bytes)) => {
+            match st.get(&k).map(Stored::share_source) {
+                Some(Ok(source)) => {
                     keys.push(k);
-                    bodies.push(bytes.into_owned());
+                    sources.push(source);
                 }
                 Some(Err(e)) => {
-                    tracing::error!("cannot encode {k}: {e}");
+                    tracing::error!("cannot read {k}: {e}");
                     missing.push(k);
                 }
                 None => missing.push(k),
             }
         }
     }
-    encode_message(&PeerReply::Data { keys, missing }, out)?;
-    for body in &bodies {
-        encode_raw(body, out)?;
+    // Encoded outside the lock: a large result takes a while.
+    let mut bodies = Vec::with_capacity(sources.len());
+    for (k, source) in keys.iter().zip(sources) {
+        match source.encode() {
+            Ok(bytes) => bodies.push(bytes),
+            Err(e) => {
+                // The reply is not written yet: the key just goes missing.
+                tracing::error!("cannot encode {k}: {e}");
+                missing.push(k.clone());
+            }
+        }
     }
-    Ok(())
+    keys.retain(|k| !missing.contains(k));
+    encode_message(&PeerReply::Data { keys, missing }, out)?;
+    Ok(bodies)
+}
+
+/// The reply to a [`PeerRequest::Share`]: each result held is written to a
+/// shared-memory file once (later requests reuse it).
+async fn share(state: &Shared, wanted: Vec<Key>, local: bool) -> PeerReply {
+    let mut files = Vec::new();
+    let mut missing = Vec::new();
+    if !local {
+        // A peer on another host cannot open this host's files.
+        return PeerReply::Shared { files, missing: wanted };
+    }
+    for key in wanted {
+        let todo = {
+            let mut st = lock(state);
+            let source = st.get(&key).map(Stored::share_source);
+            match (&mut st.shm, source) {
+                (Some(shm), Some(Ok(source))) => match shm.get(&key) {
+                    Some(name) => Ok(name.to_string()),
+                    None => Err((source, shm.reserve())),
+                },
+                _ => {
+                    missing.push(key);
+                    continue;
+                }
+            }
+        };
+        let name = match todo {
+            Ok(name) => name,
+            Err((source, (name, path))) => {
+                match tokio::task::spawn_blocking(move || shm::write(&path, source)).await {
+                    Ok(Ok(())) => {}
+                    failed => {
+                        tracing::warn!("cannot share {key} through shared memory: {failed:?}");
+                        missing.push(key);
+                        continue;
+                    }
+                }
+                let mut st = lock(state);
+                let held = st.holds(&key);
+                match &mut st.shm {
+                    Some(shm) if held => shm.record(key.clone(), name),
+                    Some(shm) => {
+                        // Released while it was written.
+                        shm.discard(&name);
+                        missing.push(key);
+                        continue;
+                    }
+                    None => {
+                        missing.push(key);
+                        continue;
+                    }
+                }
+            }
+        };
+        files.push((key, name));
+    }
+    PeerReply::Shared { files, missing }
 }
 
 /// Runs a registered function on its own thread (the worker's loop and its

@@ -6,16 +6,17 @@
 //! read from there when needed; above the pause threshold (higher) the
 //! worker starts no new task until it holds less.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
 use shoal_graph::remote::{RemoteError, RemoteFunc};
 use shoal_graph::{Key, Value};
 use shoal_local::Handle;
 
+use super::shm::{ShmFiles, Source};
 use crate::conn::FrameReader;
 
 /// A result kept by this worker.
@@ -25,7 +26,7 @@ pub(crate) enum Held {
     Value { value: Value, producer: &'static RemoteFunc },
     /// Put here by a client (scatter): kept as the bytes that came, decoded
     /// by each consumer's own parameter codec, sent on as they are.
-    Bytes(Vec<u8>),
+    Bytes(Bytes),
     /// Spilled: its encoded bytes are in this file, read (and decoded by the
     /// consumer's codec) when needed.
     Spilled(PathBuf),
@@ -61,19 +62,30 @@ impl Stored {
     pub(crate) fn value_for(&self, consumer: &RemoteFunc, position: usize) -> Result<Value, StoreError> {
         match &self.held {
             Held::Value { value, .. } => Ok(value.clone()),
-            Held::Bytes(bytes) => Ok(consumer.decode_arg(position, bytes)?),
-            Held::Spilled(_) => Ok(consumer.decode_arg(position, &self.encoded()?)?),
+            // Shared decoding: a `Blob` argument refers to the stored bytes.
+            Held::Bytes(bytes) => Ok(consumer.decode_arg_shared(position, bytes)?),
+            Held::Spilled(_) => Ok(consumer.decode_arg_shared(position, &self.encoded()?)?),
         }
     }
 
-    /// The value's bytes, to send to a peer or a client.
-    pub(crate) fn encoded(&self) -> Result<Cow<'_, [u8]>, StoreError> {
+    /// The value's bytes, to send to a peer or a client: encoded once for a
+    /// value made here, shared (not copied) for bytes kept as they came.
+    pub(crate) fn encoded(&self) -> Result<Bytes, StoreError> {
         match &self.held {
-            Held::Value { value, producer } => Ok(Cow::Owned(producer.encode_result(value)?)),
-            Held::Bytes(bytes) => Ok(Cow::Borrowed(bytes)),
+            Held::Value { value, producer } => Ok(Bytes::from(producer.encode_result(value)?)),
+            Held::Bytes(bytes) => Ok(bytes.clone()),
             Held::Spilled(path) => {
-                std::fs::read(path).map(Cow::Owned).map_err(|source| StoreError::Disk { path: path.clone(), source })
+                std::fs::read(path).map(Bytes::from).map_err(|source| StoreError::Disk { path: path.clone(), source })
             }
+        }
+    }
+
+    /// What a shared-memory file of this value is written from (outside
+    /// the worker's lock: encoding a large value takes a while).
+    pub(crate) fn share_source(&self) -> Result<Source, StoreError> {
+        match &self.held {
+            Held::Value { value, producer } => Ok(Source::Value { value: value.clone(), producer }),
+            _ => Ok(Source::Bytes(self.encoded()?)),
         }
     }
 }
@@ -234,6 +246,9 @@ pub(crate) struct State {
     pub(crate) running: HashMap<Key, (Handle, &'static RemoteFunc, std::time::Instant)>,
     /// Tasks given to this worker while it was paused, not started yet.
     pub(crate) parked: HashSet<Key>,
+    /// Results written to shared memory for fetchers on this host; `None`
+    /// where the host has no shared-memory directory.
+    pub(crate) shm: Option<ShmFiles>,
 }
 
 impl State {
@@ -247,10 +262,16 @@ impl State {
             peers: HashMap::new(),
             running: HashMap::new(),
             parked: HashSet::new(),
+            shm: ShmFiles::new(),
         }
     }
 
     /// A stored value, which counts as a use of it (it is spilled last).
+    /// Whether `key` is held (not a use of it).
+    pub(crate) fn holds(&self, key: &Key) -> bool {
+        self.store.contains_key(key)
+    }
+
     pub(crate) fn get(&mut self, key: &Key) -> Option<&Stored> {
         self.clock += 1;
         let now = self.clock;
@@ -273,6 +294,9 @@ impl State {
     }
 
     pub(crate) fn remove(&mut self, key: &Key) {
+        if let Some(shm) = &mut self.shm {
+            shm.remove(key);
+        }
         let Some(old) = self.store.remove(key) else { return };
         match &old.held {
             Held::Spilled(path) => {
@@ -350,6 +374,9 @@ impl State {
         self.memory.clear();
         self.parked.clear();
         self.peers.clear();
+        if let Some(shm) = &mut self.shm {
+            shm.clear();
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod api;
 mod memory;
 mod placement;
 mod sharing;
+mod transfer;
 
 #[shoal::remote]
 fn square(x: u64) -> u64 {
