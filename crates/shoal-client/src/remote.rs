@@ -253,8 +253,8 @@ fn encode(
         .collect::<Result<Vec<_>, _>>()?;
     let msg = TaskMsg {
         key: task.key.clone(),
-        func: task.func.name().to_string(),
-        args,
+        func: task.func.name().into(),
+        args: args.into(),
         priority: 0,
         retries,
         resources: vec![],

@@ -20,8 +20,8 @@ use shoal_graph::{Arg, Key, Task, Value};
 use shoal_local::{Handle, Notify, Runtime, Submission};
 use shoal_proto::{
     ArgMsg, ComputeMsg, DepLocation, FinishedMsg, FrameKind, FromWorker, Hello, HelloReply, PeerReply, PeerRequest,
-    Role, ToWorker, WorkerId, WorkerInfo, check_hello, check_reply, decode_hello, decode_message, encode_message,
-    encode_raw,
+    Role, TaskId, ToWorker, WorkerId, WorkerInfo, check_hello, check_reply, decode_hello, decode_message,
+    encode_message, encode_raw,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -123,9 +123,10 @@ struct State {
     store: HashMap<Key, Stored>,
     /// Idle connections to other workers' data servers, by address: a fetch
     /// reuses one instead of paying a connect and a handshake.
-    peers: HashMap<String, Vec<PeerConn>>,
-    /// Tasks on the pool: their handle, their function, when they were queued.
-    running: HashMap<Key, (Handle, &'static RemoteFunc, std::time::Instant)>,
+    peers: HashMap<Arc<str>, Vec<PeerConn>>,
+    /// Tasks on the pool: their handle, their function, when they were
+    /// queued, and the id the scheduler sent them with.
+    running: HashMap<Key, (Handle, &'static RemoteFunc, std::time::Instant, TaskId)>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -323,7 +324,7 @@ async fn prepare(
     token: Option<String>,
     max_frame: usize,
 ) {
-    let ComputeMsg { key, func, args, deps, .. } = task;
+    let ComputeMsg { id, key, func, args, deps, .. } = task;
     let remote = match require(&func) {
         Ok(r) => r,
         Err(e) => {
@@ -333,17 +334,17 @@ async fn prepare(
     };
     let mut values = Vec::with_capacity(args.len());
     let mut missing = Vec::new();
-    for (position, arg) in args.into_iter().enumerate() {
+    for (position, arg) in args.iter().enumerate() {
         let value = match arg {
-            ArgMsg::Value(bytes) => remote.decode_arg(position, &bytes),
+            ArgMsg::Value(bytes) => remote.decode_arg(position, bytes),
             ArgMsg::Key(dep) => {
-                let local = lock(&state).store.get(&dep).map(|s| s.value.clone());
+                let local = lock(&state).store.get(dep).map(|s| s.value.clone());
                 match local {
                     Some(v) => Ok(v),
-                    None => match fetch(&dep, &deps, &state, token.as_deref(), max_frame).await {
+                    None => match fetch(dep, &deps, &state, token.as_deref(), max_frame).await {
                         Some(bytes) => remote.decode_arg(position, &bytes),
                         None => {
-                            missing.push(dep);
+                            missing.push(dep.clone());
                             continue;
                         }
                     },
@@ -361,10 +362,10 @@ async fn prepare(
                 };
                 let mut complete = true;
                 for element in elements {
-                    match element_bytes(&element, &state, &deps, token.as_deref(), max_frame).await {
+                    match element_bytes(element, &state, &deps, token.as_deref(), max_frame).await {
                         Some(b) => bytes.extend_from_slice(&b),
                         None => {
-                            missing.push(element);
+                            missing.push(element.clone());
                             complete = false;
                         }
                     }
@@ -390,7 +391,7 @@ async fn prepare(
     let task =
         Task { key: key.clone(), func: remote.func().clone(), args: values.into_iter().map(Arg::Value).collect() };
     let Some(handle) = pool.submit_one(Submission::new(task).held()) else { return };
-    lock(&state).running.insert(key.clone(), (handle.clone(), remote, std::time::Instant::now()));
+    lock(&state).running.insert(key.clone(), (handle.clone(), remote, std::time::Instant::now(), id));
     handle.subscribe(Arc::new(Done { key, tx: done }), 0);
 }
 
@@ -416,7 +417,7 @@ async fn element_bytes(
 /// A finished task's report: its result goes to the store.
 fn complete(state: &Shared, key: Key) -> Option<Result<FinishedMsg, FromWorker>> {
     let mut st = lock(state);
-    let (handle, producer, queued) = st.running.remove(&key)?;
+    let (handle, producer, queued, id) = st.running.remove(&key)?;
     match handle.try_outcome()? {
         Ok(value) => {
             let nbytes = producer.result_size(&value).unwrap_or(0);
@@ -424,7 +425,7 @@ fn complete(state: &Shared, key: Key) -> Option<Result<FinishedMsg, FromWorker>>
             // Time on this worker, queueing included: what the scheduler
             // should expect a task of this group to occupy a slot for.
             let duration_us = queued.elapsed().as_micros() as u64;
-            Some(Ok(FinishedMsg { key, nbytes, duration_us }))
+            Some(Ok(FinishedMsg { id, key, nbytes, duration_us }))
         }
         Err(failure) => {
             let message = match &failure.root().kind {

@@ -24,19 +24,23 @@
 //! let w = s.on_worker_registered(info, 0, &mut comm);
 //! let client = s.on_client_connected();
 //! let key = Key::scalar("inc", Token(1));
-//! let task = TaskMsg { key: key.clone(), func: "inc".into(), args: vec![], priority: 0, retries: 0,
+//! let task = TaskMsg { key: key.clone(), func: "inc".into(), args: [].into(), priority: 0, retries: 0,
 //!                      resources: vec![], workers: vec![], held: true };
 //! s.on_client_message(client, ToScheduler::Submit(vec![task]), &mut comm);
-//! assert!(matches!(comm.workers[0].1, ToWorker::Compute(_)));
-//! let done = FinishedMsg { key: key.clone(), nbytes: 8, duration_us: 3 };
+//! let ToWorker::Compute(sent) = &comm.workers[0].1 else { panic!("expected a compute message") };
+//! // The worker reports the task under the id it was sent with.
+//! let done = FinishedMsg { id: sent[0].id, key: key.clone(), nbytes: 8, duration_us: 3 };
 //! s.on_worker_message(w, FromWorker::Finished(vec![done]), 1, &mut comm);
 //! assert_eq!(s.task_state(&key), Some(TaskState::Memory));
 //! assert_eq!(comm.clients[0].1, FromScheduler::Finished { key, nbytes: 8 });
 //! ```
 
 mod comm;
+mod load;
+mod queue;
 mod scheduler;
 pub mod sim;
+mod table;
 mod task;
 
 pub use comm::{Comm, RecordingComm};

@@ -6,10 +6,8 @@
 //! socket, a thread or the system clock, so the same code runs under the
 //! network shell, in unit tests and in the simulator.
 
-use std::collections::BinaryHeap;
-
 use rustc_hash::{FxHashMap, FxHashSet};
-use shoal_graph::{Key, KeyHashMap};
+use shoal_graph::{Key, Prefix};
 use shoal_proto::{
     ArgMsg, ClientId, ComputeMsg, DepLocation, FinishedMsg, FromScheduler, FromWorker, TaskErrorMsg, TaskMsg,
     ToScheduler, ToWorker, WorkerId, WorkerInfo,
@@ -17,7 +15,10 @@ use shoal_proto::{
 use smallvec::SmallVec;
 
 use crate::comm::Comm;
-use crate::task::{LoadIndex, Task, TaskState, Worker};
+use crate::load::LoadIndex;
+use crate::queue::{Ready, ReadyQueue};
+use crate::table::TaskTable;
+use crate::task::{Constraints, Task, TaskState, Worker};
 
 /// Tunables of a scheduler.
 #[derive(Clone, Debug)]
@@ -48,14 +49,6 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// The task queue order: higher priority first, then submission order.
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct Ready {
-    priority: i32,
-    seq: std::cmp::Reverse<u64>,
-    task: u32,
-}
-
 #[derive(Default)]
 struct Outbox {
     compute: FxHashMap<WorkerId, Vec<ComputeMsg>>,
@@ -82,18 +75,16 @@ pub struct SchedulerStats {
 /// The scheduler: tasks, workers, clients, and the rules between them.
 pub struct Scheduler {
     config: SchedulerConfig,
-    tasks: Vec<Option<Task>>,
-    free: Vec<u32>,
-    keys: KeyHashMap<u32>,
+    tasks: TaskTable,
     workers: FxHashMap<WorkerId, Worker>,
     loads: LoadIndex,
     clients: FxHashSet<ClientId>,
     next_worker: u32,
     next_client: u32,
     next_seq: u64,
-    queued: BinaryHeap<Ready>,
+    queued: ReadyQueue,
     resource_names: Vec<String>,
-    groups: FxHashMap<String, u32>,
+    groups: FxHashMap<Prefix, u32>,
     durations: Vec<(u64, u64)>,
     outbox: Outbox,
     assigned: u64,
@@ -111,16 +102,14 @@ impl Scheduler {
     pub fn new(config: SchedulerConfig) -> Scheduler {
         Scheduler {
             config,
-            tasks: Vec::new(),
-            free: Vec::new(),
-            keys: KeyHashMap::default(),
+            tasks: TaskTable::default(),
             workers: FxHashMap::default(),
             loads: LoadIndex::default(),
             clients: FxHashSet::default(),
             next_worker: 0,
             next_client: 0,
             next_seq: 0,
-            queued: BinaryHeap::new(),
+            queued: ReadyQueue::default(),
             resource_names: Vec::new(),
             groups: FxHashMap::default(),
             durations: Vec::new(),
@@ -144,7 +133,7 @@ impl Scheduler {
         if !self.clients.remove(&client) {
             return;
         }
-        let held: Vec<u32> = self.live().filter(|(_, t)| t.holders.contains(&client)).map(|(i, _)| i).collect();
+        let held: Vec<u32> = self.tasks.iter().filter(|(_, t)| t.holders.contains(&client)).map(|(i, _)| i).collect();
         for i in held {
             self.task_mut(i).holders.retain(|c| *c != client);
             self.consider_release(i);
@@ -159,7 +148,7 @@ impl Scheduler {
             ToScheduler::Submit(tasks) => self.submit(client, tasks),
             ToScheduler::Release(keys) => {
                 for key in keys {
-                    if let Some(&i) = self.keys.get(&key) {
+                    if let Some(i) = self.tasks.find(&key) {
                         let task = self.task_mut(i);
                         if let Some(pos) = task.holders.iter().position(|c| *c == client) {
                             task.holders.remove(pos);
@@ -170,7 +159,7 @@ impl Scheduler {
             }
             ToScheduler::Cancel(keys) => {
                 for key in keys {
-                    if let Some(&i) = self.keys.get(&key) {
+                    if let Some(i) = self.tasks.find(&key) {
                         self.fail(i, TaskErrorMsg::Cancelled);
                     }
                 }
@@ -179,7 +168,7 @@ impl Scheduler {
                 let answer = keys
                     .into_iter()
                     .map(|k| {
-                        let holders = self.keys.get(&k).map_or_else(Vec::new, |&i| {
+                        let holders = self.tasks.find(&k).map_or_else(Vec::new, |i| {
                             self.task(i)
                                 .who_has
                                 .iter()
@@ -220,16 +209,16 @@ impl Scheduler {
             available[r as usize] += amount;
         }
         let worker = Worker {
+            address: info.data_address.as_str().into(),
             info,
             processing: FxHashSet::default(),
             has: FxHashSet::default(),
             occupancy_us: 0,
             available,
             last_seen_us: now_us,
-            load: 0,
             stealing: FxHashSet::default(),
         };
-        self.loads.insert(0, id);
+        self.loads.insert(id, 0);
         self.workers.insert(id, worker);
         self.flush(comm);
         id
@@ -249,7 +238,7 @@ impl Scheduler {
                 }
             }
             FromWorker::Failed { key, message } => {
-                if let Some(&i) = self.keys.get(&key) {
+                if let Some(i) = self.tasks.find(&key) {
                     if self.task(i).state == TaskState::Processing(worker) {
                         self.unassign(i, worker);
                         if self.task(i).retries_left > 0 {
@@ -266,7 +255,7 @@ impl Scheduler {
                 // The scheduler's map of who holds what was stale: believe the
                 // worker, and run the task again once its inputs exist.
                 for m in missing {
-                    let Some(&d) = self.keys.get(&m) else { continue };
+                    let Some(d) = self.tasks.find(&m) else { continue };
                     let holders: Vec<WorkerId> = self.task(d).who_has.to_vec();
                     for h in holders.into_iter().filter(|h| *h != worker) {
                         if let Some(w) = self.workers.get_mut(&h) {
@@ -278,7 +267,7 @@ impl Scheduler {
                         self.data_lost(d);
                     }
                 }
-                if let Some(&i) = self.keys.get(&key) {
+                if let Some(i) = self.tasks.find(&key) {
                     if self.task(i).state == TaskState::Processing(worker) {
                         self.unassign(i, worker);
                         self.set_state(i, TaskState::Queued);
@@ -295,7 +284,7 @@ impl Scheduler {
             }
             FromWorker::Stolen(keys) => {
                 for key in keys {
-                    let Some(&i) = self.keys.get(&key) else { continue };
+                    let Some(i) = self.tasks.find(&key) else { continue };
                     if let Some(w) = self.workers.get_mut(&worker) {
                         w.stealing.remove(&i);
                     }
@@ -317,7 +306,7 @@ impl Scheduler {
         let Some(w) = self.workers.remove(&worker) else {
             return;
         };
-        self.loads.remove(w.load, worker);
+        self.loads.remove(worker);
         self.outbox.compute.remove(&worker);
         self.outbox.release.remove(&worker);
         self.outbox.steal.remove(&worker);
@@ -326,7 +315,7 @@ impl Scheduler {
         let mut held: Vec<u32> = w.has.into_iter().collect();
         held.sort_unstable();
         for i in held {
-            if self.slot(i).is_none() {
+            if self.tasks.get(i).is_none() {
                 continue;
             }
             self.task_mut(i).who_has.retain(|h| *h != worker);
@@ -337,7 +326,7 @@ impl Scheduler {
         let mut processing: Vec<u32> = w.processing.into_iter().collect();
         processing.sort_unstable();
         for i in processing {
-            if self.slot(i).is_none() || self.task(i).state != TaskState::Processing(worker) {
+            if self.tasks.get(i).is_none() || self.task(i).state != TaskState::Processing(worker) {
                 continue;
             }
             self.task_mut(i).lost += 1;
@@ -369,12 +358,12 @@ impl Scheduler {
 
     /// The state of a task, if the scheduler knows its key.
     pub fn task_state(&self, key: &Key) -> Option<TaskState> {
-        self.keys.get(key).map(|&i| self.task(i).state)
+        self.tasks.find(key).map(|i| self.task(i).state)
     }
 
     /// Workers holding a task's result.
     pub fn who_has(&self, key: &Key) -> Vec<WorkerId> {
-        self.keys.get(key).map_or_else(Vec::new, |&i| self.task(i).who_has.to_vec())
+        self.tasks.find(key).map_or_else(Vec::new, |i| self.task(i).who_has.to_vec())
     }
 
     /// The connected workers.
@@ -386,9 +375,13 @@ impl Scheduler {
 
     /// Counters.
     pub fn stats(&self) -> SchedulerStats {
-        let mut s = SchedulerStats { workers: self.workers.len(), assigned: self.assigned, ..Default::default() };
-        for (_, t) in self.live() {
-            s.tasks += 1;
+        let mut s = SchedulerStats {
+            tasks: self.tasks.len(),
+            workers: self.workers.len(),
+            assigned: self.assigned,
+            ..Default::default()
+        };
+        for (_, t) in self.tasks.iter() {
             if t.state == TaskState::Memory {
                 s.in_memory += 1;
             }
@@ -405,8 +398,8 @@ impl Scheduler {
     /// # Panics
     /// When an invariant does not hold.
     pub fn check_invariants(&self) {
-        for (i, t) in self.live() {
-            assert_eq!(self.keys.get(&t.key), Some(&i), "{}: key index", t.key);
+        for (i, t) in self.tasks.iter() {
+            assert_eq!(self.tasks.find(&t.key), Some(i), "{}: key index", t.key);
             let missing = t.deps.iter().filter(|&&d| self.task(d).state != TaskState::Memory).count() as u32;
             let waiters = t.dependents.iter().filter(|&&d| self.task(d).state.is_active()).count() as u32;
             assert_eq!(t.waiters, waiters, "{}: waiters", t.key);
@@ -442,7 +435,7 @@ impl Scheduler {
 
     fn submit(&mut self, client: ClientId, msgs: Vec<TaskMsg>) {
         for msg in msgs {
-            if let Some(&i) = self.keys.get(&msg.key) {
+            if let Some(i) = self.tasks.find(&msg.key) {
                 // A key the cluster knows: share it, and bring it back if its
                 // result was released.
                 if msg.held && !self.task(i).holders.contains(&client) {
@@ -462,16 +455,21 @@ impl Scheduler {
 
     fn insert_task(&mut self, client: ClientId, msg: TaskMsg) -> u32 {
         let TaskMsg { key, func, args, priority, retries, resources, workers, held } = msg;
-        let group = self.group_index(key.prefix());
-        let resources = resources.into_iter().map(|(name, amount)| (self.resource_index(&name), amount)).collect();
+        let group = self.group_index(key.shared_prefix());
+        let constraints = if resources.is_empty() && workers.is_empty() {
+            None
+        } else {
+            let resources = resources.into_iter().map(|(name, amount)| (self.resource_index(&name), amount)).collect();
+            Some(Box::new(Constraints { resources, workers }))
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
-        let task = Task {
-            key: key.clone(),
+        self.tasks.insert(Task {
+            key,
             func,
             args,
             deps: SmallVec::new(),
-            dependents: Vec::new(),
+            dependents: SmallVec::new(),
             state: TaskState::Released,
             missing: 0,
             waiters: 0,
@@ -479,41 +477,28 @@ impl Scheduler {
             nbytes: 0,
             priority,
             seq,
-            resources,
-            restrictions: workers,
+            constraints,
             retries_left: retries,
             lost: 0,
             holders: if held { smallvec::smallvec![client] } else { SmallVec::new() },
             group,
             error: None,
-        };
-        let i = match self.free.pop() {
-            Some(i) => {
-                self.tasks[i as usize] = Some(task);
-                i
-            }
-            None => {
-                self.tasks.push(Some(task));
-                (self.tasks.len() - 1) as u32
-            }
-        };
-        self.keys.insert(key, i);
-        i
+        })
     }
 
     /// Links a new task to its dependencies and starts it on its way.
     fn wire(&mut self, i: u32) {
-        let mut deps: SmallVec<[u32; 2]> = SmallVec::new();
+        let mut deps: SmallVec<[u32; 4]> = SmallVec::new();
         let mut unknown = None;
-        for arg in &self.task(i).args {
+        for arg in self.task(i).args.iter() {
             let keys = match arg {
                 ArgMsg::Key(k) => std::slice::from_ref(k),
                 ArgMsg::List(ks) => ks.as_slice(),
                 ArgMsg::Value(_) => &[],
             };
             for k in keys {
-                match self.keys.get(k) {
-                    Some(&d) if !deps.contains(&d) => deps.push(d),
+                match self.tasks.find(k) {
+                    Some(d) if !deps.contains(&d) => deps.push(d),
                     Some(_) => {}
                     None => unknown = Some(k.clone()),
                 }
@@ -533,7 +518,7 @@ impl Scheduler {
     /// Makes a released task run again, with whatever of its inputs is
     /// missing (recursively, from the lineage).
     fn ensure_computed(&mut self, start: u32) {
-        let mut stack = vec![start];
+        let mut stack: SmallVec<[u32; 8]> = smallvec::smallvec![start];
         while let Some(i) = stack.pop() {
             if self.task(i).state != TaskState::Released {
                 continue;
@@ -543,7 +528,7 @@ impl Scheduler {
                 self.fail(i, error);
                 continue;
             }
-            let missing: Vec<u32> =
+            let missing: SmallVec<[u32; 4]> =
                 self.task(i).deps.iter().copied().filter(|&d| self.task(d).state != TaskState::Memory).collect();
             self.task_mut(i).missing = missing.len() as u32;
             if missing.is_empty() {
@@ -557,7 +542,7 @@ impl Scheduler {
     }
 
     fn finished(&mut self, worker: WorkerId, f: FinishedMsg) {
-        let Some(&i) = self.keys.get(&f.key) else {
+        let Some(i) = self.tasks.resolve(f.id, &f.key) else {
             // Forgotten meanwhile: the worker may drop it.
             self.outbox.release.entry(worker).or_default().push(f.key);
             return;
@@ -593,7 +578,7 @@ impl Scheduler {
             }
         }
         self.consider_release(i);
-        if self.slot(i).is_some() {
+        if self.tasks.get(i).is_some() {
             let deps = self.task(i).deps.clone();
             for d in deps {
                 self.consider_release(d);
@@ -709,7 +694,7 @@ impl Scheduler {
     /// Frees a result nobody wants any more (its spec stays while dependents
     /// might need it recomputed).
     fn consider_release(&mut self, i: u32) {
-        if self.slot(i).is_none() {
+        if self.tasks.get(i).is_none() {
             return;
         }
         let t = self.task(i);
@@ -718,15 +703,14 @@ impl Scheduler {
         }
         match t.state {
             TaskState::Memory => {
-                let holders: Vec<WorkerId> = t.who_has.to_vec();
-                let key = t.key.clone();
+                let holders = std::mem::take(&mut self.task_mut(i).who_has);
                 for w in holders {
                     if let Some(worker) = self.workers.get_mut(&w) {
                         worker.has.remove(&i);
                     }
-                    self.outbox.release.entry(w).or_default().push(key.clone());
+                    let key = self.task(i).key.clone();
+                    self.outbox.release.entry(w).or_default().push(key);
                 }
-                self.task_mut(i).who_has.clear();
                 self.set_state(i, TaskState::Released);
                 self.consider_forget(i);
             }
@@ -738,18 +722,16 @@ impl Scheduler {
     /// Forgets a task nothing refers to any more, and then its dependencies
     /// that were only kept for it.
     fn consider_forget(&mut self, start: u32) {
-        let mut stack = vec![start];
+        let mut stack: SmallVec<[u32; 8]> = smallvec::smallvec![start];
         while let Some(i) = stack.pop() {
-            let Some(t) = self.slot(i) else { continue };
+            let Some(t) = self.tasks.get(i) else { continue };
             let forgettable = matches!(t.state, TaskState::Released | TaskState::Erred)
                 && t.holders.is_empty()
                 && t.dependents.is_empty();
             if !forgettable {
                 continue;
             }
-            let Some(t) = self.tasks[i as usize].take() else { continue };
-            self.free.push(i);
-            self.keys.remove(&t.key);
+            let Some(t) = self.tasks.remove(i) else { continue };
             for d in t.deps {
                 let dep = self.task_mut(d);
                 dep.dependents.retain(|x| *x != i);
@@ -783,28 +765,24 @@ impl Scheduler {
 
     /// Gives a queued task to the best worker now, or leaves it queued.
     fn place(&mut self, i: u32) {
-        if self.task(i).is_root() {
-            let t = self.task(i);
-            self.queued.push(Ready { priority: t.priority, seq: std::cmp::Reverse(t.seq), task: i });
-            return;
-        }
-        match self.best_worker(i) {
-            Some(w) => self.assign(i, w),
-            None => {
-                let t = self.task(i);
-                self.queued.push(Ready { priority: t.priority, seq: std::cmp::Reverse(t.seq), task: i });
+        if !self.task(i).is_root() {
+            if let Some(w) = self.best_worker(i) {
+                self.assign(i, w);
+                return;
             }
         }
+        let t = self.task(i);
+        self.queued.push(t.priority, Ready { seq: t.seq, task: i });
     }
 
     /// The worker where the task would finish first: its queue, plus the
     /// time to fetch the inputs it does not hold. Candidates are the workers
-    /// holding inputs and the least loaded one, or, for a restricted task,
+    /// holding inputs and the least loaded one, or, for a constrained task,
     /// every worker that may run it.
     fn best_worker(&self, i: u32) -> Option<WorkerId> {
         let t = self.task(i);
         let mut candidates: SmallVec<[WorkerId; 8]> = SmallVec::new();
-        if t.restrictions.is_empty() && t.resources.is_empty() {
+        if t.constraints.is_none() {
             for &d in &t.deps {
                 for w in &self.task(d).who_has {
                     if !candidates.contains(w) {
@@ -812,7 +790,7 @@ impl Scheduler {
                     }
                 }
             }
-            candidates.extend(self.loads.iter().next());
+            candidates.extend(self.loads.least());
         } else {
             candidates.extend(self.loads.iter().filter(|w| self.may_run(i, *w)));
         }
@@ -822,12 +800,24 @@ impl Scheduler {
             .min_by_key(|w| (self.finish_estimate(i, *w), *w))
     }
 
+    /// Where a root task goes now: the least loaded worker, if it has room.
+    /// While queued work has one duration estimate, a worker has room
+    /// exactly when its load is under a bound, so the least loaded worker
+    /// has room if any does; looking at it alone keeps a long queue from
+    /// scanning every worker at every event.
+    fn root_target(&self, i: u32) -> Option<WorkerId> {
+        let w = self.loads.least()?;
+        let worker = self.workers.get(&w)?;
+        (worker.processing.len() < self.capacity(worker, self.estimate_us(i))).then_some(w)
+    }
+
     fn may_run(&self, i: u32, w: WorkerId) -> bool {
         let t = self.task(i);
         let Some(worker) = self.workers.get(&w) else { return false };
-        let allowed = t.restrictions.is_empty()
-            || t.restrictions.iter().any(|r| *r == worker.info.name || *r == worker.info.data_address);
-        let capable = t.resources.iter().all(|&(r, amount)| {
+        let restrictions = t.restrictions();
+        let allowed = restrictions.is_empty()
+            || restrictions.iter().any(|r| *r == worker.info.name || *r == worker.info.data_address);
+        let capable = t.resources().iter().all(|&(r, amount)| {
             worker
                 .info
                 .resources
@@ -838,7 +828,10 @@ impl Scheduler {
     }
 
     fn resources_available(&self, i: u32, worker: &Worker) -> bool {
-        self.task(i).resources.iter().all(|&(r, amount)| worker.available.get(r as usize).is_some_and(|a| *a >= amount))
+        self.task(i)
+            .resources()
+            .iter()
+            .all(|&(r, amount)| worker.available.get(r as usize).is_some_and(|a| *a >= amount))
     }
 
     fn finish_estimate(&self, i: u32, w: WorkerId) -> u64 {
@@ -876,29 +869,33 @@ impl Scheduler {
                         .who_has
                         .iter()
                         .filter_map(|h| self.workers.get(h))
-                        .map(|h| h.info.data_address.clone())
+                        .map(|h| h.address.clone())
                         .collect(),
                     nbytes: dep.nbytes,
                 }
             })
             .collect();
-        let msg =
-            ComputeMsg { key: t.key.clone(), func: t.func.clone(), args: t.args.clone(), deps, priority: t.priority };
-        let resources = t.resources.clone();
+        let msg = ComputeMsg {
+            id: self.tasks.id(i),
+            key: t.key.clone(),
+            func: t.func.clone(),
+            args: t.args.clone(),
+            deps,
+            priority: t.priority,
+        };
         self.outbox.compute.entry(w).or_default().push(msg);
         self.set_state(i, TaskState::Processing(w));
         self.assigned += 1;
+        let resources = self.tasks.get(i).map_or(&[][..], Task::resources);
         if let Some(worker) = self.workers.get_mut(&w) {
-            self.loads.remove(worker.load, w);
             worker.processing.insert(i);
             worker.occupancy_us += estimate;
-            for (r, amount) in resources {
+            for &(r, amount) in resources {
                 if let Some(a) = worker.available.get_mut(r as usize) {
                     *a -= amount;
                 }
             }
-            worker.load = worker.load_key();
-            self.loads.insert(worker.load, w);
+            self.loads.update(w, worker.load_key());
         }
     }
 
@@ -906,14 +903,15 @@ impl Scheduler {
     /// message not yet sent is withdrawn, else the worker is told to drop it.
     fn withdraw(&mut self, i: u32, w: WorkerId) {
         self.unassign(i, w);
-        let key = self.task(i).key.clone();
+        let id = self.tasks.id(i);
         if let Some(pending) = self.outbox.compute.get_mut(&w) {
-            if let Some(pos) = pending.iter().position(|m| m.key == key) {
+            if let Some(pos) = pending.iter().position(|m| m.id == id) {
                 pending.remove(pos);
                 return;
             }
         }
         if self.workers.contains_key(&w) {
+            let key = self.task(i).key.clone();
             self.outbox.release.entry(w).or_default().push(key);
         }
     }
@@ -921,49 +919,45 @@ impl Scheduler {
     /// Takes a task off a worker's books (finished, failed, stolen, lost).
     fn unassign(&mut self, i: u32, w: WorkerId) {
         let estimate = self.estimate_us(i);
-        let resources = self.task(i).resources.clone();
+        let resources = self.tasks.get(i).map_or(&[][..], Task::resources);
         if let Some(worker) = self.workers.get_mut(&w) {
-            self.loads.remove(worker.load, w);
             worker.processing.remove(&i);
             worker.stealing.remove(&i);
             worker.occupancy_us = worker.occupancy_us.saturating_sub(estimate);
-            for (r, amount) in resources {
+            for &(r, amount) in resources {
                 if let Some(a) = worker.available.get_mut(r as usize) {
                     *a += amount;
                 }
             }
-            worker.load = worker.load_key();
-            self.loads.insert(worker.load, w);
+            self.loads.update(w, worker.load_key());
         }
     }
 
-    /// Hands queued tasks to workers with room, least loaded first.
+    /// Hands queued tasks to workers with room.
     fn fill_workers(&mut self) {
-        let mut deferred = Vec::new();
-        while let Some(ready) = self.queued.pop() {
+        let mut deferred: SmallVec<[(i32, Ready); 4]> = SmallVec::new();
+        while let Some(ready) = self.queued.peek() {
             let i = ready.task;
-            if self.slot(i).is_none_or(|t| t.state != TaskState::Queued) {
+            if self.tasks.get(i).is_none_or(|t| t.state != TaskState::Queued || t.seq != ready.seq) {
+                // Placed or forgotten since it was queued.
+                self.queued.pop();
                 continue;
             }
-            let estimate = self.estimate_us(i);
-            let target = if self.task(i).is_root() {
-                self.loads
-                    .iter()
-                    .find(|w| self.workers.get(w).is_some_and(|wk| wk.processing.len() < self.capacity(wk, estimate)))
-            } else {
-                self.best_worker(i)
-            };
+            let root = self.task(i).is_root();
+            let target = if root { self.root_target(i) } else { self.best_worker(i) };
             match target {
-                Some(w) => self.assign(i, w),
-                None => {
-                    deferred.push(ready);
-                    if self.task(i).is_root() {
-                        break;
-                    }
+                Some(w) => {
+                    self.queued.pop();
+                    self.assign(i, w);
                 }
+                // Nobody has room: the rest of the queue waits too.
+                None if root => break,
+                None => deferred.extend(self.queued.pop()),
             }
         }
-        self.queued.extend(deferred);
+        for (priority, ready) in deferred {
+            self.queued.push(priority, ready);
+        }
     }
 
     /// Asks busy workers to give back queued tasks when others are idle.
@@ -1025,32 +1019,21 @@ impl Scheduler {
         (self.resource_names.len() - 1) as u32
     }
 
-    fn group_index(&mut self, prefix: &str) -> u32 {
+    fn group_index(&mut self, prefix: &Prefix) -> u32 {
         if let Some(&g) = self.groups.get(prefix) {
             return g;
         }
         let g = self.durations.len() as u32;
-        self.groups.insert(prefix.to_string(), g);
+        self.groups.insert(prefix.clone(), g);
         self.durations.push((0, 0));
         g
     }
 
-    fn live(&self) -> impl Iterator<Item = (u32, &Task)> {
-        self.tasks.iter().enumerate().filter_map(|(i, t)| t.as_ref().map(|t| (i as u32, t)))
-    }
-
-    fn slot(&self, i: u32) -> Option<&Task> {
-        self.tasks.get(i as usize).and_then(Option::as_ref)
-    }
-
     fn task(&self, i: u32) -> &Task {
-        self.slot(i).unwrap_or_else(|| panic!("scheduler invariant: task {i} is referenced but forgotten"))
+        self.tasks.get(i).unwrap_or_else(|| panic!("scheduler invariant: task {i} is referenced but forgotten"))
     }
 
     fn task_mut(&mut self, i: u32) -> &mut Task {
-        self.tasks
-            .get_mut(i as usize)
-            .and_then(Option::as_mut)
-            .unwrap_or_else(|| panic!("scheduler invariant: task {i} is referenced but forgotten"))
+        self.tasks.get_mut(i).unwrap_or_else(|| panic!("scheduler invariant: task {i} is referenced but forgotten"))
     }
 }

@@ -1,6 +1,6 @@
 //! Tasks and workers as the scheduler sees them: metadata only.
 
-use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use rustc_hash::FxHashSet;
 use shoal_graph::Key;
@@ -40,31 +40,41 @@ impl TaskState {
     }
 }
 
+/// A task's record. Placement constraints and errors are boxed: few tasks
+/// have them, and every task pays for the size of its record in cache
+/// misses. Lists hold up to four entries inline, which covers most tasks'
+/// inputs and dependents without an allocation.
 pub(crate) struct Task {
     pub(crate) key: Key,
-    pub(crate) func: String,
-    pub(crate) args: Vec<ArgMsg>,
+    pub(crate) func: Arc<str>,
+    pub(crate) args: Arc<[ArgMsg]>,
     /// Dependencies, each once.
-    pub(crate) deps: SmallVec<[u32; 2]>,
+    pub(crate) deps: SmallVec<[u32; 4]>,
     /// Tasks (not forgotten) that depend on this one.
-    pub(crate) dependents: Vec<u32>,
+    pub(crate) dependents: SmallVec<[u32; 4]>,
     pub(crate) state: TaskState,
     /// Dependencies not in memory, while waiting.
     pub(crate) missing: u32,
     /// Active dependents: they will read this result.
     pub(crate) waiters: u32,
-    pub(crate) who_has: SmallVec<[WorkerId; 1]>,
+    pub(crate) who_has: SmallVec<[WorkerId; 2]>,
     pub(crate) nbytes: u64,
     pub(crate) priority: i32,
     pub(crate) seq: u64,
-    pub(crate) resources: Vec<(u32, f64)>,
-    pub(crate) restrictions: Vec<String>,
+    pub(crate) constraints: Option<Box<Constraints>>,
     pub(crate) retries_left: u32,
     pub(crate) lost: u32,
-    pub(crate) holders: SmallVec<[ClientId; 1]>,
+    pub(crate) holders: SmallVec<[ClientId; 2]>,
     pub(crate) group: u32,
-    /// Boxed: few tasks fail, and every task pays for the field's size.
     pub(crate) error: Option<Box<TaskErrorMsg>>,
+}
+
+/// What a task needs of the worker that runs it.
+pub(crate) struct Constraints {
+    /// Resource amounts, by resource index.
+    pub(crate) resources: Vec<(u32, f64)>,
+    /// Worker names or addresses it may run on (empty: any).
+    pub(crate) workers: Vec<String>,
 }
 
 impl Task {
@@ -72,16 +82,26 @@ impl Task {
     /// queued and handed out as workers have room, so a million of them do
     /// not all land on the first worker.
     pub(crate) fn is_root(&self) -> bool {
-        self.deps.is_empty() && self.resources.is_empty() && self.restrictions.is_empty()
+        self.deps.is_empty() && self.constraints.is_none()
     }
 
     pub(crate) fn wanted(&self) -> bool {
         !self.holders.is_empty() || self.waiters > 0
     }
+
+    pub(crate) fn resources(&self) -> &[(u32, f64)] {
+        self.constraints.as_ref().map_or(&[], |c| &c.resources)
+    }
+
+    pub(crate) fn restrictions(&self) -> &[String] {
+        self.constraints.as_ref().map_or(&[], |c| &c.workers)
+    }
 }
 
 pub(crate) struct Worker {
     pub(crate) info: WorkerInfo,
+    /// Its data address, shared by the compute messages that name it.
+    pub(crate) address: Arc<str>,
     pub(crate) processing: FxHashSet<u32>,
     pub(crate) has: FxHashSet<u32>,
     /// Estimated microseconds of work given to it and not finished.
@@ -89,8 +109,6 @@ pub(crate) struct Worker {
     /// Resources not used by its processing tasks, by resource index.
     pub(crate) available: Vec<f64>,
     pub(crate) last_seen_us: u64,
-    /// Its entry in the load index.
-    pub(crate) load: u64,
     /// Tasks asked back from it that it has not answered for.
     pub(crate) stealing: FxHashSet<u32>,
 }
@@ -107,25 +125,5 @@ impl Worker {
     /// Queued work per thread, the key of the load index.
     pub(crate) fn load_key(&self) -> u64 {
         self.occupancy_us / self.threads()
-    }
-}
-
-/// Workers ordered by load, for O(log n) least-loaded picks.
-#[derive(Default)]
-pub(crate) struct LoadIndex {
-    set: BTreeSet<(u64, WorkerId)>,
-}
-
-impl LoadIndex {
-    pub(crate) fn insert(&mut self, load: u64, id: WorkerId) {
-        self.set.insert((load, id));
-    }
-
-    pub(crate) fn remove(&mut self, load: u64, id: WorkerId) {
-        self.set.remove(&(load, id));
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = WorkerId> + '_ {
-        self.set.iter().map(|(_, w)| *w)
     }
 }

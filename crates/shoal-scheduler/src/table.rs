@@ -1,0 +1,120 @@
+//! The scheduler's tasks: records in a slab, found by key through an index.
+
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use shoal_graph::{Key, KeyBuildHasher};
+use shoal_proto::TaskId;
+
+use crate::task::Task;
+
+/// Tasks by slot, and slots by key.
+///
+/// Inside the scheduler a task is its slot number: following a dependency,
+/// a dependent or a worker's report is an array access. Keys are hashed only
+/// where they come in from outside: a submission, a client's request, a
+/// worker's message about a task whose id went stale.
+///
+/// The key index holds `(slot, hash)` pairs, 8 bytes each, not copies of
+/// the keys: at a million tasks it is a sixth of the size of a map from keys
+/// (so more of it stays in cache), growing it reads no task record, and
+/// removing a task compares slot numbers, not keys.
+#[derive(Default)]
+pub(crate) struct TaskTable {
+    slots: Vec<Slot>,
+    /// Vacant slots, the most recently vacated (still in cache) last.
+    free: Vec<u32>,
+    index: HashTable<(u32, u32)>,
+}
+
+struct Slot {
+    /// Bumped each time the slot is vacated, so old ids stop matching.
+    generation: u32,
+    task: Option<Task>,
+}
+
+fn hash_of(key: &Key) -> u32 {
+    KeyBuildHasher::default().hash_one(key) as u32
+}
+
+/// The index's hash of a stored one: hashbrown takes bucket numbers from the
+/// low bits and tags from the top seven, and both come from the 32 stored.
+fn spread(hash: u32) -> u64 {
+    u64::from(hash) | (u64::from(hash) << 32)
+}
+
+impl TaskTable {
+    /// Tasks in the table.
+    pub(crate) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub(crate) fn get(&self, i: u32) -> Option<&Task> {
+        self.slots.get(i as usize).and_then(|s| s.task.as_ref())
+    }
+
+    pub(crate) fn get_mut(&mut self, i: u32) -> Option<&mut Task> {
+        self.slots.get_mut(i as usize).and_then(|s| s.task.as_mut())
+    }
+
+    /// The slot of the task with this key.
+    pub(crate) fn find(&self, key: &Key) -> Option<u32> {
+        let hash = hash_of(key);
+        let slots = &self.slots;
+        self.index
+            .find(spread(hash), |&(i, h)| h == hash && slots[i as usize].task.as_ref().is_some_and(|t| t.key == *key))
+            .map(|&(i, _)| i)
+    }
+
+    /// The slot of a task a worker names by id and key. A stale id (its
+    /// task was forgotten, perhaps submitted again since) or one that does
+    /// not go with the key falls back to the key.
+    pub(crate) fn resolve(&self, id: TaskId, key: &Key) -> Option<u32> {
+        let current = self
+            .slots
+            .get(id.slot() as usize)
+            .filter(|s| s.generation == id.generation())
+            .and_then(|s| s.task.as_ref())
+            .is_some_and(|t| t.key == *key);
+        if current { Some(id.slot()) } else { self.find(key) }
+    }
+
+    /// The id of the task in a slot.
+    pub(crate) fn id(&self, i: u32) -> TaskId {
+        TaskId::new(i, self.slots.get(i as usize).map_or(0, |s| s.generation))
+    }
+
+    /// Adds a task whose key is not in the table; returns its slot.
+    pub(crate) fn insert(&mut self, task: Task) -> u32 {
+        let hash = hash_of(&task.key);
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize].task = Some(task);
+                i
+            }
+            None => {
+                self.slots.push(Slot { generation: 0, task: Some(task) });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert_unique(spread(hash), (i, hash), |&(_, h)| spread(h));
+        i
+    }
+
+    /// Takes a task out; its slot goes to a later task under a new generation.
+    pub(crate) fn remove(&mut self, i: u32) -> Option<Task> {
+        let slot = self.slots.get_mut(i as usize)?;
+        let task = slot.task.take()?;
+        slot.generation = slot.generation.wrapping_add(1);
+        if let Ok(entry) = self.index.find_entry(spread(hash_of(&task.key)), |&(s, _)| s == i) {
+            entry.remove();
+        }
+        self.free.push(i);
+        Some(task)
+    }
+
+    /// Every task with its slot, in slot order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Task)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| s.task.as_ref().map(|t| (i as u32, t)))
+    }
+}
