@@ -4,106 +4,102 @@ use shoal_proto::WorkerId;
 
 const ABSENT: u32 = u32::MAX;
 
+/// A leaf no worker uses; larger than any real entry.
+const VACANT: (u64, WorkerId) = (u64::MAX, WorkerId(u32::MAX));
+
 /// Workers by load (queued microseconds per thread), least loaded first,
 /// ties to the lower id.
 ///
-/// A binary min-heap that knows where each worker sits: the least loaded
-/// worker is the first entry, and a change of load moves one entry up or
-/// down, O(log workers) with no allocation. Every task changes its worker's
-/// load twice (assigned, then done), so this is on the hot path; an ordered
-/// set would cost a removal and an insertion each time, with allocation
-/// churn in its nodes.
+/// A tournament tree: workers are leaves, and each inner node holds the
+/// smaller of its two children, so the root is the least loaded worker. A
+/// change of load recomputes the leaf's ancestors, stopping where nothing
+/// changed: at most log2(workers) steps through a compact array, with no
+/// allocation and no data-dependent swaps. Every task changes its worker's
+/// load twice (assigned, then done), so this is on the hot path.
 #[derive(Default)]
 pub(crate) struct LoadIndex {
-    heap: Vec<(u64, WorkerId)>,
-    /// Heap position by worker number (`ABSENT`: not in the heap). Four
+    /// Node `n`'s children are `2n` and `2n + 1`; leaves are
+    /// `leaves..2 * leaves`; node 0 is unused.
+    tree: Vec<(u64, WorkerId)>,
+    leaves: usize,
+    /// Leaf number by worker number (`ABSENT`: not in the index). Four
     /// bytes per worker ever registered.
-    pos: Vec<u32>,
+    leaf: Vec<u32>,
+    /// Leaves no worker uses.
+    vacant: Vec<u32>,
 }
 
 impl LoadIndex {
     pub(crate) fn insert(&mut self, w: WorkerId, load: u64) {
         let n = w.0 as usize;
-        if self.pos.len() <= n {
-            self.pos.resize(n + 1, ABSENT);
+        if self.leaf.len() <= n {
+            self.leaf.resize(n + 1, ABSENT);
         }
-        if self.pos[n] != ABSENT {
+        if self.leaf[n] != ABSENT {
             self.update(w, load);
             return;
         }
-        self.heap.push((load, w));
-        self.pos[n] = (self.heap.len() - 1) as u32;
-        self.sift_up(self.heap.len() - 1);
+        if self.vacant.is_empty() {
+            self.grow();
+        }
+        let Some(leaf) = self.vacant.pop() else { return };
+        self.leaf[n] = leaf;
+        self.set(leaf as usize, (load, w));
     }
 
     pub(crate) fn remove(&mut self, w: WorkerId) {
-        let Some(p) = self.position(w) else { return };
-        let last = self.heap.len() - 1;
-        self.swap(p, last);
-        self.heap.pop();
-        self.pos[w.0 as usize] = ABSENT;
-        if p < self.heap.len() {
-            self.sift_down(p);
-            self.sift_up(p);
-        }
+        let Some(leaf) = self.position(w) else { return };
+        self.leaf[w.0 as usize] = ABSENT;
+        self.vacant.push(leaf as u32);
+        self.set(leaf, VACANT);
     }
 
     pub(crate) fn update(&mut self, w: WorkerId, load: u64) {
-        let Some(p) = self.position(w) else { return };
-        let before = self.heap[p].0;
-        self.heap[p].0 = load;
-        if load < before {
-            self.sift_up(p);
-        } else {
-            self.sift_down(p);
+        if let Some(leaf) = self.position(w) {
+            self.set(leaf, (load, w));
         }
     }
 
     /// The least loaded worker.
     pub(crate) fn least(&self) -> Option<WorkerId> {
-        self.heap.first().map(|&(_, w)| w)
+        self.tree.get(1).filter(|&&entry| entry != VACANT).map(|&(_, w)| w)
     }
 
     /// Every worker, in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = WorkerId> + '_ {
-        self.heap.iter().map(|&(_, w)| w)
+        self.tree.iter().skip(self.leaves).filter(|&&entry| entry != VACANT).map(|&(_, w)| w)
     }
 
     fn position(&self, w: WorkerId) -> Option<usize> {
-        self.pos.get(w.0 as usize).filter(|&&p| p != ABSENT).map(|&p| p as usize)
+        self.leaf.get(w.0 as usize).filter(|&&l| l != ABSENT).map(|&l| l as usize)
     }
 
-    fn swap(&mut self, a: usize, b: usize) {
-        self.heap.swap(a, b);
-        self.pos[self.heap[a].1.0 as usize] = a as u32;
-        self.pos[self.heap[b].1.0 as usize] = b as u32;
-    }
-
-    fn sift_up(&mut self, mut p: usize) {
-        while p > 0 {
-            let parent = (p - 1) / 2;
-            if self.heap[parent] <= self.heap[p] {
+    fn set(&mut self, leaf: usize, entry: (u64, WorkerId)) {
+        let mut n = self.leaves + leaf;
+        self.tree[n] = entry;
+        while n > 1 {
+            n /= 2;
+            let smaller = self.tree[2 * n].min(self.tree[2 * n + 1]);
+            if self.tree[n] == smaller {
                 break;
             }
-            self.swap(p, parent);
-            p = parent;
+            self.tree[n] = smaller;
         }
     }
 
-    fn sift_down(&mut self, mut p: usize) {
-        loop {
-            let left = 2 * p + 1;
-            if left >= self.heap.len() {
-                break;
-            }
-            let right = left + 1;
-            let child = if right < self.heap.len() && self.heap[right] < self.heap[left] { right } else { left };
-            if self.heap[p] <= self.heap[child] {
-                break;
-            }
-            self.swap(p, child);
-            p = child;
+    /// Doubles the leaves (workers keep their leaf numbers).
+    fn grow(&mut self) {
+        let old = self.leaves;
+        self.leaves = (old * 2).max(64);
+        let mut tree = vec![VACANT; 2 * self.leaves];
+        if old > 0 {
+            tree[self.leaves..self.leaves + old].copy_from_slice(&self.tree[old..2 * old]);
         }
+        for n in (1..self.leaves).rev() {
+            tree[n] = tree[2 * n].min(tree[2 * n + 1]);
+        }
+        self.tree = tree;
+        self.vacant.extend((old as u32..self.leaves as u32).rev());
     }
 }
 
@@ -116,11 +112,11 @@ mod tests {
     #[test]
     fn the_least_loaded_worker_is_always_first() {
         let mut index = LoadIndex::default();
-        let mut loads: Vec<Option<u64>> = vec![None; 40];
+        let mut loads: Vec<Option<u64>> = vec![None; 100];
         let mut x = 12345u64;
         for _ in 0..5_000 {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let w = ((x >> 33) % 40) as usize;
+            let w = ((x >> 33) % 100) as usize;
             let load = (x >> 50) % 16;
             match (x >> 20) % 4 {
                 0 => {

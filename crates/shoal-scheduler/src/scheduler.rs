@@ -211,8 +211,7 @@ impl Scheduler {
         let worker = Worker {
             address: info.data_address.as_str().into(),
             info,
-            processing: FxHashSet::default(),
-            has: FxHashSet::default(),
+            processing: 0,
             occupancy_us: 0,
             available,
             last_seen_us: now_us,
@@ -241,9 +240,11 @@ impl Scheduler {
                 if let Some(i) = self.tasks.find(&key) {
                     if self.task(i).state == TaskState::Processing(worker) {
                         self.unassign(i, worker);
+                        // Off the worker's books before anything else: it has
+                        // dropped the task already.
+                        self.set_state(i, TaskState::Queued);
                         if self.task(i).retries_left > 0 {
                             self.task_mut(i).retries_left -= 1;
-                            self.set_state(i, TaskState::Queued);
                             self.place(i);
                         } else {
                             self.fail(i, TaskErrorMsg::Failed { message });
@@ -256,13 +257,8 @@ impl Scheduler {
                 // worker, and run the task again once its inputs exist.
                 for m in missing {
                     let Some(d) = self.tasks.find(&m) else { continue };
-                    let holders: Vec<WorkerId> = self.task(d).who_has.to_vec();
-                    for h in holders.into_iter().filter(|h| *h != worker) {
-                        if let Some(w) = self.workers.get_mut(&h) {
-                            w.has.remove(&d);
-                        }
-                        self.task_mut(d).who_has.retain(|x| *x != h);
-                    }
+                    self.task_mut(d).who_has.retain(|x| *x == worker);
+                    self.tasks.update_place(d);
                     if self.task(d).state == TaskState::Memory && self.task(d).who_has.is_empty() {
                         self.data_lost(d);
                     }
@@ -303,29 +299,26 @@ impl Scheduler {
     /// Its running tasks run elsewhere; results only it held are recomputed
     /// if anything still needs them.
     pub fn on_worker_lost(&mut self, worker: WorkerId, comm: &mut impl Comm) {
-        let Some(w) = self.workers.remove(&worker) else {
+        if self.workers.remove(&worker).is_none() {
             return;
-        };
+        }
         self.loads.remove(worker);
         self.outbox.compute.remove(&worker);
         self.outbox.release.remove(&worker);
         self.outbox.steal.remove(&worker);
         // Lost results first: a task put back in the queue below must not be
         // placed as if an input that died with this worker still existed.
-        let mut held: Vec<u32> = w.has.into_iter().collect();
-        held.sort_unstable();
-        for i in held {
+        for i in self.tasks.held_by(worker) {
             if self.tasks.get(i).is_none() {
                 continue;
             }
             self.task_mut(i).who_has.retain(|h| *h != worker);
+            self.tasks.update_place(i);
             if self.task(i).state == TaskState::Memory && self.task(i).who_has.is_empty() {
                 self.data_lost(i);
             }
         }
-        let mut processing: Vec<u32> = w.processing.into_iter().collect();
-        processing.sort_unstable();
-        for i in processing {
+        for i in self.tasks.processing_on(worker) {
             if self.tasks.get(i).is_none() || self.task(i).state != TaskState::Processing(worker) {
                 continue;
             }
@@ -415,19 +408,25 @@ impl Scheduler {
                 TaskState::Released | TaskState::Erred => assert!(t.who_has.is_empty(), "{}: data kept", t.key),
             }
             if let TaskState::Processing(w) = t.state {
-                assert!(self.workers.get(&w).is_some_and(|w| w.processing.contains(&i)), "{}: processing", t.key);
+                assert!(self.workers.contains_key(&w), "{}: processing on {w}, which is gone", t.key);
             }
             for w in &t.who_has {
-                assert!(self.workers.get(w).is_some_and(|w| w.has.contains(&i)), "{}: who_has {w}", t.key);
+                assert!(self.workers.contains_key(w), "{}: held by {w}, which is gone", t.key);
             }
+            assert!(self.tasks.place_is_current(i), "{}: place", t.key);
             if t.state == TaskState::Released && !t.wanted() {
                 assert!(!t.dependents.is_empty(), "{}: released, unwanted and unneeded yet not forgotten", t.key);
             }
         }
-        for w in self.workers.values() {
-            for &i in &w.processing {
-                assert_eq!(self.task(i).state, TaskState::Processing(w.id()), "worker {} processing", w.id());
+        let mut processing: FxHashMap<WorkerId, usize> = FxHashMap::default();
+        for (_, t) in self.tasks.iter() {
+            if let TaskState::Processing(w) = t.state {
+                *processing.entry(w).or_default() += 1;
             }
+        }
+        for w in self.workers.values() {
+            let counted = processing.get(&w.id()).copied().unwrap_or(0);
+            assert_eq!(w.processing, counted, "worker {}: tasks processing", w.id());
         }
     }
 
@@ -588,9 +587,7 @@ impl Scheduler {
 
     fn add_replica(&mut self, i: u32, worker: WorkerId) {
         self.task_mut(i).who_has.push(worker);
-        if let Some(w) = self.workers.get_mut(&worker) {
-            w.has.insert(i);
-        }
+        self.tasks.update_place(i);
     }
 
     /// The only copies of a result are gone.
@@ -704,10 +701,8 @@ impl Scheduler {
         match t.state {
             TaskState::Memory => {
                 let holders = std::mem::take(&mut self.task_mut(i).who_has);
+                self.tasks.update_place(i);
                 for w in holders {
-                    if let Some(worker) = self.workers.get_mut(&w) {
-                        worker.has.remove(&i);
-                    }
                     let key = self.task(i).key.clone();
                     self.outbox.release.entry(w).or_default().push(key);
                 }
@@ -745,8 +740,12 @@ impl Scheduler {
 
     /// Changes a task's state, keeping its inputs' count of active readers.
     fn set_state(&mut self, i: u32, state: TaskState) {
-        let before = self.task(i).state.is_active();
+        let old = self.task(i).state;
         self.task_mut(i).state = state;
+        if matches!(old, TaskState::Processing(_)) || matches!(state, TaskState::Processing(_)) {
+            self.tasks.update_place(i);
+        }
+        let before = old.is_active();
         let after = state.is_active();
         if before != after {
             for k in 0..self.task(i).deps.len() {
@@ -808,7 +807,7 @@ impl Scheduler {
     fn root_target(&self, i: u32) -> Option<WorkerId> {
         let w = self.loads.least()?;
         let worker = self.workers.get(&w)?;
-        (worker.processing.len() < self.capacity(worker, self.estimate_us(i))).then_some(w)
+        (worker.processing < self.capacity(worker, self.estimate_us(i))).then_some(w)
     }
 
     fn may_run(&self, i: u32, w: WorkerId) -> bool {
@@ -888,7 +887,7 @@ impl Scheduler {
         self.assigned += 1;
         let resources = self.tasks.get(i).map_or(&[][..], Task::resources);
         if let Some(worker) = self.workers.get_mut(&w) {
-            worker.processing.insert(i);
+            worker.processing += 1;
             worker.occupancy_us += estimate;
             for &(r, amount) in resources {
                 if let Some(a) = worker.available.get_mut(r as usize) {
@@ -921,7 +920,7 @@ impl Scheduler {
         let estimate = self.estimate_us(i);
         let resources = self.tasks.get(i).map_or(&[][..], Task::resources);
         if let Some(worker) = self.workers.get_mut(&w) {
-            worker.processing.remove(&i);
+            worker.processing -= 1;
             worker.stealing.remove(&i);
             worker.occupancy_us = worker.occupancy_us.saturating_sub(estimate);
             for &(r, amount) in resources {
@@ -962,22 +961,22 @@ impl Scheduler {
 
     /// Asks busy workers to give back queued tasks when others are idle.
     fn balance(&mut self) {
-        let idle: Vec<WorkerId> = self.workers.values().filter(|w| w.processing.is_empty()).map(Worker::id).collect();
-        if idle.is_empty() || !self.queued.is_empty() {
+        let idle = self.workers.values().filter(|w| w.processing == 0).count();
+        if idle == 0 || !self.queued.is_empty() {
             return;
         }
         let mut victims: Vec<(usize, WorkerId)> = self
             .workers
             .values()
-            .filter(|w| w.processing.len() > 2 * w.threads() as usize)
-            .map(|w| (w.processing.len() - w.stealing.len(), w.id()))
+            .filter(|w| w.processing > 2 * w.threads() as usize)
+            .map(|w| (w.processing - w.stealing.len(), w.id()))
             .collect();
         victims.sort_unstable_by(|a, b| b.cmp(a));
-        for (_, v) in victims.into_iter().take(idle.len()) {
+        for (_, v) in victims.into_iter().take(idle) {
             let Some(worker) = self.workers.get(&v) else { continue };
-            let spare = worker.processing.len().saturating_sub(2 * worker.threads() as usize) / 2;
+            let spare = worker.processing.saturating_sub(2 * worker.threads() as usize) / 2;
             let mut picked: Vec<u32> =
-                worker.processing.iter().copied().filter(|i| !worker.stealing.contains(i)).collect();
+                self.tasks.processing_on(v).into_iter().filter(|i| !worker.stealing.contains(i)).collect();
             picked.sort_unstable_by_key(|&i| std::cmp::Reverse(self.task(i).seq));
             picked.truncate(spare);
             let keys: Vec<Key> = picked.iter().map(|&i| self.task(i).key.clone()).collect();

@@ -4,9 +4,9 @@ use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 use shoal_graph::{Key, KeyBuildHasher};
-use shoal_proto::TaskId;
+use shoal_proto::{TaskId, WorkerId};
 
-use crate::task::Task;
+use crate::task::{Task, TaskState};
 
 /// Tasks by slot, and slots by key.
 ///
@@ -19,12 +19,46 @@ use crate::task::Task;
 /// the keys: at a million tasks it is a sixth of the size of a map from keys
 /// (so more of it stays in cache), growing it reads no task record, and
 /// removing a task compares slot numbers, not keys.
+///
+/// Beside the records, a dense array says which worker each task is
+/// processing on and which worker holds its result. A worker's tasks are
+/// found by scanning it (when the worker dies, or to steal from it: rare
+/// events), instead of keeping per-worker sets that every assignment,
+/// completion and release would update at a random place in memory.
 #[derive(Default)]
 pub(crate) struct TaskTable {
     slots: Vec<Slot>,
+    places: Vec<Place>,
     /// Vacant slots, the most recently vacated (still in cache) last.
     free: Vec<u32>,
     index: HashTable<(u32, u32)>,
+}
+
+const NOWHERE: u32 = u32::MAX;
+
+/// Where a task is, by worker number (`NOWHERE`: none).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Place {
+    processing: u32,
+    /// The first worker in `who_has`.
+    holder: u32,
+    /// `who_has` has more workers than the first.
+    replicated: bool,
+}
+
+const EMPTY: Place = Place { processing: NOWHERE, holder: NOWHERE, replicated: false };
+
+impl Place {
+    fn of(task: &Task) -> Place {
+        Place {
+            processing: match task.state {
+                TaskState::Processing(w) => w.0,
+                _ => NOWHERE,
+            },
+            holder: task.who_has.first().map_or(NOWHERE, |w| w.0),
+            replicated: task.who_has.len() > 1,
+        }
+    }
 }
 
 struct Slot {
@@ -94,9 +128,11 @@ impl TaskTable {
             }
             None => {
                 self.slots.push(Slot { generation: 0, task: Some(task) });
+                self.places.push(EMPTY);
                 (self.slots.len() - 1) as u32
             }
         };
+        self.update_place(i);
         self.index.insert_unique(spread(hash), (i, hash), |&(_, h)| spread(h));
         i
     }
@@ -106,11 +142,42 @@ impl TaskTable {
         let slot = self.slots.get_mut(i as usize)?;
         let task = slot.task.take()?;
         slot.generation = slot.generation.wrapping_add(1);
+        self.places[i as usize] = EMPTY;
         if let Ok(entry) = self.index.find_entry(spread(hash_of(&task.key)), |&(s, _)| s == i) {
             entry.remove();
         }
         self.free.push(i);
         Some(task)
+    }
+
+    /// Records a change of a task's state or of its `who_has` in the array
+    /// of places.
+    pub(crate) fn update_place(&mut self, i: u32) {
+        if let Some(t) = self.get(i) {
+            self.places[i as usize] = Place::of(t);
+        }
+    }
+
+    /// Whether the array of places agrees with the record.
+    pub(crate) fn place_is_current(&self, i: u32) -> bool {
+        self.get(i).is_some_and(|t| self.places[i as usize] == Place::of(t))
+    }
+
+    /// The tasks processing on a worker, in slot order.
+    pub(crate) fn processing_on(&self, w: WorkerId) -> Vec<u32> {
+        self.scan(|p| p.processing == w.0)
+    }
+
+    /// The tasks whose result a worker holds, in slot order.
+    pub(crate) fn held_by(&self, w: WorkerId) -> Vec<u32> {
+        self.scan(|p| p.holder == w.0 || p.replicated)
+            .into_iter()
+            .filter(|&i| self.get(i).is_some_and(|t| t.who_has.contains(&w)))
+            .collect()
+    }
+
+    fn scan(&self, wanted: impl Fn(&Place) -> bool) -> Vec<u32> {
+        self.places.iter().enumerate().filter(|(_, p)| wanted(p)).map(|(i, _)| i as u32).collect()
     }
 
     /// Every task with its slot, in slot order.

@@ -102,8 +102,9 @@ pub(crate) struct Worker {
     pub(crate) info: WorkerInfo,
     /// Its data address, shared by the compute messages that name it.
     pub(crate) address: Arc<str>,
-    pub(crate) processing: FxHashSet<u32>,
-    pub(crate) has: FxHashSet<u32>,
+    /// How many tasks it is processing (the tasks are found in the task
+    /// table's places).
+    pub(crate) processing: usize,
     /// Estimated microseconds of work given to it and not finished.
     pub(crate) occupancy_us: u64,
     /// Resources not used by its processing tasks, by resource index.
