@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use shoal_graph::Key;
+use smallvec::SmallVec;
 
 /// A worker, as numbered by its scheduler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -197,8 +198,9 @@ pub enum FromScheduler {
 pub struct DepLocation {
     /// The dependency.
     pub key: Key,
-    /// Data addresses of workers that hold it.
-    pub holders: Vec<Arc<str>>,
+    /// Data addresses of workers that hold it (usually one: inline, no
+    /// allocation).
+    pub holders: SmallVec<[Arc<str>; 2]>,
     /// Its size in bytes.
     pub nbytes: u64,
 }

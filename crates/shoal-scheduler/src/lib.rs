@@ -37,6 +37,7 @@
 
 mod comm;
 mod load;
+mod outbox;
 mod queue;
 mod scheduler;
 pub mod sim;

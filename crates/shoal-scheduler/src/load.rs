@@ -4,29 +4,37 @@ use shoal_proto::WorkerId;
 
 const ABSENT: u32 = u32::MAX;
 
-/// A leaf no worker uses; larger than any real entry.
-const VACANT: (u64, WorkerId) = (u64::MAX, WorkerId(u32::MAX));
+/// A leaf no worker uses: larger than any real entry.
+const VACANT: u128 = u128::MAX;
 
-/// Workers by load (queued microseconds per thread), least loaded first,
-/// ties to the lower id.
+/// Workers by load (queued microseconds per thread), least loaded first.
 ///
 /// A tournament tree: workers are leaves, and each inner node holds the
-/// smaller of its two children, so the root is the least loaded worker. A
+/// smaller of its two children, so the root is the least loaded worker. An
+/// entry is the load and the leaf number packed in one integer (ties go to
+/// the lower leaf: registration order, with the leaves of departed workers
+/// reused), so taking the smaller of two is one branch-free comparison. A
 /// change of load recomputes the leaf's ancestors, stopping where nothing
 /// changed: at most log2(workers) steps through a compact array, with no
-/// allocation and no data-dependent swaps. Every task changes its worker's
-/// load twice (assigned, then done), so this is on the hot path.
+/// allocation. Every task changes its worker's load twice (assigned, then
+/// done), so this is on the hot path.
 #[derive(Default)]
 pub(crate) struct LoadIndex {
     /// Node `n`'s children are `2n` and `2n + 1`; leaves are
     /// `leaves..2 * leaves`; node 0 is unused.
-    tree: Vec<(u64, WorkerId)>,
+    tree: Vec<u128>,
     leaves: usize,
+    /// The worker at each leaf.
+    owner: Vec<WorkerId>,
     /// Leaf number by worker number (`ABSENT`: not in the index). Four
     /// bytes per worker ever registered.
     leaf: Vec<u32>,
     /// Leaves no worker uses.
     vacant: Vec<u32>,
+}
+
+fn entry(load: u64, leaf: usize) -> u128 {
+    (u128::from(load) << 32) | leaf as u128
 }
 
 impl LoadIndex {
@@ -44,7 +52,8 @@ impl LoadIndex {
         }
         let Some(leaf) = self.vacant.pop() else { return };
         self.leaf[n] = leaf;
-        self.set(leaf as usize, (load, w));
+        self.owner[leaf as usize] = w;
+        self.set(leaf as usize, entry(load, leaf as usize));
     }
 
     pub(crate) fn remove(&mut self, w: WorkerId) {
@@ -56,34 +65,42 @@ impl LoadIndex {
 
     pub(crate) fn update(&mut self, w: WorkerId, load: u64) {
         if let Some(leaf) = self.position(w) {
-            self.set(leaf, (load, w));
+            self.set(leaf, entry(load, leaf));
         }
     }
 
     /// The least loaded worker.
     pub(crate) fn least(&self) -> Option<WorkerId> {
-        self.tree.get(1).filter(|&&entry| entry != VACANT).map(|&(_, w)| w)
+        let top = *self.tree.get(1)?;
+        (top != VACANT).then(|| self.owner[top as u32 as usize])
+    }
+
+    /// A worker's load, if it is in the index.
+    pub(crate) fn load(&self, w: WorkerId) -> Option<u64> {
+        self.position(w).map(|leaf| (self.tree[self.leaves + leaf] >> 32) as u64)
     }
 
     /// Every worker, in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = WorkerId> + '_ {
-        self.tree.iter().skip(self.leaves).filter(|&&entry| entry != VACANT).map(|&(_, w)| w)
+        self.tree[self.leaves..].iter().zip(&self.owner).filter(|(e, _)| **e != VACANT).map(|(_, w)| *w)
     }
 
     fn position(&self, w: WorkerId) -> Option<usize> {
         self.leaf.get(w.0 as usize).filter(|&&l| l != ABSENT).map(|&l| l as usize)
     }
 
-    fn set(&mut self, leaf: usize, entry: (u64, WorkerId)) {
+    fn set(&mut self, leaf: usize, entry: u128) {
+        let tree = &mut self.tree[..];
         let mut n = self.leaves + leaf;
-        self.tree[n] = entry;
+        tree[n] = entry;
+        let mut smaller = entry;
         while n > 1 {
+            smaller = smaller.min(tree[n ^ 1]);
             n /= 2;
-            let smaller = self.tree[2 * n].min(self.tree[2 * n + 1]);
-            if self.tree[n] == smaller {
+            if tree[n] == smaller {
                 break;
             }
-            self.tree[n] = smaller;
+            tree[n] = smaller;
         }
     }
 
@@ -99,6 +116,7 @@ impl LoadIndex {
             tree[n] = tree[2 * n].min(tree[2 * n + 1]);
         }
         self.tree = tree;
+        self.owner.resize(self.leaves, WorkerId(u32::MAX));
         self.vacant.extend((old as u32..self.leaves as u32).rev());
     }
 }
@@ -134,8 +152,11 @@ mod tests {
                     }
                 }
             }
-            let expected = loads.iter().enumerate().filter_map(|(w, l)| l.map(|l| (l, WorkerId(w as u32)))).min();
-            assert_eq!(index.least(), expected.map(|(_, w)| w));
+            let least = loads.iter().flatten().min();
+            assert_eq!(index.least().and_then(|w| loads[w.0 as usize]).as_ref(), least);
+            for (w, l) in loads.iter().enumerate() {
+                assert_eq!(index.load(WorkerId(w as u32)), *l);
+            }
             assert_eq!(index.iter().count(), loads.iter().flatten().count());
         }
     }

@@ -16,6 +16,7 @@ use smallvec::SmallVec;
 
 use crate::comm::Comm;
 use crate::load::LoadIndex;
+use crate::outbox::Batches;
 use crate::queue::{Ready, ReadyQueue};
 use crate::table::TaskTable;
 use crate::task::{Constraints, Task, TaskState, Worker};
@@ -51,10 +52,10 @@ impl Default for SchedulerConfig {
 
 #[derive(Default)]
 struct Outbox {
-    compute: FxHashMap<WorkerId, Vec<ComputeMsg>>,
-    release: FxHashMap<WorkerId, Vec<Key>>,
-    steal: FxHashMap<WorkerId, Vec<Key>>,
-    clients: FxHashMap<ClientId, Vec<FromScheduler>>,
+    compute: Batches<WorkerId, ComputeMsg>,
+    release: Batches<WorkerId, Key>,
+    steal: Batches<WorkerId, Key>,
+    clients: Batches<ClientId, FromScheduler>,
 }
 
 /// Counters describing the scheduler now.
@@ -88,13 +89,6 @@ pub struct Scheduler {
     durations: Vec<(u64, u64)>,
     outbox: Outbox,
     assigned: u64,
-}
-
-/// Empties an outbox map, in peer order.
-fn sorted<P: Ord + Copy, M>(map: &mut FxHashMap<P, Vec<M>>) -> Vec<(P, Vec<M>)> {
-    let mut out: Vec<(P, Vec<M>)> = map.drain().collect();
-    out.sort_unstable_by_key(|(p, _)| *p);
-    out
 }
 
 impl Scheduler {
@@ -138,7 +132,7 @@ impl Scheduler {
             self.task_mut(i).holders.retain(|c| *c != client);
             self.consider_release(i);
         }
-        self.outbox.clients.remove(&client);
+        self.outbox.clients.discard(client);
         self.flush(comm);
     }
 
@@ -179,11 +173,11 @@ impl Scheduler {
                         (k, holders)
                     })
                     .collect();
-                self.outbox.clients.entry(client).or_default().push(FromScheduler::WhoHas(answer));
+                self.outbox.clients.to(client).push(FromScheduler::WhoHas(answer));
             }
             ToScheduler::Info => {
                 let info = self.workers.values().map(|w| w.info.clone()).collect();
-                self.outbox.clients.entry(client).or_default().push(FromScheduler::Info(info));
+                self.outbox.clients.to(client).push(FromScheduler::Info(info));
             }
         }
         self.flush(comm);
@@ -303,9 +297,9 @@ impl Scheduler {
             return;
         }
         self.loads.remove(worker);
-        self.outbox.compute.remove(&worker);
-        self.outbox.release.remove(&worker);
-        self.outbox.steal.remove(&worker);
+        self.outbox.compute.discard(worker);
+        self.outbox.release.discard(worker);
+        self.outbox.steal.discard(worker);
         // Lost results first: a task put back in the queue below must not be
         // placed as if an input that died with this worker still existed.
         for i in self.tasks.held_by(worker) {
@@ -522,20 +516,36 @@ impl Scheduler {
             if self.task(i).state != TaskState::Released {
                 continue;
             }
-            if let Some(&failed) = self.task(i).deps.iter().find(|&&d| self.task(d).state == TaskState::Erred) {
+            // One look at each input: failed, missing, or to be computed again.
+            let mut missing = 0;
+            let mut released: SmallVec<[u32; 4]> = SmallVec::new();
+            let mut failed = None;
+            for &d in &self.task(i).deps {
+                match self.task(d).state {
+                    TaskState::Memory => {}
+                    TaskState::Erred => {
+                        failed = Some(d);
+                        break;
+                    }
+                    TaskState::Released => {
+                        missing += 1;
+                        released.push(d);
+                    }
+                    _ => missing += 1,
+                }
+            }
+            if let Some(failed) = failed {
                 let error = self.dependency_error(failed);
                 self.fail(i, error);
                 continue;
             }
-            let missing: SmallVec<[u32; 4]> =
-                self.task(i).deps.iter().copied().filter(|&d| self.task(d).state != TaskState::Memory).collect();
-            self.task_mut(i).missing = missing.len() as u32;
-            if missing.is_empty() {
+            self.task_mut(i).missing = missing;
+            if missing == 0 {
                 self.set_state(i, TaskState::Queued);
                 self.place(i);
             } else {
                 self.set_state(i, TaskState::Waiting);
-                stack.extend(missing.into_iter().filter(|&d| self.task(d).state == TaskState::Released));
+                stack.extend(released);
             }
         }
     }
@@ -543,7 +553,7 @@ impl Scheduler {
     fn finished(&mut self, worker: WorkerId, f: FinishedMsg) {
         let Some(i) = self.tasks.resolve(f.id, &f.key) else {
             // Forgotten meanwhile: the worker may drop it.
-            self.outbox.release.entry(worker).or_default().push(f.key);
+            self.outbox.release.to(worker).push(f.key);
             return;
         };
         if self.task(i).state != TaskState::Processing(worker) {
@@ -551,7 +561,7 @@ impl Scheduler {
                 // A stolen task ran on both: keep the extra copy.
                 self.add_replica(i, worker);
             } else if !self.task(i).who_has.contains(&worker) {
-                self.outbox.release.entry(worker).or_default().push(f.key);
+                self.outbox.release.to(worker).push(f.key);
             }
             return;
         }
@@ -684,7 +694,7 @@ impl Scheduler {
         };
         let holders = t.holders.clone();
         for c in holders {
-            self.outbox.clients.entry(c).or_default().push(msg.clone());
+            self.outbox.clients.to(c).push(msg.clone());
         }
     }
 
@@ -704,7 +714,7 @@ impl Scheduler {
                 self.tasks.update_place(i);
                 for w in holders {
                     let key = self.task(i).key.clone();
-                    self.outbox.release.entry(w).or_default().push(key);
+                    self.outbox.release.to(w).push(key);
                 }
                 self.set_state(i, TaskState::Released);
                 self.consider_forget(i);
@@ -748,8 +758,8 @@ impl Scheduler {
         let before = old.is_active();
         let after = state.is_active();
         if before != after {
-            for k in 0..self.task(i).deps.len() {
-                let d = self.task(i).deps[k];
+            let deps = self.task(i).deps.clone();
+            for d in deps {
                 let dep = self.task_mut(d);
                 if after {
                     dep.waiters += 1;
@@ -780,23 +790,36 @@ impl Scheduler {
     /// every worker that may run it.
     fn best_worker(&self, i: u32) -> Option<WorkerId> {
         let t = self.task(i);
-        let mut candidates: SmallVec<[WorkerId; 8]> = SmallVec::new();
-        if t.constraints.is_none() {
-            for &d in &t.deps {
-                for w in &self.task(d).who_has {
-                    if !candidates.contains(w) {
-                        candidates.push(*w);
-                    }
+        if t.constraints.is_some() {
+            return self
+                .loads
+                .iter()
+                .filter(|w| self.may_run(i, *w))
+                .filter(|w| self.workers.get(w).is_some_and(|wk| self.resources_available(i, wk)))
+                .min_by_key(|w| (self.finish_estimate(i, *w), *w));
+        }
+        // One pass over the inputs: their total size, and how much of it
+        // each holder has already.
+        let mut total = 0;
+        let mut held: SmallVec<[(WorkerId, u64); 8]> = SmallVec::new();
+        for &d in &t.deps {
+            let dep = self.task(d);
+            total += dep.nbytes;
+            for &w in &dep.who_has {
+                match held.iter_mut().find(|(h, _)| *h == w) {
+                    Some((_, bytes)) => *bytes += dep.nbytes,
+                    None => held.push((w, dep.nbytes)),
                 }
             }
-            candidates.extend(self.loads.least());
-        } else {
-            candidates.extend(self.loads.iter().filter(|w| self.may_run(i, *w)));
         }
-        candidates
-            .into_iter()
-            .filter(|w| self.workers.get(w).is_some_and(|wk| self.resources_available(i, wk)))
-            .min_by_key(|w| (self.finish_estimate(i, *w), *w))
+        let bandwidth = self.config.bandwidth_bytes_per_us.max(1);
+        let least = self.loads.least().map(|w| (w, held.iter().find(|(h, _)| *h == w).map_or(0, |(_, b)| *b)));
+        held.iter()
+            .copied()
+            .chain(least)
+            .filter_map(|(w, local)| Some((self.loads.load(w)? + (total - local) / bandwidth, w)))
+            .min()
+            .map(|(_, w)| w)
     }
 
     /// Where a root task goes now: the least loaded worker, if it has room.
@@ -862,16 +885,13 @@ impl Scheduler {
             .iter()
             .map(|&d| {
                 let dep = self.task(d);
-                DepLocation {
-                    key: dep.key.clone(),
-                    holders: dep
-                        .who_has
-                        .iter()
-                        .filter_map(|h| self.workers.get(h))
-                        .map(|h| h.address.clone())
-                        .collect(),
-                    nbytes: dep.nbytes,
+                let mut holders = SmallVec::new();
+                for h in &dep.who_has {
+                    if let Some(w) = self.workers.get(h) {
+                        holders.push(w.address.clone());
+                    }
                 }
+                DepLocation { key: dep.key.clone(), holders, nbytes: dep.nbytes }
             })
             .collect();
         let msg = ComputeMsg {
@@ -882,7 +902,7 @@ impl Scheduler {
             deps,
             priority: t.priority,
         };
-        self.outbox.compute.entry(w).or_default().push(msg);
+        self.outbox.compute.to(w).push(msg);
         self.set_state(i, TaskState::Processing(w));
         self.assigned += 1;
         let resources = self.tasks.get(i).map_or(&[][..], Task::resources);
@@ -903,7 +923,7 @@ impl Scheduler {
     fn withdraw(&mut self, i: u32, w: WorkerId) {
         self.unassign(i, w);
         let id = self.tasks.id(i);
-        if let Some(pending) = self.outbox.compute.get_mut(&w) {
+        if let Some(pending) = self.outbox.compute.get_mut(w) {
             if let Some(pos) = pending.iter().position(|m| m.id == id) {
                 pending.remove(pos);
                 return;
@@ -911,7 +931,7 @@ impl Scheduler {
         }
         if self.workers.contains_key(&w) {
             let key = self.task(i).key.clone();
-            self.outbox.release.entry(w).or_default().push(key);
+            self.outbox.release.to(w).push(key);
         }
     }
 
@@ -984,7 +1004,7 @@ impl Scheduler {
                 worker.stealing.extend(picked);
             }
             if !keys.is_empty() {
-                self.outbox.steal.entry(v).or_default().extend(keys);
+                self.outbox.steal.to(v).extend(keys);
             }
         }
     }
@@ -995,19 +1015,10 @@ impl Scheduler {
     /// message is sent, one batch per peer.
     fn flush(&mut self, comm: &mut impl Comm) {
         self.fill_workers();
-        // Sorted by peer so that runs are reproducible (the simulator relies on it).
-        for (w, keys) in sorted(&mut self.outbox.release) {
-            comm.to_worker(w, ToWorker::Release(keys));
-        }
-        for (w, tasks) in sorted(&mut self.outbox.compute) {
-            comm.to_worker(w, ToWorker::Compute(tasks));
-        }
-        for (w, keys) in sorted(&mut self.outbox.steal) {
-            comm.to_worker(w, ToWorker::Steal(keys));
-        }
-        for (c, msgs) in sorted(&mut self.outbox.clients) {
-            comm.to_client(c, msgs);
-        }
+        self.outbox.release.send(|w, keys| comm.to_worker(w, ToWorker::Release(keys)));
+        self.outbox.compute.send(|w, tasks| comm.to_worker(w, ToWorker::Compute(tasks)));
+        self.outbox.steal.send(|w, keys| comm.to_worker(w, ToWorker::Steal(keys)));
+        self.outbox.clients.send(|c, msgs| comm.to_client(c, msgs));
     }
 
     fn resource_index(&mut self, name: &str) -> u32 {

@@ -446,14 +446,18 @@ impl Simulation {
         self.dispatch();
     }
 
-    /// Delivers what the scheduler said, after the network delay.
+    /// Delivers what the scheduler said, after the network delay. The
+    /// recording's buffers are kept, so that the scheduler's sends do not
+    /// allocate (a network shell writes into buffers it keeps, too).
     fn dispatch(&mut self) {
-        let out = self.comm.take();
         let at = self.now + self.config.latency_us;
-        for (worker, msg) in out.workers {
+        let mut workers = std::mem::take(&mut self.comm.workers);
+        for (worker, msg) in workers.drain(..) {
             self.push(at, Event::ToWorker { worker, msg: SimToWorker(msg), epoch: self.epoch });
         }
-        for (_, msg) in out.clients {
+        self.comm.workers = workers;
+        let mut clients = std::mem::take(&mut self.comm.clients);
+        for (_, msg) in clients.drain(..) {
             let (key, outcome) = match msg {
                 FromScheduler::Finished { key, .. } => (key, Ok(())),
                 FromScheduler::Erred { key, error } => (key, Err(format!("{error:?}"))),
@@ -467,6 +471,7 @@ impl Simulation {
                 *o = Some(outcome);
             }
         }
+        self.comm.clients = clients;
     }
 
     fn handle(&mut self, event: Event) {

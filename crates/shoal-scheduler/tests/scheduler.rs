@@ -125,7 +125,7 @@ fn a_dependent_goes_where_its_input_is_and_learns_where_to_fetch() {
     assert_eq!(deps[0].key, key("x"));
     assert_eq!(deps[0].nbytes, 50_000_000);
     let address = if holder == a { "tcp://a:1" } else { "tcp://b:1" };
-    assert_eq!(deps[0].holders, vec![address.into()]);
+    assert_eq!(deps[0].holders.as_slice(), [address.into()]);
     let _ = b;
 }
 
