@@ -200,7 +200,7 @@ pub struct DepLocation {
     pub key: Key,
     /// Data addresses of workers that hold it (usually one: inline, no
     /// allocation).
-    pub holders: SmallVec<[Arc<str>; 2]>,
+    pub holders: SmallVec<[Arc<str>; 1]>,
     /// Its size in bytes.
     pub nbytes: u64,
 }
@@ -216,8 +216,9 @@ pub struct ComputeMsg {
     pub func: Arc<str>,
     /// Its arguments.
     pub args: Arc<[ArgMsg]>,
-    /// Where its key arguments are.
-    pub deps: Vec<DepLocation>,
+    /// Where its key arguments are (up to two inline: most tasks have few
+    /// inputs, and the scheduler builds one of these per task it assigns).
+    pub deps: SmallVec<[DepLocation; 2]>,
     /// Higher runs first.
     pub priority: i32,
 }

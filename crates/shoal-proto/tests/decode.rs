@@ -116,7 +116,7 @@ fn compute() -> impl Strategy<Value = ComputeMsg> {
             key,
             func: func.into(),
             args: args.into(),
-            deps,
+            deps: deps.into_iter().collect(),
             priority,
         },
     )

@@ -5,7 +5,16 @@ use shoal_proto::WorkerId;
 const ABSENT: u32 = u32::MAX;
 
 /// A leaf no worker uses: larger than any real entry.
-const VACANT: u128 = u128::MAX;
+const VACANT: u64 = u64::MAX;
+
+/// Bits of an entry that number its leaf: at most 16 million workers at
+/// once are indexed (a scheduler holds a connection per worker, so the
+/// operating system runs out of descriptors long before).
+const LEAF_BITS: u32 = 24;
+
+/// The largest load an entry holds; more counts as this much (some 12 days
+/// of queued work per thread).
+const MAX_LOAD: u64 = (1 << (64 - LEAF_BITS)) - 2;
 
 /// Workers by load (queued microseconds per thread), least loaded first.
 ///
@@ -22,7 +31,7 @@ const VACANT: u128 = u128::MAX;
 pub(crate) struct LoadIndex {
     /// Node `n`'s children are `2n` and `2n + 1`; leaves are
     /// `leaves..2 * leaves`; node 0 is unused.
-    tree: Vec<u128>,
+    tree: Vec<u64>,
     leaves: usize,
     /// The worker at each leaf.
     owner: Vec<WorkerId>,
@@ -33,8 +42,8 @@ pub(crate) struct LoadIndex {
     vacant: Vec<u32>,
 }
 
-fn entry(load: u64, leaf: usize) -> u128 {
-    (u128::from(load) << 32) | leaf as u128
+fn entry(load: u64, leaf: usize) -> u64 {
+    (load.min(MAX_LOAD) << LEAF_BITS) | leaf as u64
 }
 
 impl LoadIndex {
@@ -72,12 +81,12 @@ impl LoadIndex {
     /// The least loaded worker.
     pub(crate) fn least(&self) -> Option<WorkerId> {
         let top = *self.tree.get(1)?;
-        (top != VACANT).then(|| self.owner[top as u32 as usize])
+        (top != VACANT).then(|| self.owner[(top & ((1 << LEAF_BITS) - 1)) as usize])
     }
 
     /// A worker's load, if it is in the index.
     pub(crate) fn load(&self, w: WorkerId) -> Option<u64> {
-        self.position(w).map(|leaf| (self.tree[self.leaves + leaf] >> 32) as u64)
+        self.position(w).map(|leaf| self.tree[self.leaves + leaf] >> LEAF_BITS)
     }
 
     /// Every worker, in no particular order.
@@ -89,7 +98,7 @@ impl LoadIndex {
         self.leaf.get(w.0 as usize).filter(|&&l| l != ABSENT).map(|&l| l as usize)
     }
 
-    fn set(&mut self, leaf: usize, entry: u128) {
+    fn set(&mut self, leaf: usize, entry: u64) {
         let tree = &mut self.tree[..];
         let mut n = self.leaves + leaf;
         tree[n] = entry;
@@ -104,9 +113,13 @@ impl LoadIndex {
         }
     }
 
-    /// Doubles the leaves (workers keep their leaf numbers).
+    /// Doubles the leaves (workers keep their leaf numbers), up to the most
+    /// an entry can number.
     fn grow(&mut self) {
         let old = self.leaves;
+        if old >= 1 << LEAF_BITS {
+            return;
+        }
         self.leaves = (old * 2).max(64);
         let mut tree = vec![VACANT; 2 * self.leaves];
         if old > 0 {

@@ -19,7 +19,7 @@ use crate::load::LoadIndex;
 use crate::outbox::Batches;
 use crate::queue::{Ready, ReadyQueue};
 use crate::table::TaskTable;
-use crate::task::{Constraints, Task, TaskState, Worker};
+use crate::task::{Extra, Task, TaskState, Worker};
 
 /// Tunables of a scheduler.
 #[derive(Clone, Debug)]
@@ -237,8 +237,8 @@ impl Scheduler {
                         // Off the worker's books before anything else: it has
                         // dropped the task already.
                         self.set_state(i, TaskState::Queued);
-                        if self.task(i).retries_left > 0 {
-                            self.task_mut(i).retries_left -= 1;
+                        if self.task(i).retries_left() > 0 {
+                            self.task_mut(i).extra_mut().retries_left -= 1;
                             self.place(i);
                         } else {
                             self.fail(i, TaskErrorMsg::Failed { message });
@@ -316,9 +316,12 @@ impl Scheduler {
             if self.tasks.get(i).is_none() || self.task(i).state != TaskState::Processing(worker) {
                 continue;
             }
-            self.task_mut(i).lost += 1;
-            if self.task(i).lost > self.config.allowed_failures {
-                let attempts = self.task(i).lost;
+            let attempts = {
+                let extra = self.task_mut(i).extra_mut();
+                extra.lost += 1;
+                extra.lost
+            };
+            if attempts > self.config.allowed_failures {
                 self.set_state(i, TaskState::Queued);
                 self.fail(i, TaskErrorMsg::WorkerLost { attempts });
             } else {
@@ -449,11 +452,11 @@ impl Scheduler {
     fn insert_task(&mut self, client: ClientId, msg: TaskMsg) -> u32 {
         let TaskMsg { key, func, args, priority, retries, resources, workers, held } = msg;
         let group = self.group_index(key.shared_prefix());
-        let constraints = if resources.is_empty() && workers.is_empty() {
+        let extra = if resources.is_empty() && workers.is_empty() && retries == 0 {
             None
         } else {
             let resources = resources.into_iter().map(|(name, amount)| (self.resource_index(&name), amount)).collect();
-            Some(Box::new(Constraints { resources, workers }))
+            Some(Box::new(Extra { resources, workers, retries_left: retries, ..Extra::default() }))
         };
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -470,12 +473,9 @@ impl Scheduler {
             nbytes: 0,
             priority,
             seq,
-            constraints,
-            retries_left: retries,
-            lost: 0,
+            extra,
             holders: if held { smallvec::smallvec![client] } else { SmallVec::new() },
             group,
-            error: None,
         })
     }
 
@@ -638,7 +638,7 @@ impl Scheduler {
             if let TaskState::Processing(w) = state {
                 self.withdraw(i, w);
             }
-            self.task_mut(i).error = Some(Box::new(error));
+            self.task_mut(i).extra_mut().error = Some(error);
             self.set_state(i, TaskState::Erred);
             self.notify_holders(i);
             let dependents = self.task(i).dependents.clone();
@@ -657,7 +657,7 @@ impl Scheduler {
 
     fn dependency_error(&self, failed_dep: u32) -> TaskErrorMsg {
         let dep = self.task(failed_dep);
-        match dep.error.as_deref() {
+        match dep.error() {
             Some(TaskErrorMsg::Dependency { failed, message, .. }) => TaskErrorMsg::Dependency {
                 dependency: dep.key.clone(),
                 failed: failed.clone(),
@@ -688,7 +688,7 @@ impl Scheduler {
             TaskState::Memory => FromScheduler::Finished { key: t.key.clone(), nbytes: t.nbytes },
             TaskState::Erred => FromScheduler::Erred {
                 key: t.key.clone(),
-                error: t.error.as_deref().cloned().unwrap_or(TaskErrorMsg::Cancelled),
+                error: t.error().cloned().unwrap_or(TaskErrorMsg::Cancelled),
             },
             _ => return,
         };
@@ -736,8 +736,8 @@ impl Scheduler {
             if !forgettable {
                 continue;
             }
-            let Some(t) = self.tasks.remove(i) else { continue };
-            for d in t.deps {
+            let Some(deps) = self.tasks.remove(i) else { continue };
+            for d in deps {
                 let dep = self.task_mut(d);
                 dep.dependents.retain(|x| *x != i);
                 stack.push(d);
@@ -790,7 +790,7 @@ impl Scheduler {
     /// every worker that may run it.
     fn best_worker(&self, i: u32) -> Option<WorkerId> {
         let t = self.task(i);
-        if t.constraints.is_some() {
+        if t.constrained() {
             return self
                 .loads
                 .iter()

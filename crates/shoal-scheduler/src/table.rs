@@ -5,6 +5,7 @@ use std::hash::BuildHasher;
 use hashbrown::HashTable;
 use shoal_graph::{Key, KeyBuildHasher};
 use shoal_proto::{TaskId, WorkerId};
+use smallvec::SmallVec;
 
 use crate::task::{Task, TaskState};
 
@@ -137,17 +138,22 @@ impl TaskTable {
         i
     }
 
-    /// Takes a task out; its slot goes to a later task under a new generation.
-    pub(crate) fn remove(&mut self, i: u32) -> Option<Task> {
+    /// Forgets a task, returning its dependencies; its slot goes to a later
+    /// task under a new generation. The record is dropped where it is, not
+    /// moved out.
+    pub(crate) fn remove(&mut self, i: u32) -> Option<SmallVec<[u32; 4]>> {
         let slot = self.slots.get_mut(i as usize)?;
-        let task = slot.task.take()?;
+        let task = slot.task.as_mut()?;
+        let deps = std::mem::take(&mut task.deps);
+        let hash = hash_of(&task.key);
+        slot.task = None;
         slot.generation = slot.generation.wrapping_add(1);
         self.places[i as usize] = EMPTY;
-        if let Ok(entry) = self.index.find_entry(spread(hash_of(&task.key)), |&(s, _)| s == i) {
+        if let Ok(entry) = self.index.find_entry(spread(hash), |&(s, _)| s == i) {
             entry.remove();
         }
         self.free.push(i);
-        Some(task)
+        Some(deps)
     }
 
     /// Records a change of a task's state or of its `who_has` in the array

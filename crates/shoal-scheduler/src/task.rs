@@ -40,10 +40,10 @@ impl TaskState {
     }
 }
 
-/// A task's record. Placement constraints and errors are boxed: few tasks
-/// have them, and every task pays for the size of its record in cache
-/// misses. Lists hold up to four entries inline, which covers most tasks'
-/// inputs and dependents without an allocation.
+/// A task's record. What few tasks have (placement constraints, retries, an
+/// error, worker losses) is boxed apart: every task pays for the size of its
+/// record in cache misses. Lists hold up to four entries inline, which
+/// covers most tasks' inputs and dependents without an allocation.
 pub(crate) struct Task {
     pub(crate) key: Key,
     pub(crate) func: Arc<str>,
@@ -61,20 +61,22 @@ pub(crate) struct Task {
     pub(crate) nbytes: u64,
     pub(crate) priority: i32,
     pub(crate) seq: u64,
-    pub(crate) constraints: Option<Box<Constraints>>,
-    pub(crate) retries_left: u32,
-    pub(crate) lost: u32,
     pub(crate) holders: SmallVec<[ClientId; 2]>,
     pub(crate) group: u32,
-    pub(crate) error: Option<Box<TaskErrorMsg>>,
+    pub(crate) extra: Option<Box<Extra>>,
 }
 
-/// What a task needs of the worker that runs it.
-pub(crate) struct Constraints {
-    /// Resource amounts, by resource index.
+/// The rarely used part of a task's record.
+#[derive(Default)]
+pub(crate) struct Extra {
+    /// Resource amounts it needs, by resource index.
     pub(crate) resources: Vec<(u32, f64)>,
     /// Worker names or addresses it may run on (empty: any).
     pub(crate) workers: Vec<String>,
+    pub(crate) retries_left: u32,
+    /// Workers lost while running it.
+    pub(crate) lost: u32,
+    pub(crate) error: Option<TaskErrorMsg>,
 }
 
 impl Task {
@@ -82,7 +84,12 @@ impl Task {
     /// queued and handed out as workers have room, so a million of them do
     /// not all land on the first worker.
     pub(crate) fn is_root(&self) -> bool {
-        self.deps.is_empty() && self.constraints.is_none()
+        self.deps.is_empty() && !self.constrained()
+    }
+
+    /// Whether it needs resources or particular workers.
+    pub(crate) fn constrained(&self) -> bool {
+        self.extra.as_ref().is_some_and(|e| !e.resources.is_empty() || !e.workers.is_empty())
     }
 
     pub(crate) fn wanted(&self) -> bool {
@@ -90,11 +97,23 @@ impl Task {
     }
 
     pub(crate) fn resources(&self) -> &[(u32, f64)] {
-        self.constraints.as_ref().map_or(&[], |c| &c.resources)
+        self.extra.as_ref().map_or(&[], |e| &e.resources)
     }
 
     pub(crate) fn restrictions(&self) -> &[String] {
-        self.constraints.as_ref().map_or(&[], |c| &c.workers)
+        self.extra.as_ref().map_or(&[], |e| &e.workers)
+    }
+
+    pub(crate) fn retries_left(&self) -> u32 {
+        self.extra.as_ref().map_or(0, |e| e.retries_left)
+    }
+
+    pub(crate) fn error(&self) -> Option<&TaskErrorMsg> {
+        self.extra.as_ref().and_then(|e| e.error.as_ref())
+    }
+
+    pub(crate) fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
     }
 }
 
