@@ -588,7 +588,7 @@ impl Scheduler {
         }
         self.consider_release(i);
         if self.tasks.get(i).is_some() {
-            let deps = self.task(i).deps.clone();
+            let deps = SmallVec::<[u32; 4]>::from_slice(&self.task(i).deps);
             for d in deps {
                 self.consider_release(d);
             }
@@ -603,7 +603,7 @@ impl Scheduler {
     /// The only copies of a result are gone.
     fn data_lost(&mut self, i: u32) {
         self.set_state(i, TaskState::Released);
-        let dependents = self.task(i).dependents.clone();
+        let dependents = SmallVec::<[u32; 4]>::from_slice(&self.task(i).dependents);
         for d in dependents {
             match self.task(d).state {
                 TaskState::Queued => {
@@ -641,13 +641,13 @@ impl Scheduler {
             self.task_mut(i).extra_mut().error = Some(error);
             self.set_state(i, TaskState::Erred);
             self.notify_holders(i);
-            let dependents = self.task(i).dependents.clone();
+            let dependents = SmallVec::<[u32; 4]>::from_slice(&self.task(i).dependents);
             for d in dependents {
                 if self.task(d).state.is_active() || self.task(d).state == TaskState::Released {
                     work.push((d, self.dependency_error(i)));
                 }
             }
-            let deps = self.task(i).deps.clone();
+            let deps = SmallVec::<[u32; 4]>::from_slice(&self.task(i).deps);
             for d in deps {
                 self.consider_release(d);
             }
@@ -692,7 +692,7 @@ impl Scheduler {
             },
             _ => return,
         };
-        let holders = t.holders.clone();
+        let holders = SmallVec::<[ClientId; 2]>::from_slice(&t.holders);
         for c in holders {
             self.outbox.clients.to(c).push(msg.clone());
         }
@@ -758,7 +758,7 @@ impl Scheduler {
         let before = old.is_active();
         let after = state.is_active();
         if before != after {
-            let deps = self.task(i).deps.clone();
+            let deps = SmallVec::<[u32; 4]>::from_slice(&self.task(i).deps);
             for d in deps {
                 let dep = self.task_mut(d);
                 if after {
@@ -880,20 +880,17 @@ impl Scheduler {
     fn assign(&mut self, i: u32, w: WorkerId) {
         let estimate = self.estimate_us(i);
         let t = self.task(i);
-        let deps = t
-            .deps
-            .iter()
-            .map(|&d| {
-                let dep = self.task(d);
-                let mut holders = SmallVec::new();
-                for h in &dep.who_has {
-                    if let Some(w) = self.workers.get(h) {
-                        holders.push(w.address.clone());
-                    }
+        let mut deps = SmallVec::with_capacity(t.deps.len());
+        for &d in &t.deps {
+            let dep = self.task(d);
+            let mut holders = SmallVec::new();
+            for h in &dep.who_has {
+                if let Some(w) = self.workers.get(h) {
+                    holders.push(w.address.clone());
                 }
-                DepLocation { key: dep.key.clone(), holders, nbytes: dep.nbytes }
-            })
-            .collect();
+            }
+            deps.push(DepLocation { key: dep.key.clone(), holders, nbytes: dep.nbytes });
+        }
         let msg = ComputeMsg {
             id: self.tasks.id(i),
             key: t.key.clone(),
