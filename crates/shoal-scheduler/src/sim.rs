@@ -190,9 +190,20 @@ enum Event {
     Tick,
 }
 
-/// Wire messages wrapped so events can be ordered (by arrival only).
+/// A wire message wrapped so events can be ordered (by arrival only).
 struct SimFromWorker(FromWorker);
-struct SimToWorker(ToWorker);
+
+/// A message to a virtual worker in the simulator's terms, tasks by number.
+/// The scheduler's message is converted and dropped as soon as it is sent,
+/// as a network shell encodes and drops what it sends: keeping thousands of
+/// them in flight would make the scheduler's allocations look slower than
+/// they are.
+enum SimToWorker {
+    Compute(Vec<(u32, TaskId)>),
+    Release(Vec<u32>),
+    Steal(Vec<u32>),
+    Shutdown,
+}
 
 macro_rules! ordered_by_arrival {
     ($t:ty) => {
@@ -453,7 +464,24 @@ impl Simulation {
         let at = self.now + self.config.latency_us;
         let mut workers = std::mem::take(&mut self.comm.workers);
         for (worker, msg) in workers.drain(..) {
-            self.push(at, Event::ToWorker { worker, msg: SimToWorker(msg), epoch: self.epoch });
+            let msg = match msg {
+                ToWorker::Compute(tasks) => SimToWorker::Compute(
+                    tasks
+                        .into_iter()
+                        .filter_map(|t| match self.number(&t.key) {
+                            Some(n) => Some((n, t.id)),
+                            None => {
+                                self.report.violations.push(format!("{} was never submitted", t.key));
+                                None
+                            }
+                        })
+                        .collect(),
+                ),
+                ToWorker::Release(keys) => SimToWorker::Release(keys.iter().filter_map(|k| self.number(k)).collect()),
+                ToWorker::Steal(keys) => SimToWorker::Steal(keys.iter().filter_map(|k| self.number(k)).collect()),
+                ToWorker::Shutdown => SimToWorker::Shutdown,
+            };
+            self.push(at, Event::ToWorker { worker, msg, epoch: self.epoch });
         }
         self.comm.workers = workers;
         let mut clients = std::mem::take(&mut self.comm.clients);
@@ -476,7 +504,7 @@ impl Simulation {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::ToWorker { worker, msg, epoch } => self.worker_receives(worker, msg.0, epoch),
+            Event::ToWorker { worker, msg, epoch } => self.worker_receives(worker, msg, epoch),
             Event::ToScheduler { worker, msg } => {
                 if self.workers.contains_key(&worker) {
                     let now = self.now;
@@ -513,26 +541,21 @@ impl Simulation {
         }
     }
 
-    fn worker_receives(&mut self, id: WorkerId, msg: ToWorker, epoch: u32) {
+    fn worker_receives(&mut self, id: WorkerId, msg: SimToWorker, epoch: u32) {
         if !self.workers.contains_key(&id) {
             return;
         }
         match msg {
-            ToWorker::Compute(tasks) => {
-                for t in tasks {
-                    let Some(task) = self.number(&t.key) else {
-                        self.report.violations.push(format!("{} was never submitted", t.key));
-                        continue;
-                    };
-                    if let Some(w) = self.workers.get_mut(&id) {
-                        w.queue.push_back(Queued { task, id: t.id, epoch });
+            SimToWorker::Compute(tasks) => {
+                if let Some(w) = self.workers.get_mut(&id) {
+                    for (task, id) in tasks {
+                        w.queue.push_back(Queued { task, id, epoch });
                         *w.queued.entry(task).or_insert(0) += 1;
                     }
                 }
             }
-            ToWorker::Release(keys) => {
-                for k in keys {
-                    let Some(t) = self.number(&k) else { continue };
+            SimToWorker::Release(tasks) => {
+                for t in tasks {
                     let Some(w) = self.workers.get_mut(&id) else { return };
                     if w.data.remove(&t) {
                         self.copies[t as usize] -= 1;
@@ -544,8 +567,8 @@ impl Simulation {
                     w.running.remove(&t);
                 }
             }
-            ToWorker::Steal(keys) => {
-                let wanted: FxHashSet<u32> = keys.iter().filter_map(|k| self.number(k)).collect();
+            SimToWorker::Steal(tasks) => {
+                let wanted: FxHashSet<u32> = tasks.into_iter().collect();
                 let mut given = Vec::new();
                 if let Some(w) = self.workers.get_mut(&id) {
                     let mut kept = VecDeque::with_capacity(w.queue.len());
@@ -565,7 +588,7 @@ impl Simulation {
                 let at = self.now + self.config.latency_us;
                 self.push(at, Event::ToScheduler { worker: id, msg: SimFromWorker(FromWorker::Stolen(given)) });
             }
-            ToWorker::Shutdown => {}
+            SimToWorker::Shutdown => {}
         }
         self.start_tasks(id);
     }
