@@ -39,6 +39,14 @@ pub struct TaskId(pub u64);
 
 impl TaskId {
     /// The id of a slot's current task.
+    ///
+    /// ```
+    /// use shoal_proto::TaskId;
+    ///
+    /// let id = TaskId::new(7, 2);
+    /// assert_eq!((id.slot(), id.generation()), (7, 2));
+    /// assert_eq!(id.to_string(), "task-7.2");
+    /// ```
     pub fn new(slot: u32, generation: u32) -> TaskId {
         TaskId((u64::from(generation) << 32) | u64::from(slot))
     }
