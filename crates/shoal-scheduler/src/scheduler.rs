@@ -19,7 +19,7 @@ use crate::load::LoadIndex;
 use crate::outbox::Batches;
 use crate::queue::{Ready, ReadyQueue};
 use crate::table::TaskTable;
-use crate::task::{Extra, Task, TaskState, Worker};
+use crate::task::{Busy, Extra, Task, TaskState, Worker};
 
 /// Tunables of a scheduler.
 #[derive(Clone, Debug)]
@@ -78,7 +78,11 @@ pub struct Scheduler {
     config: SchedulerConfig,
     tasks: TaskTable,
     workers: FxHashMap<WorkerId, Worker>,
+    /// By worker number; one entry per worker ever registered.
+    busy: Vec<Busy>,
     loads: LoadIndex,
+    /// Tasks asked back from the worker processing them, not answered for.
+    stealing: FxHashSet<u32>,
     clients: FxHashSet<ClientId>,
     next_worker: u32,
     next_client: u32,
@@ -98,7 +102,9 @@ impl Scheduler {
             config,
             tasks: TaskTable::default(),
             workers: FxHashMap::default(),
+            busy: Vec::new(),
             loads: LoadIndex::default(),
+            stealing: FxHashSet::default(),
             clients: FxHashSet::default(),
             next_worker: 0,
             next_client: 0,
@@ -202,15 +208,16 @@ impl Scheduler {
             }
             available[r as usize] += amount;
         }
-        let worker = Worker {
-            address: info.data_address.as_str().into(),
-            info,
-            processing: 0,
+        if self.busy.len() <= id.0 as usize {
+            self.busy.resize(id.0 as usize + 1, Busy::default());
+        }
+        self.busy[id.0 as usize] = Busy {
             occupancy_us: 0,
-            available,
-            last_seen_us: now_us,
-            stealing: FxHashSet::default(),
+            processing: 0,
+            threads: u64::from(info.threads.max(1)),
+            address: Some(info.data_address.as_str().into()),
         };
+        let worker = Worker { info, available, last_seen_us: now_us };
         self.loads.insert(id, 0);
         self.workers.insert(id, worker);
         self.flush(comm);
@@ -275,9 +282,7 @@ impl Scheduler {
             FromWorker::Stolen(keys) => {
                 for key in keys {
                     let Some(i) = self.tasks.find(&key) else { continue };
-                    if let Some(w) = self.workers.get_mut(&worker) {
-                        w.stealing.remove(&i);
-                    }
+                    self.stealing.remove(&i);
                     if self.task(i).state == TaskState::Processing(worker) {
                         self.unassign(i, worker);
                         self.set_state(i, TaskState::Queued);
@@ -296,6 +301,9 @@ impl Scheduler {
         if self.workers.remove(&worker).is_none() {
             return;
         }
+        if let Some(b) = self.busy.get_mut(worker.0 as usize) {
+            *b = Busy::default();
+        }
         self.loads.remove(worker);
         self.outbox.compute.discard(worker);
         self.outbox.release.discard(worker);
@@ -313,6 +321,7 @@ impl Scheduler {
             }
         }
         for i in self.tasks.processing_on(worker) {
+            self.stealing.remove(&i);
             if self.tasks.get(i).is_none() || self.task(i).state != TaskState::Processing(worker) {
                 continue;
             }
@@ -421,9 +430,9 @@ impl Scheduler {
                 *processing.entry(w).or_default() += 1;
             }
         }
-        for w in self.workers.values() {
-            let counted = processing.get(&w.id()).copied().unwrap_or(0);
-            assert_eq!(w.processing, counted, "worker {}: tasks processing", w.id());
+        for w in self.workers.keys() {
+            let counted = processing.get(w).copied().unwrap_or(0);
+            assert_eq!(self.busy[w.0 as usize].processing, counted, "{w}: tasks processing");
         }
     }
 
@@ -829,8 +838,13 @@ impl Scheduler {
     /// scanning every worker at every event.
     fn root_target(&self, i: u32) -> Option<WorkerId> {
         let w = self.loads.least()?;
-        let worker = self.workers.get(&w)?;
-        (worker.processing < self.capacity(worker, self.estimate_us(i))).then_some(w)
+        let b = self.busy(w)?;
+        (b.processing < self.capacity(b.threads, self.estimate_us(i))).then_some(w)
+    }
+
+    /// How busy a connected worker is.
+    fn busy(&self, w: WorkerId) -> Option<&Busy> {
+        self.busy.get(w.0 as usize).filter(|b| b.address.is_some())
     }
 
     fn may_run(&self, i: u32, w: WorkerId) -> bool {
@@ -857,11 +871,11 @@ impl Scheduler {
     }
 
     fn finish_estimate(&self, i: u32, w: WorkerId) -> u64 {
-        let Some(worker) = self.workers.get(&w) else { return u64::MAX };
+        let Some(b) = self.busy(w) else { return u64::MAX };
         let t = self.task(i);
         let missing_bytes: u64 =
             t.deps.iter().map(|&d| self.task(d)).filter(|d| !d.who_has.contains(&w)).map(|d| d.nbytes).sum();
-        worker.load_key() + missing_bytes / self.config.bandwidth_bytes_per_us.max(1)
+        b.load_key() + missing_bytes / self.config.bandwidth_bytes_per_us.max(1)
     }
 
     fn estimate_us(&self, i: u32) -> u64 {
@@ -871,8 +885,7 @@ impl Scheduler {
 
     /// How many tasks a worker may hold: enough queued work to hide a round
     /// trip (a few thousand one-microsecond tasks, a couple of one-second ones).
-    fn capacity(&self, worker: &Worker, estimate_us: u64) -> usize {
-        let threads = worker.threads();
+    fn capacity(&self, threads: u64, estimate_us: u64) -> usize {
         let queue = threads * self.config.target_queue_us / estimate_us.max(1);
         (threads + queue).min(threads * 4096) as usize
     }
@@ -885,8 +898,8 @@ impl Scheduler {
             let dep = self.task(d);
             let mut holders = SmallVec::new();
             for h in &dep.who_has {
-                if let Some(w) = self.workers.get(h) {
-                    holders.push(w.address.clone());
+                if let Some(address) = self.busy(*h).and_then(|b| b.address.clone()) {
+                    holders.push(address);
                 }
             }
             deps.push(DepLocation { key: dep.key.clone(), holders, nbytes: dep.nbytes });
@@ -902,16 +915,20 @@ impl Scheduler {
         self.outbox.compute.to(w).push(msg);
         self.set_state(i, TaskState::Processing(w));
         self.assigned += 1;
+        if let Some(b) = self.busy.get_mut(w.0 as usize).filter(|b| b.address.is_some()) {
+            b.processing += 1;
+            b.occupancy_us += estimate;
+            self.loads.update(w, b.load_key());
+        }
         let resources = self.tasks.get(i).map_or(&[][..], Task::resources);
-        if let Some(worker) = self.workers.get_mut(&w) {
-            worker.processing += 1;
-            worker.occupancy_us += estimate;
-            for &(r, amount) in resources {
-                if let Some(a) = worker.available.get_mut(r as usize) {
-                    *a -= amount;
+        if !resources.is_empty() {
+            if let Some(worker) = self.workers.get_mut(&w) {
+                for &(r, amount) in resources {
+                    if let Some(a) = worker.available.get_mut(r as usize) {
+                        *a -= amount;
+                    }
                 }
             }
-            self.loads.update(w, worker.load_key());
         }
     }
 
@@ -935,17 +952,23 @@ impl Scheduler {
     /// Takes a task off a worker's books (finished, failed, stolen, lost).
     fn unassign(&mut self, i: u32, w: WorkerId) {
         let estimate = self.estimate_us(i);
+        if !self.stealing.is_empty() {
+            self.stealing.remove(&i);
+        }
+        if let Some(b) = self.busy.get_mut(w.0 as usize).filter(|b| b.address.is_some()) {
+            b.processing -= 1;
+            b.occupancy_us = b.occupancy_us.saturating_sub(estimate);
+            self.loads.update(w, b.load_key());
+        }
         let resources = self.tasks.get(i).map_or(&[][..], Task::resources);
-        if let Some(worker) = self.workers.get_mut(&w) {
-            worker.processing -= 1;
-            worker.stealing.remove(&i);
-            worker.occupancy_us = worker.occupancy_us.saturating_sub(estimate);
-            for &(r, amount) in resources {
-                if let Some(a) = worker.available.get_mut(r as usize) {
-                    *a += amount;
+        if !resources.is_empty() {
+            if let Some(worker) = self.workers.get_mut(&w) {
+                for &(r, amount) in resources {
+                    if let Some(a) = worker.available.get_mut(r as usize) {
+                        *a += amount;
+                    }
                 }
             }
-            self.loads.update(w, worker.load_key());
         }
     }
 
@@ -978,28 +1001,33 @@ impl Scheduler {
 
     /// Asks busy workers to give back queued tasks when others are idle.
     fn balance(&mut self) {
-        let idle = self.workers.values().filter(|w| w.processing == 0).count();
+        let idle = self.workers.keys().filter(|w| self.busy(**w).is_some_and(|b| b.processing == 0)).count();
         if idle == 0 || !self.queued.is_empty() {
             return;
         }
+        let mut asked: FxHashMap<WorkerId, usize> = FxHashMap::default();
+        for &i in &self.stealing {
+            if let Some(TaskState::Processing(w)) = self.tasks.get(i).map(|t| t.state) {
+                *asked.entry(w).or_default() += 1;
+            }
+        }
         let mut victims: Vec<(usize, WorkerId)> = self
             .workers
-            .values()
-            .filter(|w| w.processing > 2 * w.threads() as usize)
-            .map(|w| (w.processing - w.stealing.len(), w.id()))
+            .keys()
+            .filter_map(|&w| self.busy(w).map(|b| (w, b)))
+            .filter(|(_, b)| b.processing > 2 * b.threads as usize)
+            .map(|(w, b)| (b.processing - asked.get(&w).copied().unwrap_or(0), w))
             .collect();
         victims.sort_unstable_by(|a, b| b.cmp(a));
         for (_, v) in victims.into_iter().take(idle) {
-            let Some(worker) = self.workers.get(&v) else { continue };
-            let spare = worker.processing.saturating_sub(2 * worker.threads() as usize) / 2;
+            let Some(b) = self.busy(v) else { continue };
+            let spare = b.processing.saturating_sub(2 * b.threads as usize) / 2;
             let mut picked: Vec<u32> =
-                self.tasks.processing_on(v).into_iter().filter(|i| !worker.stealing.contains(i)).collect();
+                self.tasks.processing_on(v).into_iter().filter(|i| !self.stealing.contains(i)).collect();
             picked.sort_unstable_by_key(|&i| std::cmp::Reverse(self.task(i).seq));
             picked.truncate(spare);
             let keys: Vec<Key> = picked.iter().map(|&i| self.task(i).key.clone()).collect();
-            if let Some(worker) = self.workers.get_mut(&v) {
-                worker.stealing.extend(picked);
-            }
+            self.stealing.extend(picked);
             if !keys.is_empty() {
                 self.outbox.steal.to(v).extend(keys);
             }

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashSet;
 use shoal_graph::Key;
 use shoal_proto::{ArgMsg, ClientId, TaskErrorMsg, WorkerId, WorkerInfo};
 use smallvec::SmallVec;
@@ -119,31 +118,37 @@ impl Task {
 
 pub(crate) struct Worker {
     pub(crate) info: WorkerInfo,
-    /// Its data address, shared by the compute messages that name it.
-    pub(crate) address: Arc<str>,
-    /// How many tasks it is processing (the tasks are found in the task
-    /// table's places).
-    pub(crate) processing: usize,
-    /// Estimated microseconds of work given to it and not finished.
-    pub(crate) occupancy_us: u64,
     /// Resources not used by its processing tasks, by resource index.
     pub(crate) available: Vec<f64>,
     pub(crate) last_seen_us: u64,
-    /// Tasks asked back from it that it has not answered for.
-    pub(crate) stealing: FxHashSet<u32>,
 }
 
 impl Worker {
     pub(crate) fn id(&self) -> WorkerId {
         self.info.id
     }
+}
 
-    pub(crate) fn threads(&self) -> u64 {
-        u64::from(self.info.threads.max(1))
-    }
+/// How busy a worker is and where peers reach it: what every assignment
+/// and completion reads or changes, kept apart from the rest of the
+/// worker's record in a dense array by worker number, so that a thousand
+/// workers' worth stays in cache.
+#[derive(Clone, Default)]
+pub(crate) struct Busy {
+    /// Estimated microseconds of work given to it and not finished.
+    pub(crate) occupancy_us: u64,
+    /// How many tasks it is processing (the tasks are found in the task
+    /// table's places).
+    pub(crate) processing: usize,
+    pub(crate) threads: u64,
+    /// Its data address, shared by the compute messages that name it;
+    /// `None` once the worker is gone.
+    pub(crate) address: Option<Arc<str>>,
+}
 
+impl Busy {
     /// Queued work per thread, the key of the load index.
     pub(crate) fn load_key(&self) -> u64 {
-        self.occupancy_us / self.threads()
+        self.occupancy_us / self.threads.max(1)
     }
 }
