@@ -310,7 +310,8 @@ impl Scheduler {
         self.outbox.steal.discard(worker);
         // Lost results first: a task put back in the queue below must not be
         // placed as if an input that died with this worker still existed.
-        for i in self.tasks.held_by(worker) {
+        let (held, processing) = self.tasks.on_worker(worker);
+        for i in held {
             if self.tasks.get(i).is_none() {
                 continue;
             }
@@ -320,7 +321,7 @@ impl Scheduler {
                 self.data_lost(i);
             }
         }
-        for i in self.tasks.processing_on(worker) {
+        for i in processing {
             self.stealing.remove(&i);
             if self.tasks.get(i).is_none() || self.task(i).state != TaskState::Processing(worker) {
                 continue;
@@ -1019,11 +1020,23 @@ impl Scheduler {
             .map(|(w, b)| (b.processing - asked.get(&w).copied().unwrap_or(0), w))
             .collect();
         victims.sort_unstable_by(|a, b| b.cmp(a));
-        for (_, v) in victims.into_iter().take(idle) {
+        victims.truncate(idle);
+        if victims.is_empty() {
+            return;
+        }
+        // One scan of the task table for all the victims' tasks.
+        let mut candidates: FxHashMap<WorkerId, Vec<u32>> = victims.iter().map(|&(_, v)| (v, Vec::new())).collect();
+        for (i, w) in self.tasks.processing() {
+            if let Some(list) = candidates.get_mut(&w) {
+                if !self.stealing.contains(&i) {
+                    list.push(i);
+                }
+            }
+        }
+        for (_, v) in victims {
             let Some(b) = self.busy(v) else { continue };
             let spare = b.processing.saturating_sub(2 * b.threads as usize) / 2;
-            let mut picked: Vec<u32> =
-                self.tasks.processing_on(v).into_iter().filter(|i| !self.stealing.contains(i)).collect();
+            let mut picked = candidates.remove(&v).unwrap_or_default();
             picked.sort_unstable_by_key(|&i| std::cmp::Reverse(self.task(i).seq));
             picked.truncate(spare);
             let keys: Vec<Key> = picked.iter().map(|&i| self.task(i).key.clone()).collect();

@@ -169,21 +169,30 @@ impl TaskTable {
         self.get(i).is_some_and(|t| self.places[i as usize] == Place::of(t))
     }
 
-    /// The tasks processing on a worker, in slot order.
-    pub(crate) fn processing_on(&self, w: WorkerId) -> Vec<u32> {
-        self.scan(|p| p.processing == w.0)
+    /// Every processing task with its worker, in slot order.
+    pub(crate) fn processing(&self) -> impl Iterator<Item = (u32, WorkerId)> + '_ {
+        self.places
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.processing != NOWHERE)
+            .map(|(i, p)| (i as u32, WorkerId(p.processing)))
     }
 
-    /// The tasks whose result a worker holds, in slot order.
-    pub(crate) fn held_by(&self, w: WorkerId) -> Vec<u32> {
-        self.scan(|p| p.holder == w.0 || p.replicated)
-            .into_iter()
-            .filter(|&i| self.get(i).is_some_and(|t| t.who_has.contains(&w)))
-            .collect()
-    }
-
-    fn scan(&self, wanted: impl Fn(&Place) -> bool) -> Vec<u32> {
-        self.places.iter().enumerate().filter(|(_, p)| wanted(p)).map(|(i, _)| i as u32).collect()
+    /// A worker's tasks, in slot order, in one scan: those whose result it
+    /// holds, and those it is processing.
+    pub(crate) fn on_worker(&self, w: WorkerId) -> (Vec<u32>, Vec<u32>) {
+        let mut held = Vec::new();
+        let mut processing = Vec::new();
+        for (i, p) in self.places.iter().enumerate() {
+            let i = i as u32;
+            if (p.holder == w.0 || p.replicated) && self.get(i).is_some_and(|t| t.who_has.contains(&w)) {
+                held.push(i);
+            }
+            if p.processing == w.0 {
+                processing.push(i);
+            }
+        }
+        (held, processing)
     }
 
     /// Every task with its slot, in slot order.
