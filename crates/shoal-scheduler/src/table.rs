@@ -17,7 +17,7 @@ use crate::task::{Task, TaskState};
 /// worker's message about a task whose id went stale.
 ///
 /// The key index holds `(slot, hash)` pairs, 8 bytes each, not copies of
-/// the keys: at a million tasks it is a sixth of the size of a map from keys
+/// the keys: at a million tasks it is a fifth of the size of a map from keys
 /// (so more of it stays in cache), growing it reads no task record, and
 /// removing a task compares slot numbers, not keys.
 ///
