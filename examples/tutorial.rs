@@ -9,12 +9,15 @@
 //! 3. lazy graphs: `delayed`, `compute`, a picture of the graph;
 //! 4. failures stay with their task;
 //! 5. a progress bar (on the in-process thread pool);
-//! 6. heavier work spread over the workers.
+//! 6. heavier work spread over the workers;
+//! 7. chunked arrays: the tutorial's `arcsin(x) + arccos(y)` over two random
+//!    10 000 × 10 000 × 10 arrays, summed, and exercise 5 (chunk sizes).
 //!
 //! Run it with `cargo run --release -p shoal --example tutorial`.
 
 use std::time::{Duration, Instant};
 
+use shoal::array::{self, RandomState};
 use shoal::{Client, Delayed, LocalCluster, ProgressBar, as_completed, delayed};
 
 #[shoal::remote]
@@ -139,6 +142,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while level.len() > 1 {
         level = level.chunks(2).map(|p| client.submit(average, (&p[0], &p[1]))).collect();
     }
-    println!("mean of 8 x 1 000 000 uniform numbers: {:.4} in {:.2?}", level[0].result()?, start.elapsed());
+    println!("mean of 8 x 1 000 000 uniform numbers: {:.4} in {:.2?}\n", level[0].result()?, start.elapsed());
+
+    println!("## 7. Chunked arrays");
+    let rng = RandomState::new(0);
+    let x = rng.random(&[10_000, 10_000, 10], [1_000, 1_000, 5]);
+    let y = rng.random(&[10_000, 10_000, 10], [1_000, 1_000, 5]);
+    let z = (array::arcsin(&x) + array::arccos(&y)).sum([1, 2]);
+    println!("{z}\n");
+    let fused = z.to_delayed()?.iter().map(|t| t.graph().len()).sum::<usize>();
+    println!("{} tasks as written; {fused} after culling and fusion (a list task per block included)", z.task_count());
+    let picture = std::env::temp_dir().join("shoal-array.svg");
+    match z.visualize(&picture, true) {
+        Ok(()) => println!("graph picture: {}", picture.display()),
+        Err(e) => println!("no picture ({e})"),
+    }
+    let start = Instant::now();
+    let values = z.compute_with(&client)?;
+    println!("z[..5] = {:?} in {:.2?}", &values.as_slice().unwrap_or(&[])[..5], start.elapsed());
+    println!(
+        "z.mean() / 100 000 = {:.6} (pi / 2 = {:.6})",
+        values.mean().unwrap_or(f64::NAN) / 100_000.0,
+        std::f64::consts::FRAC_PI_2
+    );
+    println!("\nexercise 5: the sum of 10 000 000 uniform numbers");
+    for chunk in [1_000, 100_000] {
+        let start = Instant::now();
+        let total = rng.random(&[10_000_000], chunk).sum(..).compute_with(&client)?;
+        println!("  chunks of {chunk:>7}: {:.1} in {:.2?}", total.sum(), start.elapsed());
+    }
     Ok(())
 }

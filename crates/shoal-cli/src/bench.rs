@@ -4,6 +4,7 @@
 //! executable), so its peak RSS is its own and no allocator state leaks from
 //! one measurement into the next. Every parameter set prints one JSON line.
 
+mod array;
 mod cluster;
 mod net;
 mod sim;
@@ -60,6 +61,7 @@ fn all() -> Vec<Benchmark> {
     all.extend(net::benchmarks());
     all.extend(cluster::benchmarks());
     all.extend(sim::benchmarks());
+    all.extend(array::benchmarks());
     all
 }
 

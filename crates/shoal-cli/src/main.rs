@@ -2,6 +2,7 @@
 
 mod bench;
 mod scheduler;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -21,16 +22,20 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run a standalone scheduler that clients and workers connect to.
     Scheduler(scheduler::SchedulerArgs),
+    /// Run a program as a worker of a scheduler (and again after restarts):
+    /// shoal worker tcp://host:port [options] -- ./program [arguments].
+    Worker(worker::WorkerArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Bench(args) => bench::run(&args),
-        Command::Scheduler(args) => scheduler::run(&args),
+        Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Scheduler(args) => scheduler::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Worker(args) => worker::run(&args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("shoal: {e:#}");
             ExitCode::FAILURE

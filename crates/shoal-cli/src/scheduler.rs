@@ -17,6 +17,11 @@ pub(crate) struct SchedulerArgs {
     /// Cluster token that clients and workers must present.
     #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Seconds a task that no connected worker may run (it needs resources
+    /// or workers the cluster lacks) waits for one before it fails; by
+    /// default it waits for ever, and its client hears why.
+    #[arg(long)]
+    no_worker_timeout: Option<f64>,
 }
 
 pub(crate) fn run(args: &SchedulerArgs) -> anyhow::Result<()> {
@@ -30,7 +35,13 @@ pub(crate) fn run(args: &SchedulerArgs) -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let listen = SocketAddr::new(args.host, args.port);
-    let config = SchedulerServerConfig { listen, token: args.token.clone(), ..SchedulerServerConfig::default() };
+    let mut config = SchedulerServerConfig { listen, token: args.token.clone(), ..SchedulerServerConfig::default() };
+    if let Some(seconds) = args.no_worker_timeout {
+        if !seconds.is_finite() || seconds < 0.0 {
+            bail!("--no-worker-timeout {seconds}: give a number of seconds of at least 0");
+        }
+        config.scheduler.no_worker_timeout_us = Some((seconds * 1e6) as u64);
+    }
     let scheduler = start_scheduler(config).with_context(|| format!("cannot start a scheduler on {listen}"))?;
     println!("shoal scheduler at tcp://{}", scheduler.address());
     scheduler.wait();

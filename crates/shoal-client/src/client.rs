@@ -191,7 +191,8 @@ impl Client {
         self.submit_with(&TaskOptions::default(), f, args)
     }
 
-    /// [`Client::submit`] with options (retries, purity, name).
+    /// [`Client::submit`] with options: retries, purity, name, and on a
+    /// cluster priority, resources and worker restrictions.
     pub fn submit_with<P, F, A>(&self, opts: &TaskOptions, f: F, args: A) -> Future<F::Output>
     where
         F: TaskFn<P>,
@@ -202,8 +203,9 @@ impl Client {
             Backend::Local(runtime) => runtime,
             Backend::Remote(state) => {
                 let batch = with_lists(cx.pre_tasks, cx.local, 0, task, opts.retries);
+                let placement = opts.placement();
                 return state
-                    .submit_restricted(batch.map(|s| (s.task, s.retries, s.hold)).collect(), &opts.workers)
+                    .submit(batch.map(|s| outgoing(s, &placement)).collect())
                     .pop()
                     .map_or_else(|| unreachable!("a held submission returns its handle"), Future::from_remote);
             }
@@ -257,11 +259,14 @@ impl Client {
         });
         match &self.inner.backend {
             Backend::Local(runtime) => runtime.submit(tasks).into_iter().map(Future::from_handle).collect(),
-            Backend::Remote(state) => state
-                .submit_restricted(tasks.map(|s| (s.task, s.retries, s.hold)).collect(), &opts.workers)
-                .into_iter()
-                .map(Future::from_remote)
-                .collect(),
+            Backend::Remote(state) => {
+                let placement = opts.placement();
+                state
+                    .submit(tasks.map(|s| outgoing(s, &placement)).collect())
+                    .into_iter()
+                    .map(Future::from_remote)
+                    .collect()
+            }
         }
     }
 
@@ -330,6 +335,11 @@ impl Client {
             Backend::Remote(state) => state.held_keys(),
         }
     }
+}
+
+/// A submission as it goes to a cluster.
+fn outgoing(s: Submission, placement: &Option<Arc<crate::options::Placement>>) -> crate::remote::Outgoing {
+    crate::remote::Outgoing { task: s.task, retries: s.retries, held: s.hold, placement: placement.clone() }
 }
 
 /// The submissions for one call: the list tasks its arguments need, then the

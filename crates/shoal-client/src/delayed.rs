@@ -16,7 +16,7 @@ use crate::client::{Backend, Client, Lazy, build_call};
 use crate::error::Error;
 use crate::future::FutureHandle;
 use crate::future::{Future, outcome_value};
-use crate::options::TaskOptions;
+use crate::options::{Placement, TaskOptions};
 use crate::progress;
 
 /// A lazy call: nothing runs until [`Delayed::compute`] (or
@@ -45,13 +45,15 @@ pub struct Delayed<T> {
 pub(crate) struct DelayedNode {
     task: Task,
     retries: u32,
+    /// Priority, resources and restrictions, for clusters.
+    placement: Option<Arc<Placement>>,
     /// The delayed values and futures the task's arguments refer to.
     deps: Vec<Arc<dyn Any + Send + Sync>>,
 }
 
 impl DelayedNode {
     pub(crate) fn new(task: Task, retries: u32, deps: Vec<Arc<dyn Any + Send + Sync>>) -> DelayedNode {
-        DelayedNode { task, retries, deps }
+        DelayedNode { task, retries, placement: None, deps }
     }
 }
 
@@ -82,14 +84,16 @@ where
     delayed_with(&TaskOptions::default(), f, args)
 }
 
-/// [`delayed`] with options: purity (content-based keys), retries, name.
+/// [`delayed`] with options: purity (content-based keys), retries, name, and
+/// on a cluster priority, resources and worker restrictions.
 pub fn delayed_with<P, F, A>(opts: &TaskOptions, f: F, args: A) -> Delayed<F::Output>
 where
     F: TaskFn<P>,
     A: IntoArgs<P>,
 {
     let (task, cx) = build_call(f, args, opts, Lazy::Yes);
-    Delayed { node: Arc::new(DelayedNode { task, retries: opts.retries, deps: cx.keep_alive }), _result: PhantomData }
+    let node = DelayedNode { task, retries: opts.retries, placement: opts.placement(), deps: cx.keep_alive };
+    Delayed { node: Arc::new(node), _result: PhantomData }
 }
 
 impl<T> Clone for Delayed<T> {
@@ -212,7 +216,7 @@ fn collect(roots: &[&Arc<DelayedNode>]) -> Graph {
 /// dependencies, one branch finished before the next starts), which is the
 /// memory-friendly order of [`Graph::order`] without building the graph: a
 /// lazy graph of millions of tasks costs one pointer per task to schedule.
-fn run(client: &Client, roots: &[&Arc<DelayedNode>]) -> Result<Vec<FutureHandle>, Error> {
+pub(crate) fn run(client: &Client, roots: &[&Arc<DelayedNode>]) -> Result<Vec<FutureHandle>, Error> {
     // Batch position of each task, assigned in post-order; u32::MAX while
     // the task is on the walk's stack.
     let mut position: FxHashMap<*const DelayedNode, u32> = FxHashMap::default();
@@ -268,7 +272,15 @@ fn run(client: &Client, roots: &[&Arc<DelayedNode>]) -> Result<Vec<FutureHandle>
     let outputs: FxHashSet<&Key> = roots.iter().map(|r| &r.task.key).collect();
     let handles: Vec<FutureHandle> = match &client.inner.backend {
         Backend::Remote(state) => {
-            let tasks = order.iter().map(|n| (n.task.clone(), n.retries, outputs.contains(&n.task.key))).collect();
+            let tasks = order
+                .iter()
+                .map(|n| crate::remote::Outgoing {
+                    task: n.task.clone(),
+                    retries: n.retries,
+                    held: outputs.contains(&n.task.key),
+                    placement: n.placement.clone(),
+                })
+                .collect();
             state.submit(tasks).into_iter().map(FutureHandle::Remote).collect()
         }
         Backend::Local(runtime) => {
@@ -356,6 +368,30 @@ macro_rules! tuple_computable {
 tuple_computable!(A 0, B 1);
 tuple_computable!(A 0, B 1, C 2);
 tuple_computable!(A 0, B 1, C 2, D 3);
+
+/// Starts several delayed values on `client` in one batch and returns their
+/// futures, keeping the results there (Dask's `client.persist` of many):
+/// tasks they share run once.
+///
+/// ```
+/// use shoal_client::{delayed, persist, Client};
+/// fn inc(x: i64) -> i64 { x + 1 }
+/// let client = Client::threads().unwrap();
+/// let shared = delayed(inc, (1,));
+/// let values = vec![delayed(inc, (&shared,)), delayed(inc, (&shared,))];
+/// let futures = persist(&values, &client).unwrap();
+/// assert_eq!(client.gather(&futures).unwrap(), vec![3, 3]);
+/// ```
+///
+/// # Errors
+/// When the graph is invalid.
+pub fn persist<T: Clone + Send + Sync + 'static>(
+    values: &[Delayed<T>],
+    client: &Client,
+) -> Result<Vec<Future<T>>, Error> {
+    let roots: Vec<&Arc<DelayedNode>> = values.iter().map(|d| &d.node).collect();
+    Ok(run(client, &roots)?.into_iter().map(Future::from_future_handle).collect())
+}
 
 /// Computes several delayed values in one pass on the current client:
 /// tasks they share run once.

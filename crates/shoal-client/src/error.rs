@@ -83,6 +83,41 @@ pub enum Error {
         /// What is missing and how to fix it.
         message: String,
     },
+    /// The cluster restarted ([`Client::restart`](crate::Client::restart))
+    /// after the task was submitted: it and its result are gone.
+    #[error("task {key} was dropped when the cluster restarted; submit it again")]
+    Restarted {
+        /// The task.
+        key: String,
+    },
+    /// A function run on a worker with [`Client::run`](crate::Client::run)
+    /// failed or panicked there.
+    #[error("{function} failed on worker {worker}: {message}")]
+    RunFailed {
+        /// The function's registered name.
+        function: String,
+        /// The worker's name.
+        worker: String,
+        /// The error's message, or the panic's.
+        message: String,
+    },
+    /// A worker or the scheduler could not be reached, or broke off, during
+    /// a direct exchange (scatter, run, restart).
+    #[error("cannot complete the exchange with {peer}: {message}")]
+    Connection {
+        /// The worker (by name) or the scheduler.
+        peer: String,
+        /// What failed.
+        message: String,
+    },
+    /// The operation needs something this executor does not have.
+    #[error("{operation} is not available here: {reason}")]
+    Unsupported {
+        /// What was asked.
+        operation: String,
+        /// Why not, and what to do instead.
+        reason: String,
+    },
     /// A graph could not be run as built.
     #[error("invalid graph: {0}")]
     Graph(#[from] shoal_graph::GraphError),
@@ -101,9 +136,17 @@ fn dependency_story(dependency: &str, failed: &str, message: &str) -> String {
 
 impl Error {
     /// Whether submitting the same work again may succeed: true for timeouts,
-    /// shutdowns and lost workers, false for failures of the work itself.
+    /// shutdowns, lost workers, restarts and broken connections, false for
+    /// failures of the work itself.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Timeout { .. } | Error::Shutdown { .. } | Error::WorkerLost { .. })
+        matches!(
+            self,
+            Error::Timeout { .. }
+                | Error::Shutdown { .. }
+                | Error::WorkerLost { .. }
+                | Error::Restarted { .. }
+                | Error::Connection { .. }
+        )
     }
 
     pub(crate) fn from_failure(failure: &Arc<Failure>) -> Error {

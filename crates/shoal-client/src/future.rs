@@ -161,6 +161,29 @@ impl<T> Future<T> {
         self.handle.wait();
     }
 
+    /// Why the task cannot run yet, when its scheduler has said: on a
+    /// cluster, a task (or one it waits for) that needs resources or workers
+    /// no connected worker offers stays pending, and this names what is
+    /// missing and which workers are there. `None` while it is simply
+    /// waiting its turn, once it is done, and on the in-process executors.
+    ///
+    /// ```
+    /// use shoal_client::{Client, TaskOptions};
+    /// fn inc(x: u64) -> u64 { x + 1 }
+    /// let client = Client::threads()?;
+    /// // Resources only matter on a cluster (see the `shoal` crate's examples).
+    /// let f = client.submit_with(&TaskOptions::new().resources([("gpu", 1.0)]), inc, (1u64,));
+    /// assert_eq!(f.result()?, 2);
+    /// assert_eq!(f.pending_reason(), None);
+    /// # Ok::<(), shoal_client::Error>(())
+    /// ```
+    pub fn pending_reason(&self) -> Option<String> {
+        match &self.handle {
+            FutureHandle::Local(_) => None,
+            FutureHandle::Remote(h) => h.state().pending_reason(h.key()),
+        }
+    }
+
     pub(crate) fn handle(&self) -> &FutureHandle {
         &self.handle
     }

@@ -37,14 +37,16 @@ mod delayed;
 mod error;
 mod future;
 mod list;
+mod ops;
 mod options;
 mod progress;
 mod remote;
 
 pub use args::{ArgContext, IntoArg, IntoArgs};
 pub use client::{AsCompleted, Client, ClientBuilder, Executor, WorkerInfo, as_completed, gather, wait, wait_timeout};
-pub use delayed::{Computable, Delayed, compute, delayed, delayed_with};
+pub use delayed::{Computable, Delayed, compute, delayed, delayed_with, persist};
 pub use error::Error;
 pub use future::{Future, Status};
+pub use list::is_list;
 pub use options::TaskOptions;
 pub use progress::{ProgressBar, progress};

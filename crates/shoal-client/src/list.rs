@@ -23,6 +23,12 @@ fn collect_values<T: Clone + Send + Sync + 'static>(args: Vec<Value>) -> Result<
 /// `List` argument of its consumer instead of as a task of its own.
 pub(crate) const LIST_FUNC_PREFIX: &str = "shoal::list<";
 
+/// Whether `task` only collects its arguments into a list for another task
+/// (a list of futures or delayed values passed as one argument).
+pub fn is_list(task: &Task) -> bool {
+    task.func.name().starts_with(LIST_FUNC_PREFIX)
+}
+
 fn list_func<T: Clone + Send + Sync + 'static>() -> Func {
     let name = format!("{LIST_FUNC_PREFIX}{}>", type_name::<T>());
     Func::new(&name, Some(Token::of_bytes(name.as_bytes())), Box::new(collect_values::<T>))

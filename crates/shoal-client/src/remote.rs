@@ -9,10 +9,11 @@ use shoal_graph::remote::{RemoteFunc, require};
 use shoal_graph::{Arg, Key, KeyHashMap, Task, Value};
 use shoal_local::Notify;
 use shoal_net::ClientConnection;
-use shoal_proto::{ArgMsg, FromScheduler, TaskErrorMsg, TaskMsg, ToScheduler, WorkerInfo};
+use shoal_proto::{ArgMsg, FromScheduler, ScatteredMsg, TaskErrorMsg, TaskMsg, ToScheduler, WorkerInfo};
 
 use crate::error::Error;
 use crate::future::Status;
+use crate::options::Placement;
 
 enum RemoteStatus {
     Pending,
@@ -20,11 +21,34 @@ enum RemoteStatus {
     Erred(Error),
 }
 
+/// How a result's bytes become a value again on this side.
+#[derive(Clone, Copy)]
+pub(crate) enum Decoder {
+    /// With the codec of the registered function that made it.
+    Func(&'static RemoteFunc),
+    /// With the codec of the type a client scattered.
+    Typed(fn(&[u8]) -> Result<Value, String>),
+}
+
+impl Decoder {
+    fn decode(&self, bytes: &[u8]) -> Result<Value, String> {
+        match self {
+            Decoder::Func(f) => f.decode_result_value(bytes).map_err(|e| e.to_string()),
+            Decoder::Typed(decode) => decode(bytes),
+        }
+    }
+}
+
 struct Entry {
     status: RemoteStatus,
     holders: u32,
-    producer: Option<&'static RemoteFunc>,
+    producer: Option<Decoder>,
     listeners: Vec<(Arc<dyn Notify>, usize)>,
+    /// Why the scheduler cannot run it yet, as it last said.
+    pending_reason: Option<String>,
+    /// How many outcomes the scheduler has reported for it: a result lost
+    /// with its worker is reported again when it is recomputed.
+    version: u64,
 }
 
 #[derive(Default)]
@@ -34,6 +58,20 @@ struct Inner {
     who_has: KeyHashMap<Vec<WorkerInfo>>,
     info: Option<Vec<WorkerInfo>>,
     closed: bool,
+    /// How many restarts the scheduler has announced.
+    restarts: u64,
+}
+
+/// What running a function on one worker gave: its encoded result, or its
+/// failure's message.
+pub(crate) type RunOutcome = Result<Vec<u8>, String>;
+
+/// One task to send to the scheduler.
+pub(crate) struct Outgoing {
+    pub(crate) task: Task,
+    pub(crate) retries: u32,
+    pub(crate) held: bool,
+    pub(crate) placement: Option<Arc<Placement>>,
 }
 
 /// What a cluster client knows: its tasks' statuses and who waits for them.
@@ -101,17 +139,38 @@ impl RemoteState {
                         FromScheduler::Finished { key, .. } => {
                             if let Some(e) = inner.keys.get_mut(&key) {
                                 e.status = RemoteStatus::Finished;
+                                e.pending_reason = None;
+                                e.version += 1;
                                 told.append(&mut e.listeners);
                             }
                         }
                         FromScheduler::Erred { key, error } => {
                             if let Some(e) = inner.keys.get_mut(&key) {
                                 e.status = RemoteStatus::Erred(map_error(&key, error));
+                                e.pending_reason = None;
+                                e.version += 1;
                                 told.append(&mut e.listeners);
                             }
                         }
                         FromScheduler::WhoHas(answers) => inner.who_has.extend(answers),
                         FromScheduler::Info(workers) => inner.info = Some(workers),
+                        FromScheduler::NoWorker { key, reason } => {
+                            if let Some(e) = inner.keys.get_mut(&key) {
+                                if matches!(e.status, RemoteStatus::Pending) {
+                                    tracing::warn!("task {key} cannot run yet: {reason}");
+                                    e.pending_reason = Some(reason);
+                                }
+                            }
+                        }
+                        FromScheduler::Restarted => {
+                            inner.restarts += 1;
+                            for (key, e) in inner.keys.iter_mut() {
+                                e.status = RemoteStatus::Erred(Error::Restarted { key: key.to_string() });
+                                e.pending_reason = None;
+                                e.version += 1;
+                                told.append(&mut e.listeners);
+                            }
+                        }
                     }
                 }
             }
@@ -167,24 +226,15 @@ impl RemoteState {
     /// held, in order. Functions must be registered with `#[shoal::remote]`;
     /// a task that cannot be encoded fails at once, and so do the tasks of
     /// this batch that need it.
-    pub(crate) fn submit(self: &Arc<Self>, tasks: Vec<(Task, u32, bool)>) -> Vec<RemoteHandle> {
-        self.submit_restricted(tasks, &[])
-    }
-
-    /// [`RemoteState::submit`], every task restricted to `workers` (if any).
-    pub(crate) fn submit_restricted(
-        self: &Arc<Self>,
-        tasks: Vec<(Task, u32, bool)>,
-        workers: &[String],
-    ) -> Vec<RemoteHandle> {
+    pub(crate) fn submit(self: &Arc<Self>, tasks: Vec<Outgoing>) -> Vec<RemoteHandle> {
         let mut msgs = Vec::with_capacity(tasks.len());
         let mut handles = Vec::new();
         let mut unsendable: KeyHashMap<Error> = KeyHashMap::default();
         let mut lists: KeyHashMap<Vec<Key>> = KeyHashMap::default();
         let mut inner = self.lock();
-        for (task, retries, held) in tasks {
+        for Outgoing { task, retries, held, placement } in tasks {
             let key = task.key.clone();
-            if task.func.name().starts_with(crate::list::LIST_FUNC_PREFIX) && !held {
+            if crate::list::is_list(&task) && !held {
                 // Sent inline, as a `List` argument of the task that reads it.
                 lists.insert(key, task.dependencies().cloned().collect());
                 continue;
@@ -192,25 +242,29 @@ impl RemoteState {
             let blocked = task.dependencies().find_map(|d| unsendable.get(d).cloned());
             let encoded = match blocked {
                 Some(cause) => Err(Error::NotRemote { key: key.to_string(), message: cause.to_string() }),
-                None => encode(&task, retries, held, &lists).map(|(mut msg, f)| {
-                    msg.workers = workers.to_vec();
-                    (msg, f)
-                }),
+                None => encode(&task, retries, held, &lists, placement.as_deref()),
             };
             if let Err(e) = &encoded {
                 unsendable.insert(key.clone(), e.clone());
             }
             if held {
                 let (status, producer) = match &encoded {
-                    Ok((_, producer)) => (RemoteStatus::Pending, Some(*producer)),
+                    Ok((_, producer)) => (RemoteStatus::Pending, Some(Decoder::Func(producer))),
                     Err(e) => (RemoteStatus::Erred(e.clone()), None),
                 };
-                let entry = inner.keys.entry(key.clone()).or_insert(Entry {
-                    status,
+                let entry = inner.keys.entry(key.clone()).or_insert_with(|| Entry {
+                    status: RemoteStatus::Pending,
                     holders: 0,
                     producer,
                     listeners: Vec::new(),
+                    pending_reason: None,
+                    version: 0,
                 });
+                if entry.holders == 0 || matches!(entry.status, RemoteStatus::Erred(Error::Restarted { .. })) {
+                    // New, or submitted again after a restart dropped it.
+                    entry.status = status;
+                    entry.producer = producer;
+                }
                 entry.holders += 1;
                 handles.push(RemoteHandle { key, state: self.clone() });
             }
@@ -224,6 +278,154 @@ impl RemoteState {
         }
         handles
     }
+
+    /// Puts encoded values on the cluster's workers (round robin, one
+    /// connection per worker), then tells the scheduler where they are.
+    /// The handles hold finished futures.
+    pub(crate) fn scatter(
+        self: &Arc<Self>,
+        values: Vec<(Key, Vec<u8>)>,
+        decoder: Decoder,
+    ) -> Result<Vec<RemoteHandle>, Error> {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut workers = self.info()?;
+        workers.sort_by_key(|w| w.id);
+        if workers.is_empty() {
+            return Err(Error::Rejected {
+                key: values[0].0.to_string(),
+                reason: "no workers are connected to hold scattered data; start some first".into(),
+            });
+        }
+        let conn = self.conn.get().ok_or_else(|| Error::Shutdown { key: values[0].0.to_string() })?;
+        let mut per_worker: Vec<Vec<(Key, Vec<u8>)>> = vec![Vec::new(); workers.len()];
+        let keys: Vec<Key> = values.iter().map(|(k, _)| k.clone()).collect();
+        let mut placed = Vec::with_capacity(values.len());
+        for (n, (key, bytes)) in values.into_iter().enumerate() {
+            let w = n % workers.len();
+            placed.push(ScatteredMsg { key: key.clone(), worker: workers[w].id, nbytes: bytes.len() as u64 });
+            per_worker[w].push((key, bytes));
+        }
+        // One result per worker, in worker order (empty puts succeed).
+        let results: Vec<Result<(), Error>> = std::thread::scope(|scope| {
+            let jobs: Vec<_> = workers
+                .iter()
+                .zip(&per_worker)
+                .map(|(w, vals)| {
+                    scope.spawn(move || {
+                        if vals.is_empty() {
+                            return Ok(());
+                        }
+                        conn.put(&w.data_address, vals).map_err(|e| Error::Connection {
+                            peer: format!("worker {}", w.name),
+                            message: e.to_string(),
+                        })
+                    })
+                })
+                .collect();
+            jobs.into_iter()
+                .map(|j| {
+                    j.join().unwrap_or_else(|_| {
+                        Err(Error::Connection {
+                            peer: "a worker".into(),
+                            message: "the sending thread panicked".into(),
+                        })
+                    })
+                })
+                .collect()
+        });
+        let reached: Vec<shoal_proto::WorkerId> =
+            workers.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(w, _)| w.id).collect();
+        placed.retain(|p| reached.contains(&p.worker));
+        let mut inner = self.lock();
+        let mut handles = Vec::with_capacity(keys.len());
+        for key in &keys {
+            let entry = inner.keys.entry(key.clone()).or_insert_with(|| Entry {
+                status: RemoteStatus::Finished,
+                holders: 0,
+                producer: Some(decoder),
+                listeners: Vec::new(),
+                pending_reason: None,
+                version: 0,
+            });
+            entry.holders += 1;
+            handles.push(RemoteHandle { key: key.clone(), state: self.clone() });
+        }
+        drop(inner);
+        // What reached a worker is the scheduler's to track (and to release
+        // when the handles go, as they do below if another worker failed).
+        if !placed.is_empty() {
+            self.send(&ToScheduler::Scatter(placed));
+        }
+        results.into_iter().collect::<Result<(), Error>>()?;
+        Ok(handles)
+    }
+
+    /// Runs a registered function with encoded arguments on every worker,
+    /// all at once; each worker's name with its encoded result or failure.
+    pub(crate) fn run_everywhere(&self, func: &str, args: &[Vec<u8>]) -> Result<Vec<(String, RunOutcome)>, Error> {
+        let workers = self.info()?;
+        let conn = self.conn.get().ok_or_else(|| Error::Shutdown { key: format!("run {func}") })?;
+        std::thread::scope(|scope| {
+            let jobs: Vec<_> = workers
+                .iter()
+                .map(|w| {
+                    let ran = scope.spawn(move || conn.run_on(&w.data_address, func, args.to_vec()));
+                    (w, ran)
+                })
+                .collect();
+            jobs.into_iter()
+                .map(|(w, ran)| {
+                    let connection =
+                        |message: String| Error::Connection { peer: format!("worker {}", w.name), message };
+                    let outcome = ran
+                        .join()
+                        .map_err(|_| connection("the calling thread panicked".into()))?
+                        .map_err(|e| connection(e.to_string()))?;
+                    Ok((w.name.clone(), outcome))
+                })
+                .collect()
+        })
+    }
+
+    /// Asks the scheduler to restart the cluster and waits until it has, and
+    /// until as many workers as before have registered again.
+    pub(crate) fn restart(&self, timeout: Duration) -> Result<(), Error> {
+        let before = self.info()?.len();
+        let seen = self.lock().restarts;
+        self.send(&ToScheduler::Restart);
+        let deadline = Instant::now() + timeout;
+        let scheduler = |message: String| Error::Connection { peer: "the scheduler".into(), message };
+        let mut inner = self.lock();
+        while inner.restarts == seen {
+            if inner.closed {
+                return Err(scheduler("the connection closed during the restart".into()));
+            }
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .ok_or_else(|| scheduler(format!("no restart within {timeout:?}")))?;
+            inner = self.changed.wait_timeout(inner, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        drop(inner);
+        loop {
+            let now = self.info()?.len();
+            if now >= before {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(scheduler(format!(
+                    "only {now} of {before} workers came back within {timeout:?} after the restart"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Why the scheduler cannot run this key yet, if it said.
+    pub(crate) fn pending_reason(&self, key: &Key) -> Option<String> {
+        self.lock().keys.get(key).and_then(|e| e.pending_reason.clone())
+    }
 }
 
 /// The wire form of a task, with the registered function that decodes its result.
@@ -232,8 +434,18 @@ fn encode(
     retries: u32,
     held: bool,
     lists: &KeyHashMap<Vec<Key>>,
+    placement: Option<&Placement>,
 ) -> Result<(TaskMsg, &'static RemoteFunc), Error> {
     let key = task.key.to_string();
+    let placement = placement.cloned().unwrap_or_default();
+    if let Some((name, amount)) =
+        placement.resources.iter().find(|(name, amount)| name.is_empty() || !amount.is_finite() || *amount <= 0.0)
+    {
+        return Err(Error::Rejected {
+            key,
+            reason: format!("resource {name:?}={amount}: names must not be empty and amounts must be positive numbers"),
+        });
+    }
     let producer =
         require(task.func.name()).map_err(|e| Error::NotRemote { key: key.clone(), message: e.to_string() })?;
     let args = task
@@ -255,10 +467,10 @@ fn encode(
         key: task.key.clone(),
         func: task.func.name().into(),
         args: args.into(),
-        priority: 0,
+        priority: placement.priority,
         retries,
-        resources: vec![],
-        workers: vec![],
+        resources: placement.resources,
+        workers: placement.workers,
         held,
     };
     Ok((msg, producer))
@@ -268,7 +480,7 @@ impl RemoteState {
     /// The results of many tasks: one location query, then one request per
     /// worker for all it holds of them.
     pub(crate) fn values(&self, handles: &[&RemoteHandle]) -> Vec<Result<Value, Error>> {
-        let outcomes: Vec<Result<&'static RemoteFunc, Error>> = handles
+        let outcomes: Vec<Result<Decoder, Error>> = handles
             .iter()
             .map(|h| h.wait_done(None).unwrap_or_else(|| Err(Error::Shutdown { key: h.key.to_string() })))
             .collect();
@@ -299,9 +511,9 @@ impl RemoteState {
             .map(|(h, outcome)| {
                 let producer = outcome?;
                 match bytes.remove(&h.key) {
-                    Some(b) => producer
-                        .decode_result_value(&b)
-                        .map_err(|e| Error::TaskFailed { key: h.key.to_string(), message: e.to_string() }),
+                    Some(b) => {
+                        producer.decode(&b).map_err(|message| Error::TaskFailed { key: h.key.to_string(), message })
+                    }
                     // Moved or lost meanwhile: fetch it on its own.
                     None => h.fetch(producer),
                 }
@@ -354,7 +566,7 @@ impl RemoteHandle {
     }
 
     /// Waits until the task is done, at most until `deadline`; `None` on timeout.
-    fn wait_done(&self, deadline: Option<Instant>) -> Option<Result<&'static RemoteFunc, Error>> {
+    fn wait_done(&self, deadline: Option<Instant>) -> Option<Result<Decoder, Error>> {
         let mut inner = self.state.lock();
         loop {
             let entry = inner.keys.get(&self.key)?;
@@ -387,22 +599,70 @@ impl RemoteHandle {
         Some(self.fetch(producer))
     }
 
-    fn fetch(&self, producer: &'static RemoteFunc) -> Result<Value, Error> {
+    /// Fetches the result from a worker that holds it. When none does —
+    /// its worker died and the scheduler is recomputing it, or will report
+    /// it lost — this waits for the scheduler's next word on it and tries
+    /// again.
+    fn fetch(&self, mut producer: Decoder) -> Result<Value, Error> {
         let key = self.key.to_string();
         let lost = |message: String| Error::TaskFailed { key: key.clone(), message };
-        let holders = self.state.ask_who_has(std::slice::from_ref(&self.key))?.pop().unwrap_or_default();
         let conn = self.state.conn.get().ok_or_else(|| Error::Shutdown { key: key.clone() })?;
-        let mut last = String::from("no worker holds it");
-        for worker in holders {
-            match conn.fetch(&worker.data_address, &self.key) {
-                Ok(Some(bytes)) => return producer.decode_result_value(&bytes).map_err(|e| lost(e.to_string())),
-                Ok(None) => {}
-                Err(e) => last = e.to_string(),
+        let mut fruitless = 0;
+        loop {
+            let seen = self.state.lock().keys.get(&self.key).map_or(0, |e| e.version);
+            let holders = self.state.ask_who_has(std::slice::from_ref(&self.key))?.pop().unwrap_or_default();
+            let listed = !holders.is_empty();
+            let mut last = String::from("no worker holds it");
+            for worker in holders {
+                match conn.fetch(&worker.data_address, &self.key) {
+                    Ok(Some(bytes)) => return producer.decode(&bytes).map_err(lost),
+                    Ok(None) => last = format!("worker {} no longer holds it", worker.name),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            // Workers listed as holders that do not have it, round after
+            // round with no news from the scheduler, are not going to.
+            fruitless += usize::from(listed);
+            if fruitless >= FETCH_ROUNDS {
+                return Err(lost(format!("the result could not be fetched: {last}")));
+            }
+            match self.wait_news(seen, NEWS_WAIT) {
+                Some(Ok(p)) => producer = p,
+                Some(Err(e)) => return Err(e),
+                None => {}
             }
         }
-        Err(lost(format!("the result could not be fetched: {last}")))
+    }
+
+    /// Waits at most `timeout` for an outcome newer than `seen`: the
+    /// decoder of a new result, the error, or `None` on timeout.
+    fn wait_news(&self, seen: u64, timeout: Duration) -> Option<Result<Decoder, Error>> {
+        let deadline = Instant::now() + timeout;
+        let mut inner = self.state.lock();
+        loop {
+            if inner.closed {
+                return Some(Err(Error::Shutdown { key: self.key.to_string() }));
+            }
+            let entry = inner.keys.get(&self.key)?;
+            if entry.version != seen {
+                match &entry.status {
+                    RemoteStatus::Finished => return entry.producer.map(Ok),
+                    RemoteStatus::Erred(e) => return Some(Err(e.clone())),
+                    RemoteStatus::Pending => {}
+                }
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            inner = self.state.changed.wait_timeout(inner, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
     }
 }
+
+/// Rounds of asking holders that turn out not to have a result before a
+/// fetch gives up.
+const FETCH_ROUNDS: usize = 3;
+
+/// How long a fetch that found no copy waits for news before it asks again.
+const NEWS_WAIT: Duration = Duration::from_secs(5);
 
 impl Clone for RemoteHandle {
     fn clone(&self) -> RemoteHandle {

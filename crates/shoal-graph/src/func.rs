@@ -105,6 +105,14 @@ generic_output! {
     [A, B, C, D, E] (A, B, C, D, E);
 }
 
+#[cfg(feature = "ndarray")]
+impl<A: Send + Sync + 'static, D: ndarray::Dimension + 'static> TaskOutput for ndarray::Array<A, D> {
+    type Ok = ndarray::Array<A, D>;
+    fn into_task_result(self) -> Result<Self::Ok, TaskError> {
+        Ok(self)
+    }
+}
+
 impl<T: Send + Sync + 'static, const N: usize> TaskOutput for [T; N] {
     type Ok = [T; N];
     fn into_task_result(self) -> Result<[T; N], TaskError> {

@@ -338,6 +338,32 @@ pub fn require(name: &str) -> Result<&'static RemoteFunc, RemoteError> {
     lookup(name).ok_or_else(|| RemoteError::NotRegistered { name: name.to_string() })
 }
 
+/// A start-up hook that must see every registration: see
+/// [`run_after_registrations`].
+static AFTER_REGISTRATIONS: OnceLock<fn()> = OnceLock::new();
+
+/// Runs `hook` during start-up, after every `#[shoal::remote]` registration
+/// of the program has been made, and before `main`.
+///
+/// Registrations are made by constructors, one per function, which run
+/// before `main` in link order. A process that becomes a worker in a
+/// constructor of its own, and never returns, would otherwise miss the
+/// registrations whose constructors come after it (those of the crates it
+/// depends on). Every crate that registers functions depends on this one,
+/// and the linker places a crate's constructors after those of the crates
+/// that depend on it, so this crate's constructor, which calls the hook,
+/// runs after all registrations. Only the first hook set is kept.
+pub fn run_after_registrations(hook: fn()) {
+    let _ = AFTER_REGISTRATIONS.set(hook);
+}
+
+#[ctor::ctor]
+fn start_after_registrations() {
+    if let Some(hook) = AFTER_REGISTRATIONS.get() {
+        hook();
+    }
+}
+
 /// The names of all registered functions, sorted.
 pub fn registered_names() -> Vec<&'static str> {
     let mut names: Vec<&'static str> = registry().values().map(|f| f.name()).collect();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use shoal_graph::Key;
 use shoal_proto::{
     FrameDecoder, FrameKind, FromScheduler, Hello, HelloReply, PeerReply, PeerRequest, Role, ToScheduler, check_reply,
-    decode_message, encode_message,
+    decode_message, encode_message, encode_raw,
 };
 use tokio::net::TcpStream as AsyncTcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -97,6 +97,30 @@ impl ClientConnection {
     pub fn fetch_many(&self, address: &str, keys: &[Key]) -> Result<Vec<Option<Vec<u8>>>, ClientError> {
         fetch_blocking(address, keys, self.token.as_deref())
     }
+
+    /// Stores encoded values (postcard) on the worker at `address`, under
+    /// these keys: a client's scatter.
+    ///
+    /// # Errors
+    /// When the worker cannot be reached or does not confirm every value.
+    pub fn put(&self, address: &str, values: &[(Key, Vec<u8>)]) -> Result<(), ClientError> {
+        put_blocking(address, values, self.token.as_deref())
+    }
+
+    /// Runs a registered function on the worker at `address`, outside its
+    /// task queue (a client's `run`): `Ok(Ok(bytes))` is the encoded result,
+    /// `Ok(Err(message))` the function's failure or panic there.
+    ///
+    /// # Errors
+    /// When the worker cannot be reached or answers wrongly.
+    pub fn run_on(
+        &self,
+        address: &str,
+        func: &str,
+        args: Vec<Vec<u8>>,
+    ) -> Result<Result<Vec<u8>, String>, ClientError> {
+        run_blocking(address, func, args, self.token.as_deref())
+    }
 }
 
 async fn serve(
@@ -152,42 +176,127 @@ async fn serve(
     on_messages(None);
 }
 
-/// Fetches results from a data server with blocking I/O, in the order asked.
-fn fetch_blocking(address: &str, wanted: &[Key], token: Option<&str>) -> Result<Vec<Option<Vec<u8>>>, ClientError> {
-    let what = || format!("fetching {} results from {address}", wanted.len());
-    let io = |source| ClientError::Io { what: what(), source };
-    let proto = |reason: String| ClientError::Protocol { what: what(), reason };
-    let mut stream = TcpStream::connect(address.trim_start_matches("tcp://")).map_err(io)?;
-    stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(io)?;
-    let _ = stream.set_nodelay(true);
-    let mut request = Vec::new();
-    encode_message(&Hello::new(Role::Peer, "client", token), &mut request).map_err(|e| proto(e.to_string()))?;
-    encode_message(&PeerRequest::Get(wanted.to_vec()), &mut request).map_err(|e| proto(e.to_string()))?;
-    stream.write_all(&request).map_err(io)?;
-    let mut decoder = FrameDecoder::default();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut next = |decoder: &mut FrameDecoder| -> Result<shoal_proto::Frame, ClientError> {
+/// How long a fetch or a put waits for a worker to answer: data moves at
+/// once, so a silent worker is a dead one.
+const TRANSFER_TIMEOUT: Option<Duration> = Some(Duration::from_secs(60));
+
+/// A blocking connection to a worker's data server, from a client thread.
+struct DataConn {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    buf: Vec<u8>,
+    what: String,
+}
+
+impl DataConn {
+    /// Connects and says hello; `what` names the operation in errors, and
+    /// `timeout` bounds every wait for an answer (`None`: a `run` may take
+    /// as long as the user's function does).
+    fn open(
+        address: &str,
+        token: Option<&str>,
+        what: String,
+        timeout: Option<Duration>,
+    ) -> Result<DataConn, ClientError> {
+        let io = |source| ClientError::Io { what: what.clone(), source };
+        let stream = TcpStream::connect(address.trim_start_matches("tcp://")).map_err(io)?;
+        stream.set_read_timeout(timeout).map_err(io)?;
+        let _ = stream.set_nodelay(true);
+        let mut conn = DataConn { stream, decoder: FrameDecoder::default(), buf: vec![0u8; 256 * 1024], what };
+        let mut hello = Vec::new();
+        encode_message(&Hello::new(Role::Peer, "client", token), &mut hello).map_err(|e| conn.proto(e.to_string()))?;
+        conn.write(&hello)?;
+        let reply: HelloReply = conn.message()?;
+        check_reply(&reply).map_err(|e| conn.proto(e.to_string()))?;
+        Ok(conn)
+    }
+
+    fn proto(&self, reason: String) -> ClientError {
+        ClientError::Protocol { what: self.what.clone(), reason }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.stream.write_all(bytes).map_err(|source| ClientError::Io { what: self.what.clone(), source })
+    }
+
+    fn frame(&mut self) -> Result<shoal_proto::Frame, ClientError> {
         loop {
-            if let Some(frame) = decoder.next_frame().map_err(|e| proto(e.to_string()))? {
+            if let Some(frame) = self.decoder.next_frame().map_err(|e| self.proto(e.to_string()))? {
                 return Ok(frame);
             }
-            let n = stream.read(&mut buf).map_err(io)?;
+            let n = self
+                .stream
+                .read(&mut self.buf)
+                .map_err(|source| ClientError::Io { what: self.what.clone(), source })?;
             if n == 0 {
-                return Err(proto("the worker closed the connection".into()));
+                return Err(self.proto("the worker closed the connection".into()));
             }
-            decoder.push(&buf[..n]);
+            self.decoder.push(&self.buf[..n]);
         }
+    }
+
+    fn message<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, ClientError> {
+        let frame = self.frame()?;
+        decode_message(&frame.body).map_err(|e| self.proto(e.to_string()))
+    }
+
+    fn raw(&mut self) -> Result<Vec<u8>, ClientError> {
+        let frame = self.frame()?;
+        if frame.kind != FrameKind::Raw {
+            return Err(self.proto("expected a value's bytes".into()));
+        }
+        Ok(frame.body)
+    }
+
+    fn request(&mut self, request: &PeerRequest, raw: &[Vec<u8>]) -> Result<PeerReply, ClientError> {
+        let mut out = Vec::new();
+        encode_message(request, &mut out).map_err(|e| self.proto(e.to_string()))?;
+        for body in raw {
+            encode_raw(body, &mut out).map_err(|e| self.proto(e.to_string()))?;
+        }
+        self.write(&out)?;
+        self.message()
+    }
+}
+
+/// Fetches results from a data server with blocking I/O, in the order asked.
+fn fetch_blocking(address: &str, wanted: &[Key], token: Option<&str>) -> Result<Vec<Option<Vec<u8>>>, ClientError> {
+    let mut conn =
+        DataConn::open(address, token, format!("fetching {} results from {address}", wanted.len()), TRANSFER_TIMEOUT)?;
+    let PeerReply::Data { keys, .. } = conn.request(&PeerRequest::Get(wanted.to_vec()), &[])? else {
+        return Err(conn.proto("the worker answered a request for data with something else".into()));
     };
-    let reply: HelloReply = decode_message(&next(&mut decoder)?.body).map_err(|e| proto(e.to_string()))?;
-    check_reply(&reply).map_err(|e| proto(e.to_string()))?;
-    let PeerReply::Data { keys, .. } = decode_message(&next(&mut decoder)?.body).map_err(|e| proto(e.to_string()))?;
     let mut bodies: shoal_graph::KeyHashMap<Vec<u8>> = shoal_graph::KeyHashMap::default();
     for key in keys {
-        let frame = next(&mut decoder)?;
-        if frame.kind != FrameKind::Raw {
-            return Err(proto("expected a result's bytes".into()));
-        }
-        bodies.insert(key, frame.body);
+        let body = conn.raw()?;
+        bodies.insert(key, body);
     }
     Ok(wanted.iter().map(|k| bodies.remove(k)).collect())
+}
+
+/// Stores encoded values on a worker's data server (a client's scatter).
+fn put_blocking(address: &str, values: &[(Key, Vec<u8>)], token: Option<&str>) -> Result<(), ClientError> {
+    let mut conn =
+        DataConn::open(address, token, format!("putting {} values on {address}", values.len()), TRANSFER_TIMEOUT)?;
+    let keys: Vec<Key> = values.iter().map(|(k, _)| k.clone()).collect();
+    let bodies: Vec<Vec<u8>> = values.iter().map(|(_, b)| b.clone()).collect();
+    match conn.request(&PeerRequest::Put(keys.clone()), &bodies)? {
+        PeerReply::Stored(stored) if stored == keys => Ok(()),
+        other => Err(conn.proto(format!("the worker did not confirm the values: {other:?}"))),
+    }
+}
+
+/// Runs a registered function on a worker, outside its task queue.
+fn run_blocking(
+    address: &str,
+    func: &str,
+    args: Vec<Vec<u8>>,
+    token: Option<&str>,
+) -> Result<Result<Vec<u8>, String>, ClientError> {
+    let mut conn = DataConn::open(address, token, format!("running {func} on {address}"), None)?;
+    match conn.request(&PeerRequest::Run { func: func.to_string(), args }, &[])? {
+        PeerReply::Ran(Ok(())) => Ok(Ok(conn.raw()?)),
+        PeerReply::Ran(Err(message)) => Ok(Err(message)),
+        other => Err(conn.proto(format!("expected the result of a run, got {other:?}"))),
+    }
 }

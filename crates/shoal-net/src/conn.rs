@@ -35,6 +35,14 @@ impl Background {
         self.join();
     }
 
+    /// Lets the thread finish on its own, unwaited: for a service that has
+    /// already said it is done but may still be tearing down (a worker's
+    /// pool finishing a task it cannot interrupt).
+    pub(crate) fn detach(&mut self) {
+        self.stop.take();
+        self.thread.take();
+    }
+
     /// Waits for the thread to end on its own. On the service's own thread
     /// (its last user let go from a callback) it only detaches: a thread
     /// cannot wait for itself.
@@ -69,6 +77,8 @@ pub(crate) enum Closed {
     Handshake(#[from] shoal_proto::HandshakeError),
     #[error("expected a message frame, got raw bytes")]
     UnexpectedRaw,
+    #[error("unexpected: {0}")]
+    Unexpected(&'static str),
     #[error("a worker must register before anything else")]
     NotRegistered,
     #[error("the scheduler is shutting down")]

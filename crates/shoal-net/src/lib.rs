@@ -14,4 +14,4 @@ mod worker;
 
 pub use client::{ClientConnection, ClientError, OnMessages};
 pub use scheduler::{RunningScheduler, SchedulerServerConfig, ServerError, start_scheduler};
-pub use worker::{RunningWorker, WorkerConfig, WorkerError, start_worker};
+pub use worker::{RunningWorker, WorkerConfig, WorkerError, WorkerExit, start_worker};

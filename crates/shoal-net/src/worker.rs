@@ -10,24 +10,33 @@
 //! the task's function (`#[shoal::remote]`); results stay decoded in the
 //! store and are encoded with the codec of the function that made them only
 //! when a peer or a client asks for them.
+//!
+//! A worker whose scheduler goes away keeps trying to reach it again for
+//! its `death_timeout`, then ends; one that is told to restart drops all its
+//! data and registers afresh (or, under a nanny, ends so that a new process
+//! takes its place). Over its memory limit it pauses: it starts no new tasks
+//! and tells the scheduler to send it none until it holds less again.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use shoal_graph::remote::{RemoteFunc, require};
-use shoal_graph::{Arg, Key, Task, Value};
-use shoal_local::{Handle, Notify, Runtime, Submission};
+use shoal_graph::remote::require;
+use shoal_graph::{Arg, Func, Key, Task};
+use shoal_local::{Notify, Runtime, Submission};
 use shoal_proto::{
-    ArgMsg, ComputeMsg, DepLocation, FinishedMsg, FrameKind, FromWorker, Hello, HelloReply, PeerReply, PeerRequest,
-    Role, TaskId, ToWorker, WorkerId, WorkerInfo, check_hello, check_reply, decode_hello, decode_message,
-    encode_message, encode_raw,
+    ArgMsg, ComputeMsg, FinishedMsg, FromWorker, Hello, HelloReply, Resources, Role, ToWorker, WorkerId, WorkerInfo,
+    check_reply, decode_message, encode_message,
 };
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::conn::{Background, Closed, FrameReader, writer};
+use crate::conn::{Background, FrameReader, writer};
+
+mod peer;
+mod store;
+
+use store::{Held, Shared, StoreError, Stored, lock};
 
 /// How to run a worker.
 #[derive(Clone, Debug)]
@@ -44,10 +53,36 @@ pub struct WorkerConfig {
     pub listen: IpAddr,
     /// The largest frame accepted.
     pub max_frame: usize,
+    /// Named amounts this worker offers (`("gpu", 2.0)`): a task that needs
+    /// some runs only on a worker that has them, and uses them up while it
+    /// runs.
+    pub resources: Resources,
+    /// Bytes of results this worker may hold (0: no limit). Past
+    /// `memory_pause_fraction` of it, it pauses.
+    pub memory_limit: u64,
+    /// The fraction of `memory_limit` above which the worker starts no new
+    /// tasks until it holds less (Dask's 80 % by default).
+    pub memory_pause_fraction: f64,
+    /// The fraction of `memory_limit` above which the least recently used
+    /// results are spilled to disk (Dask's 60 % by default); `None` never
+    /// spills. Spilled results are read back when a task or a peer needs
+    /// them.
+    pub memory_target_fraction: Option<f64>,
+    /// Where spilled results go: a directory of this worker's own is made
+    /// in it and removed when the worker ends (default: the system's
+    /// temporary directory).
+    pub local_directory: Option<std::path::PathBuf>,
+    /// How long the worker keeps trying to reach its scheduler, when it
+    /// starts and after losing it, before it gives up; zero makes one try.
+    pub death_timeout: Duration,
+    /// Whether a restart ends the worker (a nanny then starts a new process
+    /// in its place) instead of clearing its state and registering again.
+    pub exit_on_restart: bool,
 }
 
 impl WorkerConfig {
-    /// A worker joining `scheduler` with one thread per core.
+    /// A worker joining `scheduler` with one thread per core, no resources,
+    /// no memory limit, and one try to reach the scheduler.
     pub fn new(scheduler: SocketAddr, name: impl Into<String>) -> WorkerConfig {
         WorkerConfig {
             scheduler,
@@ -56,6 +91,13 @@ impl WorkerConfig {
             token: None,
             listen: IpAddr::from([127, 0, 0, 1]),
             max_frame: shoal_proto::DEFAULT_MAX_FRAME,
+            resources: Vec::new(),
+            memory_limit: 0,
+            memory_pause_fraction: 0.8,
+            memory_target_fraction: Some(0.6),
+            local_directory: None,
+            death_timeout: Duration::ZERO,
+            exit_on_restart: false,
         }
     }
 }
@@ -81,15 +123,28 @@ pub enum WorkerError {
     },
 }
 
+/// Why a worker ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerExit {
+    /// Its scheduler went away and did not come back within the death timeout.
+    SchedulerGone,
+    /// It was told to restart and `exit_on_restart` is set: its nanny starts
+    /// a new process in its place.
+    Restart,
+    /// It was stopped (dropped, or told to shut down).
+    Stopped,
+}
+
 /// A worker running on its own thread. Dropping it stops it.
 pub struct RunningWorker {
     id: WorkerId,
     data_address: SocketAddr,
     service: Background,
+    exit: std::sync::mpsc::Receiver<WorkerExit>,
 }
 
 impl RunningWorker {
-    /// The id the scheduler gave it.
+    /// The id the scheduler gave it when it first joined.
     pub fn id(&self) -> WorkerId {
         self.id
     }
@@ -99,40 +154,15 @@ impl RunningWorker {
         self.data_address
     }
 
-    /// Runs until the scheduler goes away (for a worker process).
-    pub fn wait(mut self) {
-        self.service.join();
+    /// Runs until the worker ends (for a worker process), and says why. It
+    /// returns as soon as the worker has ended, without waiting for a task
+    /// still running on its threads (threads cannot be interrupted; a worker
+    /// process exits and takes them along).
+    pub fn wait(mut self) -> WorkerExit {
+        let exit = self.exit.recv().unwrap_or(WorkerExit::Stopped);
+        self.service.detach();
+        exit
     }
-}
-
-/// A result kept by this worker, with the function that made it (whose
-/// codec encodes it when it must leave).
-struct Stored {
-    value: Value,
-    producer: &'static RemoteFunc,
-}
-
-/// An open connection to a peer's data server, kept for the next fetch.
-struct PeerConn {
-    reader: FrameReader,
-    write: tokio::net::tcp::OwnedWriteHalf,
-}
-
-#[derive(Default)]
-struct State {
-    store: HashMap<Key, Stored>,
-    /// Idle connections to other workers' data servers, by address: a fetch
-    /// reuses one instead of paying a connect and a handshake.
-    peers: HashMap<Arc<str>, Vec<PeerConn>>,
-    /// Tasks on the pool: their handle, their function, when they were
-    /// queued, and the id the scheduler sent them with.
-    running: HashMap<Key, (Handle, &'static RemoteFunc, std::time::Instant, TaskId)>,
-}
-
-type Shared = Arc<Mutex<State>>;
-
-fn lock(state: &Shared) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Tells the worker loop that a task is done.
@@ -147,11 +177,12 @@ impl Notify for Done {
     }
 }
 
-/// Starts a worker and waits until its scheduler has welcomed it.
+/// Starts a worker and waits until its scheduler has welcomed it (trying
+/// for up to `death_timeout` if it cannot be reached yet).
 ///
 /// # Errors
-/// When the data server cannot listen, the scheduler cannot be reached, or
-/// it refuses the worker.
+/// When the data server cannot listen, the scheduler cannot be reached in
+/// time, or it refuses the worker.
 pub fn start_worker(config: WorkerConfig) -> Result<RunningWorker, WorkerError> {
     let io = |what: &str| {
         let what = what.to_string();
@@ -162,125 +193,309 @@ pub fn start_worker(config: WorkerConfig) -> Result<RunningWorker, WorkerError> 
     let data_address = data.local_addr().map_err(io("cannot open the data server"))?;
     data.set_nonblocking(true).map_err(io("cannot open the data server"))?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<WorkerId, WorkerError>>();
-    let service = Background::spawn(format!("shoal-worker-{}", config.name), move |stop| {
-        run(config, data, data_address, pool, ready_tx, stop)
+    let (exit_tx, exit) = std::sync::mpsc::channel::<WorkerExit>();
+    let service = Background::spawn(format!("shoal-worker-{}", config.name), move |stop| async move {
+        let ctx = Arc::new(Ctx::new(config, data_address, pool));
+        let exit = ctx.run(data, ready_tx, stop).await;
+        let _ = exit_tx.send(exit);
     })
     .map_err(io("cannot start the worker thread"))?;
     let id = ready_rx.recv().map_err(|_| WorkerError::Io {
         what: "the worker thread ended before joining".into(),
         source: std::io::Error::other("worker thread ended"),
     })??;
-    Ok(RunningWorker { id, data_address, service })
+    Ok(RunningWorker { id, data_address, service, exit })
 }
 
-async fn run(
+/// How one connection to the scheduler ended.
+enum Ended {
+    Stopped,
+    Restart,
+    Lost,
+}
+
+/// What every part of a worker shares.
+struct Ctx {
     config: WorkerConfig,
-    data: std::net::TcpListener,
     data_address: SocketAddr,
     pool: Runtime,
-    ready: std::sync::mpsc::Sender<Result<WorkerId, WorkerError>>,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let joined = join(&config, data_address).await;
-    let (mut reader, out) = match joined {
-        Ok((reader, out, id)) => {
-            let _ = ready.send(Ok(id));
-            (reader, out)
-        }
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    let state: Shared = Arc::default();
-    match TcpListener::from_std(data) {
-        Ok(listener) => {
-            tokio::spawn(serve_data(listener, state.clone(), config.token.clone(), config.max_frame));
-        }
-        Err(e) => tracing::error!("the data server cannot start: {e}"),
-    }
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Key>();
-    // Well inside the scheduler's worker timeout, even on a loaded machine.
-    let mut heartbeat = tokio::time::interval(std::time::Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = heartbeat.tick() => {
-                let memory = lock(&state).store.len() as u64;
-                send(&out, &FromWorker::Heartbeat { memory });
+    state: Shared,
+    done: mpsc::UnboundedSender<Key>,
+    done_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Key>>,
+    /// Whether the worker is paused for memory; arriving tasks wait on it.
+    paused: watch::Sender<bool>,
+    /// Its bytes against the pause threshold; starting tasks wait on it.
+    memory: Arc<store::Memory>,
+}
+
+impl Ctx {
+    fn new(config: WorkerConfig, data_address: SocketAddr, pool: Runtime) -> Ctx {
+        let (done, done_rx) = mpsc::unbounded_channel();
+        let threshold = if config.memory_limit == 0 {
+            u64::MAX
+        } else {
+            (config.memory_limit as f64 * config.memory_pause_fraction) as u64
+        };
+        let spill = match (config.memory_limit, config.memory_target_fraction) {
+            (limit, Some(fraction)) if limit > 0 => {
+                let name: String =
+                    config.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+                let base = config.local_directory.clone().unwrap_or_else(std::env::temp_dir);
+                let dir = base.join(format!("shoal-worker-{}-{name}", std::process::id()));
+                Some(store::Spill::new((limit as f64 * fraction) as u64, dir))
             }
-            msg = reader.next_message() => {
-                let msg = match msg.and_then(|body| Ok(decode_message::<ToWorker>(&body)?)) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        // Without its scheduler a worker has nothing to do.
-                        tracing::warn!("worker {}: the scheduler connection ended: {e}", config.name);
-                        break;
+            _ => None,
+        };
+        let state = store::shared(threshold, spill);
+        let memory = lock(&state).memory.clone();
+        Ctx {
+            config,
+            data_address,
+            pool,
+            state,
+            done,
+            done_rx: tokio::sync::Mutex::new(done_rx),
+            paused: watch::channel(false).0,
+            memory,
+        }
+    }
+
+    async fn run(
+        self: &Arc<Self>,
+        data: std::net::TcpListener,
+        ready: std::sync::mpsc::Sender<Result<WorkerId, WorkerError>>,
+        stop: oneshot::Receiver<()>,
+    ) -> WorkerExit {
+        let exit = self.serve(data, ready, stop).await;
+        // Tasks waiting for a pause to end would keep the pool from stopping.
+        lock(&self.state).reset();
+        exit
+    }
+
+    async fn serve(
+        self: &Arc<Self>,
+        data: std::net::TcpListener,
+        ready: std::sync::mpsc::Sender<Result<WorkerId, WorkerError>>,
+        mut stop: oneshot::Receiver<()>,
+    ) -> WorkerExit {
+        let joined = tokio::select! {
+            _ = &mut stop => return WorkerExit::Stopped,
+            joined = self.join_in_time() => joined,
+        };
+        let (mut reader, mut out) = match joined {
+            Ok((reader, out, id)) => {
+                let _ = ready.send(Ok(id));
+                (reader, out)
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return WorkerExit::SchedulerGone;
+            }
+        };
+        match TcpListener::from_std(data) {
+            Ok(listener) => {
+                tokio::spawn(peer::serve_data(
+                    listener,
+                    self.state.clone(),
+                    self.config.token.clone(),
+                    self.config.max_frame,
+                ));
+            }
+            Err(e) => tracing::error!("the data server cannot start: {e}"),
+        }
+        let name = &self.config.name;
+        loop {
+            match self.session(&mut reader, &out, &mut stop).await {
+                Ended::Stopped => return WorkerExit::Stopped,
+                Ended::Restart if self.config.exit_on_restart => return WorkerExit::Restart,
+                ended => {
+                    // Whatever this worker held belongs to a cluster state
+                    // that is gone: a restarted scheduler, or one that has
+                    // written this worker off and is recomputing its data.
+                    lock(&self.state).reset();
+                    self.paused.send_replace(false);
+                    if matches!(ended, Ended::Lost) {
+                        tracing::warn!(
+                            "worker {name}: lost the scheduler at {}; trying to reach it for {:?}",
+                            self.config.scheduler,
+                            self.config.death_timeout
+                        );
                     }
-                };
-                match msg {
-                    ToWorker::Compute(tasks) => {
-                        for task in tasks {
-                            tokio::spawn(prepare(task, state.clone(), pool.clone(), out.clone(), done_tx.clone(), config.token.clone(), config.max_frame));
+                    let joined = tokio::select! {
+                        _ = &mut stop => return WorkerExit::Stopped,
+                        joined = self.join_in_time() => joined,
+                    };
+                    match joined {
+                        Ok((r, o, id)) => {
+                            tracing::info!("worker {name}: joined the scheduler again as {id}");
+                            reader = r;
+                            out = o;
+                            self.update_pause(&out);
+                        }
+                        Err(e) => {
+                            tracing::warn!("worker {name}: giving up: {e}");
+                            return WorkerExit::SchedulerGone;
                         }
                     }
-                    ToWorker::Release(keys) => {
-                        let mut st = lock(&state);
-                        for k in keys {
-                            st.store.remove(&k);
-                            if let Some((handle, ..)) = st.running.remove(&k) {
-                                handle.cancel();
+                }
+            }
+        }
+    }
+
+    /// Serves one connection to the scheduler until it ends.
+    async fn session(
+        self: &Arc<Self>,
+        reader: &mut FrameReader,
+        out: &mpsc::UnboundedSender<Vec<u8>>,
+        stop: &mut oneshot::Receiver<()>,
+    ) -> Ended {
+        let mut done_rx = self.done_rx.lock().await;
+        // Well inside the scheduler's worker timeout, even on a loaded machine.
+        let mut heartbeat = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = &mut *stop => return Ended::Stopped,
+                _ = heartbeat.tick() => {
+                    let memory = self.memory.held();
+                    send(out, &FromWorker::Heartbeat { memory });
+                }
+                msg = reader.next_message() => {
+                    let msg = match msg.and_then(|body| Ok(decode_message::<ToWorker>(&body)?)) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::warn!("worker {}: the scheduler connection ended: {e}", self.config.name);
+                            return Ended::Lost;
+                        }
+                    };
+                    match msg {
+                        ToWorker::Compute(tasks) => {
+                            for task in tasks {
+                                tokio::spawn(prepare(self.clone(), task, out.clone()));
                             }
                         }
-                    }
-                    ToWorker::Steal(keys) => {
-                        let mut given = Vec::new();
-                        let mut st = lock(&state);
-                        for k in keys {
-                            let pending = st.running.get(&k).is_some_and(|(h, ..)| h.phase() == shoal_local::Phase::Pending);
-                            if pending {
+                        ToWorker::Release(keys) => {
+                            let mut st = lock(&self.state);
+                            for k in keys {
+                                st.remove(&k);
+                                st.parked.remove(&k);
                                 if let Some((handle, ..)) = st.running.remove(&k) {
                                     handle.cancel();
-                                    given.push(k);
+                                    st.memory.settle(&k);
                                 }
                             }
                         }
-                        drop(st);
-                        send(&out, &FromWorker::Stolen(given));
+                        ToWorker::Steal(keys) => {
+                            let mut given = Vec::new();
+                            let mut st = lock(&self.state);
+                            for k in keys {
+                                if st.parked.remove(&k) {
+                                    given.push(k);
+                                    continue;
+                                }
+                                let pending = st.running.get(&k).is_some_and(|(h, ..)| h.phase() == shoal_local::Phase::Pending);
+                                if pending {
+                                    if let Some((handle, ..)) = st.running.remove(&k) {
+                                        handle.cancel();
+                                        given.push(k);
+                                    }
+                                }
+                            }
+                            drop(st);
+                            send(out, &FromWorker::Stolen(given));
+                        }
+                        ToWorker::Shutdown => return Ended::Stopped,
+                        ToWorker::Restart => return Ended::Restart,
                     }
-                    ToWorker::Shutdown => break,
+                }
+                Some(first) = done_rx.recv() => {
+                    // Everything finished by now goes in one report.
+                    let mut finished = Vec::new();
+                    let mut key = Some(first);
+                    while let Some(k) = key {
+                        if let Some(report) = complete(&self.state, k) {
+                            match report {
+                                Ok(f) => finished.push(f),
+                                Err(failed) => send(out, &failed),
+                            }
+                        }
+                        key = done_rx.try_recv().ok();
+                    }
+                    if !finished.is_empty() {
+                        send(out, &FromWorker::Finished(finished));
+                    }
                 }
             }
-            Some(first) = done_rx.recv() => {
-                // Everything finished by now goes in one report.
-                let mut finished = Vec::new();
-                let mut key = Some(first);
-                while let Some(k) = key {
-                    if let Some(report) = complete(&state, k) {
-                        match report {
-                            Ok(f) => finished.push(f),
-                            Err(failed) => send(&out, &failed),
-                        }
+            self.update_pause(out);
+        }
+    }
+
+    /// Pauses or resumes the worker as its held bytes cross the pause
+    /// threshold, and tells the scheduler.
+    fn update_pause(&self, out: &mpsc::UnboundedSender<Vec<u8>>) {
+        let limit = self.config.memory_limit;
+        if limit == 0 {
+            return;
+        }
+        {
+            let mut st = lock(&self.state);
+            let before = st.spilled_bytes();
+            st.spill_to_target();
+            if st.spilled_bytes() > before {
+                tracing::debug!(
+                    "worker {}: spilled {} bytes to disk ({} there now)",
+                    self.config.name,
+                    st.spilled_bytes() - before,
+                    st.spilled_bytes()
+                );
+            }
+        }
+        let held = self.memory.held();
+        let over = self.memory.over();
+        if *self.paused.borrow() != over {
+            if over {
+                tracing::warn!(
+                    "worker {}: pausing, it holds {held} bytes of its {limit}-byte memory limit",
+                    self.config.name
+                );
+            } else {
+                tracing::info!("worker {}: resuming, it holds {held} bytes", self.config.name);
+            }
+            self.paused.send_replace(over);
+            send(out, &FromWorker::Paused(over));
+        }
+    }
+
+    /// Joins the scheduler, trying again until the death timeout has passed
+    /// (at least once); a refusal is final.
+    async fn join_in_time(&self) -> Result<(FrameReader, mpsc::UnboundedSender<Vec<u8>>, WorkerId), WorkerError> {
+        let deadline = Instant::now() + self.config.death_timeout;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match join(&self.config, self.data_address).await {
+                Ok(joined) => return Ok(joined),
+                Err((e, final_)) => {
+                    let now = Instant::now();
+                    if final_ || now >= deadline {
+                        return Err(e);
                     }
-                    key = done_rx.try_recv().ok();
-                }
-                if !finished.is_empty() {
-                    send(&out, &FromWorker::Finished(finished));
+                    tracing::debug!("worker {}: {e}; trying again", self.config.name);
+                    tokio::time::sleep(pause.min(deadline - now)).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
                 }
             }
         }
     }
 }
 
-/// Connects, says hello, registers; the reader, the writer queue and the id.
+/// Connects, says hello, registers; the reader, the writer queue and the
+/// id — or the error and whether it is final (the scheduler refused).
 async fn join(
     config: &WorkerConfig,
     data_address: SocketAddr,
-) -> Result<(FrameReader, mpsc::UnboundedSender<Vec<u8>>, WorkerId), WorkerError> {
+) -> Result<(FrameReader, mpsc::UnboundedSender<Vec<u8>>, WorkerId), (WorkerError, bool)> {
     let refused = |reason: String| WorkerError::Refused { address: config.scheduler, reason };
-    let stream = TcpStream::connect(config.scheduler).await.map_err(|source| WorkerError::Io {
-        what: format!("cannot reach the scheduler at {}", config.scheduler),
-        source,
+    let stream = TcpStream::connect(config.scheduler).await.map_err(|source| {
+        (WorkerError::Io { what: format!("cannot reach the scheduler at {}", config.scheduler), source }, false)
     })?;
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
@@ -292,14 +507,16 @@ async fn join(
         name: config.name.clone(),
         data_address: data_address.to_string(),
         threads: config.threads as u32,
-        memory_limit: 0,
-        resources: vec![],
+        memory_limit: config.memory_limit,
+        resources: config.resources.clone(),
     };
     send(&out, &FromWorker::Register(info));
     let mut reader = FrameReader::new(read, config.max_frame);
-    let body = reader.next_message().await.map_err(|e| refused(e.to_string()))?;
-    let reply: HelloReply = decode_message(&body).map_err(|e| refused(e.to_string()))?;
-    let id = check_reply(&reply).map_err(|e| refused(e.to_string()))?;
+    // A scheduler going away mid-handshake is worth another try; an answer
+    // that refuses is not.
+    let body = reader.next_message().await.map_err(|e| (refused(e.to_string()), false))?;
+    let reply: HelloReply = decode_message(&body).map_err(|e| (refused(e.to_string()), true))?;
+    let id = check_reply(&reply).map_err(|e| (refused(e.to_string()), true))?;
     Ok((reader, out, WorkerId(id)))
 }
 
@@ -314,17 +531,26 @@ fn send<T: serde::Serialize>(out: &mpsc::UnboundedSender<Vec<u8>>, msg: &T) {
 }
 
 /// Gets a task's function and inputs (fetching what is elsewhere), then
-/// hands it to the pool.
-async fn prepare(
-    task: ComputeMsg,
-    state: Shared,
-    pool: Runtime,
-    out: mpsc::UnboundedSender<Vec<u8>>,
-    done: mpsc::UnboundedSender<Key>,
-    token: Option<String>,
-    max_frame: usize,
-) {
+/// hands it to the pool. While the worker is paused for memory the task
+/// waits, parked, before fetching anything (the scheduler may steal it).
+async fn prepare(ctx: Arc<Ctx>, task: ComputeMsg, out: mpsc::UnboundedSender<Vec<u8>>) {
     let ComputeMsg { id, key, func, args, deps, .. } = task;
+    let token = ctx.config.token.as_deref();
+    let max_frame = ctx.config.max_frame;
+    let state = &ctx.state;
+    let mut paused = ctx.paused.subscribe();
+    if *paused.borrow_and_update() {
+        lock(state).parked.insert(key.clone());
+        while *paused.borrow_and_update() {
+            if paused.changed().await.is_err() {
+                return;
+            }
+        }
+        if !lock(state).parked.remove(&key) {
+            // Stolen, released or reset meanwhile.
+            return;
+        }
+    }
     let remote = match require(&func) {
         Ok(r) => r,
         Err(e) => {
@@ -336,13 +562,13 @@ async fn prepare(
     let mut missing = Vec::new();
     for (position, arg) in args.iter().enumerate() {
         let value = match arg {
-            ArgMsg::Value(bytes) => remote.decode_arg(position, bytes),
+            ArgMsg::Value(bytes) => remote.decode_arg(position, bytes).map_err(StoreError::from),
             ArgMsg::Key(dep) => {
-                let local = lock(&state).store.get(dep).map(|s| s.value.clone());
+                let local = lock(state).get(dep).map(|s| s.value_for(remote, position));
                 match local {
-                    Some(v) => Ok(v),
-                    None => match fetch(dep, &deps, &state, token.as_deref(), max_frame).await {
-                        Some(bytes) => remote.decode_arg(position, &bytes),
+                    Some(v) => v,
+                    None => match peer::fetch(dep, &deps, state, token, max_frame).await {
+                        Some(bytes) => remote.decode_arg(position, &bytes).map_err(StoreError::from),
                         None => {
                             missing.push(dep.clone());
                             continue;
@@ -362,7 +588,7 @@ async fn prepare(
                 };
                 let mut complete = true;
                 for element in elements {
-                    match element_bytes(element, &state, &deps, token.as_deref(), max_frame).await {
+                    match peer::element_bytes(element, state, &deps, token, max_frame).await {
                         Some(b) => bytes.extend_from_slice(&b),
                         None => {
                             missing.push(element.clone());
@@ -373,7 +599,7 @@ async fn prepare(
                 if !complete {
                     continue;
                 }
-                remote.decode_arg(position, &bytes)
+                remote.decode_arg(position, &bytes).map_err(StoreError::from)
             }
         };
         match value {
@@ -388,174 +614,52 @@ async fn prepare(
         send(&out, &FromWorker::MissingData { key, missing });
         return;
     }
-    let task =
-        Task { key: key.clone(), func: remote.func().clone(), args: values.into_iter().map(Arg::Value).collect() };
-    let Some(handle) = pool.submit_one(Submission::new(task).held()) else { return };
-    lock(&state).running.insert(key.clone(), (handle.clone(), remote, std::time::Instant::now(), id));
-    handle.subscribe(Arc::new(Done { key, tx: done }), 0);
-}
-
-/// The encoded result of `key`: from this worker's store, or fetched.
-async fn element_bytes(
-    key: &Key,
-    state: &Shared,
-    deps: &[DepLocation],
-    token: Option<&str>,
-    max_frame: usize,
-) -> Option<Vec<u8>> {
-    let local = lock(state).store.get(key).map(|s| s.producer.encode_result(&s.value));
-    match local {
-        Some(Ok(bytes)) => Some(bytes),
-        Some(Err(e)) => {
-            tracing::error!("cannot encode {key}: {e}");
-            None
-        }
-        None => fetch(key, deps, state, token, max_frame).await,
-    }
+    let func = if ctx.config.memory_limit > 0 {
+        // Checked when a thread takes the task, not only when it arrives;
+        // its result counts as soon as it exists.
+        let (memory, inner, made) = (ctx.memory.clone(), remote.func().clone(), key.clone());
+        let (name, identity) = (inner.name().to_string(), inner.identity());
+        Func::new(
+            &name,
+            identity,
+            Box::new(move |args| {
+                memory.pass();
+                let value = inner.call(args)?;
+                memory.made(&made, remote.result_size(&value).unwrap_or(0));
+                Ok(value)
+            }),
+        )
+    } else {
+        remote.func().clone()
+    };
+    let task = Task { key: key.clone(), func, args: values.into_iter().map(Arg::Value).collect() };
+    let Some(handle) = ctx.pool.submit_one(Submission::new(task).held()) else { return };
+    lock(state).running.insert(key.clone(), (handle.clone(), remote, Instant::now(), id));
+    handle.subscribe(Arc::new(Done { key, tx: ctx.done.clone() }), 0);
 }
 
 /// A finished task's report: its result goes to the store.
 fn complete(state: &Shared, key: Key) -> Option<Result<FinishedMsg, FromWorker>> {
     let mut st = lock(state);
     let (handle, producer, queued, id) = st.running.remove(&key)?;
-    match handle.try_outcome()? {
+    let report = match handle.try_outcome()? {
         Ok(value) => {
             let nbytes = producer.result_size(&value).unwrap_or(0);
-            st.store.insert(key.clone(), Stored { value, producer });
+            st.keep(key.clone(), Stored::new(Held::Value { value, producer }, nbytes));
             // Time on this worker, queueing included: what the scheduler
             // should expect a task of this group to occupy a slot for.
             let duration_us = queued.elapsed().as_micros() as u64;
-            Some(Ok(FinishedMsg { id, key, nbytes, duration_us }))
+            Ok(FinishedMsg { id, key: key.clone(), nbytes, duration_us })
         }
         Err(failure) => {
             let message = match &failure.root().kind {
                 shoal_local::FailureKind::Task(e) => e.to_string(),
                 _ => failure.to_string(),
             };
-            Some(Err(FromWorker::Failed { key, message }))
+            Err(FromWorker::Failed { key: key.clone(), message })
         }
-    }
-}
-
-/// Fetches a result from one of the workers that hold it.
-async fn fetch(
-    key: &Key,
-    deps: &[DepLocation],
-    state: &Shared,
-    token: Option<&str>,
-    max_frame: usize,
-) -> Option<Vec<u8>> {
-    let holders = deps.iter().find(|d| d.key == *key).map(|d| d.holders.clone()).unwrap_or_default();
-    for holder in holders {
-        let idle = lock(state).peers.get_mut(&holder).and_then(Vec::pop);
-        let conn = match idle {
-            Some(conn) => Ok(conn),
-            None => connect_peer(&holder, token, max_frame).await,
-        };
-        let result = match conn {
-            Ok(mut conn) => match request(&mut conn, key).await {
-                Ok(bytes) => {
-                    lock(state).peers.entry(holder.clone()).or_default().push(conn);
-                    Ok(bytes)
-                }
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(Some(bytes)) => return Some(bytes),
-            Ok(None) => {}
-            Err(e) => tracing::debug!("fetching {key} from {holder} failed: {e}"),
-        }
-    }
-    None
-}
-
-/// Connects to a data server and says hello.
-async fn connect_peer(address: &str, token: Option<&str>, max_frame: usize) -> Result<PeerConn, Closed> {
-    let stream = TcpStream::connect(address.trim_start_matches("tcp://")).await?;
-    let _ = stream.set_nodelay(true);
-    let (read, mut write) = stream.into_split();
-    let mut hello = Vec::new();
-    encode_message(&Hello::new(Role::Peer, "fetch", token), &mut hello)?;
-    write.write_all(&hello).await?;
-    let mut reader = FrameReader::new(read, max_frame);
-    let reply: HelloReply = decode_message(&reader.next_message().await?)?;
-    check_reply(&reply)?;
-    Ok(PeerConn { reader, write })
-}
-
-/// Asks a data server for one result; `Ok(None)` if it does not hold it.
-async fn request(conn: &mut PeerConn, key: &Key) -> Result<Option<Vec<u8>>, Closed> {
-    let mut request = Vec::new();
-    encode_message(&PeerRequest::Get(vec![key.clone()]), &mut request)?;
-    conn.write.write_all(&request).await?;
-    let PeerReply::Data { keys, .. } = decode_message(&conn.reader.next_message().await?)?;
-    if !keys.contains(key) {
-        return Ok(None);
-    }
-    let frame = conn.reader.next_frame().await?;
-    if frame.kind != FrameKind::Raw {
-        return Err(Closed::UnexpectedRaw);
-    }
-    Ok(Some(frame.body))
-}
-
-async fn serve_data(listener: TcpListener, state: Shared, token: Option<String>, max_frame: usize) {
-    loop {
-        let Ok((stream, peer)) = listener.accept().await else { continue };
-        let state = state.clone();
-        let token = token.clone();
-        tokio::spawn(async move {
-            if let Err(e) = serve_peer(stream, state, token.as_deref(), max_frame).await {
-                if !matches!(e, Closed::Eof) {
-                    tracing::warn!("closing the data connection from {peer}: {e}");
-                }
-            }
-        });
-    }
-}
-
-async fn serve_peer(stream: TcpStream, state: Shared, token: Option<&str>, max_frame: usize) -> Result<(), Closed> {
-    let _ = stream.set_nodelay(true);
-    let (read, mut write) = stream.into_split();
-    let mut reader = FrameReader::new(read, max_frame);
-    let hello = decode_hello(&reader.next_message().await?)?;
-    let mut out = Vec::new();
-    if let Err(e) = check_hello(&hello, token) {
-        encode_message(&HelloReply::rejected(&e), &mut out)?;
-        write.write_all(&out).await?;
-        return Err(Closed::Handshake(e));
-    }
-    encode_message(&HelloReply::welcome(0), &mut out)?;
-    write.write_all(&out).await?;
-    loop {
-        let PeerRequest::Get(wanted) = decode_message(&reader.next_message().await?)?;
-        let mut keys = Vec::new();
-        let mut missing = Vec::new();
-        let mut bodies = Vec::new();
-        {
-            let st = lock(&state);
-            for k in wanted {
-                let encoded = st.store.get(&k).map(|s| s.producer.encode_result(&s.value));
-                match encoded {
-                    Some(Ok(bytes)) => {
-                        keys.push(k);
-                        bodies.push(bytes);
-                    }
-                    Some(Err(e)) => {
-                        tracing::error!("cannot encode {k}: {e}");
-                        missing.push(k);
-                    }
-                    None => missing.push(k),
-                }
-            }
-        }
-        let mut out = Vec::new();
-        encode_message(&PeerReply::Data { keys, missing }, &mut out)?;
-        for body in &bodies {
-            encode_raw(body, &mut out)?;
-        }
-        write.write_all(&out).await?;
-    }
+    };
+    // Stored now (counted once, there), or failed.
+    st.memory.settle(&key);
+    Some(report)
 }

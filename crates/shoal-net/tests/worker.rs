@@ -105,7 +105,7 @@ fn value(x: i64) -> ArgMsg {
 fn fetch(address: &str, key: &Key) -> i64 {
     let mut peer = Peer::open(address, Role::Peer);
     peer.send(&PeerRequest::Get(vec![key.clone()]));
-    let PeerReply::Data { keys, missing } = peer.recv();
+    let PeerReply::Data { keys, missing } = peer.recv() else { panic!("expected data") };
     assert_eq!((keys, missing), (vec![key.clone()], vec![]));
     let frame = peer.frame();
     assert_eq!(frame.kind, FrameKind::Raw);

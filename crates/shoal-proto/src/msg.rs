@@ -89,8 +89,24 @@ pub enum ArgMsg {
     List(Vec<Key>),
 }
 
-/// A named amount a task needs or a worker has: `("cpus", 1.0)`, `("gpus", 1.0)`.
+/// A named amount a task needs or a worker has: `("cpus", 1.0)`, `("gpu", 1.0)`.
 pub type Resources = Vec<(String, f64)>;
+
+/// The function name of a task that stands for data a client put on a
+/// worker ([`ToScheduler::Scatter`]): it has no lineage, so when its last
+/// copy is lost it fails instead of being recomputed.
+pub const SCATTERED_FUNC: &str = "shoal::scattered";
+
+/// Data a client stored on a worker, as the client tells the scheduler.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScatteredMsg {
+    /// Its key.
+    pub key: Key,
+    /// The worker that holds it.
+    pub worker: WorkerId,
+    /// Its size in bytes.
+    pub nbytes: u64,
+}
 
 /// A task as a client submits it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -126,6 +142,12 @@ pub enum ToScheduler {
     WhoHas(Vec<Key>),
     /// The cluster's workers and their resources.
     Info,
+    /// The client stored this data on workers (with [`PeerRequest::Put`]);
+    /// the scheduler records it as results in memory, held by the client.
+    Scatter(Vec<ScatteredMsg>),
+    /// Forget every task, and make every worker start afresh. Every client
+    /// hears [`FromScheduler::Restarted`].
+    Restart,
 }
 
 /// Why a task has no result, as the scheduler reports it.
@@ -199,6 +221,16 @@ pub enum FromScheduler {
     WhoHas(Vec<(Key, Vec<WorkerInfo>)>),
     /// The cluster.
     Info(Vec<WorkerInfo>),
+    /// A task is ready but no connected worker may run it (its resources or
+    /// worker restrictions); it stays queued until one joins.
+    NoWorker {
+        /// The task (or one that waits for it, held by this client).
+        key: Key,
+        /// What no worker offers, in words.
+        reason: String,
+    },
+    /// The cluster restarted: every task the scheduler knew is gone.
+    Restarted,
 }
 
 /// Where a dependency's result can be fetched.
@@ -242,6 +274,10 @@ pub enum ToWorker {
     Steal(Vec<Key>),
     /// Stop.
     Shutdown,
+    /// Drop every result and task and start afresh: a worker process
+    /// supervised by a nanny exits to be replaced by a new one, any other
+    /// worker clears its state and registers again.
+    Restart,
 }
 
 /// A result a worker reports.
@@ -286,13 +322,27 @@ pub enum FromWorker {
         /// Bytes of results held.
         memory: u64,
     },
+    /// The worker holds more than its memory limit allows (`true`) and takes
+    /// no new tasks, or is back below it (`false`).
+    Paused(bool),
 }
 
-/// Worker → worker: a request for data.
+/// Worker → worker (or client → worker): a request for data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum PeerRequest {
     /// Send these results.
     Get(Vec<Key>),
+    /// Keep these values (a client's scatter): one raw frame per key follows,
+    /// in order, each the value encoded with postcard.
+    Put(Vec<Key>),
+    /// Run a registered function here, now, outside the task queue (a
+    /// client's `run`): its encoded arguments, in order.
+    Run {
+        /// The registered name of the function.
+        func: String,
+        /// Its arguments, each encoded by the function's codec.
+        args: Vec<Vec<u8>>,
+    },
 }
 
 /// Worker → worker: data. Each value follows as one raw frame, in order.
@@ -305,4 +355,9 @@ pub enum PeerReply {
         /// Keys the worker does not hold.
         missing: Vec<Key>,
     },
+    /// Answer to [`PeerRequest::Put`]: the values are kept.
+    Stored(Vec<Key>),
+    /// Answer to [`PeerRequest::Run`]: on success the encoded result follows
+    /// as one raw frame; on failure, why.
+    Ran(Result<(), String>),
 }

@@ -64,6 +64,10 @@ fn to_scheduler() -> impl Strategy<Value = ToScheduler> {
         keys().prop_map(ToScheduler::Cancel),
         keys().prop_map(ToScheduler::WhoHas),
         Just(ToScheduler::Info),
+        vec((key(), any::<u32>(), any::<u64>()), 0..3).prop_map(|items| ToScheduler::Scatter(
+            items.into_iter().map(|(key, w, nbytes)| ScatteredMsg { key, worker: WorkerId(w), nbytes }).collect()
+        )),
+        Just(ToScheduler::Restart),
     ]
 }
 
@@ -101,6 +105,8 @@ fn from_scheduler() -> impl Strategy<Value = FromScheduler> {
         (key(), task_error()).prop_map(|(key, error)| FromScheduler::Erred { key, error }),
         vec((key(), vec(worker_info(), 0..2)), 0..3).prop_map(FromScheduler::WhoHas),
         vec(worker_info(), 0..3).prop_map(FromScheduler::Info),
+        (key(), text()).prop_map(|(key, reason)| FromScheduler::NoWorker { key, reason }),
+        Just(FromScheduler::Restarted),
     ]
 }
 
@@ -128,6 +134,7 @@ fn to_worker() -> impl Strategy<Value = ToWorker> {
         keys().prop_map(ToWorker::Release),
         keys().prop_map(ToWorker::Steal),
         Just(ToWorker::Shutdown),
+        Just(ToWorker::Restart),
     ]
 }
 
@@ -140,15 +147,24 @@ fn from_worker() -> impl Strategy<Value = FromWorker> {
         (key(), text()).prop_map(|(key, message)| FromWorker::Failed { key, message }),
         keys().prop_map(FromWorker::Stolen),
         any::<u64>().prop_map(|memory| FromWorker::Heartbeat { memory }),
+        any::<bool>().prop_map(FromWorker::Paused),
     ]
 }
 
 fn peer_request() -> impl Strategy<Value = PeerRequest> {
-    keys().prop_map(PeerRequest::Get)
+    prop_oneof![
+        keys().prop_map(PeerRequest::Get),
+        keys().prop_map(PeerRequest::Put),
+        (text(), vec(vec(any::<u8>(), 0..8), 0..3)).prop_map(|(func, args)| PeerRequest::Run { func, args }),
+    ]
 }
 
 fn peer_reply() -> impl Strategy<Value = PeerReply> {
-    (keys(), keys()).prop_map(|(keys, missing)| PeerReply::Data { keys, missing })
+    prop_oneof![
+        (keys(), keys()).prop_map(|(keys, missing)| PeerReply::Data { keys, missing }),
+        keys().prop_map(PeerReply::Stored),
+        proptest::option::of(text()).prop_map(|e| PeerReply::Ran(e.map_or(Ok(()), Err))),
+    ]
 }
 
 fn role() -> impl Strategy<Value = Role> {

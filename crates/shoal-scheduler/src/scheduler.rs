@@ -9,8 +9,8 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 use shoal_graph::{Key, Prefix};
 use shoal_proto::{
-    ArgMsg, ClientId, ComputeMsg, DepLocation, FinishedMsg, FromScheduler, FromWorker, TaskErrorMsg, TaskMsg,
-    ToScheduler, ToWorker, WorkerId, WorkerInfo,
+    ArgMsg, ClientId, ComputeMsg, DepLocation, FinishedMsg, FromScheduler, FromWorker, SCATTERED_FUNC, TaskErrorMsg,
+    TaskId, TaskMsg, ToScheduler, ToWorker, WorkerId, WorkerInfo,
 };
 use smallvec::SmallVec;
 
@@ -20,6 +20,10 @@ use crate::outbox::Batches;
 use crate::queue::{Ready, ReadyQueue};
 use crate::table::TaskTable;
 use crate::task::{Busy, Extra, Task, TaskState, Worker};
+
+// Client operations beyond submit (scatter, restart, paused workers, tasks
+// no worker may run), kept apart from the placement core.
+mod ops;
 
 /// Tunables of a scheduler.
 #[derive(Clone, Debug)]
@@ -36,6 +40,11 @@ pub struct SchedulerConfig {
     pub target_queue_us: u64,
     /// Bytes per microsecond assumed between workers, to weigh transfers.
     pub bandwidth_bytes_per_us: u64,
+    /// A task that no connected worker may run (resources, restrictions)
+    /// fails after waiting this long for one to join (microseconds); `None`
+    /// waits for ever, as Dask does by default. Either way its holders hear
+    /// why at once ([`FromScheduler::NoWorker`]).
+    pub no_worker_timeout_us: Option<u64>,
 }
 
 impl Default for SchedulerConfig {
@@ -46,6 +55,7 @@ impl Default for SchedulerConfig {
             unknown_duration_us: 500,
             target_queue_us: 20_000,
             bandwidth_bytes_per_us: 1_000,
+            no_worker_timeout_us: None,
         }
     }
 }
@@ -93,6 +103,13 @@ pub struct Scheduler {
     durations: Vec<(u64, u64)>,
     outbox: Outbox,
     assigned: u64,
+    /// Workers over their memory limit: they get no new tasks (they are out
+    /// of the load index meanwhile, so placement never considers them).
+    paused: FxHashSet<WorkerId>,
+    /// Queued tasks no connected worker may run, with the tick time they
+    /// were first seen stuck (`None` until the next tick), by id so that
+    /// a slot reused meanwhile is not taken for the stuck task.
+    stuck: FxHashMap<TaskId, Option<u64>>,
 }
 
 impl Scheduler {
@@ -115,6 +132,8 @@ impl Scheduler {
             durations: Vec::new(),
             outbox: Outbox::default(),
             assigned: 0,
+            paused: FxHashSet::default(),
+            stuck: FxHashMap::default(),
         }
     }
 
@@ -185,6 +204,11 @@ impl Scheduler {
                 let info = self.workers.values().map(|w| w.info.clone()).collect();
                 self.outbox.clients.to(client).push(FromScheduler::Info(info));
             }
+            ToScheduler::Scatter(items) => self.scattered(client, items),
+            ToScheduler::Restart => {
+                self.restart(comm);
+                return;
+            }
         }
         self.flush(comm);
     }
@@ -232,6 +256,7 @@ impl Scheduler {
         w.last_seen_us = now_us;
         match msg {
             FromWorker::Register(_) | FromWorker::Heartbeat { .. } => {}
+            FromWorker::Paused(paused) => self.set_paused(worker, paused),
             FromWorker::Finished(done) => {
                 for f in done {
                     self.finished(worker, f);
@@ -305,6 +330,7 @@ impl Scheduler {
             *b = Busy::default();
         }
         self.loads.remove(worker);
+        self.paused.remove(&worker);
         self.outbox.compute.discard(worker);
         self.outbox.release.discard(worker);
         self.outbox.steal.discard(worker);
@@ -350,6 +376,7 @@ impl Scheduler {
         for w in silent {
             self.on_worker_lost(w, comm);
         }
+        self.check_stuck(now_us);
         self.balance();
         self.flush(comm);
     }
@@ -434,6 +461,7 @@ impl Scheduler {
         for w in self.workers.keys() {
             let counted = processing.get(w).copied().unwrap_or(0);
             assert_eq!(self.busy[w.0 as usize].processing, counted, "{w}: tasks processing");
+            assert_eq!(self.loads.load(*w).is_some(), !self.paused.contains(w), "{w}: in the load index unless paused");
         }
     }
 
@@ -449,8 +477,9 @@ impl Scheduler {
                 }
                 if self.task(i).state == TaskState::Released {
                     self.ensure_computed(i);
-                } else if self.task(i).state == TaskState::Erred && msg.held {
-                    self.notify_holders(i);
+                } else if msg.held && matches!(self.task(i).state, TaskState::Erred | TaskState::Memory) {
+                    // Decided before this client asked: it has not heard.
+                    self.tell_outcome(i, client);
                 }
                 continue;
             }
@@ -524,6 +553,12 @@ impl Scheduler {
         let mut stack: SmallVec<[u32; 8]> = smallvec::smallvec![start];
         while let Some(i) = stack.pop() {
             if self.task(i).state != TaskState::Released {
+                continue;
+            }
+            if *self.task(i).func == *SCATTERED_FUNC {
+                // Data a client put on a worker has no function to rerun.
+                let message = "its data was scattered to a worker that is gone; scatter it again".to_string();
+                self.fail(i, TaskErrorMsg::Failed { message });
                 continue;
             }
             // One look at each input: failed, missing, or to be computed again.
@@ -791,7 +826,12 @@ impl Scheduler {
             }
         }
         let t = self.task(i);
+        // Only a task with placement constraints can have nowhere to run.
+        let constrained = t.constrained();
         self.queued.push(t.priority, Ready { seq: t.seq, task: i });
+        if constrained {
+            self.report_if_stuck(i);
+        }
     }
 
     /// The worker where the task would finish first: its queue, plus the
@@ -1002,7 +1042,11 @@ impl Scheduler {
 
     /// Asks busy workers to give back queued tasks when others are idle.
     fn balance(&mut self) {
-        let idle = self.workers.keys().filter(|w| self.busy(**w).is_some_and(|b| b.processing == 0)).count();
+        let idle = self
+            .workers
+            .keys()
+            .filter(|w| self.accepts_work(**w) && self.busy(**w).is_some_and(|b| b.processing == 0))
+            .count();
         if idle == 0 || !self.queued.is_empty() {
             return;
         }

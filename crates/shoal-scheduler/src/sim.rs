@@ -203,6 +203,7 @@ enum SimToWorker {
     Release(Vec<u32>),
     Steal(Vec<u32>),
     Shutdown,
+    Restart,
 }
 
 macro_rules! ordered_by_arrival {
@@ -480,6 +481,7 @@ impl Simulation {
                 ToWorker::Release(keys) => SimToWorker::Release(keys.iter().filter_map(|k| self.number(k)).collect()),
                 ToWorker::Steal(keys) => SimToWorker::Steal(keys.iter().filter_map(|k| self.number(k)).collect()),
                 ToWorker::Shutdown => SimToWorker::Shutdown,
+                ToWorker::Restart => SimToWorker::Restart,
             };
             self.push(at, Event::ToWorker { worker, msg, epoch: self.epoch });
         }
@@ -489,7 +491,11 @@ impl Simulation {
             let (key, outcome) = match msg {
                 FromScheduler::Finished { key, .. } => (key, Ok(())),
                 FromScheduler::Erred { key, error } => (key, Err(format!("{error:?}"))),
-                FromScheduler::WhoHas(_) | FromScheduler::Info(_) => continue,
+                // The simulated client neither asks, restarts nor restricts.
+                FromScheduler::WhoHas(_)
+                | FromScheduler::Info(_)
+                | FromScheduler::NoWorker { .. }
+                | FromScheduler::Restarted => continue,
             };
             let Some(t) = self.number(&key) else { continue };
             if let Some(o) = self.outputs.get_mut(&t) {
@@ -588,7 +594,7 @@ impl Simulation {
                 let at = self.now + self.config.latency_us;
                 self.push(at, Event::ToScheduler { worker: id, msg: SimFromWorker(FromWorker::Stolen(given)) });
             }
-            SimToWorker::Shutdown => {}
+            SimToWorker::Shutdown | SimToWorker::Restart => {}
         }
         self.start_tasks(id);
     }

@@ -31,8 +31,13 @@
 //! ```
 //!
 //! The same calls run on a cluster: a scheduler and workers
-//! ([`LocalCluster`] starts them on this machine), with functions marked
-//! [`#[shoal::remote]`](macro@remote) so every process can find them by name:
+//! ([`LocalCluster`] starts them on this machine, `shoal worker` on the nodes
+//! of a batch job), with functions marked
+//! [`#[shoal::remote]`](macro@remote) so every process can find them by name.
+//! A cluster adds [`Client::scatter`] (data put on the workers once),
+//! [`Client::run`] (a function on every worker), [`Client::restart`],
+//! [`Client::persist`], and [`TaskOptions`] for priorities, resources
+//! (`gpu`, memory, anything named) and worker restrictions:
 //!
 //! ```
 //! #[shoal::remote]
@@ -55,7 +60,7 @@ pub use shoal_graph::{Key, TaskError, TaskOutput, Token, VisualizeError, task_ou
 
 mod role;
 
-pub use role::{WORKER_OF, init, is_worker};
+pub use role::{RESTART_EXIT_CODE, WORKER_OF, init, is_worker};
 
 /// Marks a function as runnable on remote workers; see [`remote`](mod@remote).
 pub use shoal_macros::remote;
@@ -86,6 +91,28 @@ pub mod __private {
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// Chunked n-dimensional arrays (Dask's `dask.array`); see [`shoal_array`].
+///
+/// ```
+/// use shoal::array::{self, RandomState};
+/// let rng = RandomState::new(1);
+/// let x = rng.random(&[200, 300], [100, 100]);
+/// let z = (array::arcsin(&x) + array::arccos(&x)).mean(..);
+/// assert!((z.compute()?.sum() - std::f64::consts::FRAC_PI_2).abs() < 1e-12);
+/// # Ok::<(), shoal::array::ArrayError>(())
+/// ```
+pub mod array {
+    pub use shoal_array::*;
+}
+
+/// Launching workers: the environment a worker process reads, and the
+/// readers of what users write (resources, byte sizes) and GPU detection.
+pub mod deploy {
+    pub use shoal_deploy::{
+        SpecError, detect_gpus, env, format_resources, gpus_from, parse_bytes, parse_resources, worker_resources,
+    };
+}
 
 /// The task-graph core: keys, tasks, graphs, culling and ordering.
 pub mod graph {

@@ -51,3 +51,37 @@ fn a_worker_killed_mid_computation_does_not_change_the_result() {
     let values = client.gather(&futures).expect("every task still finishes");
     assert_eq!(values, (0..40u64).map(|x| x * x).collect::<Vec<_>>());
 }
+
+#[shoal::remote]
+fn pid(_x: u64) -> u32 {
+    std::process::id()
+}
+
+#[shoal::remote]
+fn slower_square(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(300));
+    x * x
+}
+
+#[test]
+fn finished_results_lost_with_a_killed_worker_are_recomputed_when_gathered() {
+    let cluster = LocalCluster::builder().processes(true).workers(2).threads_per_worker(1).build().expect("cluster");
+    let client = cluster.client().expect("client");
+    // Slow enough that a lost result is still being computed again when the
+    // client asks for it.
+    let futures = client.map(slower_square, 0..6u64);
+    shoal::wait(&futures);
+    let holders = client.who_has(&futures).expect("who has");
+    let victim_name = holders[0][0].clone();
+    let victim_holds = holders.iter().filter(|h| h.contains(&victim_name)).count();
+    assert!(victim_holds > 0);
+    let pids = client.run(pid, (0u64,)).expect("runs");
+    let killed =
+        std::process::Command::new("kill").args(["-9", &pids[&victim_name].to_string()]).status().expect("kill");
+    assert!(killed.success());
+    // Gathered at once: the scheduler may not even know yet that the worker is gone.
+    let values = client.gather(&futures).expect("lost results are computed again");
+    assert_eq!(values, (0..6u64).map(|x| x * x).collect::<Vec<_>>());
+    let now = client.who_has(&futures).expect("who has");
+    assert!(now.iter().all(|h| !h.is_empty() && !h.contains(&victim_name)), "{now:?}");
+}

@@ -4,6 +4,11 @@
 
 use shoal::{Client, Delayed, Error, LocalCluster, delayed};
 
+mod api;
+mod memory;
+mod placement;
+mod sharing;
+
 #[shoal::remote]
 fn square(x: u64) -> u64 {
     x * x

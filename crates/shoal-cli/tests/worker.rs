@@ -1,0 +1,206 @@
+//! `shoal worker` with real processes: the CLI starts this test binary as a
+//! worker of a scheduler, restarts it when the cluster restarts, and it
+//! outlives its scheduler for the death timeout, no longer.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use shoal::Client;
+use shoal_net::{RunningScheduler, SchedulerServerConfig, start_scheduler};
+
+#[shoal::remote]
+fn who(_x: u64) -> (String, u32, String) {
+    let name = std::env::var("SHOAL_WORKER_NAME").unwrap_or_default();
+    let threads = std::env::var("OMP_NUM_THREADS").unwrap_or_default();
+    (name, std::process::id(), threads)
+}
+
+fn scheduler_at(listen: SocketAddr) -> RunningScheduler {
+    start_scheduler(SchedulerServerConfig { listen, ..SchedulerServerConfig::default() }).expect("scheduler starts")
+}
+
+fn shoal() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+}
+
+fn this_program() -> String {
+    std::env::current_exe().expect("test binary").to_string_lossy().into_owned()
+}
+
+/// Waits until the scheduler knows a worker of this name.
+fn joined(client: &Client, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = client.scheduler_info().expect("info");
+        if info.iter().any(|w| w.name == name) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "worker {name} did not join: {info:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_worker(address: SocketAddr, extra: &[&str]) -> Child {
+    shoal()
+        .arg("worker")
+        .arg(format!("tcp://{address}"))
+        .args(extra)
+        .arg("--")
+        .arg(this_program())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("shoal worker starts")
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn shoal_worker_runs_the_program_as_a_worker_restarts_it_and_outlives_its_scheduler_for_the_death_timeout() {
+    let scheduler = scheduler_at(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let address = scheduler.address();
+    let mut worker = start_worker(
+        address,
+        &["--name", "cli-w", "--threads", "2", "--resources", "gpu=1, mem=2GB", "--death-timeout", "3"],
+    );
+
+    let client = Client::connect(&address.to_string()).expect("client");
+    joined(&client, "cli-w");
+    let info = client.scheduler_info().expect("info");
+    let w = info.iter().find(|w| w.name == "cli-w").expect("listed");
+    assert_eq!(w.threads, 2);
+    assert_eq!(w.resources, vec![("gpu".to_string(), 1.0), ("mem".to_string(), 2e9)]);
+    let on_gpu = shoal::TaskOptions::new().resources([("gpu", 1.0)]).pure(false);
+    let (name, first_pid, omp) = client.submit_with(&on_gpu, who, (1u64,)).result().expect("runs");
+    assert_eq!((name.as_str(), omp.as_str()), ("cli-w", "1"), "named, and one thread per numeric library");
+    assert_ne!(first_pid, worker.id(), "the program runs as a child of shoal worker");
+
+    // A restart: the program exits and shoal worker starts a new process.
+    client.restart().expect("restarts");
+    let (_, second_pid, _) = client.submit_with(&on_gpu, who, (2u64,)).result().expect("runs after restart");
+    assert_ne!(second_pid, first_pid, "a new process");
+    assert!(!std::path::Path::new(&format!("/proc/{first_pid}")).exists());
+    drop(client);
+
+    // The scheduler goes away and comes back on the same address within the
+    // death timeout: the worker joins it again.
+    scheduler.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(worker.try_wait().expect("try_wait").is_none(), "the worker waits for its scheduler");
+    let scheduler = scheduler_at(address);
+    let client = Client::connect(&address.to_string()).expect("client of the new scheduler");
+    joined(&client, "cli-w");
+    let (_, third_pid, _) = client.submit(who, (3u64,)).result().expect("runs on the new scheduler");
+    assert_eq!(third_pid, second_pid, "the same process reconnected");
+    drop(client);
+
+    // Gone for good: the worker exits after the death timeout, not before.
+    scheduler.stop();
+    let gone = Instant::now();
+    let status = wait_exit(&mut worker, Duration::from_secs(15)).expect("the worker exits");
+    let waited = gone.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(waited >= Duration::from_millis(2500) && waited < Duration::from_secs(8), "exited after {waited:?}");
+    assert!(!std::path::Path::new(&format!("/proc/{second_pid}")).exists(), "the program is gone too");
+}
+
+#[test]
+fn a_worker_started_before_its_scheduler_waits_for_it() {
+    // A free port, then nothing listening on it for a while.
+    let address = scheduler_at(SocketAddr::from(([127, 0, 0, 1], 0))).address();
+    let mut worker = start_worker(address, &["--name", "early", "--death-timeout", "3"]);
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(worker.try_wait().expect("try_wait").is_none(), "still trying to reach the scheduler");
+    let scheduler = scheduler_at(address);
+    let client = Client::connect(&address.to_string()).expect("client");
+    joined(&client, "early");
+    assert_eq!(client.submit(who, (1u64,)).result().expect("runs").0, "early");
+    drop(client);
+    drop(scheduler);
+    assert!(wait_exit(&mut worker, Duration::from_secs(15)).is_some_and(|s| s.success()));
+}
+
+#[test]
+fn gpus_are_detected_unless_declared() {
+    let scheduler = scheduler_at(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let address = scheduler.address();
+    let mut detected = shoal()
+        .args([
+            "worker",
+            &format!("tcp://{address}"),
+            "--name",
+            "two-gpus",
+            "--resources",
+            "mem=1e9",
+            "--death-timeout",
+            "0",
+            "--",
+        ])
+        .arg(this_program())
+        .env("CUDA_VISIBLE_DEVICES", "0,1")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let mut declined = shoal()
+        .args([
+            "worker",
+            &format!("tcp://{address}"),
+            "--name",
+            "no-gpu",
+            "--resources",
+            "gpu=0",
+            "--death-timeout",
+            "0",
+            "--",
+        ])
+        .arg(this_program())
+        .env("CUDA_VISIBLE_DEVICES", "0,1")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let client = Client::connect(&address.to_string()).expect("client");
+    joined(&client, "two-gpus");
+    joined(&client, "no-gpu");
+    let info = client.scheduler_info().expect("info");
+    let resources = |name: &str| info.iter().find(|w| w.name == name).map(|w| w.resources.clone());
+    assert_eq!(resources("two-gpus"), Some(vec![("mem".to_string(), 1e9), ("gpu".to_string(), 2.0)]));
+    assert_eq!(resources("no-gpu"), Some(vec![]));
+    drop(client);
+    drop(scheduler);
+    for child in [&mut detected, &mut declined] {
+        assert!(wait_exit(child, Duration::from_secs(10)).is_some_and(|s| s.success()), "no death timeout: exits");
+    }
+}
+
+fn fails(args: &[&str]) -> String {
+    let Output { status, stderr, .. } = shoal().args(args).output().expect("runs");
+    assert!(!status.success(), "{args:?} should fail");
+    String::from_utf8_lossy(&stderr).into_owned()
+}
+
+#[test]
+fn bad_worker_options_are_clear_errors() {
+    let err = fails(&["worker", "tcp://nowhere-at-all", "--", "/bin/true"]);
+    assert!(err.contains("\"tcp://nowhere-at-all\" is not host:port"), "{err}");
+    let err = fails(&["worker", "127.0.0.1:1", "--resources", "gpu", "--", "/bin/true"]);
+    assert!(err.contains("--resources") && err.contains("\"gpu\" is not name=amount"), "{err}");
+    let err = fails(&["worker", "127.0.0.1:1", "--memory-limit", "lots", "--", "/bin/true"]);
+    assert!(err.contains("--memory-limit") && err.contains("\"lots\""), "{err}");
+    let err = fails(&["worker", "127.0.0.1:1", "--death-timeout=-1", "--", "/bin/true"]);
+    assert!(err.contains("--death-timeout"), "{err}");
+    let err = fails(&["worker", "127.0.0.1:1", "--memory-target", "2", "--", "/bin/true"]);
+    assert!(err.contains("--memory-target 2"), "{err}");
+    let err = fails(&["worker", "127.0.0.1:1"]);
+    assert!(err.contains("needs the program"), "{err}");
+    let err = fails(&["worker", "127.0.0.1:1", "--", "/no/such/program"]);
+    assert!(err.contains("/no/such/program"), "{err}");
+}

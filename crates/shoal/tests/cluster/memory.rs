@@ -1,0 +1,124 @@
+//! Memory limits: reported; a worker over its target spills to disk, and
+//! one over its pause threshold takes no new tasks until it holds less.
+
+use std::time::Duration;
+
+use shoal::{LocalCluster, Status, TaskOptions};
+
+#[shoal::remote]
+fn blob(kb: u64) -> Vec<u8> {
+    vec![7; kb as usize * 1000]
+}
+
+#[shoal::remote]
+fn plus_one(x: u64) -> u64 {
+    x + 1
+}
+
+#[test]
+fn a_worker_over_its_memory_limit_pauses_until_results_are_released() {
+    let cluster = LocalCluster::builder()
+        .processes(true)
+        .workers(1)
+        .threads_per_worker(1)
+        .memory_limit(1_000_000)
+        .memory_target(None)
+        .build()
+        .expect("cluster");
+    let client = cluster.client().expect("client");
+    assert_eq!(client.scheduler_info().expect("info")[0].memory_limit, 1_000_000, "reported");
+
+    // 900 kB held: over 80 % of 1 MB.
+    let blobs = client.map_with(&TaskOptions::new().pure(false), blob, [300u64, 300, 300]);
+    assert_eq!(client.gather(&blobs).expect("made").iter().map(Vec::len).sum::<usize>(), 900_000);
+    let waiting = client.map(plus_one, 0..5u64);
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(waiting.iter().all(|f| f.status() == Status::Pending), "a paused worker starts nothing");
+
+    // Releasing two results brings it to 300 kB: it resumes.
+    drop(blobs[1..].to_vec());
+    let kept = blobs[0].clone();
+    drop(blobs);
+    assert_eq!(client.gather(&waiting), Ok((1..=5u64).collect::<Vec<_>>()));
+    assert_eq!(kept.result().map(|b| b.len()), Ok(300_000), "what it kept is intact");
+}
+
+#[test]
+fn workers_without_a_limit_never_pause() {
+    let cluster = LocalCluster::builder().processes(false).workers(1).threads_per_worker(1).build().expect("cluster");
+    let client = cluster.client().expect("client");
+    assert_eq!(client.scheduler_info().expect("info")[0].memory_limit, 0);
+    let blobs = client.map_with(&TaskOptions::new().pure(false), blob, [2000u64; 4]);
+    shoal::wait(&blobs);
+    assert_eq!(client.submit(plus_one, (1u64,)).result_timeout(Duration::from_secs(10)), Ok(2));
+}
+
+#[test]
+fn tasks_queued_on_a_worker_before_it_paused_wait_too() {
+    let cluster = LocalCluster::builder()
+        .processes(true)
+        .workers(1)
+        .threads_per_worker(1)
+        .memory_limit(1_000_000)
+        .memory_target(None)
+        .build()
+        .expect("cluster");
+    let client = cluster.client().expect("client");
+    // All five go to the worker at once; it pauses once it holds over 800 kB
+    // (after the third, or the fourth if a thread took it first).
+    let blobs = client.map_with(&TaskOptions::new().pure(false), blob, [300u64; 5]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let done = blobs.iter().filter(|f| f.done()).count();
+    assert!((3..=4).contains(&done), "{done} of 5 ran");
+    let (finished, waiting): (Vec<_>, Vec<_>) = blobs.into_iter().partition(|f| f.done());
+    drop(finished);
+    assert!(shoal::wait_timeout(&waiting, Duration::from_secs(20)).is_ok(), "resumed once results were released");
+}
+
+fn files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries.flatten().map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 }).sum::<usize>()
+        })
+        .unwrap_or(0)
+}
+
+#[shoal::remote]
+fn total_len(parts: Vec<Vec<u8>>) -> usize {
+    parts.iter().map(Vec::len).sum()
+}
+
+#[test]
+fn a_worker_over_its_target_spills_to_disk_and_reads_back() {
+    let dir = std::env::temp_dir().join(format!("shoal-spill-test-{}", std::process::id()));
+    let cluster = LocalCluster::builder()
+        .processes(true)
+        .workers(1)
+        .threads_per_worker(1)
+        .memory_limit(1_000_000)
+        .local_directory(&dir)
+        .build()
+        .expect("cluster");
+    let client = cluster.client().expect("client");
+    // 3 MB of results on a worker that keeps 600 kB in memory.
+    let blobs = client.map_with(&TaskOptions::new().pure(false), blob, [300u64; 10]);
+    assert!(shoal::wait_timeout(&blobs, Duration::from_secs(20)).is_ok(), "no pause: spilling makes room");
+    let on_disk = files_under(&dir);
+    assert!((8..=10).contains(&on_disk), "{on_disk} results spilled");
+
+    assert_eq!(client.submit(total_len, (&blobs,)).result(), Ok(3_000_000), "tasks read spilled inputs");
+    let back = client.gather(&blobs).expect("gathers from disk");
+    assert!(back.iter().all(|b| b.len() == 300_000 && b.iter().all(|&x| x == 7)));
+
+    drop(blobs);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while files_under(&dir) > 0 {
+        assert!(std::time::Instant::now() < deadline, "released results leave the disk too");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(client);
+    drop(cluster);
+    let left: Vec<_> = std::fs::read_dir(&dir).map(|e| e.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "the cluster removes its workers' spill directories: {left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
