@@ -465,8 +465,8 @@ fn encode(
         .collect::<Result<Vec<_>, _>>()?;
     let msg = TaskMsg {
         key: task.key.clone(),
-        func: task.func.name().to_string(),
-        args,
+        func: task.func.name().into(),
+        args: args.into(),
         priority: placement.priority,
         retries,
         resources: placement.resources,

@@ -537,7 +537,7 @@ fn send<T: serde::Serialize>(out: &mpsc::UnboundedSender<Vec<u8>>, msg: &T) {
 /// hands it to the pool. While the worker is paused for memory the task
 /// waits, parked, before fetching anything (the scheduler may steal it).
 async fn prepare(ctx: Arc<Ctx>, task: ComputeMsg, out: mpsc::UnboundedSender<Vec<u8>>) {
-    let ComputeMsg { key, func, args, deps, .. } = task;
+    let ComputeMsg { id, key, func, args, deps, .. } = task;
     let token = ctx.config.token.as_deref();
     let max_frame = ctx.config.max_frame;
     let state = &ctx.state;
@@ -563,17 +563,17 @@ async fn prepare(ctx: Arc<Ctx>, task: ComputeMsg, out: mpsc::UnboundedSender<Vec
     };
     let mut values = Vec::with_capacity(args.len());
     let mut missing = Vec::new();
-    for (position, arg) in args.into_iter().enumerate() {
+    for (position, arg) in args.iter().enumerate() {
         let value = match arg {
-            ArgMsg::Value(bytes) => remote.decode_arg(position, &bytes).map_err(StoreError::from),
+            ArgMsg::Value(bytes) => remote.decode_arg(position, bytes).map_err(StoreError::from),
             ArgMsg::Key(dep) => {
-                let local = lock(state).get(&dep).map(|s| s.value_for(remote, position));
+                let local = lock(state).get(dep).map(|s| s.value_for(remote, position));
                 match local {
                     Some(v) => v,
-                    None => match peer::fetch(&dep, &deps, state, token, max_frame).await {
+                    None => match peer::fetch(dep, &deps, state, token, max_frame).await {
                         Some(bytes) => remote.decode_arg_shared(position, &bytes).map_err(StoreError::from),
                         None => {
-                            missing.push(dep);
+                            missing.push(dep.clone());
                             continue;
                         }
                     },
@@ -591,10 +591,10 @@ async fn prepare(ctx: Arc<Ctx>, task: ComputeMsg, out: mpsc::UnboundedSender<Vec
                 };
                 let mut complete = true;
                 for element in elements {
-                    match peer::element_bytes(&element, state, &deps, token, max_frame).await {
+                    match peer::element_bytes(element, state, &deps, token, max_frame).await {
                         Some(b) => bytes.extend_from_slice(&b),
                         None => {
-                            missing.push(element);
+                            missing.push(element.clone());
                             complete = false;
                         }
                     }
@@ -637,14 +637,14 @@ async fn prepare(ctx: Arc<Ctx>, task: ComputeMsg, out: mpsc::UnboundedSender<Vec
     };
     let task = Task { key: key.clone(), func, args: values.into_iter().map(Arg::Value).collect() };
     let Some(handle) = ctx.pool.submit_one(Submission::new(task).held()) else { return };
-    lock(state).running.insert(key.clone(), (handle.clone(), remote, Instant::now()));
+    lock(state).running.insert(key.clone(), (handle.clone(), remote, Instant::now(), id));
     handle.subscribe(Arc::new(Done { key, tx: ctx.done.clone() }), 0);
 }
 
 /// A finished task's report: its result goes to the store.
 fn complete(state: &Shared, key: Key) -> Option<Result<FinishedMsg, FromWorker>> {
     let mut st = lock(state);
-    let (handle, producer, queued) = st.running.remove(&key)?;
+    let (handle, producer, queued, id) = st.running.remove(&key)?;
     let report = match handle.try_outcome()? {
         Ok(value) => {
             let nbytes = producer.result_size(&value).unwrap_or(0);
@@ -652,7 +652,7 @@ fn complete(state: &Shared, key: Key) -> Option<Result<FinishedMsg, FromWorker>>
             // Time on this worker, queueing included: what the scheduler
             // should expect a task of this group to occupy a slot for.
             let duration_us = queued.elapsed().as_micros() as u64;
-            Ok(FinishedMsg { key: key.clone(), nbytes, duration_us })
+            Ok(FinishedMsg { id, key: key.clone(), nbytes, duration_us })
         }
         Err(failure) => {
             let message = match &failure.root().kind {

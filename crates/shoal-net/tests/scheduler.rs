@@ -79,7 +79,7 @@ fn task(i: u128) -> TaskMsg {
     TaskMsg {
         key: Key::scalar("inc", Token(i)),
         func: "inc".into(),
-        args: vec![],
+        args: [].into(),
         priority: 0,
         retries: 0,
         resources: vec![],
@@ -93,7 +93,8 @@ fn round_trip(addr: SocketAddr, client: &mut Peer, worker: &mut Peer, i: u128) {
     client.send(&ToScheduler::Submit(vec![task(i)]));
     let ToWorker::Compute(tasks) = worker.recv::<ToWorker>() else { panic!("expected work") };
     assert_eq!(tasks[0].key, task(i).key);
-    worker.send(&FromWorker::Finished(vec![FinishedMsg { key: task(i).key, nbytes: 8, duration_us: 1 }]));
+    let id = tasks[0].id;
+    worker.send(&FromWorker::Finished(vec![FinishedMsg { id, key: task(i).key, nbytes: 8, duration_us: 1 }]));
     let msgs: Vec<FromScheduler> = client.recv();
     assert_eq!(msgs, vec![FromScheduler::Finished { key: task(i).key, nbytes: 8 }], "via {addr}");
 }

@@ -88,8 +88,8 @@ impl Peer {
 fn task(key: &Key, func: &str, args: Vec<ArgMsg>, worker: &str) -> TaskMsg {
     TaskMsg {
         key: key.clone(),
-        func: name(func),
-        args,
+        func: name(func).into(),
+        args: args.into(),
         priority: 0,
         retries: 0,
         resources: vec![],

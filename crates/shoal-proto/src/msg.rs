@@ -6,9 +6,17 @@
 //! between workers. The scheduler only ever sees metadata: task payloads
 //! (function name and encoded literal arguments) pass through it unread, and
 //! results never do.
+//!
+//! Function names, arguments and worker addresses are shared (`Arc`) rather
+//! than owned: the scheduler keeps a task's spec for as long as it may have
+//! to run it again, and handing it to a worker then costs a reference count,
+//! not an allocation. On the wire they are plain strings and sequences.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use shoal_graph::Key;
+use smallvec::SmallVec;
 
 /// A worker, as numbered by its scheduler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -17,6 +25,46 @@ pub struct WorkerId(pub u32);
 impl std::fmt::Display for WorkerId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "worker-{}", self.0)
+    }
+}
+
+/// A task, as numbered by its scheduler: a slot in its task table and that
+/// slot's generation, so the id of a forgotten task never names the task
+/// that reuses its slot.
+///
+/// The scheduler sends it with each task and workers echo it in their
+/// reports, so a completion is matched to its task without hashing the key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TaskId(pub u64);
+
+impl TaskId {
+    /// The id of a slot's current task.
+    ///
+    /// ```
+    /// use shoal_proto::TaskId;
+    ///
+    /// let id = TaskId::new(7, 2);
+    /// assert_eq!((id.slot(), id.generation()), (7, 2));
+    /// assert_eq!(id.to_string(), "task-7.2");
+    /// ```
+    pub fn new(slot: u32, generation: u32) -> TaskId {
+        TaskId((u64::from(generation) << 32) | u64::from(slot))
+    }
+
+    /// The slot in the scheduler's task table.
+    pub fn slot(self) -> u32 {
+        self.0 as u32
+    }
+
+    /// How many tasks had the slot before this one.
+    pub fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+impl std::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "task-{}.{}", self.slot(), self.generation())
     }
 }
 
@@ -66,9 +114,9 @@ pub struct TaskMsg {
     /// Its key.
     pub key: Key,
     /// The registered name of its function.
-    pub func: String,
+    pub func: Arc<str>,
     /// Its arguments, in order.
-    pub args: Vec<ArgMsg>,
+    pub args: Arc<[ArgMsg]>,
     /// Higher runs first among ready tasks.
     pub priority: i32,
     /// Reruns after a failure of the function.
@@ -190,8 +238,9 @@ pub enum FromScheduler {
 pub struct DepLocation {
     /// The dependency.
     pub key: Key,
-    /// Data addresses of workers that hold it.
-    pub holders: Vec<String>,
+    /// Data addresses of workers that hold it (usually one: inline, no
+    /// allocation).
+    pub holders: SmallVec<[Arc<str>; 1]>,
     /// Its size in bytes.
     pub nbytes: u64,
 }
@@ -199,14 +248,17 @@ pub struct DepLocation {
 /// A task a worker is to run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ComputeMsg {
+    /// Its id, to send back with its result.
+    pub id: TaskId,
     /// Its key.
     pub key: Key,
     /// The registered name of its function.
-    pub func: String,
+    pub func: Arc<str>,
     /// Its arguments.
-    pub args: Vec<ArgMsg>,
-    /// Where its key arguments are.
-    pub deps: Vec<DepLocation>,
+    pub args: Arc<[ArgMsg]>,
+    /// Where its key arguments are (up to two inline: most tasks have few
+    /// inputs, and the scheduler builds one of these per task it assigns).
+    pub deps: SmallVec<[DepLocation; 2]>,
     /// Higher runs first.
     pub priority: i32,
 }
@@ -231,6 +283,8 @@ pub enum ToWorker {
 /// A result a worker reports.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FinishedMsg {
+    /// The task's id, as its [`ComputeMsg`] gave it.
+    pub id: TaskId,
     /// The task.
     pub key: Key,
     /// Size of its result in bytes.

@@ -47,8 +47,8 @@ fn task() -> impl Strategy<Value = TaskMsg> {
     (key(), text(), vec(arg(), 0..3), any::<i32>(), any::<u32>(), resources(), vec(text(), 0..2), any::<bool>())
         .prop_map(|(key, func, args, priority, retries, resources, workers, held)| TaskMsg {
             key,
-            func,
-            args,
+            func: func.into(),
+            args: args.into(),
             priority,
             retries,
             resources,
@@ -113,11 +113,19 @@ fn from_scheduler() -> impl Strategy<Value = FromScheduler> {
 fn compute() -> impl Strategy<Value = ComputeMsg> {
     let dep = (key(), vec(text(), 0..3), any::<u64>()).prop_map(|(key, holders, nbytes)| DepLocation {
         key,
-        holders,
+        holders: holders.into_iter().map(Into::into).collect(),
         nbytes,
     });
-    (key(), text(), vec(arg(), 0..3), vec(dep, 0..3), any::<i32>())
-        .prop_map(|(key, func, args, deps, priority)| ComputeMsg { key, func, args, deps, priority })
+    (any::<u64>(), key(), text(), vec(arg(), 0..3), vec(dep, 0..3), any::<i32>()).prop_map(
+        |(id, key, func, args, deps, priority)| ComputeMsg {
+            id: TaskId(id),
+            key,
+            func: func.into(),
+            args: args.into(),
+            deps: deps.into_iter().collect(),
+            priority,
+        },
+    )
 }
 
 fn to_worker() -> impl Strategy<Value = ToWorker> {
@@ -131,11 +139,8 @@ fn to_worker() -> impl Strategy<Value = ToWorker> {
 }
 
 fn from_worker() -> impl Strategy<Value = FromWorker> {
-    let finished = (key(), any::<u64>(), any::<u64>()).prop_map(|(key, nbytes, duration_us)| FinishedMsg {
-        key,
-        nbytes,
-        duration_us,
-    });
+    let finished = (any::<u64>(), key(), any::<u64>(), any::<u64>())
+        .prop_map(|(id, key, nbytes, duration_us)| FinishedMsg { id: TaskId(id), key, nbytes, duration_us });
     prop_oneof![
         worker_info().prop_map(FromWorker::Register),
         vec(finished, 0..3).prop_map(FromWorker::Finished),
@@ -448,7 +453,9 @@ proptest! {
         let mut body = vec![tag];
         body.extend_from_slice(&tail);
         decode_as_everything(&body);
-        let mut hello = b"SHOL\x01".to_vec();
+        // The magic and this version (one varint byte), then garbage.
+        let mut hello = b"SHOL".to_vec();
+        hello.push(PROTOCOL_VERSION as u8);
         hello.extend_from_slice(&body);
         decode_as_everything(&hello);
     }

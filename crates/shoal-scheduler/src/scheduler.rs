@@ -6,18 +6,20 @@
 //! socket, a thread or the system clock, so the same code runs under the
 //! network shell, in unit tests and in the simulator.
 
-use std::collections::BinaryHeap;
-
 use rustc_hash::{FxHashMap, FxHashSet};
-use shoal_graph::{Key, KeyHashMap};
+use shoal_graph::{Key, Prefix};
 use shoal_proto::{
     ArgMsg, ClientId, ComputeMsg, DepLocation, FinishedMsg, FromScheduler, FromWorker, SCATTERED_FUNC, TaskErrorMsg,
-    TaskMsg, ToScheduler, ToWorker, WorkerId, WorkerInfo,
+    TaskId, TaskMsg, ToScheduler, ToWorker, WorkerId, WorkerInfo,
 };
 use smallvec::SmallVec;
 
 use crate::comm::Comm;
-use crate::task::{LoadIndex, Task, TaskState, Worker};
+use crate::load::LoadIndex;
+use crate::outbox::Batches;
+use crate::queue::{Ready, ReadyQueue};
+use crate::table::TaskTable;
+use crate::task::{Busy, Extra, Task, TaskState, Worker};
 
 // Client operations beyond submit (scatter, restart, paused workers, tasks
 // no worker may run), kept apart from the placement core.
@@ -58,20 +60,12 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// The task queue order: higher priority first, then submission order.
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct Ready {
-    priority: i32,
-    seq: std::cmp::Reverse<u64>,
-    task: u32,
-}
-
 #[derive(Default)]
 struct Outbox {
-    compute: FxHashMap<WorkerId, Vec<ComputeMsg>>,
-    release: FxHashMap<WorkerId, Vec<Key>>,
-    steal: FxHashMap<WorkerId, Vec<Key>>,
-    clients: FxHashMap<ClientId, Vec<FromScheduler>>,
+    compute: Batches<WorkerId, ComputeMsg>,
+    release: Batches<WorkerId, Key>,
+    steal: Batches<WorkerId, Key>,
+    clients: Batches<ClientId, FromScheduler>,
 }
 
 /// Counters describing the scheduler now.
@@ -92,33 +86,30 @@ pub struct SchedulerStats {
 /// The scheduler: tasks, workers, clients, and the rules between them.
 pub struct Scheduler {
     config: SchedulerConfig,
-    tasks: Vec<Option<Task>>,
-    free: Vec<u32>,
-    keys: KeyHashMap<u32>,
+    tasks: TaskTable,
     workers: FxHashMap<WorkerId, Worker>,
+    /// By worker number; one entry per worker ever registered.
+    busy: Vec<Busy>,
     loads: LoadIndex,
+    /// Tasks asked back from the worker processing them, not answered for.
+    stealing: FxHashSet<u32>,
     clients: FxHashSet<ClientId>,
     next_worker: u32,
     next_client: u32,
     next_seq: u64,
-    queued: BinaryHeap<Ready>,
+    queued: ReadyQueue,
     resource_names: Vec<String>,
-    groups: FxHashMap<String, u32>,
+    groups: FxHashMap<Prefix, u32>,
     durations: Vec<(u64, u64)>,
     outbox: Outbox,
     assigned: u64,
-    /// Workers over their memory limit: they get no new tasks.
+    /// Workers over their memory limit: they get no new tasks (they are out
+    /// of the load index meanwhile, so placement never considers them).
     paused: FxHashSet<WorkerId>,
     /// Queued tasks no connected worker may run, with the tick time they
-    /// were first seen stuck (`None` until the next tick).
-    stuck: FxHashMap<u32, Option<u64>>,
-}
-
-/// Empties an outbox map, in peer order.
-fn sorted<P: Ord + Copy, M>(map: &mut FxHashMap<P, Vec<M>>) -> Vec<(P, Vec<M>)> {
-    let mut out: Vec<(P, Vec<M>)> = map.drain().collect();
-    out.sort_unstable_by_key(|(p, _)| *p);
-    out
+    /// were first seen stuck (`None` until the next tick), by id so that
+    /// a slot reused meanwhile is not taken for the stuck task.
+    stuck: FxHashMap<TaskId, Option<u64>>,
 }
 
 impl Scheduler {
@@ -126,16 +117,16 @@ impl Scheduler {
     pub fn new(config: SchedulerConfig) -> Scheduler {
         Scheduler {
             config,
-            tasks: Vec::new(),
-            free: Vec::new(),
-            keys: KeyHashMap::default(),
+            tasks: TaskTable::default(),
             workers: FxHashMap::default(),
+            busy: Vec::new(),
             loads: LoadIndex::default(),
+            stealing: FxHashSet::default(),
             clients: FxHashSet::default(),
             next_worker: 0,
             next_client: 0,
             next_seq: 0,
-            queued: BinaryHeap::new(),
+            queued: ReadyQueue::default(),
             resource_names: Vec::new(),
             groups: FxHashMap::default(),
             durations: Vec::new(),
@@ -161,12 +152,12 @@ impl Scheduler {
         if !self.clients.remove(&client) {
             return;
         }
-        let held: Vec<u32> = self.live().filter(|(_, t)| t.holders.contains(&client)).map(|(i, _)| i).collect();
+        let held: Vec<u32> = self.tasks.iter().filter(|(_, t)| t.holders.contains(&client)).map(|(i, _)| i).collect();
         for i in held {
             self.task_mut(i).holders.retain(|c| *c != client);
             self.consider_release(i);
         }
-        self.outbox.clients.remove(&client);
+        self.outbox.clients.discard(client);
         self.flush(comm);
     }
 
@@ -176,7 +167,7 @@ impl Scheduler {
             ToScheduler::Submit(tasks) => self.submit(client, tasks),
             ToScheduler::Release(keys) => {
                 for key in keys {
-                    if let Some(&i) = self.keys.get(&key) {
+                    if let Some(i) = self.tasks.find(&key) {
                         let task = self.task_mut(i);
                         if let Some(pos) = task.holders.iter().position(|c| *c == client) {
                             task.holders.remove(pos);
@@ -187,7 +178,7 @@ impl Scheduler {
             }
             ToScheduler::Cancel(keys) => {
                 for key in keys {
-                    if let Some(&i) = self.keys.get(&key) {
+                    if let Some(i) = self.tasks.find(&key) {
                         self.fail(i, TaskErrorMsg::Cancelled);
                     }
                 }
@@ -196,7 +187,7 @@ impl Scheduler {
                 let answer = keys
                     .into_iter()
                     .map(|k| {
-                        let holders = self.keys.get(&k).map_or_else(Vec::new, |&i| {
+                        let holders = self.tasks.find(&k).map_or_else(Vec::new, |i| {
                             self.task(i)
                                 .who_has
                                 .iter()
@@ -207,11 +198,11 @@ impl Scheduler {
                         (k, holders)
                     })
                     .collect();
-                self.outbox.clients.entry(client).or_default().push(FromScheduler::WhoHas(answer));
+                self.outbox.clients.to(client).push(FromScheduler::WhoHas(answer));
             }
             ToScheduler::Info => {
                 let info = self.workers.values().map(|w| w.info.clone()).collect();
-                self.outbox.clients.entry(client).or_default().push(FromScheduler::Info(info));
+                self.outbox.clients.to(client).push(FromScheduler::Info(info));
             }
             ToScheduler::Scatter(items) => self.scattered(client, items),
             ToScheduler::Restart => {
@@ -241,17 +232,17 @@ impl Scheduler {
             }
             available[r as usize] += amount;
         }
-        let worker = Worker {
-            info,
-            processing: FxHashSet::default(),
-            has: FxHashSet::default(),
+        if self.busy.len() <= id.0 as usize {
+            self.busy.resize(id.0 as usize + 1, Busy::default());
+        }
+        self.busy[id.0 as usize] = Busy {
             occupancy_us: 0,
-            available,
-            last_seen_us: now_us,
-            load: 0,
-            stealing: FxHashSet::default(),
+            processing: 0,
+            threads: u64::from(info.threads.max(1)),
+            address: Some(info.data_address.as_str().into()),
         };
-        self.loads.insert(0, id);
+        let worker = Worker { info, available, last_seen_us: now_us };
+        self.loads.insert(id, 0);
         self.workers.insert(id, worker);
         self.flush(comm);
         id
@@ -265,24 +256,21 @@ impl Scheduler {
         w.last_seen_us = now_us;
         match msg {
             FromWorker::Register(_) | FromWorker::Heartbeat { .. } => {}
-            FromWorker::Paused(true) => {
-                self.paused.insert(worker);
-            }
-            FromWorker::Paused(false) => {
-                self.paused.remove(&worker);
-            }
+            FromWorker::Paused(paused) => self.set_paused(worker, paused),
             FromWorker::Finished(done) => {
                 for f in done {
                     self.finished(worker, f);
                 }
             }
             FromWorker::Failed { key, message } => {
-                if let Some(&i) = self.keys.get(&key) {
+                if let Some(i) = self.tasks.find(&key) {
                     if self.task(i).state == TaskState::Processing(worker) {
                         self.unassign(i, worker);
-                        if self.task(i).retries_left > 0 {
-                            self.task_mut(i).retries_left -= 1;
-                            self.set_state(i, TaskState::Queued);
+                        // Off the worker's books before anything else: it has
+                        // dropped the task already.
+                        self.set_state(i, TaskState::Queued);
+                        if self.task(i).retries_left() > 0 {
+                            self.task_mut(i).extra_mut().retries_left -= 1;
                             self.place(i);
                         } else {
                             self.fail(i, TaskErrorMsg::Failed { message });
@@ -294,19 +282,14 @@ impl Scheduler {
                 // The scheduler's map of who holds what was stale: believe the
                 // worker, and run the task again once its inputs exist.
                 for m in missing {
-                    let Some(&d) = self.keys.get(&m) else { continue };
-                    let holders: Vec<WorkerId> = self.task(d).who_has.to_vec();
-                    for h in holders.into_iter().filter(|h| *h != worker) {
-                        if let Some(w) = self.workers.get_mut(&h) {
-                            w.has.remove(&d);
-                        }
-                        self.task_mut(d).who_has.retain(|x| *x != h);
-                    }
+                    let Some(d) = self.tasks.find(&m) else { continue };
+                    self.task_mut(d).who_has.retain(|x| *x == worker);
+                    self.tasks.update_place(d);
                     if self.task(d).state == TaskState::Memory && self.task(d).who_has.is_empty() {
                         self.data_lost(d);
                     }
                 }
-                if let Some(&i) = self.keys.get(&key) {
+                if let Some(i) = self.tasks.find(&key) {
                     if self.task(i).state == TaskState::Processing(worker) {
                         self.unassign(i, worker);
                         self.set_state(i, TaskState::Queued);
@@ -323,10 +306,8 @@ impl Scheduler {
             }
             FromWorker::Stolen(keys) => {
                 for key in keys {
-                    let Some(&i) = self.keys.get(&key) else { continue };
-                    if let Some(w) = self.workers.get_mut(&worker) {
-                        w.stealing.remove(&i);
-                    }
+                    let Some(i) = self.tasks.find(&key) else { continue };
+                    self.stealing.remove(&i);
                     if self.task(i).state == TaskState::Processing(worker) {
                         self.unassign(i, worker);
                         self.set_state(i, TaskState::Queued);
@@ -342,36 +323,41 @@ impl Scheduler {
     /// Its running tasks run elsewhere; results only it held are recomputed
     /// if anything still needs them.
     pub fn on_worker_lost(&mut self, worker: WorkerId, comm: &mut impl Comm) {
-        let Some(w) = self.workers.remove(&worker) else {
+        if self.workers.remove(&worker).is_none() {
             return;
-        };
-        self.loads.remove(w.load, worker);
+        }
+        if let Some(b) = self.busy.get_mut(worker.0 as usize) {
+            *b = Busy::default();
+        }
+        self.loads.remove(worker);
         self.paused.remove(&worker);
-        self.outbox.compute.remove(&worker);
-        self.outbox.release.remove(&worker);
-        self.outbox.steal.remove(&worker);
+        self.outbox.compute.discard(worker);
+        self.outbox.release.discard(worker);
+        self.outbox.steal.discard(worker);
         // Lost results first: a task put back in the queue below must not be
         // placed as if an input that died with this worker still existed.
-        let mut held: Vec<u32> = w.has.into_iter().collect();
-        held.sort_unstable();
+        let (held, processing) = self.tasks.on_worker(worker);
         for i in held {
-            if self.slot(i).is_none() {
+            if self.tasks.get(i).is_none() {
                 continue;
             }
             self.task_mut(i).who_has.retain(|h| *h != worker);
+            self.tasks.update_place(i);
             if self.task(i).state == TaskState::Memory && self.task(i).who_has.is_empty() {
                 self.data_lost(i);
             }
         }
-        let mut processing: Vec<u32> = w.processing.into_iter().collect();
-        processing.sort_unstable();
         for i in processing {
-            if self.slot(i).is_none() || self.task(i).state != TaskState::Processing(worker) {
+            self.stealing.remove(&i);
+            if self.tasks.get(i).is_none() || self.task(i).state != TaskState::Processing(worker) {
                 continue;
             }
-            self.task_mut(i).lost += 1;
-            if self.task(i).lost > self.config.allowed_failures {
-                let attempts = self.task(i).lost;
+            let attempts = {
+                let extra = self.task_mut(i).extra_mut();
+                extra.lost += 1;
+                extra.lost
+            };
+            if attempts > self.config.allowed_failures {
                 self.set_state(i, TaskState::Queued);
                 self.fail(i, TaskErrorMsg::WorkerLost { attempts });
             } else {
@@ -399,12 +385,12 @@ impl Scheduler {
 
     /// The state of a task, if the scheduler knows its key.
     pub fn task_state(&self, key: &Key) -> Option<TaskState> {
-        self.keys.get(key).map(|&i| self.task(i).state)
+        self.tasks.find(key).map(|i| self.task(i).state)
     }
 
     /// Workers holding a task's result.
     pub fn who_has(&self, key: &Key) -> Vec<WorkerId> {
-        self.keys.get(key).map_or_else(Vec::new, |&i| self.task(i).who_has.to_vec())
+        self.tasks.find(key).map_or_else(Vec::new, |i| self.task(i).who_has.to_vec())
     }
 
     /// The connected workers.
@@ -416,9 +402,13 @@ impl Scheduler {
 
     /// Counters.
     pub fn stats(&self) -> SchedulerStats {
-        let mut s = SchedulerStats { workers: self.workers.len(), assigned: self.assigned, ..Default::default() };
-        for (_, t) in self.live() {
-            s.tasks += 1;
+        let mut s = SchedulerStats {
+            tasks: self.tasks.len(),
+            workers: self.workers.len(),
+            assigned: self.assigned,
+            ..Default::default()
+        };
+        for (_, t) in self.tasks.iter() {
             if t.state == TaskState::Memory {
                 s.in_memory += 1;
             }
@@ -435,8 +425,8 @@ impl Scheduler {
     /// # Panics
     /// When an invariant does not hold.
     pub fn check_invariants(&self) {
-        for (i, t) in self.live() {
-            assert_eq!(self.keys.get(&t.key), Some(&i), "{}: key index", t.key);
+        for (i, t) in self.tasks.iter() {
+            assert_eq!(self.tasks.find(&t.key), Some(i), "{}: key index", t.key);
             let missing = t.deps.iter().filter(|&&d| self.task(d).state != TaskState::Memory).count() as u32;
             let waiters = t.dependents.iter().filter(|&&d| self.task(d).state.is_active()).count() as u32;
             assert_eq!(t.waiters, waiters, "{}: waiters", t.key);
@@ -452,19 +442,26 @@ impl Scheduler {
                 TaskState::Released | TaskState::Erred => assert!(t.who_has.is_empty(), "{}: data kept", t.key),
             }
             if let TaskState::Processing(w) = t.state {
-                assert!(self.workers.get(&w).is_some_and(|w| w.processing.contains(&i)), "{}: processing", t.key);
+                assert!(self.workers.contains_key(&w), "{}: processing on {w}, which is gone", t.key);
             }
             for w in &t.who_has {
-                assert!(self.workers.get(w).is_some_and(|w| w.has.contains(&i)), "{}: who_has {w}", t.key);
+                assert!(self.workers.contains_key(w), "{}: held by {w}, which is gone", t.key);
             }
+            assert!(self.tasks.place_is_current(i), "{}: place", t.key);
             if t.state == TaskState::Released && !t.wanted() {
                 assert!(!t.dependents.is_empty(), "{}: released, unwanted and unneeded yet not forgotten", t.key);
             }
         }
-        for w in self.workers.values() {
-            for &i in &w.processing {
-                assert_eq!(self.task(i).state, TaskState::Processing(w.id()), "worker {} processing", w.id());
+        let mut processing: FxHashMap<WorkerId, usize> = FxHashMap::default();
+        for (_, t) in self.tasks.iter() {
+            if let TaskState::Processing(w) = t.state {
+                *processing.entry(w).or_default() += 1;
             }
+        }
+        for w in self.workers.keys() {
+            let counted = processing.get(w).copied().unwrap_or(0);
+            assert_eq!(self.busy[w.0 as usize].processing, counted, "{w}: tasks processing");
+            assert_eq!(self.loads.load(*w).is_some(), !self.paused.contains(w), "{w}: in the load index unless paused");
         }
     }
 
@@ -472,7 +469,7 @@ impl Scheduler {
 
     fn submit(&mut self, client: ClientId, msgs: Vec<TaskMsg>) {
         for msg in msgs {
-            if let Some(&i) = self.keys.get(&msg.key) {
+            if let Some(i) = self.tasks.find(&msg.key) {
                 // A key the cluster knows: share it, and bring it back if its
                 // result was released.
                 if msg.held && !self.task(i).holders.contains(&client) {
@@ -493,16 +490,21 @@ impl Scheduler {
 
     fn insert_task(&mut self, client: ClientId, msg: TaskMsg) -> u32 {
         let TaskMsg { key, func, args, priority, retries, resources, workers, held } = msg;
-        let group = self.group_index(key.prefix());
-        let resources = resources.into_iter().map(|(name, amount)| (self.resource_index(&name), amount)).collect();
+        let group = self.group_index(key.shared_prefix());
+        let extra = if resources.is_empty() && workers.is_empty() && retries == 0 {
+            None
+        } else {
+            let resources = resources.into_iter().map(|(name, amount)| (self.resource_index(&name), amount)).collect();
+            Some(Box::new(Extra { resources, workers, retries_left: retries, ..Extra::default() }))
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
-        let task = Task {
-            key: key.clone(),
+        self.tasks.insert(Task {
+            key,
             func,
             args,
             deps: SmallVec::new(),
-            dependents: Vec::new(),
+            dependents: SmallVec::new(),
             state: TaskState::Released,
             missing: 0,
             waiters: 0,
@@ -510,41 +512,25 @@ impl Scheduler {
             nbytes: 0,
             priority,
             seq,
-            resources,
-            restrictions: workers,
-            retries_left: retries,
-            lost: 0,
+            extra,
             holders: if held { smallvec::smallvec![client] } else { SmallVec::new() },
             group,
-            error: None,
-        };
-        let i = match self.free.pop() {
-            Some(i) => {
-                self.tasks[i as usize] = Some(task);
-                i
-            }
-            None => {
-                self.tasks.push(Some(task));
-                (self.tasks.len() - 1) as u32
-            }
-        };
-        self.keys.insert(key, i);
-        i
+        })
     }
 
     /// Links a new task to its dependencies and starts it on its way.
     fn wire(&mut self, i: u32) {
-        let mut deps: SmallVec<[u32; 2]> = SmallVec::new();
+        let mut deps: SmallVec<[u32; 4]> = SmallVec::new();
         let mut unknown = None;
-        for arg in &self.task(i).args {
+        for arg in self.task(i).args.iter() {
             let keys = match arg {
                 ArgMsg::Key(k) => std::slice::from_ref(k),
                 ArgMsg::List(ks) => ks.as_slice(),
                 ArgMsg::Value(_) => &[],
             };
             for k in keys {
-                match self.keys.get(k) {
-                    Some(&d) if !deps.contains(&d) => deps.push(d),
+                match self.tasks.find(k) {
+                    Some(d) if !deps.contains(&d) => deps.push(d),
                     Some(_) => {}
                     None => unknown = Some(k.clone()),
                 }
@@ -564,39 +550,55 @@ impl Scheduler {
     /// Makes a released task run again, with whatever of its inputs is
     /// missing (recursively, from the lineage).
     fn ensure_computed(&mut self, start: u32) {
-        let mut stack = vec![start];
+        let mut stack: SmallVec<[u32; 8]> = smallvec::smallvec![start];
         while let Some(i) = stack.pop() {
             if self.task(i).state != TaskState::Released {
                 continue;
             }
-            if self.task(i).func == SCATTERED_FUNC {
+            if *self.task(i).func == *SCATTERED_FUNC {
                 // Data a client put on a worker has no function to rerun.
                 let message = "its data was scattered to a worker that is gone; scatter it again".to_string();
                 self.fail(i, TaskErrorMsg::Failed { message });
                 continue;
             }
-            if let Some(&failed) = self.task(i).deps.iter().find(|&&d| self.task(d).state == TaskState::Erred) {
+            // One look at each input: failed, missing, or to be computed again.
+            let mut missing = 0;
+            let mut released: SmallVec<[u32; 4]> = SmallVec::new();
+            let mut failed = None;
+            for &d in &self.task(i).deps {
+                match self.task(d).state {
+                    TaskState::Memory => {}
+                    TaskState::Erred => {
+                        failed = Some(d);
+                        break;
+                    }
+                    TaskState::Released => {
+                        missing += 1;
+                        released.push(d);
+                    }
+                    _ => missing += 1,
+                }
+            }
+            if let Some(failed) = failed {
                 let error = self.dependency_error(failed);
                 self.fail(i, error);
                 continue;
             }
-            let missing: Vec<u32> =
-                self.task(i).deps.iter().copied().filter(|&d| self.task(d).state != TaskState::Memory).collect();
-            self.task_mut(i).missing = missing.len() as u32;
-            if missing.is_empty() {
+            self.task_mut(i).missing = missing;
+            if missing == 0 {
                 self.set_state(i, TaskState::Queued);
                 self.place(i);
             } else {
                 self.set_state(i, TaskState::Waiting);
-                stack.extend(missing.into_iter().filter(|&d| self.task(d).state == TaskState::Released));
+                stack.extend(released);
             }
         }
     }
 
     fn finished(&mut self, worker: WorkerId, f: FinishedMsg) {
-        let Some(&i) = self.keys.get(&f.key) else {
+        let Some(i) = self.tasks.resolve(f.id, &f.key) else {
             // Forgotten meanwhile: the worker may drop it.
-            self.outbox.release.entry(worker).or_default().push(f.key);
+            self.outbox.release.to(worker).push(f.key);
             return;
         };
         if self.task(i).state != TaskState::Processing(worker) {
@@ -604,7 +606,7 @@ impl Scheduler {
                 // A stolen task ran on both: keep the extra copy.
                 self.add_replica(i, worker);
             } else if !self.task(i).who_has.contains(&worker) {
-                self.outbox.release.entry(worker).or_default().push(f.key);
+                self.outbox.release.to(worker).push(f.key);
             }
             return;
         }
@@ -630,8 +632,8 @@ impl Scheduler {
             }
         }
         self.consider_release(i);
-        if self.slot(i).is_some() {
-            let deps = self.task(i).deps.clone();
+        if self.tasks.get(i).is_some() {
+            let deps = SmallVec::<[u32; 4]>::from_slice(&self.task(i).deps);
             for d in deps {
                 self.consider_release(d);
             }
@@ -640,15 +642,13 @@ impl Scheduler {
 
     fn add_replica(&mut self, i: u32, worker: WorkerId) {
         self.task_mut(i).who_has.push(worker);
-        if let Some(w) = self.workers.get_mut(&worker) {
-            w.has.insert(i);
-        }
+        self.tasks.update_place(i);
     }
 
     /// The only copies of a result are gone.
     fn data_lost(&mut self, i: u32) {
         self.set_state(i, TaskState::Released);
-        let dependents = self.task(i).dependents.clone();
+        let dependents = SmallVec::<[u32; 4]>::from_slice(&self.task(i).dependents);
         for d in dependents {
             match self.task(d).state {
                 TaskState::Queued => {
@@ -683,16 +683,16 @@ impl Scheduler {
             if let TaskState::Processing(w) = state {
                 self.withdraw(i, w);
             }
-            self.task_mut(i).error = Some(Box::new(error));
+            self.task_mut(i).extra_mut().error = Some(error);
             self.set_state(i, TaskState::Erred);
             self.notify_holders(i);
-            let dependents = self.task(i).dependents.clone();
+            let dependents = SmallVec::<[u32; 4]>::from_slice(&self.task(i).dependents);
             for d in dependents {
                 if self.task(d).state.is_active() || self.task(d).state == TaskState::Released {
                     work.push((d, self.dependency_error(i)));
                 }
             }
-            let deps = self.task(i).deps.clone();
+            let deps = SmallVec::<[u32; 4]>::from_slice(&self.task(i).deps);
             for d in deps {
                 self.consider_release(d);
             }
@@ -702,7 +702,7 @@ impl Scheduler {
 
     fn dependency_error(&self, failed_dep: u32) -> TaskErrorMsg {
         let dep = self.task(failed_dep);
-        match dep.error.as_deref() {
+        match dep.error() {
             Some(TaskErrorMsg::Dependency { failed, message, .. }) => TaskErrorMsg::Dependency {
                 dependency: dep.key.clone(),
                 failed: failed.clone(),
@@ -733,20 +733,20 @@ impl Scheduler {
             TaskState::Memory => FromScheduler::Finished { key: t.key.clone(), nbytes: t.nbytes },
             TaskState::Erred => FromScheduler::Erred {
                 key: t.key.clone(),
-                error: t.error.as_deref().cloned().unwrap_or(TaskErrorMsg::Cancelled),
+                error: t.error().cloned().unwrap_or(TaskErrorMsg::Cancelled),
             },
             _ => return,
         };
-        let holders = t.holders.clone();
+        let holders = SmallVec::<[ClientId; 2]>::from_slice(&t.holders);
         for c in holders {
-            self.outbox.clients.entry(c).or_default().push(msg.clone());
+            self.outbox.clients.to(c).push(msg.clone());
         }
     }
 
     /// Frees a result nobody wants any more (its spec stays while dependents
     /// might need it recomputed).
     fn consider_release(&mut self, i: u32) {
-        if self.slot(i).is_none() {
+        if self.tasks.get(i).is_none() {
             return;
         }
         let t = self.task(i);
@@ -755,15 +755,12 @@ impl Scheduler {
         }
         match t.state {
             TaskState::Memory => {
-                let holders: Vec<WorkerId> = t.who_has.to_vec();
-                let key = t.key.clone();
+                let holders = std::mem::take(&mut self.task_mut(i).who_has);
+                self.tasks.update_place(i);
                 for w in holders {
-                    if let Some(worker) = self.workers.get_mut(&w) {
-                        worker.has.remove(&i);
-                    }
-                    self.outbox.release.entry(w).or_default().push(key.clone());
+                    let key = self.task(i).key.clone();
+                    self.outbox.release.to(w).push(key);
                 }
-                self.task_mut(i).who_has.clear();
                 self.set_state(i, TaskState::Released);
                 self.consider_forget(i);
             }
@@ -775,19 +772,17 @@ impl Scheduler {
     /// Forgets a task nothing refers to any more, and then its dependencies
     /// that were only kept for it.
     fn consider_forget(&mut self, start: u32) {
-        let mut stack = vec![start];
+        let mut stack: SmallVec<[u32; 8]> = smallvec::smallvec![start];
         while let Some(i) = stack.pop() {
-            let Some(t) = self.slot(i) else { continue };
+            let Some(t) = self.tasks.get(i) else { continue };
             let forgettable = matches!(t.state, TaskState::Released | TaskState::Erred)
                 && t.holders.is_empty()
                 && t.dependents.is_empty();
             if !forgettable {
                 continue;
             }
-            let Some(t) = self.tasks[i as usize].take() else { continue };
-            self.free.push(i);
-            self.keys.remove(&t.key);
-            for d in t.deps {
+            let Some(deps) = self.tasks.remove(i) else { continue };
+            for d in deps {
                 let dep = self.task_mut(d);
                 dep.dependents.retain(|x| *x != i);
                 stack.push(d);
@@ -800,12 +795,16 @@ impl Scheduler {
 
     /// Changes a task's state, keeping its inputs' count of active readers.
     fn set_state(&mut self, i: u32, state: TaskState) {
-        let before = self.task(i).state.is_active();
+        let old = self.task(i).state;
         self.task_mut(i).state = state;
+        if matches!(old, TaskState::Processing(_)) || matches!(state, TaskState::Processing(_)) {
+            self.tasks.update_place(i);
+        }
+        let before = old.is_active();
         let after = state.is_active();
         if before != after {
-            for k in 0..self.task(i).deps.len() {
-                let d = self.task(i).deps[k];
+            let deps = SmallVec::<[u32; 4]>::from_slice(&self.task(i).deps);
+            for d in deps {
                 let dep = self.task_mut(d);
                 if after {
                     dep.waiters += 1;
@@ -820,53 +819,82 @@ impl Scheduler {
 
     /// Gives a queued task to the best worker now, or leaves it queued.
     fn place(&mut self, i: u32) {
-        if self.task(i).is_root() {
-            let t = self.task(i);
-            self.queued.push(Ready { priority: t.priority, seq: std::cmp::Reverse(t.seq), task: i });
-            return;
-        }
-        match self.best_worker(i) {
-            Some(w) => self.assign(i, w),
-            None => {
-                let t = self.task(i);
-                self.queued.push(Ready { priority: t.priority, seq: std::cmp::Reverse(t.seq), task: i });
-                self.report_if_stuck(i);
+        if !self.task(i).is_root() {
+            if let Some(w) = self.best_worker(i) {
+                self.assign(i, w);
+                return;
             }
+        }
+        let t = self.task(i);
+        // Only a task with placement constraints can have nowhere to run.
+        let constrained = t.constrained();
+        self.queued.push(t.priority, Ready { seq: t.seq, task: i });
+        if constrained {
+            self.report_if_stuck(i);
         }
     }
 
     /// The worker where the task would finish first: its queue, plus the
     /// time to fetch the inputs it does not hold. Candidates are the workers
-    /// holding inputs and the least loaded one, or, for a restricted task,
+    /// holding inputs and the least loaded one, or, for a constrained task,
     /// every worker that may run it.
     fn best_worker(&self, i: u32) -> Option<WorkerId> {
         let t = self.task(i);
-        let mut candidates: SmallVec<[WorkerId; 8]> = SmallVec::new();
-        if t.restrictions.is_empty() && t.resources.is_empty() {
-            for &d in &t.deps {
-                for w in &self.task(d).who_has {
-                    if !candidates.contains(w) {
-                        candidates.push(*w);
-                    }
+        if t.constrained() {
+            return self
+                .loads
+                .iter()
+                .filter(|w| self.may_run(i, *w))
+                .filter(|w| self.workers.get(w).is_some_and(|wk| self.resources_available(i, wk)))
+                .min_by_key(|w| (self.finish_estimate(i, *w), *w));
+        }
+        // One pass over the inputs: their total size, and how much of it
+        // each holder has already.
+        let mut total = 0;
+        let mut held: SmallVec<[(WorkerId, u64); 8]> = SmallVec::new();
+        for &d in &t.deps {
+            let dep = self.task(d);
+            total += dep.nbytes;
+            for &w in &dep.who_has {
+                match held.iter_mut().find(|(h, _)| *h == w) {
+                    Some((_, bytes)) => *bytes += dep.nbytes,
+                    None => held.push((w, dep.nbytes)),
                 }
             }
-            candidates.extend(self.loads.iter().find(|w| self.accepts_work(*w)));
-        } else {
-            candidates.extend(self.loads.iter().filter(|w| self.may_run(i, *w)));
         }
-        candidates
-            .into_iter()
-            .filter(|w| self.accepts_work(*w))
-            .filter(|w| self.workers.get(w).is_some_and(|wk| self.resources_available(i, wk)))
-            .min_by_key(|w| (self.finish_estimate(i, *w), *w))
+        let bandwidth = self.config.bandwidth_bytes_per_us.max(1);
+        let least = self.loads.least().map(|w| (w, held.iter().find(|(h, _)| *h == w).map_or(0, |(_, b)| *b)));
+        held.iter()
+            .copied()
+            .chain(least)
+            .filter_map(|(w, local)| Some((self.loads.load(w)? + (total - local) / bandwidth, w)))
+            .min()
+            .map(|(_, w)| w)
+    }
+
+    /// Where a root task goes now: the least loaded worker, if it has room.
+    /// While queued work has one duration estimate, a worker has room
+    /// exactly when its load is under a bound, so the least loaded worker
+    /// has room if any does; looking at it alone keeps a long queue from
+    /// scanning every worker at every event.
+    fn root_target(&self, i: u32) -> Option<WorkerId> {
+        let w = self.loads.least()?;
+        let b = self.busy(w)?;
+        (b.processing < self.capacity(b.threads, self.estimate_us(i))).then_some(w)
+    }
+
+    /// How busy a connected worker is.
+    fn busy(&self, w: WorkerId) -> Option<&Busy> {
+        self.busy.get(w.0 as usize).filter(|b| b.address.is_some())
     }
 
     fn may_run(&self, i: u32, w: WorkerId) -> bool {
         let t = self.task(i);
         let Some(worker) = self.workers.get(&w) else { return false };
-        let allowed = t.restrictions.is_empty()
-            || t.restrictions.iter().any(|r| *r == worker.info.name || *r == worker.info.data_address);
-        let capable = t.resources.iter().all(|&(r, amount)| {
+        let restrictions = t.restrictions();
+        let allowed = restrictions.is_empty()
+            || restrictions.iter().any(|r| *r == worker.info.name || *r == worker.info.data_address);
+        let capable = t.resources().iter().all(|&(r, amount)| {
             worker
                 .info
                 .resources
@@ -877,15 +905,18 @@ impl Scheduler {
     }
 
     fn resources_available(&self, i: u32, worker: &Worker) -> bool {
-        self.task(i).resources.iter().all(|&(r, amount)| worker.available.get(r as usize).is_some_and(|a| *a >= amount))
+        self.task(i)
+            .resources()
+            .iter()
+            .all(|&(r, amount)| worker.available.get(r as usize).is_some_and(|a| *a >= amount))
     }
 
     fn finish_estimate(&self, i: u32, w: WorkerId) -> u64 {
-        let Some(worker) = self.workers.get(&w) else { return u64::MAX };
+        let Some(b) = self.busy(w) else { return u64::MAX };
         let t = self.task(i);
         let missing_bytes: u64 =
             t.deps.iter().map(|&d| self.task(d)).filter(|d| !d.who_has.contains(&w)).map(|d| d.nbytes).sum();
-        worker.load_key() + missing_bytes / self.config.bandwidth_bytes_per_us.max(1)
+        b.load_key() + missing_bytes / self.config.bandwidth_bytes_per_us.max(1)
     }
 
     fn estimate_us(&self, i: u32) -> u64 {
@@ -895,8 +926,7 @@ impl Scheduler {
 
     /// How many tasks a worker may hold: enough queued work to hide a round
     /// trip (a few thousand one-microsecond tasks, a couple of one-second ones).
-    fn capacity(&self, worker: &Worker, estimate_us: u64) -> usize {
-        let threads = worker.threads();
+    fn capacity(&self, threads: u64, estimate_us: u64) -> usize {
         let queue = threads * self.config.target_queue_us / estimate_us.max(1);
         (threads + queue).min(threads * 4096) as usize
     }
@@ -904,40 +934,42 @@ impl Scheduler {
     fn assign(&mut self, i: u32, w: WorkerId) {
         let estimate = self.estimate_us(i);
         let t = self.task(i);
-        let deps = t
-            .deps
-            .iter()
-            .map(|&d| {
-                let dep = self.task(d);
-                DepLocation {
-                    key: dep.key.clone(),
-                    holders: dep
-                        .who_has
-                        .iter()
-                        .filter_map(|h| self.workers.get(h))
-                        .map(|h| h.info.data_address.clone())
-                        .collect(),
-                    nbytes: dep.nbytes,
-                }
-            })
-            .collect();
-        let msg =
-            ComputeMsg { key: t.key.clone(), func: t.func.clone(), args: t.args.clone(), deps, priority: t.priority };
-        let resources = t.resources.clone();
-        self.outbox.compute.entry(w).or_default().push(msg);
-        self.set_state(i, TaskState::Processing(w));
-        self.assigned += 1;
-        if let Some(worker) = self.workers.get_mut(&w) {
-            self.loads.remove(worker.load, w);
-            worker.processing.insert(i);
-            worker.occupancy_us += estimate;
-            for (r, amount) in resources {
-                if let Some(a) = worker.available.get_mut(r as usize) {
-                    *a -= amount;
+        let mut deps = SmallVec::with_capacity(t.deps.len());
+        for &d in &t.deps {
+            let dep = self.task(d);
+            let mut holders = SmallVec::new();
+            for h in &dep.who_has {
+                if let Some(address) = self.busy(*h).and_then(|b| b.address.clone()) {
+                    holders.push(address);
                 }
             }
-            worker.load = worker.load_key();
-            self.loads.insert(worker.load, w);
+            deps.push(DepLocation { key: dep.key.clone(), holders, nbytes: dep.nbytes });
+        }
+        let msg = ComputeMsg {
+            id: self.tasks.id(i),
+            key: t.key.clone(),
+            func: t.func.clone(),
+            args: t.args.clone(),
+            deps,
+            priority: t.priority,
+        };
+        self.outbox.compute.to(w).push(msg);
+        self.set_state(i, TaskState::Processing(w));
+        self.assigned += 1;
+        if let Some(b) = self.busy.get_mut(w.0 as usize).filter(|b| b.address.is_some()) {
+            b.processing += 1;
+            b.occupancy_us += estimate;
+            self.loads.update(w, b.load_key());
+        }
+        let resources = self.tasks.get(i).map_or(&[][..], Task::resources);
+        if !resources.is_empty() {
+            if let Some(worker) = self.workers.get_mut(&w) {
+                for &(r, amount) in resources {
+                    if let Some(a) = worker.available.get_mut(r as usize) {
+                        *a -= amount;
+                    }
+                }
+            }
         }
     }
 
@@ -945,93 +977,116 @@ impl Scheduler {
     /// message not yet sent is withdrawn, else the worker is told to drop it.
     fn withdraw(&mut self, i: u32, w: WorkerId) {
         self.unassign(i, w);
-        let key = self.task(i).key.clone();
-        if let Some(pending) = self.outbox.compute.get_mut(&w) {
-            if let Some(pos) = pending.iter().position(|m| m.key == key) {
+        let id = self.tasks.id(i);
+        if let Some(pending) = self.outbox.compute.get_mut(w) {
+            if let Some(pos) = pending.iter().position(|m| m.id == id) {
                 pending.remove(pos);
                 return;
             }
         }
         if self.workers.contains_key(&w) {
-            self.outbox.release.entry(w).or_default().push(key);
+            let key = self.task(i).key.clone();
+            self.outbox.release.to(w).push(key);
         }
     }
 
     /// Takes a task off a worker's books (finished, failed, stolen, lost).
     fn unassign(&mut self, i: u32, w: WorkerId) {
         let estimate = self.estimate_us(i);
-        let resources = self.task(i).resources.clone();
-        if let Some(worker) = self.workers.get_mut(&w) {
-            self.loads.remove(worker.load, w);
-            worker.processing.remove(&i);
-            worker.stealing.remove(&i);
-            worker.occupancy_us = worker.occupancy_us.saturating_sub(estimate);
-            for (r, amount) in resources {
-                if let Some(a) = worker.available.get_mut(r as usize) {
-                    *a += amount;
-                }
-            }
-            worker.load = worker.load_key();
-            self.loads.insert(worker.load, w);
+        if !self.stealing.is_empty() {
+            self.stealing.remove(&i);
         }
-    }
-
-    /// Hands queued tasks to workers with room, least loaded first.
-    fn fill_workers(&mut self) {
-        let mut deferred = Vec::new();
-        while let Some(ready) = self.queued.pop() {
-            let i = ready.task;
-            if self.slot(i).is_none_or(|t| t.state != TaskState::Queued) {
-                continue;
-            }
-            let estimate = self.estimate_us(i);
-            let target = if self.task(i).is_root() {
-                self.loads.iter().find(|w| {
-                    self.accepts_work(*w)
-                        && self.workers.get(w).is_some_and(|wk| wk.processing.len() < self.capacity(wk, estimate))
-                })
-            } else {
-                self.best_worker(i)
-            };
-            match target {
-                Some(w) => self.assign(i, w),
-                None => {
-                    deferred.push(ready);
-                    if self.task(i).is_root() {
-                        break;
+        if let Some(b) = self.busy.get_mut(w.0 as usize).filter(|b| b.address.is_some()) {
+            b.processing -= 1;
+            b.occupancy_us = b.occupancy_us.saturating_sub(estimate);
+            self.loads.update(w, b.load_key());
+        }
+        let resources = self.tasks.get(i).map_or(&[][..], Task::resources);
+        if !resources.is_empty() {
+            if let Some(worker) = self.workers.get_mut(&w) {
+                for &(r, amount) in resources {
+                    if let Some(a) = worker.available.get_mut(r as usize) {
+                        *a += amount;
                     }
                 }
             }
         }
-        self.queued.extend(deferred);
+    }
+
+    /// Hands queued tasks to workers with room.
+    fn fill_workers(&mut self) {
+        let mut deferred: SmallVec<[(i32, Ready); 4]> = SmallVec::new();
+        while let Some(ready) = self.queued.peek() {
+            let i = ready.task;
+            if self.tasks.get(i).is_none_or(|t| t.state != TaskState::Queued || t.seq != ready.seq) {
+                // Placed or forgotten since it was queued.
+                self.queued.pop();
+                continue;
+            }
+            let root = self.task(i).is_root();
+            let target = if root { self.root_target(i) } else { self.best_worker(i) };
+            match target {
+                Some(w) => {
+                    self.queued.pop();
+                    self.assign(i, w);
+                }
+                // Nobody has room: the rest of the queue waits too.
+                None if root => break,
+                None => deferred.extend(self.queued.pop()),
+            }
+        }
+        for (priority, ready) in deferred {
+            self.queued.push(priority, ready);
+        }
     }
 
     /// Asks busy workers to give back queued tasks when others are idle.
     fn balance(&mut self) {
-        let idle: Vec<WorkerId> = self.workers.values().filter(|w| w.processing.is_empty()).map(Worker::id).collect();
-        if idle.is_empty() || !self.queued.is_empty() {
+        let idle = self
+            .workers
+            .keys()
+            .filter(|w| self.accepts_work(**w) && self.busy(**w).is_some_and(|b| b.processing == 0))
+            .count();
+        if idle == 0 || !self.queued.is_empty() {
             return;
+        }
+        let mut asked: FxHashMap<WorkerId, usize> = FxHashMap::default();
+        for &i in &self.stealing {
+            if let Some(TaskState::Processing(w)) = self.tasks.get(i).map(|t| t.state) {
+                *asked.entry(w).or_default() += 1;
+            }
         }
         let mut victims: Vec<(usize, WorkerId)> = self
             .workers
-            .values()
-            .filter(|w| w.processing.len() > 2 * w.threads() as usize)
-            .map(|w| (w.processing.len() - w.stealing.len(), w.id()))
+            .keys()
+            .filter_map(|&w| self.busy(w).map(|b| (w, b)))
+            .filter(|(_, b)| b.processing > 2 * b.threads as usize)
+            .map(|(w, b)| (b.processing - asked.get(&w).copied().unwrap_or(0), w))
             .collect();
         victims.sort_unstable_by(|a, b| b.cmp(a));
-        for (_, v) in victims.into_iter().take(idle.len()) {
-            let Some(worker) = self.workers.get(&v) else { continue };
-            let spare = worker.processing.len().saturating_sub(2 * worker.threads() as usize) / 2;
-            let mut picked: Vec<u32> =
-                worker.processing.iter().copied().filter(|i| !worker.stealing.contains(i)).collect();
+        victims.truncate(idle);
+        if victims.is_empty() {
+            return;
+        }
+        // One scan of the task table for all the victims' tasks.
+        let mut candidates: FxHashMap<WorkerId, Vec<u32>> = victims.iter().map(|&(_, v)| (v, Vec::new())).collect();
+        for (i, w) in self.tasks.processing() {
+            if let Some(list) = candidates.get_mut(&w) {
+                if !self.stealing.contains(&i) {
+                    list.push(i);
+                }
+            }
+        }
+        for (_, v) in victims {
+            let Some(b) = self.busy(v) else { continue };
+            let spare = b.processing.saturating_sub(2 * b.threads as usize) / 2;
+            let mut picked = candidates.remove(&v).unwrap_or_default();
             picked.sort_unstable_by_key(|&i| std::cmp::Reverse(self.task(i).seq));
             picked.truncate(spare);
             let keys: Vec<Key> = picked.iter().map(|&i| self.task(i).key.clone()).collect();
-            if let Some(worker) = self.workers.get_mut(&v) {
-                worker.stealing.extend(picked);
-            }
+            self.stealing.extend(picked);
             if !keys.is_empty() {
-                self.outbox.steal.entry(v).or_default().extend(keys);
+                self.outbox.steal.to(v).extend(keys);
             }
         }
     }
@@ -1042,19 +1097,10 @@ impl Scheduler {
     /// message is sent, one batch per peer.
     fn flush(&mut self, comm: &mut impl Comm) {
         self.fill_workers();
-        // Sorted by peer so that runs are reproducible (the simulator relies on it).
-        for (w, keys) in sorted(&mut self.outbox.release) {
-            comm.to_worker(w, ToWorker::Release(keys));
-        }
-        for (w, tasks) in sorted(&mut self.outbox.compute) {
-            comm.to_worker(w, ToWorker::Compute(tasks));
-        }
-        for (w, keys) in sorted(&mut self.outbox.steal) {
-            comm.to_worker(w, ToWorker::Steal(keys));
-        }
-        for (c, msgs) in sorted(&mut self.outbox.clients) {
-            comm.to_client(c, msgs);
-        }
+        self.outbox.release.send(|w, keys| comm.to_worker(w, ToWorker::Release(keys)));
+        self.outbox.compute.send(|w, tasks| comm.to_worker(w, ToWorker::Compute(tasks)));
+        self.outbox.steal.send(|w, keys| comm.to_worker(w, ToWorker::Steal(keys)));
+        self.outbox.clients.send(|c, msgs| comm.to_client(c, msgs));
     }
 
     fn resource_index(&mut self, name: &str) -> u32 {
@@ -1065,32 +1111,21 @@ impl Scheduler {
         (self.resource_names.len() - 1) as u32
     }
 
-    fn group_index(&mut self, prefix: &str) -> u32 {
+    fn group_index(&mut self, prefix: &Prefix) -> u32 {
         if let Some(&g) = self.groups.get(prefix) {
             return g;
         }
         let g = self.durations.len() as u32;
-        self.groups.insert(prefix.to_string(), g);
+        self.groups.insert(prefix.clone(), g);
         self.durations.push((0, 0));
         g
     }
 
-    fn live(&self) -> impl Iterator<Item = (u32, &Task)> {
-        self.tasks.iter().enumerate().filter_map(|(i, t)| t.as_ref().map(|t| (i as u32, t)))
-    }
-
-    fn slot(&self, i: u32) -> Option<&Task> {
-        self.tasks.get(i as usize).and_then(Option::as_ref)
-    }
-
     fn task(&self, i: u32) -> &Task {
-        self.slot(i).unwrap_or_else(|| panic!("scheduler invariant: task {i} is referenced but forgotten"))
+        self.tasks.get(i).unwrap_or_else(|| panic!("scheduler invariant: task {i} is referenced but forgotten"))
     }
 
     fn task_mut(&mut self, i: u32) -> &mut Task {
-        self.tasks
-            .get_mut(i as usize)
-            .and_then(Option::as_mut)
-            .unwrap_or_else(|| panic!("scheduler invariant: task {i} is referenced but forgotten"))
+        self.tasks.get_mut(i).unwrap_or_else(|| panic!("scheduler invariant: task {i} is referenced but forgotten"))
     }
 }

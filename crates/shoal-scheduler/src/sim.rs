@@ -11,12 +11,13 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustc_hash::FxHashMap;
-use shoal_graph::{Key, KeyBuildHasher, KeyHashMap, Token};
+use rustc_hash::{FxHashMap, FxHashSet};
+use shoal_graph::{Key, KeyHashMap, Token};
 use shoal_proto::{
-    ArgMsg, ClientId, ComputeMsg, FinishedMsg, FromScheduler, FromWorker, TaskMsg, ToScheduler, ToWorker, WorkerId,
+    ArgMsg, ClientId, FinishedMsg, FromScheduler, FromWorker, TaskId, TaskMsg, ToScheduler, ToWorker, WorkerId,
     WorkerInfo,
 };
 
@@ -87,10 +88,10 @@ pub struct SimReport {
 pub mod graphs {
     use super::*;
 
-    fn task(key: Key, deps: Vec<Key>, held: bool) -> TaskMsg {
+    fn task(key: Key, deps: Vec<Key>, held: bool, func: &Arc<str>) -> TaskMsg {
         TaskMsg {
             key,
-            func: "sim".into(),
+            func: func.clone(),
             args: deps.into_iter().map(ArgMsg::Key).collect(),
             priority: 0,
             retries: 0,
@@ -123,16 +124,21 @@ pub mod graphs {
             }
             deps.push(d);
         }
+        let func: Arc<str> = "sim".into();
         deps.into_iter()
             .enumerate()
-            .map(|(i, d)| task(key("dag", i as u64), d.into_iter().map(|j| key("dag", j)).collect(), !has_dependent[i]))
+            .map(|(i, d)| {
+                let deps = d.into_iter().map(|j| key("dag", j)).collect();
+                task(key("dag", i as u64), deps, !has_dependent[i], &func)
+            })
             .collect()
     }
 
     /// `n` independent map tasks reduced by a tree of `fanin`-way sums; the
     /// root is held.
     pub fn map_reduce(n: u64, fanin: usize) -> Vec<TaskMsg> {
-        let mut out: Vec<TaskMsg> = (0..n).map(|i| task(key("map", i), vec![], false)).collect();
+        let func: Arc<str> = "sim".into();
+        let mut out: Vec<TaskMsg> = (0..n).map(|i| task(key("map", i), vec![], false, &func)).collect();
         let mut level: Vec<Key> = out.iter().map(|t| t.key.clone()).collect();
         let mut next_id = 0;
         while level.len() > 1 {
@@ -140,7 +146,7 @@ pub mod graphs {
             for chunk in level.chunks(fanin.max(2)) {
                 let k = key("reduce", next_id);
                 next_id += 1;
-                out.push(task(k.clone(), chunk.to_vec(), false));
+                out.push(task(k.clone(), chunk.to_vec(), false, &func));
                 up.push(k);
             }
             level = up;
@@ -171,7 +177,7 @@ impl Rng {
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     /// A worker finished a task (if it is still the same incarnation).
-    Done { worker: WorkerId, key: Key },
+    Done { worker: WorkerId, task: u32, id: TaskId },
     /// A message reaches the scheduler.
     ToScheduler { worker: WorkerId, msg: SimFromWorker },
     /// A message reaches a worker (sent in this loss epoch).
@@ -184,9 +190,21 @@ enum Event {
     Tick,
 }
 
-/// Wire messages wrapped so events can be ordered (by arrival only).
+/// A wire message wrapped so events can be ordered (by arrival only).
 struct SimFromWorker(FromWorker);
-struct SimToWorker(ToWorker);
+
+/// A message to a virtual worker in the simulator's terms, tasks by number.
+/// The scheduler's message is converted and dropped as soon as it is sent,
+/// as a network shell encodes and drops what it sends: keeping thousands of
+/// them in flight would make the scheduler's allocations look slower than
+/// they are.
+enum SimToWorker {
+    Compute(Vec<(u32, TaskId)>),
+    Release(Vec<u32>),
+    Steal(Vec<u32>),
+    Shutdown,
+    Restart,
+}
 
 macro_rules! ordered_by_arrival {
     ($t:ty) => {
@@ -211,17 +229,44 @@ macro_rules! ordered_by_arrival {
 ordered_by_arrival!(SimFromWorker);
 ordered_by_arrival!(SimToWorker);
 
-type KeySet = std::collections::HashSet<Key, KeyBuildHasher>;
+/// A queued task on a virtual worker: its number in the simulation, its
+/// scheduler id, and the loss epoch it was assigned in.
+#[derive(Clone, Copy)]
+struct Queued {
+    task: u32,
+    id: TaskId,
+    epoch: u32,
+}
 
 struct SimWorker {
     threads: u32,
     /// Running tasks, with the loss epoch they were assigned in.
-    running: KeyHashMap<u32>,
-    queue: VecDeque<(ComputeMsg, u32)>,
-    data: KeySet,
+    running: FxHashMap<u32, u32>,
+    queue: VecDeque<Queued>,
+    /// How many times each task is in `queue`, so that releasing a result
+    /// (the common case) does not scan the queue.
+    queued: FxHashMap<u32, u32>,
+    data: FxHashSet<u32>,
+}
+
+impl SimWorker {
+    fn dequeue(&mut self, task: u32) {
+        if let Some(n) = self.queued.get_mut(&task) {
+            *n -= 1;
+            if *n == 0 {
+                self.queued.remove(&task);
+            }
+        }
+    }
 }
 
 /// A simulated cluster around one real scheduler.
+///
+/// The simulator's own bookkeeping is by dense task number (one key lookup
+/// where a message names a task, none per dependency), and the reported
+/// scheduler time covers only the calls into the scheduler; the simulator is
+/// kept cheap all the same, so its memory traffic disturbs the scheduler's
+/// caches as little as a network shell would.
 pub struct Simulation {
     config: SimConfig,
     scheduler: Scheduler,
@@ -232,13 +277,21 @@ pub struct Simulation {
     workers: FxHashMap<WorkerId, SimWorker>,
     rng: Rng,
     client: ClientId,
-    deps: KeyHashMap<Vec<Key>>,
-    outputs: KeyHashMap<Option<Result<(), String>>>,
+    /// Task numbers by key, and keys by number (submission order).
+    numbers: KeyHashMap<u32>,
+    keys: Vec<Key>,
+    /// Each task's dependencies: `deps[dep_start[t]..dep_start[t + 1]]`.
+    dep_start: Vec<u32>,
+    deps: Vec<u32>,
+    /// The outcome of each held task, once known.
+    outputs: FxHashMap<u32, Option<Result<(), String>>>,
+    pending_outputs: usize,
     epoch: u32,
-    /// For each result, the assignment epoch of its last computation.
-    computed: KeyHashMap<u32>,
+    /// For each result, one more than the assignment epoch of its last
+    /// computation (0: never computed).
+    computed: Vec<u32>,
     /// How many live workers hold each result: the ground truth.
-    copies: KeyHashMap<u32>,
+    copies: Vec<u32>,
     /// Completions each worker has not reported yet (workers report in
     /// batches, as real ones do once per event-loop turn).
     unreported: FxHashMap<WorkerId, Vec<FinishedMsg>>,
@@ -257,11 +310,15 @@ impl Simulation {
             workers: FxHashMap::default(),
             rng: Rng(config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
             client: ClientId(0),
-            deps: KeyHashMap::default(),
-            outputs: KeyHashMap::default(),
+            numbers: KeyHashMap::default(),
+            keys: Vec::new(),
+            dep_start: vec![0],
+            deps: Vec::new(),
+            outputs: FxHashMap::default(),
+            pending_outputs: 0,
             epoch: 0,
-            computed: KeyHashMap::default(),
-            copies: KeyHashMap::default(),
+            computed: Vec::new(),
+            copies: Vec::new(),
             unreported: FxHashMap::default(),
             report: SimReport::default(),
             config,
@@ -282,31 +339,39 @@ impl Simulation {
     /// done, releases them, and reports.
     pub fn run(mut self, tasks: Vec<TaskMsg>) -> SimReport {
         self.report.tasks = tasks.len();
+        self.numbers.reserve(tasks.len());
         for t in &tasks {
-            let deps = t
-                .args
-                .iter()
-                .flat_map(|a| match a {
-                    ArgMsg::Key(k) => vec![k.clone()],
-                    ArgMsg::List(ks) => ks.clone(),
-                    ArgMsg::Value(_) => vec![],
-                })
-                .collect();
-            self.deps.insert(t.key.clone(), deps);
+            let n = self.keys.len() as u32;
+            self.numbers.insert(t.key.clone(), n);
+            self.keys.push(t.key.clone());
+            for a in t.args.iter() {
+                let keys = match a {
+                    ArgMsg::Key(k) => std::slice::from_ref(k),
+                    ArgMsg::List(ks) => ks.as_slice(),
+                    ArgMsg::Value(_) => &[],
+                };
+                self.deps.extend(keys.iter().filter_map(|k| self.numbers.get(k).copied()));
+            }
+            self.dep_start.push(self.deps.len() as u32);
             if t.held {
-                self.outputs.insert(t.key.clone(), None);
+                self.outputs.insert(n, None);
             }
         }
+        self.pending_outputs = self.outputs.len();
+        self.computed = vec![0; tasks.len()];
+        self.copies = vec![0; tasks.len()];
         // One batch per 10 000 tasks, as a client streams a large graph.
-        let mut tasks = tasks;
-        while !tasks.is_empty() {
-            let rest = tasks.split_off(tasks.len().min(10_000));
-            let batch = std::mem::replace(&mut tasks, rest);
+        let mut tasks = tasks.into_iter();
+        loop {
+            let batch: Vec<TaskMsg> = tasks.by_ref().take(10_000).collect();
+            if batch.is_empty() {
+                break;
+            }
             let client = self.client;
             self.timed(|s| s.scheduler.on_client_message(client, ToScheduler::Submit(batch), &mut s.comm));
             self.dispatch();
         }
-        while self.outputs.values().any(Option::is_none) {
+        while self.pending_outputs > 0 {
             let Some(Reverse((at, _, event))) = self.events.pop() else {
                 self.report.violations.push("the simulation stalled: outputs pending, nothing left to happen".into());
                 break;
@@ -321,14 +386,16 @@ impl Simulation {
     }
 
     fn finish(mut self) -> SimReport {
-        for (key, outcome) in &self.outputs {
+        let mut outputs: Vec<(u32, Option<Result<(), String>>)> = self.outputs.drain().collect();
+        outputs.sort_unstable_by_key(|(t, _)| *t);
+        for (t, outcome) in &outputs {
             match outcome {
                 Some(Ok(())) => self.report.finished += 1,
-                Some(Err(e)) => self.report.failed.push((key.clone(), e.clone())),
+                Some(Err(e)) => self.report.failed.push((self.keys[*t as usize].clone(), e.clone())),
                 None => {}
             }
         }
-        let keys: Vec<Key> = self.outputs.keys().cloned().collect();
+        let keys: Vec<Key> = outputs.iter().map(|(t, _)| self.keys[*t as usize].clone()).collect();
         let client = self.client;
         self.timed(|s| s.scheduler.on_client_message(client, ToScheduler::Release(keys), &mut s.comm));
         self.dispatch();
@@ -358,6 +425,15 @@ impl Simulation {
         self.events.push(Reverse((at, self.seq, event)));
     }
 
+    fn number(&self, key: &Key) -> Option<u32> {
+        self.numbers.get(key).copied()
+    }
+
+    fn deps_of(&self, task: u32) -> &[u32] {
+        let t = task as usize;
+        &self.deps[self.dep_start[t] as usize..self.dep_start[t + 1] as usize]
+    }
+
     fn add_worker(&mut self) {
         let info = WorkerInfo {
             id: WorkerId(0),
@@ -373,45 +449,68 @@ impl Simulation {
             id,
             SimWorker {
                 threads: self.config.threads,
-                running: KeyHashMap::default(),
+                running: FxHashMap::default(),
                 queue: VecDeque::new(),
-                data: KeySet::default(),
+                queued: FxHashMap::default(),
+                data: FxHashSet::default(),
             },
         );
         self.dispatch();
     }
 
-    /// Delivers what the scheduler said, after the network delay.
+    /// Delivers what the scheduler said, after the network delay. The
+    /// recording's buffers are kept, so that the scheduler's sends do not
+    /// allocate (a network shell writes into buffers it keeps, too).
     fn dispatch(&mut self) {
-        let out = self.comm.take();
         let at = self.now + self.config.latency_us;
-        for (worker, msg) in out.workers {
-            self.push(at, Event::ToWorker { worker, msg: SimToWorker(msg), epoch: self.epoch });
+        let mut workers = std::mem::take(&mut self.comm.workers);
+        for (worker, msg) in workers.drain(..) {
+            let msg = match msg {
+                ToWorker::Compute(tasks) => SimToWorker::Compute(
+                    tasks
+                        .into_iter()
+                        .filter_map(|t| match self.number(&t.key) {
+                            Some(n) => Some((n, t.id)),
+                            None => {
+                                self.report.violations.push(format!("{} was never submitted", t.key));
+                                None
+                            }
+                        })
+                        .collect(),
+                ),
+                ToWorker::Release(keys) => SimToWorker::Release(keys.iter().filter_map(|k| self.number(k)).collect()),
+                ToWorker::Steal(keys) => SimToWorker::Steal(keys.iter().filter_map(|k| self.number(k)).collect()),
+                ToWorker::Shutdown => SimToWorker::Shutdown,
+                ToWorker::Restart => SimToWorker::Restart,
+            };
+            self.push(at, Event::ToWorker { worker, msg, epoch: self.epoch });
         }
-        for (_, msg) in out.clients {
-            match msg {
-                FromScheduler::Finished { key, .. } => {
-                    if let Some(o) = self.outputs.get_mut(&key) {
-                        *o = Some(Ok(()));
-                    }
-                }
-                FromScheduler::Erred { key, error } => {
-                    if let Some(o) = self.outputs.get_mut(&key) {
-                        *o = Some(Err(format!("{error:?}")));
-                    }
-                }
+        self.comm.workers = workers;
+        let mut clients = std::mem::take(&mut self.comm.clients);
+        for (_, msg) in clients.drain(..) {
+            let (key, outcome) = match msg {
+                FromScheduler::Finished { key, .. } => (key, Ok(())),
+                FromScheduler::Erred { key, error } => (key, Err(format!("{error:?}"))),
                 // The simulated client neither asks, restarts nor restricts.
                 FromScheduler::WhoHas(_)
                 | FromScheduler::Info(_)
                 | FromScheduler::NoWorker { .. }
-                | FromScheduler::Restarted => {}
+                | FromScheduler::Restarted => continue,
+            };
+            let Some(t) = self.number(&key) else { continue };
+            if let Some(o) = self.outputs.get_mut(&t) {
+                if o.is_none() {
+                    self.pending_outputs -= 1;
+                }
+                *o = Some(outcome);
             }
         }
+        self.comm.clients = clients;
     }
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::ToWorker { worker, msg, epoch } => self.worker_receives(worker, msg.0, epoch),
+            Event::ToWorker { worker, msg, epoch } => self.worker_receives(worker, msg, epoch),
             Event::ToScheduler { worker, msg } => {
                 if self.workers.contains_key(&worker) {
                     let now = self.now;
@@ -419,7 +518,7 @@ impl Simulation {
                     self.dispatch();
                 }
             }
-            Event::Done { worker, key } => self.task_done(worker, key),
+            Event::Done { worker, task, id } => self.task_done(worker, task, id),
             Event::Report { worker } => {
                 if let Some(done) = self.unreported.remove(&worker) {
                     if self.workers.contains_key(&worker) {
@@ -448,37 +547,54 @@ impl Simulation {
         }
     }
 
-    fn worker_receives(&mut self, id: WorkerId, msg: ToWorker, epoch: u32) {
-        let Some(w) = self.workers.get_mut(&id) else { return };
+    fn worker_receives(&mut self, id: WorkerId, msg: SimToWorker, epoch: u32) {
+        if !self.workers.contains_key(&id) {
+            return;
+        }
         match msg {
-            ToWorker::Compute(tasks) => w.queue.extend(tasks.into_iter().map(|t| (t, epoch))),
-            ToWorker::Release(keys) => {
-                for k in keys {
-                    if w.data.remove(&k) {
-                        if let Some(c) = self.copies.get_mut(&k) {
-                            *c -= 1;
-                        }
+            SimToWorker::Compute(tasks) => {
+                if let Some(w) = self.workers.get_mut(&id) {
+                    for (task, id) in tasks {
+                        w.queue.push_back(Queued { task, id, epoch });
+                        *w.queued.entry(task).or_insert(0) += 1;
                     }
-                    w.queue.retain(|(t, _)| t.key != k);
-                    // A running task's result is dropped when it finishes.
-                    w.running.remove(&k);
                 }
             }
-            ToWorker::Steal(keys) => {
-                let wanted: KeySet = keys.into_iter().collect();
-                let mut given = Vec::new();
-                w.queue.retain(|(t, _)| {
-                    if wanted.contains(&t.key) {
-                        given.push(t.key.clone());
-                        false
-                    } else {
-                        true
+            SimToWorker::Release(tasks) => {
+                for t in tasks {
+                    let Some(w) = self.workers.get_mut(&id) else { return };
+                    if w.data.remove(&t) {
+                        self.copies[t as usize] -= 1;
                     }
-                });
+                    if w.queued.remove(&t).is_some() {
+                        w.queue.retain(|q| q.task != t);
+                    }
+                    // A running task's result is dropped when it finishes.
+                    w.running.remove(&t);
+                }
+            }
+            SimToWorker::Steal(tasks) => {
+                let wanted: FxHashSet<u32> = tasks.into_iter().collect();
+                let mut given = Vec::new();
+                if let Some(w) = self.workers.get_mut(&id) {
+                    let mut kept = VecDeque::with_capacity(w.queue.len());
+                    for q in w.queue.drain(..) {
+                        if wanted.contains(&q.task) {
+                            given.push(q.task);
+                        } else {
+                            kept.push_back(q);
+                        }
+                    }
+                    w.queue = kept;
+                    for &t in &given {
+                        w.dequeue(t);
+                    }
+                }
+                let given = given.into_iter().map(|t| self.keys[t as usize].clone()).collect();
                 let at = self.now + self.config.latency_us;
                 self.push(at, Event::ToScheduler { worker: id, msg: SimFromWorker(FromWorker::Stolen(given)) });
             }
-            ToWorker::Shutdown | ToWorker::Restart => {}
+            SimToWorker::Shutdown | SimToWorker::Restart => {}
         }
         self.start_tasks(id);
     }
@@ -489,46 +605,51 @@ impl Simulation {
             if w.running.len() >= w.threads as usize {
                 return;
             }
-            let Some((task, epoch)) = w.queue.pop_front() else { return };
-            let deps = self.deps.get(&task.key).map(Vec::as_slice).unwrap_or_default();
-            let missing: Vec<Key> =
-                deps.iter().filter(|d| self.copies.get(*d).copied().unwrap_or(0) == 0).cloned().collect();
+            let Some(q) = w.queue.pop_front() else { return };
+            w.dequeue(q.task);
+            let missing: Vec<Key> = self
+                .deps_of(q.task)
+                .iter()
+                .filter(|&&d| self.copies[d as usize] == 0)
+                .map(|&d| self.keys[d as usize].clone())
+                .collect();
             if !missing.is_empty() {
                 self.report.missing_data += 1;
-                let msg = FromWorker::MissingData { key: task.key, missing };
+                let msg = FromWorker::MissingData { key: self.keys[q.task as usize].clone(), missing };
                 let at = self.now + self.config.latency_us;
                 self.push(at, Event::ToScheduler { worker: id, msg: SimFromWorker(msg) });
                 continue;
             }
             if let Some(w) = self.workers.get_mut(&id) {
-                w.running.insert(task.key.clone(), epoch);
+                w.running.insert(q.task, q.epoch);
             }
             let at = self.now + self.config.task_us;
-            self.push(at, Event::Done { worker: id, key: task.key });
+            self.push(at, Event::Done { worker: id, task: q.task, id: q.id });
         }
     }
 
-    fn task_done(&mut self, id: WorkerId, key: Key) {
-        let Some(w) = self.workers.get_mut(&id) else { return };
-        let Some(epoch) = w.running.remove(&key) else {
+    fn task_done(&mut self, worker: WorkerId, task: u32, id: TaskId) {
+        let Some(w) = self.workers.get_mut(&worker) else { return };
+        let Some(epoch) = w.running.remove(&task) else {
             // Released while running: the result is dropped.
-            self.start_tasks(id);
+            self.start_tasks(worker);
             return;
         };
-        if w.data.insert(key.clone()) {
-            *self.copies.entry(key.clone()).or_insert(0) += 1;
+        if w.data.insert(task) {
+            self.copies[task as usize] += 1;
         }
         self.report.runs += 1;
-        if self.computed.insert(key.clone(), epoch) == Some(epoch) {
+        let key = self.keys[task as usize].clone();
+        if std::mem::replace(&mut self.computed[task as usize], epoch + 1) == epoch + 1 {
             self.report.violations.push(format!("{key} computed twice from assignments of loss epoch {epoch}"));
         }
-        let batch = self.unreported.entry(id).or_default();
-        batch.push(FinishedMsg { key, nbytes: 8, duration_us: self.config.task_us });
+        let batch = self.unreported.entry(worker).or_default();
+        batch.push(FinishedMsg { id, key, nbytes: 8, duration_us: self.config.task_us });
         if batch.len() == 1 {
             let at = self.now + self.config.latency_us;
-            self.push(at, Event::Report { worker: id });
+            self.push(at, Event::Report { worker });
         }
-        self.start_tasks(id);
+        self.start_tasks(worker);
     }
 
     fn kill(&mut self) {
@@ -537,10 +658,8 @@ impl Simulation {
             ids.sort_unstable();
             let victim = ids[self.rng.below(ids.len() as u64) as usize];
             if let Some(dead) = self.workers.remove(&victim) {
-                for k in dead.data {
-                    if let Some(c) = self.copies.get_mut(&k) {
-                        *c -= 1;
-                    }
+                for t in dead.data {
+                    self.copies[t as usize] -= 1;
                 }
             }
             self.report.losses += 1;

@@ -1,8 +1,7 @@
 //! Tasks and workers as the scheduler sees them: metadata only.
 
-use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use rustc_hash::FxHashSet;
 use shoal_graph::Key;
 use shoal_proto::{ArgMsg, ClientId, TaskErrorMsg, WorkerId, WorkerInfo};
 use smallvec::SmallVec;
@@ -40,31 +39,43 @@ impl TaskState {
     }
 }
 
+/// A task's record. What few tasks have (placement constraints, retries, an
+/// error, worker losses) is boxed apart: every task pays for the size of its
+/// record in cache misses. Lists hold up to four entries inline, which
+/// covers most tasks' inputs and dependents without an allocation.
 pub(crate) struct Task {
     pub(crate) key: Key,
-    pub(crate) func: String,
-    pub(crate) args: Vec<ArgMsg>,
+    pub(crate) func: Arc<str>,
+    pub(crate) args: Arc<[ArgMsg]>,
     /// Dependencies, each once.
-    pub(crate) deps: SmallVec<[u32; 2]>,
+    pub(crate) deps: SmallVec<[u32; 4]>,
     /// Tasks (not forgotten) that depend on this one.
-    pub(crate) dependents: Vec<u32>,
+    pub(crate) dependents: SmallVec<[u32; 4]>,
     pub(crate) state: TaskState,
     /// Dependencies not in memory, while waiting.
     pub(crate) missing: u32,
     /// Active dependents: they will read this result.
     pub(crate) waiters: u32,
-    pub(crate) who_has: SmallVec<[WorkerId; 1]>,
+    pub(crate) who_has: SmallVec<[WorkerId; 2]>,
     pub(crate) nbytes: u64,
     pub(crate) priority: i32,
     pub(crate) seq: u64,
-    pub(crate) resources: Vec<(u32, f64)>,
-    pub(crate) restrictions: Vec<String>,
-    pub(crate) retries_left: u32,
-    pub(crate) lost: u32,
-    pub(crate) holders: SmallVec<[ClientId; 1]>,
+    pub(crate) holders: SmallVec<[ClientId; 2]>,
     pub(crate) group: u32,
-    /// Boxed: few tasks fail, and every task pays for the field's size.
-    pub(crate) error: Option<Box<TaskErrorMsg>>,
+    pub(crate) extra: Option<Box<Extra>>,
+}
+
+/// The rarely used part of a task's record.
+#[derive(Default)]
+pub(crate) struct Extra {
+    /// Resource amounts it needs, by resource index.
+    pub(crate) resources: Vec<(u32, f64)>,
+    /// Worker names or addresses it may run on (empty: any).
+    pub(crate) workers: Vec<String>,
+    pub(crate) retries_left: u32,
+    /// Workers lost while running it.
+    pub(crate) lost: u32,
+    pub(crate) error: Option<TaskErrorMsg>,
 }
 
 impl Task {
@@ -72,60 +83,72 @@ impl Task {
     /// queued and handed out as workers have room, so a million of them do
     /// not all land on the first worker.
     pub(crate) fn is_root(&self) -> bool {
-        self.deps.is_empty() && self.resources.is_empty() && self.restrictions.is_empty()
+        self.deps.is_empty() && !self.constrained()
+    }
+
+    /// Whether it needs resources or particular workers.
+    pub(crate) fn constrained(&self) -> bool {
+        self.extra.as_ref().is_some_and(|e| !e.resources.is_empty() || !e.workers.is_empty())
     }
 
     pub(crate) fn wanted(&self) -> bool {
         !self.holders.is_empty() || self.waiters > 0
     }
+
+    pub(crate) fn resources(&self) -> &[(u32, f64)] {
+        self.extra.as_ref().map_or(&[], |e| &e.resources)
+    }
+
+    pub(crate) fn restrictions(&self) -> &[String] {
+        self.extra.as_ref().map_or(&[], |e| &e.workers)
+    }
+
+    pub(crate) fn retries_left(&self) -> u32 {
+        self.extra.as_ref().map_or(0, |e| e.retries_left)
+    }
+
+    pub(crate) fn error(&self) -> Option<&TaskErrorMsg> {
+        self.extra.as_ref().and_then(|e| e.error.as_ref())
+    }
+
+    pub(crate) fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
 }
 
 pub(crate) struct Worker {
     pub(crate) info: WorkerInfo,
-    pub(crate) processing: FxHashSet<u32>,
-    pub(crate) has: FxHashSet<u32>,
-    /// Estimated microseconds of work given to it and not finished.
-    pub(crate) occupancy_us: u64,
     /// Resources not used by its processing tasks, by resource index.
     pub(crate) available: Vec<f64>,
     pub(crate) last_seen_us: u64,
-    /// Its entry in the load index.
-    pub(crate) load: u64,
-    /// Tasks asked back from it that it has not answered for.
-    pub(crate) stealing: FxHashSet<u32>,
 }
 
 impl Worker {
     pub(crate) fn id(&self) -> WorkerId {
         self.info.id
     }
+}
 
-    pub(crate) fn threads(&self) -> u64 {
-        u64::from(self.info.threads.max(1))
-    }
+/// How busy a worker is and where peers reach it: what every assignment
+/// and completion reads or changes, kept apart from the rest of the
+/// worker's record in a dense array by worker number, so that a thousand
+/// workers' worth stays in cache.
+#[derive(Clone, Default)]
+pub(crate) struct Busy {
+    /// Estimated microseconds of work given to it and not finished.
+    pub(crate) occupancy_us: u64,
+    /// How many tasks it is processing (the tasks are found in the task
+    /// table's places).
+    pub(crate) processing: usize,
+    pub(crate) threads: u64,
+    /// Its data address, shared by the compute messages that name it;
+    /// `None` once the worker is gone.
+    pub(crate) address: Option<Arc<str>>,
+}
 
+impl Busy {
     /// Queued work per thread, the key of the load index.
     pub(crate) fn load_key(&self) -> u64 {
-        self.occupancy_us / self.threads()
-    }
-}
-
-/// Workers ordered by load, for O(log n) least-loaded picks.
-#[derive(Default)]
-pub(crate) struct LoadIndex {
-    set: BTreeSet<(u64, WorkerId)>,
-}
-
-impl LoadIndex {
-    pub(crate) fn insert(&mut self, load: u64, id: WorkerId) {
-        self.set.insert((load, id));
-    }
-
-    pub(crate) fn remove(&mut self, load: u64, id: WorkerId) {
-        self.set.remove(&(load, id));
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = WorkerId> + '_ {
-        self.set.iter().map(|(_, w)| *w)
+        self.occupancy_us / self.threads.max(1)
     }
 }

@@ -1,10 +1,12 @@
 //! The scheduler state machine driven through a recording Comm: exact
 //! messages for each event.
 
+use std::collections::HashMap;
+
 use shoal_graph::{Key, Token};
 use shoal_proto::{
-    ArgMsg, ClientId, ComputeMsg, FinishedMsg, FromScheduler, FromWorker, TaskErrorMsg, TaskMsg, ToScheduler, ToWorker,
-    WorkerId, WorkerInfo,
+    ArgMsg, ClientId, ComputeMsg, FinishedMsg, FromScheduler, FromWorker, TaskErrorMsg, TaskId, TaskMsg, ToScheduler,
+    ToWorker, WorkerId, WorkerInfo,
 };
 use shoal_scheduler::{RecordingComm, Scheduler, SchedulerConfig, TaskState};
 
@@ -40,13 +42,15 @@ struct Env {
     s: Scheduler,
     comm: RecordingComm,
     client: ClientId,
+    /// The id each task was last sent to a worker with, as a worker keeps it.
+    ids: HashMap<String, TaskId>,
 }
 
 impl Env {
     fn new() -> Env {
         let mut s = Scheduler::new(SchedulerConfig::default());
         let client = s.on_client_connected();
-        Env { s, comm: RecordingComm::default(), client }
+        Env { s, comm: RecordingComm::default(), client, ids: HashMap::new() }
     }
 
     fn worker(&mut self, name: &str, threads: u32) -> WorkerId {
@@ -60,7 +64,8 @@ impl Env {
     }
 
     fn finish(&mut self, w: WorkerId, name: &str, nbytes: u64) {
-        let msg = FromWorker::Finished(vec![FinishedMsg { key: key(name), nbytes, duration_us: 10 }]);
+        let id = self.ids[name];
+        let msg = FromWorker::Finished(vec![FinishedMsg { id, key: key(name), nbytes, duration_us: 10 }]);
         self.s.on_worker_message(w, msg, 1, &mut self.comm);
         self.s.check_invariants();
     }
@@ -72,7 +77,12 @@ impl Env {
         out.workers
             .into_iter()
             .filter_map(|(w, m)| match m {
-                ToWorker::Compute(tasks) => Some((w, tasks.iter().map(|t| t.key.prefix().to_string()).collect())),
+                ToWorker::Compute(tasks) => {
+                    for t in &tasks {
+                        self.ids.insert(t.key.prefix().to_string(), t.id);
+                    }
+                    Some((w, tasks.iter().map(|t| t.key.prefix().to_string()).collect()))
+                }
                 _ => None,
             })
             .collect()
@@ -115,7 +125,7 @@ fn a_dependent_goes_where_its_input_is_and_learns_where_to_fetch() {
     assert_eq!(deps[0].key, key("x"));
     assert_eq!(deps[0].nbytes, 50_000_000);
     let address = if holder == a { "tcp://a:1" } else { "tcp://b:1" };
-    assert_eq!(deps[0].holders, vec![address.to_string()]);
+    assert_eq!(deps[0].holders.as_slice(), [address.into()]);
     let _ = b;
 }
 
@@ -280,4 +290,49 @@ fn an_idle_worker_gets_work_stolen_for_it() {
     e.s.check_invariants();
     let moved = e.computed();
     assert!(moved.iter().any(|(w, _)| *w == b), "stolen tasks run on the idle worker: {moved:?}");
+}
+
+#[test]
+fn a_report_is_matched_by_the_id_it_was_sent_with_or_else_by_key() {
+    let mut e = Env::new();
+    let w = e.worker("a", 2);
+    e.submit(vec![task("x", &[]), task("y", &[])]);
+    e.computed();
+    assert_ne!(e.ids["x"], e.ids["y"]);
+    e.finish(w, "x", 8);
+    assert_eq!(e.s.task_state(&key("x")), Some(TaskState::Memory));
+    // An id the scheduler never gave (a stale one, after the task was
+    // forgotten and submitted again) falls back to the key.
+    let stale = FinishedMsg { id: TaskId(u64::MAX), key: key("y"), nbytes: 8, duration_us: 10 };
+    e.s.on_worker_message(w, FromWorker::Finished(vec![stale]), 1, &mut e.comm);
+    e.s.check_invariants();
+    assert_eq!(e.s.task_state(&key("y")), Some(TaskState::Memory));
+    // Another task's id with this key is not taken for that task.
+    let crossed = FinishedMsg { id: e.ids["x"], key: key("z"), nbytes: 8, duration_us: 10 };
+    e.s.on_worker_message(w, FromWorker::Finished(vec![crossed]), 1, &mut e.comm);
+    e.s.check_invariants();
+    assert_eq!(e.s.task_state(&key("z")), None);
+    assert_eq!(e.comm.take().workers, vec![(w, ToWorker::Release(vec![key("z")]))], "an unknown result is dropped");
+}
+
+#[test]
+fn a_forgotten_task_s_slot_goes_to_the_next_under_a_new_id() {
+    let mut e = Env::new();
+    let w = e.worker("a", 1);
+    e.submit(vec![task("x", &[])]);
+    e.computed();
+    let first = e.ids["x"];
+    e.finish(w, "x", 8);
+    let c = e.client;
+    e.s.on_client_message(c, ToScheduler::Release(vec![key("x")]), &mut e.comm);
+    e.submit(vec![task("y", &[])]);
+    e.computed();
+    let second = e.ids["y"];
+    assert_eq!(first.slot(), second.slot(), "the slot is reused");
+    assert_ne!(first, second, "under a new generation");
+    // A late duplicate report of x names a slot that now holds y.
+    let late = FinishedMsg { id: first, key: key("x"), nbytes: 8, duration_us: 10 };
+    e.s.on_worker_message(w, FromWorker::Finished(vec![late]), 1, &mut e.comm);
+    e.s.check_invariants();
+    assert!(matches!(e.s.task_state(&key("y")), Some(TaskState::Processing(_))), "y is not taken for done");
 }

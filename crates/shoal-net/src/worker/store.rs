@@ -15,6 +15,7 @@ use bytes::Bytes;
 use shoal_graph::remote::{RemoteError, RemoteFunc};
 use shoal_graph::{Key, Value};
 use shoal_local::Handle;
+use shoal_proto::TaskId;
 
 use super::shm::{ShmFiles, Source};
 use crate::conn::FrameReader;
@@ -241,9 +242,10 @@ pub(crate) struct State {
     spill: Option<Spill>,
     /// Idle connections to other workers' data servers, by address: a fetch
     /// reuses one instead of paying a connect and a handshake.
-    pub(crate) peers: HashMap<String, Vec<PeerConn>>,
-    /// Tasks on the pool: their handle, their function, when they were queued.
-    pub(crate) running: HashMap<Key, (Handle, &'static RemoteFunc, std::time::Instant)>,
+    pub(crate) peers: HashMap<Arc<str>, Vec<PeerConn>>,
+    /// Tasks on the pool: their handle, their function, when they were
+    /// queued, and the id the scheduler sent them with.
+    pub(crate) running: HashMap<Key, (Handle, &'static RemoteFunc, std::time::Instant, TaskId)>,
     /// Tasks given to this worker while it was paused, not started yet.
     pub(crate) parked: HashSet<Key>,
     /// Results written to shared memory for fetchers on this host; `None`

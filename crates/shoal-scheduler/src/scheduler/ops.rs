@@ -5,11 +5,16 @@
 use std::fmt::Write as _;
 
 use rustc_hash::FxHashSet;
-use shoal_proto::{FromScheduler, SCATTERED_FUNC, ScatteredMsg, TaskErrorMsg, TaskMsg, ToWorker, WorkerId};
+use shoal_proto::{
+    ClientId, FromScheduler, SCATTERED_FUNC, ScatteredMsg, TaskErrorMsg, TaskId, TaskMsg, ToWorker, WorkerId,
+};
 
 use super::{Outbox, Scheduler};
 use crate::comm::Comm;
-use crate::task::{LoadIndex, TaskState};
+use crate::load::LoadIndex;
+use crate::queue::ReadyQueue;
+use crate::table::TaskTable;
+use crate::task::{Busy, TaskState};
 
 /// How many waiting dependents of a stuck task hear why, at most: enough
 /// for the futures a user waits on, bounded for graphs of millions.
@@ -24,25 +29,40 @@ impl Scheduler {
         self.paused.is_empty() || !self.paused.contains(&w)
     }
 
+    /// A worker went over its memory limit (`true`) or back under it. A
+    /// paused worker leaves the load index, which every placement decision
+    /// reads, and comes back in with the load it has when it resumes.
+    pub(super) fn set_paused(&mut self, w: WorkerId, paused: bool) {
+        if paused {
+            if self.paused.insert(w) {
+                self.loads.remove(w);
+            }
+        } else if self.paused.remove(&w) {
+            if let Some(load) = self.busy(w).map(Busy::load_key) {
+                self.loads.insert(w, load);
+            }
+        }
+    }
+
     /// Tells one client how a decided task ended (another client's
     /// submission of it ended earlier).
-    pub(super) fn tell_outcome(&mut self, i: u32, client: shoal_proto::ClientId) {
+    pub(super) fn tell_outcome(&mut self, i: u32, client: ClientId) {
         let t = self.task(i);
         let msg = match t.state {
             TaskState::Memory => FromScheduler::Finished { key: t.key.clone(), nbytes: t.nbytes },
             TaskState::Erred => FromScheduler::Erred {
                 key: t.key.clone(),
-                error: t.error.as_deref().cloned().unwrap_or(TaskErrorMsg::Cancelled),
+                error: t.error().cloned().unwrap_or(TaskErrorMsg::Cancelled),
             },
             _ => return,
         };
-        self.outbox.clients.entry(client).or_default().push(msg);
+        self.outbox.clients.to(client).push(msg);
     }
 
     /// Records data a client stored on workers as results in memory.
-    pub(super) fn scattered(&mut self, client: shoal_proto::ClientId, items: Vec<ScatteredMsg>) {
+    pub(super) fn scattered(&mut self, client: ClientId, items: Vec<ScatteredMsg>) {
         for item in items {
-            if let Some(&i) = self.keys.get(&item.key) {
+            if let Some(i) = self.tasks.find(&item.key) {
                 // A key the cluster knows already: share it, and keep the
                 // new copy if the worker is known and did not hold it.
                 if !self.task(i).holders.contains(&client) {
@@ -59,8 +79,8 @@ impl Scheduler {
             }
             let msg = TaskMsg {
                 key: item.key,
-                func: SCATTERED_FUNC.to_string(),
-                args: Vec::new(),
+                func: SCATTERED_FUNC.into(),
+                args: Vec::new().into(),
                 priority: 0,
                 retries: 0,
                 resources: Vec::new(),
@@ -89,16 +109,17 @@ impl Scheduler {
             comm.to_worker(w, ToWorker::Restart);
         }
         self.workers.clear();
+        // Workers register again under new numbers; the old ones are gone.
+        self.busy.fill(Busy::default());
         self.loads = LoadIndex::default();
         self.paused.clear();
         self.stuck.clear();
-        self.tasks.clear();
-        self.free.clear();
-        self.keys.clear();
-        self.queued.clear();
+        self.stealing.clear();
+        self.tasks = TaskTable::default();
+        self.queued = ReadyQueue::default();
         // Messages about tasks that no longer exist are not sent.
         self.outbox = Outbox::default();
-        let mut clients: Vec<shoal_proto::ClientId> = self.clients.iter().copied().collect();
+        let mut clients: Vec<ClientId> = self.clients.iter().copied().collect();
         clients.sort_unstable();
         for c in clients {
             comm.to_client(c, vec![FromScheduler::Restarted]);
@@ -109,8 +130,9 @@ impl Scheduler {
     /// it, it is remembered as stuck; the next tick says why to its holders
     /// and times it for `no_worker_timeout_us`.
     pub(super) fn report_if_stuck(&mut self, i: u32) {
-        if !self.stuck.contains_key(&i) && self.no_worker_reason(i).is_some() {
-            self.stuck.insert(i, None);
+        let id = self.tasks.id(i);
+        if !self.stuck.contains_key(&id) && self.no_worker_reason(i).is_some() {
+            self.stuck.insert(id, None);
         }
     }
 
@@ -130,7 +152,7 @@ impl Scheduler {
             let notice = FromScheduler::NoWorker { key: task.key.clone(), reason };
             let holders = task.holders.clone();
             for c in holders {
-                let outbox = self.outbox.clients.entry(c).or_default();
+                let outbox = self.outbox.clients.to(c);
                 if !outbox.contains(&notice) {
                     outbox.push(notice.clone());
                 }
@@ -144,7 +166,8 @@ impl Scheduler {
     /// it has no placement constraints: it only waits for room).
     pub(super) fn no_worker_reason(&self, i: u32) -> Option<String> {
         let t = self.task(i);
-        if t.restrictions.is_empty() && t.resources.is_empty() {
+        let (restrictions, resources) = (t.restrictions(), t.resources());
+        if restrictions.is_empty() && resources.is_empty() {
             return None;
         }
         let mut ids: Vec<WorkerId> = self.workers.keys().copied().collect();
@@ -157,14 +180,14 @@ impl Scheduler {
             .copied()
             .filter(|w| {
                 let info = &self.workers[w].info;
-                t.restrictions.is_empty() || t.restrictions.iter().any(|r| *r == info.name || *r == info.data_address)
+                restrictions.is_empty() || restrictions.iter().any(|r| *r == info.name || *r == info.data_address)
             })
             .collect();
         let mut why = Vec::new();
-        if allowed.is_empty() && !t.restrictions.is_empty() {
-            why.push(format!("it may only run on {} and no such worker is connected", t.restrictions.join(", ")));
+        if allowed.is_empty() && !restrictions.is_empty() {
+            why.push(format!("it may only run on {} and no such worker is connected", restrictions.join(", ")));
         } else {
-            for &(r, amount) in &t.resources {
+            for &(r, amount) in resources {
                 let name = &self.resource_names[r as usize];
                 let most = allowed
                     .iter()
@@ -178,7 +201,7 @@ impl Scheduler {
                             .reduce(f64::max)
                     })
                     .reduce(f64::max);
-                let scope = if t.restrictions.is_empty() { "connected worker" } else { "worker it may run on" };
+                let scope = if restrictions.is_empty() { "connected worker" } else { "worker it may run on" };
                 match most {
                     Some(most) if most < amount => {
                         why.push(format!("it needs {name}={amount} and no {scope} has that much (the most is {most})"))
@@ -219,21 +242,22 @@ impl Scheduler {
             return;
         }
         let timeout = self.config.no_worker_timeout_us;
-        let mut entries: Vec<(u32, Option<u64>)> = self.stuck.iter().map(|(&i, &s)| (i, s)).collect();
-        entries.sort_unstable_by_key(|(i, _)| *i);
-        for (i, since) in entries {
-            if self.slot(i).is_none_or(|t| t.state != TaskState::Queued) {
-                self.stuck.remove(&i);
+        let mut entries: Vec<(TaskId, Option<u64>)> = self.stuck.iter().map(|(&id, &s)| (id, s)).collect();
+        entries.sort_unstable_by_key(|(id, _)| *id);
+        for (id, since) in entries {
+            let i = id.slot();
+            if self.tasks.id(i) != id || self.tasks.get(i).is_none_or(|t| t.state != TaskState::Queued) {
+                self.stuck.remove(&id);
                 continue;
             }
             let Some(since) = since else {
                 match self.no_worker_reason(i) {
                     Some(reason) => {
-                        self.stuck.insert(i, Some(now_us));
+                        self.stuck.insert(id, Some(now_us));
                         self.tell_stuck(i, &reason);
                     }
                     None => {
-                        self.stuck.remove(&i);
+                        self.stuck.remove(&id);
                     }
                 }
                 continue;
@@ -242,7 +266,7 @@ impl Scheduler {
             if now_us.saturating_sub(since) <= timeout {
                 continue;
             }
-            self.stuck.remove(&i);
+            self.stuck.remove(&id);
             if let Some(reason) = self.no_worker_reason(i) {
                 let waited = timeout as f64 / 1e6;
                 let reason = format!("{reason}; no such worker joined within {waited} s");

@@ -1,0 +1,79 @@
+//! Messages gathered during an event, sent at its end as one batch per peer.
+
+use shoal_proto::{ClientId, WorkerId};
+
+/// A peer numbered densely by its scheduler.
+pub(crate) trait Peer: Copy + Ord {
+    fn number(self) -> usize;
+}
+
+impl Peer for WorkerId {
+    fn number(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl Peer for ClientId {
+    fn number(self) -> usize {
+        self.0 as usize
+    }
+}
+
+const NONE: u32 = u32::MAX;
+
+/// Batches of messages by peer.
+///
+/// A peer's batch is found by its number, with no hashing, and sending
+/// visits only the peers that have one (an event usually talks to a few of
+/// a thousand workers).
+pub(crate) struct Batches<P, M> {
+    open: Vec<(P, Vec<M>)>,
+    /// Position in `open` by peer number (`NONE`: no batch). Four bytes per
+    /// peer ever seen.
+    at: Vec<u32>,
+}
+
+impl<P, M> Default for Batches<P, M> {
+    fn default() -> Batches<P, M> {
+        Batches { open: Vec::new(), at: Vec::new() }
+    }
+}
+
+impl<P: Peer, M> Batches<P, M> {
+    /// The batch for a peer, started if need be.
+    pub(crate) fn to(&mut self, peer: P) -> &mut Vec<M> {
+        let n = peer.number();
+        if self.at.len() <= n {
+            self.at.resize(n + 1, NONE);
+        }
+        if self.at[n] == NONE {
+            self.at[n] = self.open.len() as u32;
+            self.open.push((peer, Vec::new()));
+        }
+        &mut self.open[self.at[n] as usize].1
+    }
+
+    pub(crate) fn get_mut(&mut self, peer: P) -> Option<&mut Vec<M>> {
+        let at = *self.at.get(peer.number()).filter(|&&at| at != NONE)?;
+        Some(&mut self.open[at as usize].1)
+    }
+
+    /// Drops a peer's batch (the peer is gone).
+    pub(crate) fn discard(&mut self, peer: P) {
+        if let Some(batch) = self.get_mut(peer) {
+            *batch = Vec::new();
+        }
+    }
+
+    /// Hands over every non-empty batch, in peer order so that runs are
+    /// reproducible (the simulator relies on it).
+    pub(crate) fn send(&mut self, mut send: impl FnMut(P, Vec<M>)) {
+        self.open.sort_unstable_by_key(|(peer, _)| *peer);
+        for (peer, batch) in self.open.drain(..) {
+            self.at[peer.number()] = NONE;
+            if !batch.is_empty() {
+                send(peer, batch);
+            }
+        }
+    }
+}
