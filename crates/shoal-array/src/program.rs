@@ -297,17 +297,18 @@ pub(crate) fn run(
 ) -> Result<(), KernelError> {
     let leaves = prepare(program, at, inputs)?;
     let mut bufs: Vec<Buf> = program.instrs.iter().map(|(_, d)| Buf::new(d.kind())).collect();
-    let mut addresses = vec![0u64; BLOCK];
+    let mut addresses = Addresses { buf: vec![0u64; BLOCK], of: None };
     let total = at.len();
     let mut first = 0;
     while first < total {
         let len = BLOCK.min(total - first);
+        addresses.of = None;
         for (i, (instr, dtype)) in program.instrs.iter().enumerate() {
             let (done, rest) = bufs.split_at_mut(i);
             let out = &mut rest[0];
             match instr {
                 Instr::Leaf(leaf) => {
-                    fill_leaf(leaf, &leaves[i], inputs, at, first, len, &mut addresses, out)?;
+                    fill_leaf(leaf, (&leaves, i), inputs, at, first, len, &mut addresses, out)?;
                 }
                 Instr::Unary(op, a) => unary(*op, &done[*a as usize], out, len)?,
                 Instr::Binary(op, a, b) => binary(*op, &done[*a as usize], &done[*b as usize], out, len)?,
@@ -377,7 +378,7 @@ impl<'a> Writer<'a> {
 
 /// Per leaf: where its values sit, as an affine map from the chunk's
 /// element index to an address (a counter, or an offset into an input).
-#[derive(Default)]
+#[derive(Default, PartialEq)]
 struct Layout {
     base: u64,
     strides: Vec<u64>,
@@ -544,24 +545,43 @@ fn advance(shape: &[usize], layout: &Layout, index: &mut [usize], row: &mut u64,
     }
 }
 
+/// The address buffer of a block, and the leaf whose layout it holds:
+/// leaves laid out alike (`x` and `y` of one shape and chunking) share one
+/// fill.
+struct Addresses {
+    buf: Vec<u64>,
+    of: Option<usize>,
+}
+
+impl Addresses {
+    /// The addresses of elements `first..first + len` under leaf `leaf`'s layout.
+    fn get(&mut self, shape: &[usize], layouts: &[Layout], leaf: usize, first: usize, len: usize) -> &[u64] {
+        if self.of.is_none_or(|held| layouts[held] != layouts[leaf]) {
+            fill_addresses(shape, &layouts[leaf], first, &mut self.buf[..len]);
+            self.of = Some(leaf);
+        }
+        &self.buf[..len]
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn fill_leaf(
     leaf: &Leaf,
-    layout: &Layout,
+    (layouts, slot): (&[Layout], usize),
     inputs: &[Chunk],
     at: &At,
     first: usize,
     len: usize,
-    addresses: &mut [u64],
+    addresses: &mut Addresses,
     out: &mut Buf,
 ) -> Result<(), KernelError> {
-    let addresses = &mut addresses[..len];
+    let layout = &layouts[slot];
     match (leaf, out) {
         (Leaf::Full(Scalar::Float(v)), Buf::F(o)) => o[..len].fill(*v),
         (Leaf::Full(Scalar::Int(v)), Buf::I(o)) => o[..len].fill(*v),
         (Leaf::Full(Scalar::Bool(v)), Buf::B(o)) => o[..len].fill(*v),
         (Leaf::Random { seed, dist, .. }, out) => {
-            fill_addresses(&at.shape, layout, first, addresses);
+            let addresses = addresses.get(&at.shape, layouts, slot, first, len);
             match (dist, out) {
                 (Dist::Uniform { low, high }, Buf::F(o)) => {
                     rng::uniform(*seed, addresses, &mut o[..len]);
@@ -586,7 +606,7 @@ fn fill_leaf(
             }
         }
         (Leaf::Linear { start, step, last, .. }, out) => {
-            fill_addresses(&at.shape, layout, first, addresses);
+            let addresses = addresses.get(&at.shape, layouts, slot, first, len);
             match (start, step, out) {
                 (Scalar::Float(start), Scalar::Float(step), Buf::F(o)) => {
                     for (o, &i) in o.iter_mut().zip(addresses.iter()) {
@@ -613,8 +633,7 @@ fn fill_leaf(
             if layout.contiguous {
                 read_slice(chunk, first, len, out)?;
             } else {
-                fill_addresses(&at.shape, layout, first, addresses);
-                gather(chunk, addresses, out)?;
+                gather(chunk, addresses.get(&at.shape, layouts, slot, first, len), out)?;
             }
         }
         (Leaf::Full(_), _) => return Err(KernelError("constant of the wrong type".into())),
