@@ -18,8 +18,16 @@ use super::shm::{self, shm_dir};
 use super::store::{Held, PeerConn, Shared, Stored, lock};
 use crate::conn::{Closed, FrameReader};
 
+/// Results smaller than this are copied into the reply buffer so that many
+/// go out in one write; larger ones are written from their own buffers.
+const COPY_BELOW_BYTES: usize = 64 << 10;
+
+/// Results at least this large travel through shared memory between
+/// workers on one host; smaller ones over the (pooled) TCP connection.
+const SHARE_MIN_BYTES: u64 = 1 << 20;
+
 /// Fetches a result from one of the workers that hold it: through shared
-/// memory from a holder on this host, else over TCP.
+/// memory from a holder on this host when it is large, else over TCP.
 pub(crate) async fn fetch(
     key: &Key,
     deps: &[DepLocation],
@@ -27,8 +35,12 @@ pub(crate) async fn fetch(
     token: Option<&str>,
     max_frame: usize,
 ) -> Option<Bytes> {
-    let holders = deps.iter().find(|d| d.key == *key).map(|d| d.holders.clone()).unwrap_or_default();
-    let shm = lock(state).shm.is_some().then(shm_dir).flatten();
+    let dep = deps.iter().find(|d| d.key == *key);
+    let holders = dep.map(|d| d.holders.clone()).unwrap_or_default();
+    // A file in shared memory costs a round trip and several system calls:
+    // worth it for bulk results only, never for the many small ones.
+    let large = dep.is_some_and(|d| d.nbytes >= SHARE_MIN_BYTES);
+    let shm = (large && lock(state).shm.is_some()).then(shm_dir).flatten();
     for holder in holders {
         let idle = lock(state).peers.get_mut(&holder).and_then(Vec::pop);
         let conn = match idle {
@@ -188,16 +200,22 @@ async fn serve_peer(
         let mut out = Vec::new();
         match decode_message(&reader.next_message().await?)? {
             PeerRequest::Get(wanted) => {
-                // The message, then each result as a raw frame written
-                // straight from its buffer: no copy into `out`.
+                // The message, then each result as a raw frame. Small ones
+                // are gathered into one write (a gather of thousands must
+                // not cost a system call each); large ones are written
+                // straight from their buffers, never copied.
                 let bodies = get(&state, wanted, &mut out).await?;
                 for body in bodies {
                     let len = u32::try_from(body.len())
                         .map_err(|_| ProtoError::FrameTooLarge { len: body.len(), max: u32::MAX as usize })?;
                     out.extend_from_slice(&raw_header(len));
-                    write.write_all(&out).await?;
-                    out.clear();
-                    write.write_all(&body).await?;
+                    if body.len() < COPY_BELOW_BYTES {
+                        out.extend_from_slice(&body);
+                    } else {
+                        write.write_all(&out).await?;
+                        out.clear();
+                        write.write_all(&body).await?;
+                    }
                 }
             }
             PeerRequest::Share(wanted) => {
