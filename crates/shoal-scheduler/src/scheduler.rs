@@ -727,16 +727,23 @@ impl Scheduler {
         }
     }
 
-    fn notify_holders(&mut self, i: u32) {
+    /// What a holder of a decided task hears: finished or erred; `None`
+    /// while it is undecided.
+    fn outcome(&self, i: u32) -> Option<FromScheduler> {
         let t = self.task(i);
-        let msg = match t.state {
+        Some(match t.state {
             TaskState::Memory => FromScheduler::Finished { key: t.key.clone(), nbytes: t.nbytes },
             TaskState::Erred => FromScheduler::Erred {
                 key: t.key.clone(),
                 error: t.error().cloned().unwrap_or(TaskErrorMsg::Cancelled),
             },
-            _ => return,
-        };
+            _ => return None,
+        })
+    }
+
+    fn notify_holders(&mut self, i: u32) {
+        let Some(msg) = self.outcome(i) else { return };
+        let t = self.task(i);
         let holders = SmallVec::<[ClientId; 2]>::from_slice(&t.holders);
         for c in holders {
             self.outbox.clients.to(c).push(msg.clone());

@@ -47,16 +47,9 @@ impl Scheduler {
     /// Tells one client how a decided task ended (another client's
     /// submission of it ended earlier).
     pub(super) fn tell_outcome(&mut self, i: u32, client: ClientId) {
-        let t = self.task(i);
-        let msg = match t.state {
-            TaskState::Memory => FromScheduler::Finished { key: t.key.clone(), nbytes: t.nbytes },
-            TaskState::Erred => FromScheduler::Erred {
-                key: t.key.clone(),
-                error: t.error().cloned().unwrap_or(TaskErrorMsg::Cancelled),
-            },
-            _ => return,
-        };
-        self.outbox.clients.to(client).push(msg);
+        if let Some(msg) = self.outcome(i) {
+            self.outbox.clients.to(client).push(msg);
+        }
     }
 
     /// Records data a client stored on workers as results in memory.
