@@ -41,16 +41,21 @@ fn joined(client: &Client, name: &str) {
     }
 }
 
-fn start_worker(address: SocketAddr, extra: &[&str]) -> Child {
-    shoal()
+/// `shoal worker tcp://address EXTRA… -- <this test program>`.
+fn worker_command(address: SocketAddr, extra: &[&str]) -> Command {
+    let mut command = shoal();
+    command
         .arg("worker")
         .arg(format!("tcp://{address}"))
         .args(extra)
         .arg("--")
         .arg(this_program())
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("shoal worker starts")
+        .stdin(Stdio::null());
+    command
+}
+
+fn start_worker(address: SocketAddr, extra: &[&str]) -> Child {
+    worker_command(address, extra).spawn().expect("shoal worker starts")
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
@@ -133,38 +138,13 @@ fn a_worker_started_before_its_scheduler_waits_for_it() {
 fn gpus_are_detected_unless_declared() {
     let scheduler = scheduler_at(SocketAddr::from(([127, 0, 0, 1], 0)));
     let address = scheduler.address();
-    let mut detected = shoal()
-        .args([
-            "worker",
-            &format!("tcp://{address}"),
-            "--name",
-            "two-gpus",
-            "--resources",
-            "mem=1e9",
-            "--death-timeout",
-            "0",
-            "--",
-        ])
-        .arg(this_program())
+    let mut detected =
+        worker_command(address, &["--name", "two-gpus", "--resources", "mem=1e9", "--death-timeout", "0"])
+            .env("CUDA_VISIBLE_DEVICES", "0,1")
+            .spawn()
+            .expect("starts");
+    let mut declined = worker_command(address, &["--name", "no-gpu", "--resources", "gpu=0", "--death-timeout", "0"])
         .env("CUDA_VISIBLE_DEVICES", "0,1")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("starts");
-    let mut declined = shoal()
-        .args([
-            "worker",
-            &format!("tcp://{address}"),
-            "--name",
-            "no-gpu",
-            "--resources",
-            "gpu=0",
-            "--death-timeout",
-            "0",
-            "--",
-        ])
-        .arg(this_program())
-        .env("CUDA_VISIBLE_DEVICES", "0,1")
-        .stdin(Stdio::null())
         .spawn()
         .expect("starts");
     let client = Client::connect(&address.to_string()).expect("client");

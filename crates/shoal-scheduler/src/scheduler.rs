@@ -968,13 +968,20 @@ impl Scheduler {
             b.occupancy_us += estimate;
             self.loads.update(w, b.load_key());
         }
+        self.book_resources(i, w, -1.0);
+    }
+
+    /// Gives back (`sign` 1) or takes (`sign` −1) the resources task `i`
+    /// needs from worker `w`'s available amounts.
+    fn book_resources(&mut self, i: u32, w: WorkerId, sign: f64) {
         let resources = self.tasks.get(i).map_or(&[][..], Task::resources);
-        if !resources.is_empty() {
-            if let Some(worker) = self.workers.get_mut(&w) {
-                for &(r, amount) in resources {
-                    if let Some(a) = worker.available.get_mut(r as usize) {
-                        *a -= amount;
-                    }
+        if resources.is_empty() {
+            return;
+        }
+        if let Some(worker) = self.workers.get_mut(&w) {
+            for &(r, amount) in resources {
+                if let Some(a) = worker.available.get_mut(r as usize) {
+                    *a += sign * amount;
                 }
             }
         }
@@ -1008,16 +1015,7 @@ impl Scheduler {
             b.occupancy_us = b.occupancy_us.saturating_sub(estimate);
             self.loads.update(w, b.load_key());
         }
-        let resources = self.tasks.get(i).map_or(&[][..], Task::resources);
-        if !resources.is_empty() {
-            if let Some(worker) = self.workers.get_mut(&w) {
-                for &(r, amount) in resources {
-                    if let Some(a) = worker.available.get_mut(r as usize) {
-                        *a += amount;
-                    }
-                }
-            }
-        }
+        self.book_resources(i, w, 1.0);
     }
 
     /// Hands queued tasks to workers with room.

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use shoal::{Error, LocalCluster, Status, delayed};
 
+use super::{add, square};
+
 fn processes(workers: usize) -> LocalCluster {
     LocalCluster::builder().processes(true).workers(workers).threads_per_worker(1).build().expect("cluster starts")
 }
@@ -183,16 +185,6 @@ fn restart_needs_a_cluster() {
     let client = shoal::Client::sync();
     let err = client.restart().expect_err("nothing to restart");
     assert!(matches!(err, Error::Unsupported { .. }) && err.to_string().contains("restart"), "{err}");
-}
-
-#[shoal::remote]
-fn square(x: u64) -> u64 {
-    x * x
-}
-
-#[shoal::remote]
-fn add(a: u64, b: u64) -> u64 {
-    a + b
 }
 
 #[test]

@@ -15,16 +15,21 @@ fn plus_one(x: u64) -> u64 {
     x + 1
 }
 
-#[test]
-fn a_worker_over_its_memory_limit_pauses_until_results_are_released() {
-    let cluster = LocalCluster::builder()
+/// One worker process of one thread, limited to 1 MB and never spilling.
+fn one_worker_of_one_megabyte_without_spilling() -> LocalCluster {
+    LocalCluster::builder()
         .processes(true)
         .workers(1)
         .threads_per_worker(1)
         .memory_limit(1_000_000)
         .memory_target(None)
         .build()
-        .expect("cluster");
+        .expect("cluster")
+}
+
+#[test]
+fn a_worker_over_its_memory_limit_pauses_until_results_are_released() {
+    let cluster = one_worker_of_one_megabyte_without_spilling();
     let client = cluster.client().expect("client");
     assert_eq!(client.scheduler_info().expect("info")[0].memory_limit, 1_000_000, "reported");
 
@@ -55,14 +60,7 @@ fn workers_without_a_limit_never_pause() {
 
 #[test]
 fn tasks_queued_on_a_worker_before_it_paused_wait_too() {
-    let cluster = LocalCluster::builder()
-        .processes(true)
-        .workers(1)
-        .threads_per_worker(1)
-        .memory_limit(1_000_000)
-        .memory_target(None)
-        .build()
-        .expect("cluster");
+    let cluster = one_worker_of_one_megabyte_without_spilling();
     let client = cluster.client().expect("client");
     // All five go to the worker at once; it pauses once it holds over 800 kB
     // (after the third, or the fourth if a thread took it first).
