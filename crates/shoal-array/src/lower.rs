@@ -66,13 +66,7 @@ impl Lowering {
             Op::Source(_) | Op::Unary(..) | Op::Binary(..) | Op::Where(..) | Op::Cast(_) => {
                 let fused = self.fused(node);
                 let inputs = self.input_blocks(&fused, node, idx);
-                let opts = opts(&fused.name);
-                // No inputs (random, constants): no list task to gather them.
-                if inputs.is_empty() {
-                    delayed_with(&opts, kernels::blockwise, (fused.program.clone(), at, Vec::<Chunk>::new()))
-                } else {
-                    delayed_with(&opts, kernels::blockwise, (fused.program.clone(), at, inputs))
-                }
+                delayed_with(&opts(&fused.name), kernels::blockwise, (fused.program.clone(), at, inputs))
             }
             Op::Reduce { input, spec, split_every } => {
                 // Output block idx → the input blocks along the reduced axes.
@@ -93,13 +87,11 @@ impl Lowering {
                 for block in cartesian(&ranges) {
                     let (offset, shape) = block_region(&input.chunks, &block);
                     let inputs = self.input_blocks(&fused, input, &block);
-                    let (opts, at) = (opts(&format!("{}-{}", fused.name, spec.op.name())), At { offset, shape });
-                    parts.push(if inputs.is_empty() {
-                        let none = Vec::<Chunk>::new();
-                        delayed_with(&opts, kernels::reduce_chunk, (fused.program.clone(), at, spec.clone(), none))
-                    } else {
-                        delayed_with(&opts, kernels::reduce_chunk, (fused.program.clone(), at, spec.clone(), inputs))
-                    });
+                    parts.push(delayed_with(
+                        &opts(&format!("{}-{}", fused.name, spec.op.name())),
+                        kernels::reduce_chunk,
+                        (fused.program.clone(), At { offset, shape }, spec.clone(), inputs),
+                    ));
                 }
                 let split = (*split_every).max(2);
                 let combine_name = format!("{}-combine", spec.op.name());

@@ -52,8 +52,19 @@ fn list_task<T: Clone + Send + Sync + 'static>(keys: Vec<Key>, cx: &mut ArgConte
     Task { key, func: list_func::<T>(), args: keys.into_iter().map(Arg::Key).collect() }
 }
 
+/// An empty list is a plain value: no task to gather nothing.
+fn empty_list<T: Send + Sync + 'static>(cx: &mut ArgContext) -> Arg {
+    if let Some(t) = &mut cx.token {
+        t.add_bytes(b"empty list");
+    }
+    Arg::Value(Arc::new(Vec::<T>::new()))
+}
+
 impl<T: Clone + Send + Sync + 'static> IntoArg<Vec<T>> for &[Future<T>] {
     fn into_arg(self, cx: &mut ArgContext) -> Arg {
+        if self.is_empty() {
+            return empty_list::<T>(cx);
+        }
         let task = list_task::<T>(self.iter().map(|f| f.key().clone()).collect(), cx);
         let key = task.key.clone();
         if cx.keep {
@@ -81,6 +92,9 @@ impl<T: Clone + Send + Sync + 'static> IntoArg<Vec<T>> for &Vec<Future<T>> {
 
 impl<T: Clone + Send + Sync + 'static> IntoArg<Vec<T>> for &[Delayed<T>] {
     fn into_arg(self, cx: &mut ArgContext) -> Arg {
+        if self.is_empty() {
+            return empty_list::<T>(cx);
+        }
         let mut inner = ArgContext::keeping(cx.token.as_ref().map(|_| Tokenizer::new(b"")));
         let task = list_task::<T>(self.iter().map(|d| d.key().clone()).collect(), &mut inner);
         if let (Some(t), Some(_)) = (&mut cx.token, &inner.token) {

@@ -52,6 +52,12 @@ fn a_list_of_futures_is_one_argument() {
         assert_eq!(sum.result(), Ok(110));
         let again = client.submit(total, (parts,));
         assert_eq!(again.result(), Ok(110));
+        // An empty list is a plain value, not a task that gathers nothing.
+        let nothing = client.submit(total, (Vec::<shoal::Future<i64>>::new(),));
+        assert_eq!(nothing.result(), Ok(0));
+        let lazy = shoal::delayed(total, (Vec::<shoal::Delayed<i64>>::new(),));
+        assert_eq!(lazy.graph().len(), 1, "only the call itself");
+        assert_eq!(lazy.compute_with(&client), Ok(0));
     }
 }
 
