@@ -248,9 +248,13 @@ impl Client {
         let prefix = prefix_for(&func, opts);
         let retries = opts.retries;
         let mut position = 0u32;
+        // Futures given by value stay alive until their tasks are submitted.
+        let held = std::cell::RefCell::new(Vec::new());
+        let held_ref = &held;
         let tasks = inputs.into_iter().flat_map(move |input| {
             let mut cx = ArgContext::new(call_tokenizer(&func, pure));
             let arg = input.into_arg(&mut cx);
+            held_ref.borrow_mut().append(&mut cx.keep_alive);
             let token = cx.token.as_ref().map_or_else(Token::fresh, |t| t.finish());
             let task = Task { key: Key::scalar(prefix.clone(), token), func: func.clone(), args: vec![arg] };
             let base = position;

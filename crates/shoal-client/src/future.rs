@@ -280,9 +280,10 @@ impl<T: 'static> IntoArg<T> for Future<T> {
             t.add_key(self.key());
         }
         let key = self.key().clone();
-        if cx.keep {
-            cx.keep_alive.push(Arc::new(self));
-        }
+        // Held until the call is submitted (or, lazily, as long as the
+        // call): dropping it here would let the executor forget a finished
+        // result before the task that reads it arrives.
+        cx.keep_alive.push(Arc::new(self));
         cx.local.push(None);
         Arg::Key(key)
     }
