@@ -40,6 +40,11 @@ pub(crate) struct WorkerArgs {
     /// after losing it, before it exits.
     #[arg(long, default_value_t = 60.0)]
     death_timeout: f64,
+    /// How results of 1 MiB or more move between workers on this host:
+    /// read (straight from the other worker's memory), file (through
+    /// /dev/shm) or tcp.
+    #[arg(long, default_value = "read")]
+    same_host_transfer: shoal::SameHostTransfer,
     /// Cluster token.
     #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -98,6 +103,7 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         .env(env::WORKER_RESOURCES, shoal::deploy::format_resources(&resources))
         .env(env::MEMORY_LIMIT, memory_limit.to_string())
         .env(env::DEATH_TIMEOUT, args.death_timeout.to_string())
+        .env(env::SAME_HOST_TRANSFER, args.same_host_transfer.name())
         .env(env::NANNY, "1");
     if let Some(threads) = args.threads {
         command.env(env::WORKER_THREADS, threads.to_string());

@@ -18,7 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shoal_client::{Client, Error};
-use shoal_net::{RunningScheduler, RunningWorker, SchedulerServerConfig, WorkerConfig, start_scheduler, start_worker};
+use shoal_net::{
+    RunningScheduler, RunningWorker, SameHostTransfer, SchedulerServerConfig, WorkerConfig, start_scheduler,
+    start_worker,
+};
 
 mod spec;
 
@@ -59,6 +62,9 @@ pub mod env {
     pub const NANNY: &str = "SHOAL_NANNY";
     /// The cluster token.
     pub const TOKEN: &str = "SHOAL_TOKEN";
+    /// How large results move between workers of one host: `read`
+    /// (default), `file` or `tcp` (see `SameHostTransfer`).
+    pub const SAME_HOST_TRANSFER: &str = "SHOAL_SAME_HOST_TRANSFER";
 }
 
 /// Builds a [`LocalCluster`].
@@ -74,6 +80,7 @@ pub struct LocalClusterBuilder {
     memory_target: Option<f64>,
     local_directory: Option<PathBuf>,
     no_worker_timeout: Option<Duration>,
+    same_host_transfer: SameHostTransfer,
 }
 
 impl LocalClusterBuilder {
@@ -206,6 +213,19 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// How large results move between the workers (default
+    /// [`SameHostTransfer::Read`]: straight out of the holder's memory).
+    ///
+    /// ```
+    /// use shoal::{LocalCluster, SameHostTransfer};
+    /// let cluster = LocalCluster::builder().workers(1).same_host_transfer(SameHostTransfer::File).build()?;
+    /// # Ok::<(), shoal::Error>(())
+    /// ```
+    pub fn same_host_transfer(mut self, how: SameHostTransfer) -> LocalClusterBuilder {
+        self.same_host_transfer = how;
+        self
+    }
+
     /// How long a task that no worker may run (it needs resources or
     /// workers the cluster lacks) waits for such a worker to join before it
     /// fails with `Error::Rejected` saying what is missing (default: it
@@ -263,6 +283,7 @@ impl LocalClusterBuilder {
             memory_limit: self.memory_limit,
             memory_target: self.memory_target,
             local_directory: self.local_directory,
+            same_host_transfer: self.same_host_transfer,
             exe: if self.processes {
                 Some(
                     std::env::current_exe()
@@ -302,6 +323,7 @@ struct Spec {
     memory_limit: u64,
     memory_target: Option<f64>,
     local_directory: Option<PathBuf>,
+    same_host_transfer: SameHostTransfer,
     /// This program, when workers are processes.
     exe: Option<PathBuf>,
 }
@@ -325,6 +347,7 @@ impl Spec {
             memory_limit: self.memory_limit,
             memory_target_fraction: self.memory_target,
             local_directory: self.local_directory.clone(),
+            same_host_transfer: self.same_host_transfer,
             ..WorkerConfig::new(self.address, Spec::name(index))
         }
     }
@@ -359,6 +382,7 @@ impl Spec {
             // The scheduler lives in the parent: if it is gone, so is the cluster.
             .env(env::DEATH_TIMEOUT, "0")
             .env(env::NANNY, "1")
+            .env(env::SAME_HOST_TRANSFER, self.same_host_transfer.name())
             .stdin(Stdio::null());
         if let Some(token) = &self.token {
             command.env(env::TOKEN, token);
@@ -462,6 +486,7 @@ impl LocalCluster {
             memory_limit: 0,
             memory_target: Some(0.6),
             local_directory: None,
+            same_host_transfer: SameHostTransfer::default(),
             no_worker_timeout: None,
         }
     }

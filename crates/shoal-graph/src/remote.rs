@@ -210,6 +210,10 @@ type Decoder = fn(&str, usize, &[u8]) -> Result<Value, RemoteError>;
 /// Encodes a value for (function, position).
 type Encoder = fn(&str, usize, &(dyn Any + Send + Sync)) -> Result<Vec<u8>, RemoteError>;
 
+/// Views a value as the head and body of its encoding (see
+/// [`RemoteFunc::borrow_result`]).
+type Borrower = fn(&(dyn Any + Send + Sync)) -> Option<(Vec<u8>, &[u8])>;
+
 /// A registered function: the erased callable and its codecs.
 pub struct RemoteFunc {
     func: Func,
@@ -219,6 +223,7 @@ pub struct RemoteFunc {
     encode_result: Encoder,
     decode_result: Decoder,
     measure_result: fn(&(dyn Any + Send + Sync)) -> Option<u64>,
+    borrow_result: Borrower,
     encode_result_to: fn(&str, &(dyn Any + Send + Sync), &mut dyn std::io::Write) -> Result<(), RemoteError>,
 }
 
@@ -231,6 +236,10 @@ fn measure_as<T: Serialize + 'static>(value: &(dyn Any + Send + Sync)) -> Option
         None => postcard::experimental::serialized_size(typed).ok()?,
     };
     Some(size as u64)
+}
+
+fn borrow_as<T: 'static>(value: &(dyn Any + Send + Sync)) -> Option<(Vec<u8>, &[u8])> {
+    pod::borrow(value.downcast_ref::<T>()?)
 }
 
 impl RemoteFunc {
@@ -248,6 +257,7 @@ impl RemoteFunc {
             encode_result: encode_as::<F::Output>,
             decode_result: decode_as::<F::Output>,
             measure_result: measure_as::<F::Output>,
+            borrow_result: borrow_as::<F::Output>,
             encode_result_to: encode_to_as::<F::Output>,
         }
     }
@@ -311,6 +321,16 @@ impl RemoteFunc {
     /// fails (reported as an encoding error).
     pub fn encode_result_to(&self, value: &Value, out: &mut dyn std::io::Write) -> Result<(), RemoteError> {
         (self.encode_result_to)(self.name(), value.as_ref(), out)
+    }
+
+    /// A result's encoding without encoding it, where the type allows: a
+    /// short head (the length) and a body that is the value's own memory.
+    /// Head then body are exactly [`RemoteFunc::encode_result`]'s bytes.
+    /// `Some` for [`Blob`](crate::Blob) and, on little-endian machines,
+    /// `Vec<u8>`, `Vec<i8>`, `Vec<f32>` and `Vec<f64>`: a worker lends such
+    /// a result to a fetcher on its host in place.
+    pub fn borrow_result<'v>(&self, value: &'v Value) -> Option<(Vec<u8>, &'v [u8])> {
+        (self.borrow_result)(value.as_ref())
     }
 
     /// The size of a result of this function once encoded, without encoding

@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::conn::{Background, FrameReader, writer};
 
+mod cma;
 mod peer;
 mod shm;
 mod store;
@@ -81,6 +82,60 @@ pub struct WorkerConfig {
     /// Whether a restart ends the worker (a nanny then starts a new process
     /// in its place) instead of clearing its state and registering again.
     pub exit_on_restart: bool,
+    /// How results of 1 MiB or more move between this worker and others on
+    /// its host, both ways.
+    pub same_host_transfer: SameHostTransfer,
+}
+
+/// How large results (1 MiB or more) move between workers on one host
+/// (peers reached on a loopback address). Whatever is chosen, a transfer
+/// that cannot take that way falls back to the next: reading, then a
+/// shared file, then TCP. Workers on other hosts always use TCP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SameHostTransfer {
+    /// The fetcher copies the result straight out of the holder's memory
+    /// (`process_vm_readv`, Linux): one copy, the fastest. Where the
+    /// kernel does not allow it (Yama `ptrace_scope` ≥ 1), a shared file.
+    #[default]
+    Read,
+    /// The holder writes the result into a file in `/dev/shm` that the
+    /// fetcher maps: no access to each other's memory.
+    File,
+    /// Through the data connection, as between hosts.
+    Tcp,
+}
+
+impl SameHostTransfer {
+    /// The name [`FromStr`](std::str::FromStr) reads: `read`, `file` or `tcp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SameHostTransfer::Read => "read",
+            SameHostTransfer::File => "file",
+            SameHostTransfer::Tcp => "tcp",
+        }
+    }
+}
+
+impl std::fmt::Display for SameHostTransfer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for SameHostTransfer {
+    type Err = String;
+
+    /// ```
+    /// use shoal_net::SameHostTransfer;
+    /// assert_eq!("file".parse::<SameHostTransfer>(), Ok(SameHostTransfer::File));
+    /// assert!("shm".parse::<SameHostTransfer>().unwrap_err().contains("read, file or tcp"));
+    /// ```
+    fn from_str(text: &str) -> Result<SameHostTransfer, String> {
+        [SameHostTransfer::Read, SameHostTransfer::File, SameHostTransfer::Tcp]
+            .into_iter()
+            .find(|t| t.name() == text)
+            .ok_or_else(|| format!("{text:?} is not a same-host transfer: give read, file or tcp"))
+    }
 }
 
 impl WorkerConfig {
@@ -101,6 +156,7 @@ impl WorkerConfig {
             local_directory: None,
             death_timeout: Duration::ZERO,
             exit_on_restart: false,
+            same_host_transfer: SameHostTransfer::Read,
         }
     }
 }
@@ -249,7 +305,7 @@ impl Ctx {
             }
             _ => None,
         };
-        let state = store::shared(threshold, spill);
+        let state = store::shared(threshold, spill, config.same_host_transfer);
         let memory = lock(&state).memory.clone();
         Ctx {
             config,

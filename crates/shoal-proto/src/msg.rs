@@ -347,6 +347,31 @@ pub enum PeerRequest {
     /// same host): answered with [`PeerReply::Shared`]. Only asked on a
     /// loopback connection.
     Share(Vec<Key>),
+    /// Keep these results where they are and say where they lie in your
+    /// memory, for a fetcher on the same host to read directly
+    /// (`process_vm_readv`): answered with [`PeerReply::Lent`]. Only asked on
+    /// a loopback connection.
+    Lend(Vec<Key>),
+    /// The fetcher has read these loans (or given up): their memory may go.
+    /// Not answered.
+    Return(Vec<u64>),
+}
+
+/// One result lent for a direct read: its encoded bytes are `head` followed
+/// by the `len` bytes at address `addr` of the holder's memory, which stay
+/// there until the loan is returned (or the connection closes).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Loan {
+    /// The result.
+    pub key: Key,
+    /// What to return when done.
+    pub id: u64,
+    /// The first bytes of the encoding, sent inline (a length prefix).
+    pub head: Vec<u8>,
+    /// Where the rest starts in the holder's address space.
+    pub addr: u64,
+    /// How many bytes follow `head`.
+    pub len: u64,
 }
 
 /// Worker → worker: data. Each value follows as one raw frame, in order.
@@ -366,6 +391,22 @@ pub enum PeerReply {
         /// The keys with the names of their files.
         files: Vec<(Key, String)>,
         /// Keys the worker does not hold (or could not share).
+        missing: Vec<Key>,
+    },
+    /// Answer to [`PeerRequest::Lend`]. `identity` lies at `identity_addr`
+    /// in the holder's memory: reading it back proves that `pid` names the
+    /// holder in the fetcher's view too (not another process, as it could in
+    /// another PID namespace).
+    Lent {
+        /// The holder's process id.
+        pid: u32,
+        /// Where the holder keeps its identity.
+        identity_addr: u64,
+        /// The holder's identity, random per process.
+        identity: [u64; 2],
+        /// The results lent.
+        loans: Vec<Loan>,
+        /// Keys the worker does not hold.
         missing: Vec<Key>,
     },
     /// Answer to [`PeerRequest::Put`]: the values are kept.

@@ -156,14 +156,30 @@ fn peer_request() -> impl Strategy<Value = PeerRequest> {
         keys().prop_map(PeerRequest::Get),
         keys().prop_map(PeerRequest::Put),
         keys().prop_map(PeerRequest::Share),
+        keys().prop_map(PeerRequest::Lend),
+        vec(any::<u64>(), 0..4).prop_map(PeerRequest::Return),
         (text(), vec(vec(any::<u8>(), 0..8), 0..3)).prop_map(|(func, args)| PeerRequest::Run { func, args }),
     ]
+}
+
+fn loan() -> impl Strategy<Value = Loan> {
+    (key(), any::<u64>(), vec(any::<u8>(), 0..10), any::<u64>(), any::<u64>())
+        .prop_map(|(key, id, head, addr, len)| Loan { key, id, head, addr, len })
 }
 
 fn peer_reply() -> impl Strategy<Value = PeerReply> {
     prop_oneof![
         (keys(), keys()).prop_map(|(keys, missing)| PeerReply::Data { keys, missing }),
         keys().prop_map(PeerReply::Stored),
+        (any::<u32>(), any::<u64>(), any::<[u64; 2]>(), vec(loan(), 0..3), keys()).prop_map(
+            |(pid, identity_addr, identity, loans, missing)| PeerReply::Lent {
+                pid,
+                identity_addr,
+                identity,
+                loans,
+                missing
+            }
+        ),
         (vec((key(), text()), 0..3), keys()).prop_map(|(files, missing)| PeerReply::Shared { files, missing }),
         proptest::option::of(text()).prop_map(|e| PeerReply::Ran(e.map_or(Ok(()), Err))),
     ]

@@ -93,6 +93,9 @@ fn run_worker(address: &str) -> Result<WorkerExit, String> {
             .ok_or_else(|| format!("{}={d:?} is not a number of seconds", env::DEATH_TIMEOUT))?;
         config.death_timeout = Duration::from_secs_f64(seconds);
     }
+    if let Some(t) = var(env::SAME_HOST_TRANSFER) {
+        config.same_host_transfer = t.parse().map_err(|e| format!("{}: {e}", env::SAME_HOST_TRANSFER))?;
+    }
     config.exit_on_restart = std::env::var_os(env::NANNY).is_some();
     config.token = var(env::TOKEN);
     let worker = shoal_net::start_worker(config).map_err(|e| e.to_string())?;

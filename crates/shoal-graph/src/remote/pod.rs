@@ -14,23 +14,21 @@ use std::sync::Arc;
 use crate::Value;
 
 /// A number whose postcard encoding is its `SIZE` little-endian bytes.
-trait Pod: Copy + Send + Sync + 'static {
+trait Pod: bytemuck::Pod + Send + Sync + 'static {
     const SIZE: usize;
     fn put(self, out: &mut [u8]);
     fn get(bytes: &[u8]) -> Self;
-    /// The elements as bytes, when they are bytes (copied in one memcpy).
-    fn as_bytes(_v: &[Self]) -> Option<&[u8]> {
-        None
+    /// The elements' encoding, read in place: on a little-endian machine a
+    /// number's memory is its encoding, so a vector is copied (or lent) with
+    /// one memcpy instead of element by element.
+    fn as_bytes(v: &[Self]) -> Option<&[u8]> {
+        cfg!(target_endian = "little").then(|| bytemuck::cast_slice(v))
     }
 }
 
 macro_rules! pod {
-    ($($t:ty $(, $bytes:ident)?);*) => {$(
+    ($($t:ty);*) => {$(
         impl Pod for $t {
-            $(fn as_bytes(v: &[Self]) -> Option<&[u8]> {
-                let $bytes = v;
-                Some($bytes)
-            })?
             const SIZE: usize = std::mem::size_of::<$t>();
             fn put(self, out: &mut [u8]) {
                 out.copy_from_slice(&self.to_le_bytes());
@@ -44,7 +42,7 @@ macro_rules! pod {
     )*};
 }
 
-pod!(u8, bytes; i8; f32; f64);
+pod!(u8; i8; f32; f64);
 
 /// Calls `$f::<P>` with the element type `P` of the vector `$value` is, if
 /// it is one of the fast-path vectors.
@@ -146,6 +144,25 @@ pub(super) fn write<T: 'static>(value: &T, out: &mut dyn std::io::Write) -> Opti
     with_pod_vec!(value, |v| write_vec(v, &mut *out))
 }
 
+fn borrow_vec<P: Pod>(v: &[P]) -> Option<(Vec<u8>, &[u8])> {
+    let body = P::as_bytes(v)?;
+    let mut head = vec![0; 10];
+    let n = write_varint(v.len(), &mut head);
+    head.truncate(n);
+    Some((head, body))
+}
+
+/// The encoding of `value` as a short head (the length) and a body that
+/// is the value's own memory, when it is a [`Blob`](crate::Blob) or a
+/// fast-path vector whose memory is its encoding.
+pub(super) fn borrow<T: 'static>(value: &T) -> Option<(Vec<u8>, &[u8])> {
+    let any: &dyn Any = value;
+    if let Some(blob) = any.downcast_ref::<crate::Blob>() {
+        return borrow_vec::<u8>(blob);
+    }
+    with_pod_vec!(value, |v| borrow_vec(v)).flatten()
+}
+
 fn erase<P: Pod>(v: Vec<P>) -> Value {
     Arc::new(v)
 }
@@ -205,6 +222,24 @@ mod tests {
             prop_assert_eq!(decoded::<Vec<u8>>(&fast(&b)).expect("decodes"), b);
             let back = decoded::<Vec<f64>>(&fast(&f)).expect("decodes");
             prop_assert!(back.iter().zip(&f).all(|(x, y)| x.to_bits() == y.to_bits()) && back.len() == f.len());
+        }
+
+        /// A lent encoding, head then body, is the postcard encoding.
+        #[test]
+        fn borrowed_encoding_is_the_encoding(b in proptest::collection::vec(any::<u8>(), 0..300),
+                                             f in proptest::collection::vec(any::<f64>(), 0..300),
+                                             g in proptest::collection::vec(any::<f32>(), 0..40)) {
+            fn joined<T: 'static>(value: &T) -> Vec<u8> {
+                let (mut head, body) = borrow(value).expect("lendable");
+                head.extend_from_slice(body);
+                head
+            }
+            prop_assert_eq!(joined(&b), postcard::to_allocvec(&b).expect("encodes"));
+            prop_assert_eq!(joined(&f), postcard::to_allocvec(&f).expect("encodes"));
+            prop_assert_eq!(joined(&g), postcard::to_allocvec(&g).expect("encodes"));
+            let blob = crate::Blob::from(b.clone());
+            prop_assert_eq!(joined(&blob), postcard::to_allocvec(&blob).expect("encodes"));
+            prop_assert!(borrow(&vec![1u64]).is_none() && borrow(&String::new()).is_none());
         }
 
         /// Truncated or corrupt input is an error, never a panic or a huge

@@ -4,16 +4,19 @@
 
 use shoal_graph::Key;
 use shoal_graph::remote::require;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use shoal_proto::{
-    DepLocation, FrameKind, Hello, HelloReply, PeerReply, PeerRequest, ProtoError, Role, check_hello, check_reply,
-    decode_hello, decode_message, encode_message, encode_raw, raw_header,
+    DepLocation, FrameKind, Hello, HelloReply, Loan, PeerReply, PeerRequest, ProtoError, Role, check_hello,
+    check_reply, decode_hello, decode_message, encode_message, encode_raw, raw_header,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
+use super::SameHostTransfer;
+use super::cma::{self, Pinned};
 use super::shm::{self, shm_dir};
 use super::store::{Held, PeerConn, Shared, Stored, lock};
 use crate::conn::{Closed, FrameReader};
@@ -22,12 +25,14 @@ use crate::conn::{Closed, FrameReader};
 /// go out in one write; larger ones are written from their own buffers.
 const COPY_BELOW_BYTES: usize = 64 << 10;
 
-/// Results at least this large travel through shared memory between
-/// workers on one host; smaller ones over the (pooled) TCP connection.
+/// Results at least this large are read from the holder's memory (or go
+/// through shared memory) between workers on one host; smaller ones over
+/// the (pooled) TCP connection.
 const SHARE_MIN_BYTES: u64 = 1 << 20;
 
-/// Fetches a result from one of the workers that hold it: through shared
-/// memory from a holder on this host when it is large, else over TCP.
+/// Fetches a result from one of the workers that hold it. From a holder on
+/// this host a large result is read from its memory, else through a
+/// shared-memory file; everything else comes over TCP.
 pub(crate) async fn fetch(
     key: &Key,
     deps: &[DepLocation],
@@ -37,10 +42,13 @@ pub(crate) async fn fetch(
 ) -> Option<Bytes> {
     let dep = deps.iter().find(|d| d.key == *key);
     let holders = dep.map(|d| d.holders.clone()).unwrap_or_default();
-    // A file in shared memory costs a round trip and several system calls:
-    // worth it for bulk results only, never for the many small ones.
+    // A loan or a file costs a round trip and several system calls: worth it
+    // for bulk results only, never for the many small ones.
     let large = dep.is_some_and(|d| d.nbytes >= SHARE_MIN_BYTES);
-    let shm = (large && lock(state).shm.is_some()).then(shm_dir).flatten();
+    let (shm, read) = {
+        let st = lock(state);
+        ((large && st.shm.is_some()).then(shm_dir).flatten(), st.same_host == SameHostTransfer::Read)
+    };
     for holder in holders {
         let idle = lock(state).peers.get_mut(&holder).and_then(Vec::pop);
         let conn = match idle {
@@ -49,17 +57,19 @@ pub(crate) async fn fetch(
         };
         let result = match conn {
             Ok(mut conn) => {
-                let shared = match &shm {
-                    Some(dir) if same_host(&holder) => request_shared(&mut conn, key, dir).await,
-                    _ => Ok(None),
-                };
-                let result = match shared {
-                    Ok(Some(bytes)) => Ok(Some(bytes)),
-                    // Not shared (or not mappable): the same connection
-                    // still serves it over TCP.
-                    Ok(None) => request(&mut conn, key).await,
-                    Err(e) => Err(e),
-                };
+                let local = large && same_host(&holder);
+                let mut result = Ok(None);
+                if local && read && !cma::denied() {
+                    result = request_lent(&mut conn, key, max_frame).await;
+                }
+                // Not lent (or not readable): a shared file, and else the
+                // same connection still serves it over TCP.
+                if let (Ok(None), Some(dir)) = (&result, shm.as_ref().filter(|_| local)) {
+                    result = request_shared(&mut conn, key, dir).await;
+                }
+                if let Ok(None) = result {
+                    result = request(&mut conn, key).await;
+                }
                 if result.is_ok() {
                     lock(state).peers.entry(holder.clone()).or_default().push(conn);
                 }
@@ -113,6 +123,41 @@ async fn connect_peer(address: &str, token: Option<&str>, max_frame: usize) -> R
     let reply: HelloReply = decode_message(&reader.next_message().await?)?;
     check_reply(&reply)?;
     Ok(PeerConn { reader, write })
+}
+
+/// Asks a data server on this host to lend one result, and reads it from
+/// the server's memory; `Ok(None)` if it does not, or the read fails (then
+/// a shared file or TCP is tried).
+async fn request_lent(conn: &mut PeerConn, key: &Key, max_frame: usize) -> Result<Option<Bytes>, Closed> {
+    let mut request = Vec::new();
+    encode_message(&PeerRequest::Lend(vec![key.clone()]), &mut request)?;
+    conn.write.write_all(&request).await?;
+    let PeerReply::Lent { pid, identity_addr, identity, loans, .. } =
+        decode_message(&conn.reader.next_message().await?)?
+    else {
+        return Err(Closed::Unexpected("a reply other than loans to a request to lend"));
+    };
+    let Some(Loan { id, head, addr, len, .. }) = loans.into_iter().find(|l| l.key == *key) else { return Ok(None) };
+    // Copying hundreds of megabytes is not for the loop.
+    let read = tokio::task::spawn_blocking(move || {
+        cma::read(&cma::Offer { pid, identity_addr, identity, head: &head, addr, len }, max_frame)
+    })
+    .await;
+    // Returned whatever happened: the holder may let the value go now.
+    request.clear();
+    encode_message(&PeerRequest::Return(vec![id]), &mut request)?;
+    conn.write.write_all(&request).await?;
+    match read {
+        Ok(Ok(bytes)) => Ok(Some(bytes)),
+        Ok(Err(e)) => {
+            tracing::debug!("cannot read {key} from its holder's memory: {e}");
+            Ok(None)
+        }
+        Err(e) => {
+            tracing::error!("reading {key} from its holder's memory failed: {e}");
+            Ok(None)
+        }
+    }
 }
 
 /// Asks a data server on this host to share one result through shared
@@ -196,6 +241,11 @@ async fn serve_peer(
     }
     encode_message(&HelloReply::welcome(0), &mut out)?;
     write.write_all(&out).await?;
+    // What this connection's fetcher is reading from this process's memory:
+    // kept until returned, or until the connection (and so the fetcher's
+    // interest) ends.
+    let mut loans: HashMap<u64, Pinned> = HashMap::new();
+    let mut next_loan = 0;
     loop {
         let mut out = Vec::new();
         match decode_message(&reader.next_message().await?)? {
@@ -221,6 +271,15 @@ async fn serve_peer(
             PeerRequest::Share(wanted) => {
                 let reply = share(&state, wanted, local).await;
                 encode_message(&reply, &mut out)?;
+            }
+            PeerRequest::Lend(wanted) => {
+                let reply = lend(&state, wanted, local, &mut loans, &mut next_loan);
+                encode_message(&reply, &mut out)?;
+            }
+            PeerRequest::Return(ids) => {
+                for id in ids {
+                    loans.remove(&id);
+                }
             }
             PeerRequest::Put(keys) => {
                 // Every value arrives before any is kept: a connection cut
@@ -290,6 +349,49 @@ async fn get(state: &Shared, wanted: Vec<Key>, out: &mut Vec<u8>) -> Result<Vec<
     keys.retain(|k| !missing.contains(k));
     encode_message(&PeerReply::Data { keys, missing }, out)?;
     Ok(bodies)
+}
+
+/// The reply to a [`PeerRequest::Lend`]: each result held is pinned in
+/// `loans` under a fresh id.
+fn lend(
+    state: &Shared,
+    wanted: Vec<Key>,
+    local: bool,
+    loans: &mut HashMap<u64, Pinned>,
+    next_loan: &mut u64,
+) -> PeerReply {
+    let identity = cma::identity();
+    let mut lent = Vec::new();
+    let mut missing = Vec::new();
+    for key in wanted {
+        // A peer on another host cannot read this process's memory.
+        let source = if local {
+            let mut st = lock(state);
+            if st.same_host == SameHostTransfer::Read { st.get(&key).map(Stored::share_source) } else { None }
+        } else {
+            None
+        };
+        match source.map(|s| s.map_err(|e| e.to_string()).and_then(|s| cma::lendable(s).map_err(|e| e.to_string()))) {
+            Some(Ok(lendable)) => {
+                let id = *next_loan;
+                *next_loan += 1;
+                loans.insert(id, lendable.pinned);
+                lent.push(Loan { key, id, head: lendable.head, addr: lendable.addr, len: lendable.len });
+            }
+            Some(Err(e)) => {
+                tracing::error!("cannot lend {key}: {e}");
+                missing.push(key);
+            }
+            None => missing.push(key),
+        }
+    }
+    PeerReply::Lent {
+        pid: std::process::id(),
+        identity_addr: identity.as_ptr() as u64,
+        identity: *identity,
+        loans: lent,
+        missing,
+    }
 }
 
 /// The reply to a [`PeerRequest::Share`]: each result held is written to a

@@ -1,4 +1,6 @@
-//! Same-host transfer through shared memory.
+//! Same-host transfer through shared memory: what workers on one host use
+//! when they may not read each other's memory (see the `cma` module), or
+//! are told to ([`SameHostTransfer::File`](crate::SameHostTransfer::File)).
 //!
 //! Loopback TCP moves a large result at about 2 GB/s on the machines shoal
 //! is measured on: every byte is copied into the kernel and out again. Two

@@ -17,6 +17,7 @@ use shoal_graph::{Key, Value};
 use shoal_local::Handle;
 use shoal_proto::TaskId;
 
+use super::SameHostTransfer;
 use super::shm::{ShmFiles, Source};
 use crate::conn::FrameReader;
 
@@ -249,12 +250,15 @@ pub(crate) struct State {
     /// Tasks given to this worker while it was paused, not started yet.
     pub(crate) parked: HashSet<Key>,
     /// Results written to shared memory for fetchers on this host; `None`
-    /// where the host has no shared-memory directory.
+    /// where the host has no shared-memory directory, or the worker was told
+    /// not to use it.
     pub(crate) shm: Option<ShmFiles>,
+    /// How large results move between this worker and others on its host.
+    pub(crate) same_host: SameHostTransfer,
 }
 
 impl State {
-    pub(crate) fn new(memory: Arc<Memory>, spill: Option<Spill>) -> State {
+    pub(crate) fn new(memory: Arc<Memory>, spill: Option<Spill>, same_host: SameHostTransfer) -> State {
         State {
             store: HashMap::new(),
             memory,
@@ -264,7 +268,8 @@ impl State {
             peers: HashMap::new(),
             running: HashMap::new(),
             parked: HashSet::new(),
-            shm: ShmFiles::new(),
+            shm: if same_host == SameHostTransfer::Tcp { None } else { ShmFiles::new() },
+            same_host,
         }
     }
 
@@ -385,8 +390,8 @@ impl State {
 pub(crate) type Shared = Arc<Mutex<State>>;
 
 /// A worker's shared state, with its pause threshold and where it spills.
-pub(crate) fn shared(threshold: u64, spill: Option<Spill>) -> Shared {
-    Arc::new(Mutex::new(State::new(Arc::new(Memory::new(threshold)), spill)))
+pub(crate) fn shared(threshold: u64, spill: Option<Spill>, same_host: SameHostTransfer) -> Shared {
+    Arc::new(Mutex::new(State::new(Arc::new(Memory::new(threshold)), spill, same_host)))
 }
 
 pub(crate) fn lock(state: &Shared) -> MutexGuard<'_, State> {
