@@ -117,13 +117,7 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.local_directory {
         command.env(env::LOCAL_DIRECTORY, dir);
     }
-    // Each worker thread runs one task: numeric libraries must not start a
-    // thread per core each (thread oversubscription), unless told otherwise.
-    for var in ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"] {
-        if std::env::var_os(var).is_none() {
-            command.env(var, "1");
-        }
-    }
+    shoal::deploy::tune_worker_environment(&mut command);
     loop {
         let status = command.status().with_context(|| {
             format!("cannot start {program:?} as worker {name} (is it a program linked with shoal?)")

@@ -13,7 +13,8 @@ use shoal_net::{RunningScheduler, SchedulerServerConfig, start_scheduler};
 fn who(_x: u64) -> (String, u32, String) {
     let name = std::env::var("SHOAL_WORKER_NAME").unwrap_or_default();
     let threads = std::env::var("OMP_NUM_THREADS").unwrap_or_default();
-    (name, std::process::id(), threads)
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    (name, std::process::id(), format!("{threads} {tunables}"))
 }
 
 fn scheduler_at(listen: SocketAddr) -> RunningScheduler {
@@ -86,7 +87,12 @@ fn shoal_worker_runs_the_program_as_a_worker_restarts_it_and_outlives_its_schedu
     assert_eq!(w.resources, vec![("gpu".to_string(), 1.0), ("mem".to_string(), 2e9)]);
     let on_gpu = shoal::TaskOptions::new().resources([("gpu", 1.0)]).pure(false);
     let (name, first_pid, omp) = client.submit_with(&on_gpu, who, (1u64,)).result().expect("runs");
-    assert_eq!((name.as_str(), omp.as_str()), ("cli-w", "1"), "named, and one thread per numeric library");
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_else(|_| "glibc.malloc.hugetlb=1".into());
+    assert_eq!(
+        (name.as_str(), omp),
+        ("cli-w", format!("1 {tunables}")),
+        "named, one thread per numeric library, and huge pages for malloc unless set otherwise"
+    );
     assert_ne!(first_pid, worker.id(), "the program runs as a child of shoal worker");
 
     // A restart: the program exits and shoal worker starts a new process.

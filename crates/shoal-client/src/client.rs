@@ -323,7 +323,7 @@ impl Client {
             Backend::Remote(state) => {
                 let keys: Vec<Key> = futures.iter().map(|f| f.key().clone()).collect();
                 let holders = state.ask_who_has(&keys)?;
-                Ok(holders.into_iter().map(|ws| ws.into_iter().map(|w| w.name).collect()).collect())
+                Ok(holders.into_iter().map(|ws| ws.iter().map(|w| w.name.clone()).collect()).collect())
             }
             Backend::Local(_) => Ok(futures
                 .iter()

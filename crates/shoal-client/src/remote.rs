@@ -55,7 +55,7 @@ struct Entry {
 struct Inner {
     keys: KeyHashMap<Entry>,
     /// The latest WhoHas answers, until read.
-    who_has: KeyHashMap<Vec<WorkerInfo>>,
+    who_has: KeyHashMap<Vec<Arc<WorkerInfo>>>,
     info: Option<Vec<WorkerInfo>>,
     closed: bool,
     /// How many restarts the scheduler has announced.
@@ -152,7 +152,13 @@ impl RemoteState {
                                 told.append(&mut e.listeners);
                             }
                         }
-                        FromScheduler::WhoHas(answers) => inner.who_has.extend(answers),
+                        FromScheduler::WhoHas { workers, holders } => {
+                            let workers: Vec<Arc<WorkerInfo>> = workers.into_iter().map(Arc::new).collect();
+                            for (key, at) in holders {
+                                let holding = at.iter().filter_map(|&p| workers.get(p as usize).cloned()).collect();
+                                inner.who_has.insert(key, holding);
+                            }
+                        }
                         FromScheduler::Info(workers) => inner.info = Some(workers),
                         FromScheduler::NoWorker { key, reason } => {
                             if let Some(e) = inner.keys.get_mut(&key) {
@@ -199,7 +205,7 @@ impl RemoteState {
     }
 
     /// Asks the scheduler which workers hold each key's result, in order.
-    pub(crate) fn ask_who_has(&self, keys: &[Key]) -> Result<Vec<Vec<WorkerInfo>>, Error> {
+    pub(crate) fn ask_who_has(&self, keys: &[Key]) -> Result<Vec<Vec<Arc<WorkerInfo>>>, Error> {
         {
             let mut inner = self.lock();
             for k in keys {
@@ -686,7 +692,9 @@ impl Drop for RemoteHandle {
         if last {
             inner.keys.remove(&self.key);
             drop(inner);
-            self.state.send(&ToScheduler::Release(vec![self.key.clone()]));
+            if let Some(conn) = self.state.conn.get() {
+                conn.release(self.key.clone());
+            }
         }
     }
 }

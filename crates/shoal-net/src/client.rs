@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use shoal_graph::Key;
@@ -10,10 +10,12 @@ use shoal_proto::{
     FrameDecoder, FrameKind, FromScheduler, Hello, HelloReply, PeerReply, PeerRequest, Role, ToScheduler, check_reply,
     decode_message, encode_message, encode_raw,
 };
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream as AsyncTcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::conn::{Background, FrameReader, writer};
+use crate::conn::{Background, FrameReader};
 
 /// Called with every batch of messages from the scheduler, then once with
 /// `None` when the connection ends.
@@ -42,9 +44,47 @@ pub enum ClientError {
 
 /// A connection to a scheduler, served by a background thread.
 pub struct ClientConnection {
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    out: mpsc::UnboundedSender<Outgoing>,
+    releases: Arc<Mutex<Releases>>,
     token: Option<String>,
     _service: Background,
+}
+
+/// What the connection's writer sends.
+enum Outgoing {
+    Frame(Vec<u8>),
+    /// The keys released since generation `.0` began, if still unsent.
+    Releases(u64),
+}
+
+/// Keys released but not yet sent. Dropping many futures at once must not
+/// cost a message each: the first release queues a marker, and the keys
+/// released until the writer reaches it go out in one message. A message
+/// sent meanwhile takes the pending keys with it first (ending the
+/// generation), so no release ever overtakes a message sent before it —
+/// a task submitted with a dependency reaches the scheduler before that
+/// dependency's release.
+#[derive(Default)]
+struct Releases {
+    keys: Vec<Key>,
+    generation: u64,
+}
+
+impl Releases {
+    /// The pending keys as a message, ending this generation.
+    fn take_frame(&mut self) -> Option<Vec<u8>> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        self.generation += 1;
+        let mut frame = Vec::new();
+        encode_message(&ToScheduler::Release(std::mem::take(&mut self.keys)), &mut frame).ok()?;
+        Some(frame)
+    }
+}
+
+fn lock(releases: &Mutex<Releases>) -> MutexGuard<'_, Releases> {
+    releases.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl ClientConnection {
@@ -58,24 +98,42 @@ impl ClientConnection {
         token: Option<&str>,
         on_messages: OnMessages,
     ) -> Result<ClientConnection, ClientError> {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<mpsc::UnboundedSender<Vec<u8>>, ClientError>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<mpsc::UnboundedSender<Outgoing>, ClientError>>();
         let token_owned = token.map(str::to_string);
+        let releases = Arc::new(Mutex::new(Releases::default()));
+        let for_writer = releases.clone();
         let service = Background::spawn("shoal-client".into(), move |stop| {
-            serve(address, token_owned, on_messages, ready_tx, stop)
+            serve(address, token_owned, on_messages, for_writer, ready_tx, stop)
         })
         .map_err(|source| ClientError::Io { what: "cannot start the client thread".into(), source })?;
         let out = ready_rx.recv().map_err(|_| ClientError::Protocol {
             what: format!("connecting to {address}"),
             reason: "the connection thread ended".into(),
         })??;
-        Ok(ClientConnection { out, token: token.map(str::to_string), _service: service })
+        Ok(ClientConnection { out, releases, token: token.map(str::to_string), _service: service })
     }
 
-    /// Sends a message to the scheduler.
+    /// Sends a message to the scheduler (after any releases made before it).
     pub fn send(&self, msg: &ToScheduler) {
         let mut frame = Vec::new();
         if encode_message(msg, &mut frame).is_ok() {
-            let _ = self.out.send(frame);
+            // Under the lock: the order of the queue is the order of calls.
+            let mut releases = lock(&self.releases);
+            if let Some(released) = releases.take_frame() {
+                let _ = self.out.send(Outgoing::Frame(released));
+            }
+            let _ = self.out.send(Outgoing::Frame(frame));
+        }
+    }
+
+    /// Tells the scheduler that this client no longer needs `key`'s result:
+    /// batched with the releases that follow it closely, and never sent
+    /// after a message that was sent later.
+    pub fn release(&self, key: Key) {
+        let mut releases = lock(&self.releases);
+        releases.keys.push(key);
+        if releases.keys.len() == 1 {
+            let _ = self.out.send(Outgoing::Releases(releases.generation));
         }
     }
 
@@ -123,11 +181,43 @@ impl ClientConnection {
     }
 }
 
+/// Writes what the client queues: everything queued goes out in one write,
+/// with each release marker replaced by the keys released since.
+async fn write_out(
+    mut write: OwnedWriteHalf,
+    mut out: mpsc::UnboundedReceiver<Outgoing>,
+    releases: Arc<Mutex<Releases>>,
+) {
+    while let Some(first) = out.recv().await {
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(item) = next {
+            match item {
+                Outgoing::Frame(frame) => batch.extend_from_slice(&frame),
+                Outgoing::Releases(generation) => {
+                    let mut releases = lock(&releases);
+                    // An older generation went out with a later message.
+                    if releases.generation == generation {
+                        if let Some(frame) = releases.take_frame() {
+                            batch.extend_from_slice(&frame);
+                        }
+                    }
+                }
+            }
+            next = out.try_recv().ok();
+        }
+        if write.write_all(&batch).await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn serve(
     address: SocketAddr,
     token: Option<String>,
     on_messages: OnMessages,
-    ready: std::sync::mpsc::Sender<Result<mpsc::UnboundedSender<Vec<u8>>, ClientError>>,
+    releases: Arc<Mutex<Releases>>,
+    ready: std::sync::mpsc::Sender<Result<mpsc::UnboundedSender<Outgoing>, ClientError>>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let what = format!("connecting to the scheduler at {address}");
@@ -141,13 +231,13 @@ async fn serve(
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     let (out, out_rx) = mpsc::unbounded_channel();
-    tokio::spawn(writer(write, out_rx));
+    tokio::spawn(write_out(write, out_rx, releases));
     let mut hello = Vec::new();
     if let Err(e) = encode_message(&Hello::new(Role::Client, "client", token.as_deref()), &mut hello) {
         let _ = ready.send(Err(ClientError::Protocol { what, reason: e.to_string() }));
         return;
     }
-    let _ = out.send(hello);
+    let _ = out.send(Outgoing::Frame(hello));
     let mut reader = FrameReader::new(read, shoal_proto::DEFAULT_MAX_FRAME);
     let welcome = async {
         let reply: HelloReply = decode_message(&reader.next_message().await?)?;

@@ -136,8 +136,10 @@ fn a_dependency_crosses_workers_peer_to_peer() {
     assert!(outcomes.contains(&FromScheduler::Finished { key: b.clone(), nbytes: 1 }), "{outcomes:?}");
     client.send(&ToScheduler::WhoHas(vec![b.clone()]));
     let answer: Vec<FromScheduler> = client.recv();
-    let [FromScheduler::WhoHas(holders)] = answer.as_slice() else { panic!("expected who_has, got {answer:?}") };
-    let holder = &holders[0].1[0];
+    let [FromScheduler::WhoHas { workers: holding, holders }] = answer.as_slice() else {
+        panic!("expected who_has, got {answer:?}")
+    };
+    let holder = &holding[holders[0].1[0] as usize];
     assert_eq!(holder.name, "w1");
     assert_eq!(holder.data_address, workers[1].data_address().to_string());
     assert_eq!(fetch(&holder.data_address, &b), 4, "double(inc(1)), computed on w1 from w0's result");
@@ -164,4 +166,38 @@ fn failures_come_back_with_the_reason_and_the_worker_lives_on() {
     let after = Key::scalar("inc", Token(5));
     client.send(&ToScheduler::Submit(vec![task(&after, "inc", vec![value(41)], "")]));
     assert!(matches!(client.outcomes(std::slice::from_ref(&after))[..], [FromScheduler::Finished { .. }]));
+}
+
+#[test]
+fn releases_of_many_futures_go_out_in_batches_and_before_later_messages() {
+    let (_scheduler, _workers, address) = cluster();
+    let (tx, rx) = std::sync::mpsc::channel::<FromScheduler>();
+    let tx = std::sync::Mutex::new(tx);
+    let on_messages: shoal_net::OnMessages = std::sync::Arc::new(move |batch: Option<Vec<FromScheduler>>| {
+        let tx = tx.lock().expect("not poisoned");
+        for msg in batch.into_iter().flatten() {
+            let _ = tx.send(msg);
+        }
+    });
+    let client = shoal_net::ClientConnection::connect(address, None, on_messages).expect("connects");
+    let keys: Vec<Key> = (0..1000).map(|i| Key::scalar("inc", Token(1000 + i))).collect();
+    client.send(&ToScheduler::Submit(keys.iter().map(|k| task(k, "inc", vec![value(1)], "")).collect()));
+    let mut finished = 0;
+    while finished < keys.len() {
+        match rx.recv_timeout(Duration::from_secs(20)).expect("outcomes arrive") {
+            FromScheduler::Finished { .. } => finished += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for k in &keys {
+        client.release(k.clone());
+    }
+    // Sent after the releases, so answered after they took effect: the
+    // results are gone.
+    client.send(&ToScheduler::WhoHas(keys.clone()));
+    let FromScheduler::WhoHas { holders, .. } = rx.recv_timeout(Duration::from_secs(20)).expect("an answer") else {
+        panic!("expected who_has")
+    };
+    assert_eq!(holders.len(), keys.len());
+    assert!(holders.iter().all(|(_, at)| at.is_empty()), "released results are forgotten");
 }

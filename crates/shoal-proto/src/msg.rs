@@ -217,8 +217,14 @@ pub enum FromScheduler {
         /// Why.
         error: TaskErrorMsg,
     },
-    /// Where results are.
-    WhoHas(Vec<(Key, Vec<WorkerInfo>)>),
+    /// Where results are: each key with the positions in `workers` of the
+    /// workers that hold it (each worker described once, not once per key).
+    WhoHas {
+        /// The workers named in `holders`.
+        workers: Vec<WorkerInfo>,
+        /// Each key asked about, with its holders.
+        holders: Vec<(Key, Vec<u32>)>,
+    },
     /// The cluster.
     Info(Vec<WorkerInfo>),
     /// A task is ready but no connected worker may run it (its resources or

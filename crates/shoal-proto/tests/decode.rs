@@ -103,7 +103,8 @@ fn from_scheduler() -> impl Strategy<Value = FromScheduler> {
     prop_oneof![
         (key(), any::<u64>()).prop_map(|(key, nbytes)| FromScheduler::Finished { key, nbytes }),
         (key(), task_error()).prop_map(|(key, error)| FromScheduler::Erred { key, error }),
-        vec((key(), vec(worker_info(), 0..2)), 0..3).prop_map(FromScheduler::WhoHas),
+        (vec(worker_info(), 0..3), vec((key(), vec(any::<u32>(), 0..3)), 0..3))
+            .prop_map(|(workers, holders)| FromScheduler::WhoHas { workers, holders }),
         vec(worker_info(), 0..3).prop_map(FromScheduler::Info),
         (key(), text()).prop_map(|(key, reason)| FromScheduler::NoWorker { key, reason }),
         Just(FromScheduler::Restarted),

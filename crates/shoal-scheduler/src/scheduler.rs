@@ -184,21 +184,26 @@ impl Scheduler {
                 }
             }
             ToScheduler::WhoHas(keys) => {
-                let answer = keys
+                let mut positions: FxHashMap<WorkerId, u32> = FxHashMap::default();
+                let mut workers = Vec::new();
+                let holders = keys
                     .into_iter()
                     .map(|k| {
-                        let holders = self.tasks.find(&k).map_or_else(Vec::new, |i| {
-                            self.task(i)
-                                .who_has
-                                .iter()
-                                .filter_map(|w| self.workers.get(w))
-                                .map(|w| w.info.clone())
-                                .collect()
-                        });
-                        (k, holders)
+                        let mut at = Vec::new();
+                        if let Some(i) = self.tasks.find(&k) {
+                            for w in &self.task(i).who_has {
+                                let Some(worker) = self.workers.get(w) else { continue };
+                                let position = *positions.entry(*w).or_insert_with(|| {
+                                    workers.push(worker.info.clone());
+                                    workers.len() as u32 - 1
+                                });
+                                at.push(position);
+                            }
+                        }
+                        (k, at)
                     })
                     .collect();
-                self.outbox.clients.to(client).push(FromScheduler::WhoHas(answer));
+                self.outbox.clients.to(client).push(FromScheduler::WhoHas { workers, holders });
             }
             ToScheduler::Info => {
                 let info = self.workers.values().map(|w| w.info.clone()).collect();

@@ -492,7 +492,7 @@ impl Simulation {
                 FromScheduler::Finished { key, .. } => (key, Ok(())),
                 FromScheduler::Erred { key, error } => (key, Err(format!("{error:?}"))),
                 // The simulated client neither asks, restarts nor restricts.
-                FromScheduler::WhoHas(_)
+                FromScheduler::WhoHas { .. }
                 | FromScheduler::Info(_)
                 | FromScheduler::NoWorker { .. }
                 | FromScheduler::Restarted => continue,
