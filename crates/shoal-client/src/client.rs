@@ -205,7 +205,7 @@ impl Client {
                 let batch = with_lists(cx.pre_tasks, cx.local, 0, task, opts.retries);
                 let placement = opts.placement();
                 return state
-                    .submit(batch.map(|s| outgoing(s, &placement)).collect())
+                    .submit(batch.map(|s| outgoing(s, &placement)))
                     .pop()
                     .map_or_else(|| unreachable!("a held submission returns its handle"), Future::from_remote);
             }
@@ -265,11 +265,7 @@ impl Client {
             Backend::Local(runtime) => runtime.submit(tasks).into_iter().map(Future::from_handle).collect(),
             Backend::Remote(state) => {
                 let placement = opts.placement();
-                state
-                    .submit(tasks.map(|s| outgoing(s, &placement)).collect())
-                    .into_iter()
-                    .map(Future::from_remote)
-                    .collect()
+                state.submit(tasks.map(|s| outgoing(s, &placement))).into_iter().map(Future::from_remote).collect()
             }
         }
     }

@@ -272,15 +272,12 @@ pub(crate) fn run(client: &Client, roots: &[&Arc<DelayedNode>]) -> Result<Vec<Fu
     let outputs: FxHashSet<&Key> = roots.iter().map(|r| &r.task.key).collect();
     let handles: Vec<FutureHandle> = match &client.inner.backend {
         Backend::Remote(state) => {
-            let tasks = order
-                .iter()
-                .map(|n| crate::remote::Outgoing {
-                    task: n.task.clone(),
-                    retries: n.retries,
-                    held: outputs.contains(&n.task.key),
-                    placement: n.placement.clone(),
-                })
-                .collect();
+            let tasks = order.iter().map(|n| crate::remote::Outgoing {
+                task: n.task.clone(),
+                retries: n.retries,
+                held: outputs.contains(&n.task.key),
+                placement: n.placement.clone(),
+            });
             state.submit(tasks).into_iter().map(FutureHandle::Remote).collect()
         }
         Backend::Local(runtime) => {

@@ -232,55 +232,66 @@ impl RemoteState {
     /// held, in order. Functions must be registered with `#[shoal::remote]`;
     /// a task that cannot be encoded fails at once, and so do the tasks of
     /// this batch that need it.
-    pub(crate) fn submit(self: &Arc<Self>, tasks: Vec<Outgoing>) -> Vec<RemoteHandle> {
-        let mut msgs = Vec::with_capacity(tasks.len());
+    pub(crate) fn submit(self: &Arc<Self>, tasks: impl IntoIterator<Item = Outgoing>) -> Vec<RemoteHandle> {
+        let mut tasks = tasks.into_iter();
         let mut handles = Vec::new();
         let mut unsendable: KeyHashMap<Error> = KeyHashMap::default();
         let mut lists: KeyHashMap<Vec<Key>> = KeyHashMap::default();
-        let mut inner = self.lock();
-        for Outgoing { task, retries, held, placement } in tasks {
-            let key = task.key.clone();
-            if crate::list::is_list(&task) && !held {
-                // Sent inline, as a `List` argument of the task that reads it.
-                lists.insert(key, task.dependencies().cloned().collect());
-                continue;
+        loop {
+            // Made (tokenised, encoded) outside the lock, which the tasks'
+            // arguments may need, and sent a batch at a time: the scheduler
+            // and the workers start on the first tasks of a large `map`
+            // while the rest are still being made.
+            let batch: Vec<Outgoing> = tasks.by_ref().take(SUBMIT_BATCH).collect();
+            if batch.is_empty() {
+                break;
             }
-            let blocked = task.dependencies().find_map(|d| unsendable.get(d).cloned());
-            let encoded = match blocked {
-                Some(cause) => Err(Error::NotRemote { key: key.to_string(), message: cause.to_string() }),
-                None => encode(&task, retries, held, &lists, placement.as_deref()),
-            };
-            if let Err(e) = &encoded {
-                unsendable.insert(key.clone(), e.clone());
-            }
-            if held {
-                let (status, producer) = match &encoded {
-                    Ok((_, producer)) => (RemoteStatus::Pending, Some(Decoder::Func(producer))),
-                    Err(e) => (RemoteStatus::Erred(e.clone()), None),
-                };
-                let entry = inner.keys.entry(key.clone()).or_insert_with(|| Entry {
-                    status: RemoteStatus::Pending,
-                    holders: 0,
-                    producer,
-                    listeners: Vec::new(),
-                    pending_reason: None,
-                    version: 0,
-                });
-                if entry.holders == 0 || matches!(entry.status, RemoteStatus::Erred(Error::Restarted { .. })) {
-                    // New, or submitted again after a restart dropped it.
-                    entry.status = status;
-                    entry.producer = producer;
+            let mut msgs = Vec::with_capacity(batch.len());
+            let mut inner = self.lock();
+            for Outgoing { task, retries, held, placement } in batch {
+                let key = task.key.clone();
+                if crate::list::is_list(&task) && !held {
+                    // Sent inline, as a `List` argument of the task that reads it.
+                    lists.insert(key, task.dependencies().cloned().collect());
+                    continue;
                 }
-                entry.holders += 1;
-                handles.push(RemoteHandle { key, state: self.clone() });
+                let blocked = task.dependencies().find_map(|d| unsendable.get(d).cloned());
+                let encoded = match blocked {
+                    Some(cause) => Err(Error::NotRemote { key: key.to_string(), message: cause.to_string() }),
+                    None => encode(&task, retries, held, &lists, placement.as_deref()),
+                };
+                if let Err(e) = &encoded {
+                    unsendable.insert(key.clone(), e.clone());
+                }
+                if held {
+                    let (status, producer) = match &encoded {
+                        Ok((_, producer)) => (RemoteStatus::Pending, Some(Decoder::Func(producer))),
+                        Err(e) => (RemoteStatus::Erred(e.clone()), None),
+                    };
+                    let entry = inner.keys.entry(key.clone()).or_insert_with(|| Entry {
+                        status: RemoteStatus::Pending,
+                        holders: 0,
+                        producer,
+                        listeners: Vec::new(),
+                        pending_reason: None,
+                        version: 0,
+                    });
+                    if entry.holders == 0 || matches!(entry.status, RemoteStatus::Erred(Error::Restarted { .. })) {
+                        // New, or submitted again after a restart dropped it.
+                        entry.status = status;
+                        entry.producer = producer;
+                    }
+                    entry.holders += 1;
+                    handles.push(RemoteHandle { key, state: self.clone() });
+                }
+                if let Ok((msg, _)) = encoded {
+                    msgs.push(msg);
+                }
             }
-            if let Ok((msg, _)) = encoded {
-                msgs.push(msg);
+            drop(inner);
+            if !msgs.is_empty() {
+                self.send(&ToScheduler::Submit(msgs));
             }
-        }
-        drop(inner);
-        if !msgs.is_empty() {
-            self.send(&ToScheduler::Submit(msgs));
         }
         handles
     }
@@ -527,6 +538,10 @@ impl RemoteState {
             .collect()
     }
 }
+
+/// Tasks per submit message: big enough that a message's cost is spread
+/// thin, small enough that work starts soon.
+const SUBMIT_BATCH: usize = 2048;
 
 /// A counted reference to a task on a cluster.
 pub(crate) struct RemoteHandle {

@@ -54,12 +54,15 @@ fn futures_as_arguments_run_across_workers() {
 fn delayed_graphs_compute_on_a_cluster() {
     let cluster = cluster();
     let client = cluster.client().expect("client");
-    let leaves: Vec<Delayed<u64>> = (0..64u64).map(|i| delayed(square, (i,))).collect();
+    // 16 383 tasks: more than one submit message carries, so tasks in later
+    // messages depend on tasks in earlier ones.
+    let n = 1u64 << 13;
+    let leaves: Vec<Delayed<u64>> = (0..n).map(|i| delayed(square, (i,))).collect();
     let mut level = leaves;
     while level.len() > 1 {
         level = level.chunks(2).map(|p| delayed(add, (&p[0], &p[1]))).collect();
     }
-    assert_eq!(level[0].compute_with(&client), Ok((0..64u64).map(|x| x * x).sum()));
+    assert_eq!(level[0].compute_with(&client), Ok((0..n).map(|x| x * x).sum()));
 }
 
 #[test]
