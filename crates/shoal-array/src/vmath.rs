@@ -15,11 +15,10 @@ use std::sync::OnceLock;
 const BASE_FMA: bool = cfg!(any(target_feature = "fma", target_arch = "aarch64"));
 
 const SIGN: u64 = 0x8000_0000_0000_0000;
-// pi/2 and pi split into a double plus the rounding remainder, for results accurate past 53 bits.
+// pi/2 split into a double plus the rounding remainder, for results accurate past 53 bits.
 const PIO2_HI: f64 = std::f64::consts::FRAC_PI_2;
 const PIO2_LO: f64 = 6.123_233_995_736_766e-17;
 const PI_HI: f64 = std::f64::consts::PI;
-const PI_LO: f64 = 1.224_646_799_147_353_2e-16;
 
 /// `a * b + c`, fused only in instances where FMA is a single instruction.
 #[inline(always)]

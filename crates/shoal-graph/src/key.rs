@@ -154,9 +154,22 @@ static PREFIXES: std::sync::LazyLock<std::sync::Mutex<Interned>> = std::sync::La
 thread_local! {
     /// This thread's view of the interned prefixes, to avoid the global lock.
     static SEEN: std::cell::RefCell<Interned> = Default::default();
+    /// The prefix this thread interned last: keys come in runs of one
+    /// prefix (a map, a message of results), and comparing bytes with it is
+    /// cheaper than hashing them.
+    static LAST: std::cell::RefCell<Option<Arc<String>>> = const { std::cell::RefCell::new(None) };
 }
 
 fn intern(s: &str) -> Arc<String> {
+    if let Some(p) = LAST.with(|last| last.borrow().as_ref().filter(|p| p.as_str() == s).cloned()) {
+        return p;
+    }
+    let p = intern_slow(s);
+    LAST.with(|last| *last.borrow_mut() = Some(p.clone()));
+    p
+}
+
+fn intern_slow(s: &str) -> Arc<String> {
     if let Some(p) = SEEN.with(|seen| seen.borrow().get(s).cloned()) {
         return p;
     }
@@ -427,14 +440,28 @@ impl Serialize for Key {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Prefix {
+    /// Interned straight from the decoder's buffer: no `String` is made for
+    /// a prefix already known.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Prefix, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Prefix;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key prefix")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Prefix, E> {
+                Ok(Prefix::from(text))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for Key {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
-        let (prefix, token, index): (String, [u64; 2], Vec<u32>) = serde::Deserialize::deserialize(deserializer)?;
-        Ok(Key {
-            prefix: prefix.into(),
-            index: if index.is_empty() { None } else { Some(Box::new(index.into_boxed_slice())) },
-            token,
-        })
+        let (prefix, token, index): (Prefix, [u64; 2], Vec<u32>) = serde::Deserialize::deserialize(deserializer)?;
+        Ok(Key { prefix, index: if index.is_empty() { None } else { Some(Box::new(index.into_boxed_slice())) }, token })
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shoal_graph::remote::{RemoteError, RemoteFunc};
-use shoal_graph::{Key, Value};
+use shoal_graph::{Key, KeyBuildHasher, KeyHashMap, Value};
 use shoal_local::Handle;
 use shoal_proto::TaskId;
 
@@ -158,7 +158,7 @@ pub(crate) struct Memory {
 #[derive(Default)]
 struct MemoryInner {
     stored: u64,
-    made: HashMap<Key, u64>,
+    made: KeyHashMap<u64>,
     made_total: u64,
 }
 
@@ -234,10 +234,11 @@ impl Memory {
 }
 
 pub(crate) struct State {
-    store: HashMap<Key, Stored>,
+    store: KeyHashMap<Stored>,
     /// What the stored results (and those about to be) weigh.
     pub(crate) memory: Arc<Memory>,
-    /// Results in memory by last use, oldest first: the spill order.
+    /// Results in memory by last use, oldest first: the spill order (kept
+    /// only by a worker that spills).
     lru: BTreeMap<u64, Key>,
     clock: u64,
     spill: Option<Spill>,
@@ -246,9 +247,9 @@ pub(crate) struct State {
     pub(crate) peers: HashMap<Arc<str>, Vec<PeerConn>>,
     /// Tasks on the pool: their handle, their function, when they were
     /// queued, and the id the scheduler sent them with.
-    pub(crate) running: HashMap<Key, (Handle, &'static RemoteFunc, std::time::Instant, TaskId)>,
+    pub(crate) running: KeyHashMap<(Handle, &'static RemoteFunc, std::time::Instant, TaskId)>,
     /// Tasks given to this worker while it was paused, not started yet.
-    pub(crate) parked: HashSet<Key>,
+    pub(crate) parked: HashSet<Key, KeyBuildHasher>,
     /// Results written to shared memory for fetchers on this host; `None`
     /// where the host has no shared-memory directory, or the worker was told
     /// not to use it.
@@ -260,14 +261,14 @@ pub(crate) struct State {
 impl State {
     pub(crate) fn new(memory: Arc<Memory>, spill: Option<Spill>, same_host: SameHostTransfer) -> State {
         State {
-            store: HashMap::new(),
+            store: KeyHashMap::default(),
             memory,
             lru: BTreeMap::new(),
             clock: 0,
             spill,
             peers: HashMap::new(),
-            running: HashMap::new(),
-            parked: HashSet::new(),
+            running: KeyHashMap::default(),
+            parked: HashSet::default(),
             shm: if same_host == SameHostTransfer::Tcp { None } else { ShmFiles::new() },
             same_host,
         }
@@ -283,7 +284,8 @@ impl State {
         self.clock += 1;
         let now = self.clock;
         let stored = self.store.get_mut(key)?;
-        if stored.in_memory() {
+        // The order of use only matters to a worker that spills.
+        if stored.in_memory() && self.spill.is_some() {
             self.lru.remove(&stored.used);
             self.lru.insert(now, key.clone());
         }
@@ -296,7 +298,9 @@ impl State {
         self.clock += 1;
         stored.used = self.clock;
         self.memory.add_stored(stored.nbytes);
-        self.lru.insert(stored.used, key.clone());
+        if self.spill.is_some() {
+            self.lru.insert(stored.used, key.clone());
+        }
         self.store.insert(key, stored);
     }
 
