@@ -501,23 +501,24 @@ impl RemoteState {
             .iter()
             .map(|h| h.wait_done(None).unwrap_or_else(|| Err(Error::Shutdown { key: h.key.to_string() })))
             .collect();
-        let finished: Vec<Key> =
-            handles.iter().zip(&outcomes).filter(|(_, o)| o.is_ok()).map(|(h, _)| h.key.clone()).collect();
-        let located = if finished.is_empty() { Vec::new() } else { self.ask_who_has(&finished).unwrap_or_default() };
-        let mut by_worker: std::collections::BTreeMap<String, Vec<Key>> = Default::default();
-        for (k, holders) in finished.iter().zip(&located) {
+        let finished: Vec<usize> = (0..handles.len()).filter(|&i| outcomes[i].is_ok()).collect();
+        let keys: Vec<Key> = finished.iter().map(|&i| handles[i].key.clone()).collect();
+        let located = if keys.is_empty() { Vec::new() } else { self.ask_who_has(&keys).unwrap_or_default() };
+        // Positions, not keys: a hash lookup per result costs a cache miss
+        // each once there are many.
+        let mut by_worker: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+        for (&i, holders) in finished.iter().zip(&located) {
             if let Some(first) = holders.first() {
-                by_worker.entry(first.data_address.clone()).or_default().push(k.clone());
+                by_worker.entry(first.data_address.as_str()).or_default().push(i);
             }
         }
-        let mut bytes: KeyHashMap<Vec<u8>> = KeyHashMap::default();
+        let mut bytes: Vec<Option<Vec<u8>>> = vec![None; handles.len()];
         if let Some(conn) = self.conn.get() {
-            for (address, keys) in by_worker {
-                if let Ok(got) = conn.fetch_many(&address, &keys) {
-                    for (k, b) in keys.into_iter().zip(got) {
-                        if let Some(b) = b {
-                            bytes.insert(k, b);
-                        }
+            for (address, positions) in by_worker {
+                let wanted: Vec<Key> = positions.iter().map(|&i| handles[i].key.clone()).collect();
+                if let Ok(got) = conn.fetch_many(address, &wanted) {
+                    for (&i, b) in positions.iter().zip(got) {
+                        bytes[i] = b;
                     }
                 }
             }
@@ -525,9 +526,10 @@ impl RemoteState {
         handles
             .iter()
             .zip(outcomes)
-            .map(|(h, outcome)| {
+            .zip(bytes)
+            .map(|((h, outcome), bytes)| {
                 let producer = outcome?;
-                match bytes.remove(&h.key) {
+                match bytes {
                     Some(b) => {
                         producer.decode(&b).map_err(|message| Error::TaskFailed { key: h.key.to_string(), message })
                     }
@@ -697,15 +699,20 @@ impl Clone for RemoteHandle {
 impl Drop for RemoteHandle {
     fn drop(&mut self) {
         let mut inner = self.state.lock();
-        let last = match inner.keys.get_mut(&self.key) {
-            Some(e) => {
-                e.holders -= 1;
-                e.holders == 0
+        // One lookup: with many keys, each is a cache miss.
+        let last = match inner.keys.entry(self.key.clone()) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                e.get_mut().holders -= 1;
+                if e.get().holders == 0 {
+                    e.remove();
+                    true
+                } else {
+                    false
+                }
             }
-            None => false,
+            std::collections::hash_map::Entry::Vacant(_) => false,
         };
         if last {
-            inner.keys.remove(&self.key);
             drop(inner);
             if let Some(conn) = self.state.conn.get() {
                 conn.release(self.key.clone());

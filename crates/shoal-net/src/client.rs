@@ -356,12 +356,21 @@ fn fetch_blocking(address: &str, wanted: &[Key], token: Option<&str>) -> Result<
     let PeerReply::Data { keys, .. } = conn.request(&PeerRequest::Get(wanted.to_vec()), &[])? else {
         return Err(conn.proto("the worker answered a request for data with something else".into()));
     };
-    let mut bodies: shoal_graph::KeyHashMap<Vec<u8>> = shoal_graph::KeyHashMap::default();
-    for key in keys {
-        let body = conn.raw()?;
-        bodies.insert(key, body);
+    // The reply lists the keys held in the order asked (the missing ones
+    // left out), so one walk over both pairs them without hashing.
+    let mut bodies = Vec::with_capacity(wanted.len());
+    let mut held = keys.into_iter().peekable();
+    for k in wanted {
+        if held.next_if(|h| h == k).is_some() {
+            bodies.push(Some(conn.raw()?));
+        } else {
+            bodies.push(None);
+        }
     }
-    Ok(wanted.iter().map(|k| bodies.remove(k)).collect())
+    if held.next().is_some() {
+        return Err(conn.proto("the worker sent results that were not asked for, or out of order".into()));
+    }
+    Ok(bodies)
 }
 
 /// Stores encoded values on a worker's data server (a client's scatter).
