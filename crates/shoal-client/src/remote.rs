@@ -453,18 +453,19 @@ fn encode(
     lists: &KeyHashMap<Vec<Key>>,
     placement: Option<&Placement>,
 ) -> Result<(TaskMsg, &'static RemoteFunc), Error> {
-    let key = task.key.to_string();
+    // Named only in errors: formatting every key would cost more than encoding it.
+    let key = || task.key.to_string();
     let placement = placement.cloned().unwrap_or_default();
     if let Some((name, amount)) =
         placement.resources.iter().find(|(name, amount)| name.is_empty() || !amount.is_finite() || *amount <= 0.0)
     {
         return Err(Error::Rejected {
-            key,
+            key: key(),
             reason: format!("resource {name:?}={amount}: names must not be empty and amounts must be positive numbers"),
         });
     }
     let producer =
-        require(task.func.name()).map_err(|e| Error::NotRemote { key: key.clone(), message: e.to_string() })?;
+        require(task.func.name()).map_err(|e| Error::NotRemote { key: key(), message: e.to_string() })?;
     let args = task
         .args
         .iter()
@@ -473,7 +474,7 @@ fn encode(
             Arg::Value(v) => producer
                 .encode_value(position, v)
                 .map(ArgMsg::Value)
-                .map_err(|e| Error::NotRemote { key: key.clone(), message: e.to_string() }),
+                .map_err(|e| Error::NotRemote { key: key(), message: e.to_string() }),
             Arg::Key(k) => Ok(match lists.get(k) {
                 Some(elements) => ArgMsg::List(elements.clone()),
                 None => ArgMsg::Key(k.clone()),

@@ -193,6 +193,8 @@ async fn write_out(
         let mut next = Some(first);
         while let Some(item) = next {
             match item {
+                // The first frame becomes the batch rather than being copied.
+                Outgoing::Frame(frame) if batch.is_empty() => batch = frame,
                 Outgoing::Frame(frame) => batch.extend_from_slice(&frame),
                 Outgoing::Releases(generation) => {
                     let mut releases = lock(&releases);
