@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use shoal_graph::remote::{RemoteFunc, require};
 use shoal_graph::{Arg, Key, KeyHashMap, Task, Value};
 use shoal_local::Notify;
 use shoal_net::ClientConnection;
-use shoal_proto::{ArgMsg, FromScheduler, ScatteredMsg, TaskErrorMsg, TaskMsg, ToScheduler, WorkerInfo};
+use shoal_proto::{ArgMsg, FromScheduler, ScatteredMsg, TaskErrorMsg, TaskMsg, ToScheduler, WorkerId, WorkerInfo};
 
 use crate::error::Error;
 use crate::future::Status;
@@ -49,6 +50,8 @@ struct Entry {
     /// How many outcomes the scheduler has reported for it: a result lost
     /// with its worker is reported again when it is recomputed.
     version: u64,
+    /// A worker that held the result when the scheduler reported it.
+    holder: Option<WorkerId>,
 }
 
 #[derive(Default)]
@@ -136,9 +139,10 @@ impl RemoteState {
             Some(msgs) => {
                 for msg in msgs {
                     match msg {
-                        FromScheduler::Finished { key, .. } => {
+                        FromScheduler::Finished { key, holder, .. } => {
                             if let Some(e) = inner.keys.get_mut(&key) {
                                 e.status = RemoteStatus::Finished;
+                                e.holder = holder;
                                 e.pending_reason = None;
                                 e.version += 1;
                                 told.append(&mut e.listeners);
@@ -275,6 +279,7 @@ impl RemoteState {
                         listeners: Vec::new(),
                         pending_reason: None,
                         version: 0,
+                        holder: None,
                     });
                     if entry.holders == 0 || matches!(entry.status, RemoteStatus::Erred(Error::Restarted { .. })) {
                         // New, or submitted again after a restart dropped it.
@@ -365,6 +370,7 @@ impl RemoteState {
                 listeners: Vec::new(),
                 pending_reason: None,
                 version: 0,
+                holder: None,
             });
             entry.holders += 1;
             handles.push(RemoteHandle { key: key.clone(), state: self.clone() });
@@ -464,8 +470,7 @@ fn encode(
             reason: format!("resource {name:?}={amount}: names must not be empty and amounts must be positive numbers"),
         });
     }
-    let producer =
-        require(task.func.name()).map_err(|e| Error::NotRemote { key: key(), message: e.to_string() })?;
+    let producer = require(task.func.name()).map_err(|e| Error::NotRemote { key: key(), message: e.to_string() })?;
     let args = task
         .args
         .iter()
@@ -498,17 +503,28 @@ impl RemoteState {
     /// The results of many tasks: one location query, then one request per
     /// worker for all it holds of them.
     pub(crate) fn values(&self, handles: &[&RemoteHandle]) -> Vec<Result<Value, Error>> {
-        let outcomes: Vec<Result<Decoder, Error>> = handles
+        let waited: Vec<(Result<Decoder, Error>, Option<WorkerId>)> = handles
             .iter()
-            .map(|h| h.wait_done(None).unwrap_or_else(|| Err(Error::Shutdown { key: h.key.to_string() })))
+            .map(|h| h.wait_located(None).unwrap_or_else(|| (Err(Error::Shutdown { key: h.key.to_string() }), None)))
             .collect();
-        let finished: Vec<usize> = (0..handles.len()).filter(|&i| outcomes[i].is_ok()).collect();
-        let keys: Vec<Key> = finished.iter().map(|&i| handles[i].key.clone()).collect();
-        let located = if keys.is_empty() { Vec::new() } else { self.ask_who_has(&keys).unwrap_or_default() };
+        // Where the scheduler said each result was; the scheduler is asked
+        // only about results whose holder is not (or no longer) a worker.
+        let workers = self.info().unwrap_or_default();
+        let address_of: FxHashMap<WorkerId, &str> = workers.iter().map(|w| (w.id, w.data_address.as_str())).collect();
         // Positions, not keys: a hash lookup per result costs a cache miss
         // each once there are many.
         let mut by_worker: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
-        for (&i, holders) in finished.iter().zip(&located) {
+        let mut unplaced = Vec::new();
+        for (i, (outcome, holder)) in waited.iter().enumerate() {
+            match (outcome, holder.and_then(|w| address_of.get(&w))) {
+                (Ok(_), Some(address)) => by_worker.entry(address).or_default().push(i),
+                (Ok(_), None) => unplaced.push(i),
+                (Err(_), _) => {}
+            }
+        }
+        let keys: Vec<Key> = unplaced.iter().map(|&i| handles[i].key.clone()).collect();
+        let located = if keys.is_empty() { Vec::new() } else { self.ask_who_has(&keys).unwrap_or_default() };
+        for (&i, holders) in unplaced.iter().zip(&located) {
             if let Some(first) = holders.first() {
                 by_worker.entry(first.data_address.as_str()).or_default().push(i);
             }
@@ -526,7 +542,7 @@ impl RemoteState {
         }
         handles
             .iter()
-            .zip(outcomes)
+            .zip(waited.into_iter().map(|(outcome, _)| outcome))
             .zip(bytes)
             .map(|((h, outcome), bytes)| {
                 let producer = outcome?;
@@ -591,12 +607,18 @@ impl RemoteHandle {
 
     /// Waits until the task is done, at most until `deadline`; `None` on timeout.
     fn wait_done(&self, deadline: Option<Instant>) -> Option<Result<Decoder, Error>> {
+        self.wait_located(deadline).map(|(outcome, _)| outcome)
+    }
+
+    /// [`RemoteHandle::wait_done`], with the worker that held the result
+    /// when it was reported.
+    fn wait_located(&self, deadline: Option<Instant>) -> Option<(Result<Decoder, Error>, Option<WorkerId>)> {
         let mut inner = self.state.lock();
         loop {
             let entry = inner.keys.get(&self.key)?;
             match &entry.status {
-                RemoteStatus::Finished => return entry.producer.map(Ok),
-                RemoteStatus::Erred(e) => return Some(Err(e.clone())),
+                RemoteStatus::Finished => return entry.producer.map(|p| (Ok(p), entry.holder)),
+                RemoteStatus::Erred(e) => return Some((Err(e.clone()), None)),
                 RemoteStatus::Pending => {}
             }
             inner = match deadline {

@@ -209,6 +209,9 @@ pub enum FromScheduler {
         key: Key,
         /// Size of the result in bytes.
         nbytes: u64,
+        /// A worker that holds it now (a gather fetches from it without
+        /// asking where the result is).
+        holder: Option<WorkerId>,
     },
     /// A task will have no result.
     Erred {

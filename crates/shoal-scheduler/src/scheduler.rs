@@ -737,7 +737,9 @@ impl Scheduler {
     fn outcome(&self, i: u32) -> Option<FromScheduler> {
         let t = self.task(i);
         Some(match t.state {
-            TaskState::Memory => FromScheduler::Finished { key: t.key.clone(), nbytes: t.nbytes },
+            TaskState::Memory => {
+                FromScheduler::Finished { key: t.key.clone(), nbytes: t.nbytes, holder: t.who_has.first().copied() }
+            }
             TaskState::Erred => FromScheduler::Erred {
                 key: t.key.clone(),
                 error: t.error().cloned().unwrap_or(TaskErrorMsg::Cancelled),

@@ -275,6 +275,10 @@ fn a_client_submitting_a_key_already_computed_hears_at_once() {
     e.client_msgs();
     let late = e.s.on_client_connected();
     e.s.on_client_message(late, ToScheduler::Submit(vec![task("x", &[])]), &mut e.comm);
-    assert_eq!(e.comm.clients, vec![(late, FromScheduler::Finished { key: key("x"), nbytes: 8 })], "only the newcomer");
+    assert_eq!(
+        e.comm.clients,
+        vec![(late, FromScheduler::Finished { key: key("x"), nbytes: 8, holder: Some(w) })],
+        "only the newcomer"
+    );
     assert!(e.computed().is_empty(), "not run again");
 }
