@@ -147,15 +147,25 @@ async fn request_lent(conn: &mut PeerConn, key: &Key, max_frame: usize) -> Resul
     request.clear();
     encode_message(&PeerRequest::Return(vec![id]), &mut request)?;
     conn.write.write_all(&request).await?;
-    match read {
-        Ok(Ok(bytes)) => Ok(Some(bytes)),
+    Ok(blocking_outcome(key, "read it from its holder's memory", read))
+}
+
+/// What a blocking read of a result gave: its bytes, or `None` (logged)
+/// when the next way to fetch it should be tried.
+fn blocking_outcome<E: std::fmt::Display>(
+    key: &Key,
+    how: &str,
+    outcome: Result<Result<Bytes, E>, tokio::task::JoinError>,
+) -> Option<Bytes> {
+    match outcome {
+        Ok(Ok(bytes)) => Some(bytes),
         Ok(Err(e)) => {
-            tracing::debug!("cannot read {key} from its holder's memory: {e}");
-            Ok(None)
+            tracing::debug!("{key}: cannot {how} ({e}); trying the next way");
+            None
         }
         Err(e) => {
-            tracing::error!("reading {key} from its holder's memory failed: {e}");
-            Ok(None)
+            tracing::error!("{key}: trying to {how} failed: {e}");
+            None
         }
     }
 }
@@ -173,17 +183,8 @@ async fn request_shared(conn: &mut PeerConn, key: &Key, dir: &std::path::Path) -
     let Some((_, name)) = files.into_iter().find(|(k, _)| k == key) else { return Ok(None) };
     let dir = dir.to_path_buf();
     // Mapping (and faulting in) hundreds of megabytes is not for the loop.
-    match tokio::task::spawn_blocking(move || shm::map(&dir, &name)).await {
-        Ok(Ok(bytes)) => Ok(Some(bytes)),
-        Ok(Err(e)) => {
-            tracing::debug!("cannot map the shared file of {key}, fetching it over TCP: {e}");
-            Ok(None)
-        }
-        Err(e) => {
-            tracing::error!("mapping the shared file of {key} failed: {e}");
-            Ok(None)
-        }
-    }
+    let mapped = tokio::task::spawn_blocking(move || shm::map(&dir, &name)).await;
+    Ok(blocking_outcome(key, "map its shared file", mapped))
 }
 
 /// Asks a data server for one result; `Ok(None)` if it does not hold it.

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use shoal::{Blob, Client, LocalCluster, SameHostTransfer, TaskOptions};
+use shoal::{Blob, Client, Future, LocalCluster, SameHostTransfer, TaskOptions};
 
 const MB: usize = 1 << 20;
 
@@ -68,9 +68,9 @@ fn on(i: usize) -> TaskOptions {
     TaskOptions::new().workers([format!("local-{i}")])
 }
 
-/// Moves a 64 MiB blob and 64 MiB of floats from worker 0 to worker 1 and
-/// checks what arrives.
-fn move_blob_and_floats(client: &Client) {
+/// Moves a 64 MiB blob from worker 0 to worker 1, checks what arrives, and
+/// returns both futures (their results stay held).
+fn move_blob(client: &Client) -> (Future<Blob>, Future<Blob>) {
     let n = 64 * MB;
     let made = client.submit_with(&on(0), make_blob, (n as u64, 7u64));
     let moved = client.submit_with(&on(1), reversed, (&made,));
@@ -78,7 +78,13 @@ fn move_blob_and_floats(client: &Client) {
     let mut expected = pattern(n, 7);
     expected.reverse();
     assert!(got[..] == expected[..], "the bytes changed on the way");
+    (made, moved)
+}
 
+/// Moves a blob and 64 MiB of floats from worker 0 to worker 1 and checks
+/// what arrives.
+fn move_blob_and_floats(client: &Client) {
+    drop(move_blob(client));
     // Vectors of numbers take the bulk path too.
     let floats = client.submit_with(&on(0), make_floats, (8 * MB as u64,));
     let digest = client.submit_with(&on(1), float_digest, (&floats,)).result().expect("floats crossed workers");
@@ -136,13 +142,7 @@ fn large_results_move_between_worker_processes_through_shared_memory_and_leave_n
     let pids = cluster.worker_pids();
     let client = cluster.client().expect("client");
 
-    let n = 64 * MB;
-    let made = client.submit_with(&on(0), make_blob, (n as u64, 7u64));
-    let moved = client.submit_with(&on(1), reversed, (&made,));
-    let got = moved.result().expect("the blob crossed workers");
-    let mut expected = pattern(n, 7);
-    expected.reverse();
-    assert!(got[..] == expected[..], "the bytes changed on the way");
+    let (made, moved) = move_blob(&client);
     assert!(
         pids.iter().any(|&p| !shared_files_of(p).is_empty()),
         "the transfer between workers of one host did not go through shared memory"
@@ -150,7 +150,7 @@ fn large_results_move_between_worker_processes_through_shared_memory_and_leave_n
     move_blob_and_floats(&client);
 
     // Released results take their files with them.
-    drop((made, moved, got));
+    drop((made, moved));
     eventually("the shared files of released results were not removed", || {
         pids.iter().all(|&p| shared_files_of(p).is_empty())
     });
