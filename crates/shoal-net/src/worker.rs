@@ -429,7 +429,11 @@ impl Ctx {
                     match msg {
                         ToWorker::Compute(tasks) => {
                             for task in tasks {
-                                tokio::spawn(prepare(self.clone(), task, out.clone()));
+                                // Most tasks have all they need here: they go to the pool
+                                // at once, without a task of the loop's own each.
+                                if let Some(task) = prepare_here(self, task, out) {
+                                    tokio::spawn(prepare(self.clone(), task, out.clone()));
+                                }
                             }
                         }
                         ToWorker::Release(keys) => {
@@ -589,6 +593,42 @@ fn send<T: serde::Serialize>(out: &mpsc::UnboundedSender<Vec<u8>>, msg: &T) {
     }
 }
 
+/// Hands a task to the pool if everything it needs is here (the worker is
+/// not paused, and its arguments are values or results this worker holds);
+/// otherwise gives it back for [`prepare`].
+fn prepare_here(ctx: &Arc<Ctx>, task: ComputeMsg, out: &mpsc::UnboundedSender<Vec<u8>>) -> Option<ComputeMsg> {
+    if *ctx.paused.borrow() {
+        return Some(task);
+    }
+    let remote = match require(&task.func) {
+        Ok(r) => r,
+        Err(e) => {
+            send(out, &FromWorker::Failed { key: task.key, message: e.to_string() });
+            return None;
+        }
+    };
+    let mut values = Vec::with_capacity(task.args.len());
+    for (position, arg) in task.args.iter().enumerate() {
+        let value = match arg {
+            ArgMsg::Value(bytes) => remote.decode_arg(position, bytes).map_err(StoreError::from),
+            ArgMsg::Key(dep) => match lock(&ctx.state).get(dep).map(|s| s.value_for(remote, position)) {
+                Some(value) => value,
+                None => return Some(task),
+            },
+            ArgMsg::List(_) => return Some(task),
+        };
+        match value {
+            Ok(v) => values.push(v),
+            Err(e) => {
+                send(out, &FromWorker::Failed { key: task.key, message: e.to_string() });
+                return None;
+            }
+        }
+    }
+    to_pool(ctx, task.id, task.key, remote, values);
+    None
+}
+
 /// Gets a task's function and inputs (fetching what is elsewhere), then
 /// hands it to the pool. While the worker is paused for memory the task
 /// waits, parked, before fetching anything (the scheduler may steal it).
@@ -673,6 +713,19 @@ async fn prepare(ctx: Arc<Ctx>, task: ComputeMsg, out: mpsc::UnboundedSender<Vec
         send(&out, &FromWorker::MissingData { key, missing });
         return;
     }
+    to_pool(&ctx, id, key, remote, values);
+}
+
+/// Submits a task whose inputs are all here to the pool, and has its end
+/// reported to the worker loop.
+fn to_pool(
+    ctx: &Arc<Ctx>,
+    id: shoal_proto::TaskId,
+    key: Key,
+    remote: &'static shoal_graph::remote::RemoteFunc,
+    values: Vec<shoal_graph::Value>,
+) {
+    let state = &ctx.state;
     let func = if ctx.config.memory_limit > 0 {
         // Checked when a thread takes the task, not only when it arrives;
         // its result counts as soon as it exists.
