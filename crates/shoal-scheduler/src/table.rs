@@ -2,11 +2,11 @@
 
 use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
 use shoal_graph::{Key, KeyBuildHasher};
 use shoal_proto::{TaskId, WorkerId};
 use smallvec::SmallVec;
 
+use crate::index::KeyIndex;
 use crate::task::{Task, TaskState};
 
 /// Tasks by slot, and slots by key.
@@ -21,9 +21,9 @@ use crate::task::{Task, TaskState};
 /// (so more of it stays in cache), and growing it reads no task record.
 ///
 /// Forgetting a task leaves its index entry in place: removing it would
-/// cost two cache misses (control byte and bucket) at a random place in the
-/// index per task, and a graph's tasks are forgotten in a cascade of
-/// millions. An entry whose slot is vacant, or holds a task of another
+/// cost a cache miss at a random place in the index per task (and, with
+/// linear probing, moving its neighbours back), and a graph's tasks are
+/// forgotten in a cascade of millions. An entry whose slot is vacant, or holds a task of another
 /// hash, matches no key. A slot taken again by a key of the same hash (the
 /// same key resubmitted, usually) takes its old entry back; the others are
 /// swept out when the index would otherwise grow.
@@ -39,7 +39,7 @@ pub(crate) struct TaskTable {
     places: Vec<Place>,
     /// Vacant slots, the most recently vacated (still in cache) last.
     free: Vec<u32>,
-    index: HashTable<(u32, u32)>,
+    index: KeyIndex,
     /// Tasks in the table (the index also holds entries of forgotten ones).
     live: usize,
     /// By slot: the slot is vacant and the index still has the entry of
@@ -74,6 +74,8 @@ impl Place {
     }
 }
 
+/// Generation and hash in front of the record's hot fields (see [`Task`]).
+#[repr(C)]
 struct Slot {
     /// Bumped each time the slot is vacated, so old ids stop matching.
     generation: u32,
@@ -84,12 +86,6 @@ struct Slot {
 
 fn hash_of(key: &Key) -> u32 {
     KeyBuildHasher::default().hash_one(key) as u32
-}
-
-/// The index's hash of a stored one: hashbrown takes bucket numbers from the
-/// low bits and tags from the top seven, and both come from the 32 stored.
-fn spread(hash: u32) -> u64 {
-    u64::from(hash) | (u64::from(hash) << 32)
 }
 
 impl TaskTable {
@@ -110,13 +106,7 @@ impl TaskTable {
     pub(crate) fn find(&self, key: &Key) -> Option<u32> {
         let hash = hash_of(key);
         let slots = &self.slots;
-        self.index
-            .find(spread(hash), |&(i, h)| {
-                h == hash
-                    && slots[i as usize].hash == hash
-                    && slots[i as usize].task.as_ref().is_some_and(|t| t.key == *key)
-            })
-            .map(|&(i, _)| i)
+        self.index.find(hash, |i| slots[i as usize].task.as_ref().is_some_and(|t| t.key == *key))
     }
 
     /// The slot of a task a worker names by id and key. A stale id (its
@@ -156,10 +146,16 @@ impl TaskTable {
         self.live += 1;
         self.update_place(i);
         if !reuse {
-            if self.index.len() == self.index.capacity() && self.index.len() - self.live >= self.live / 4 {
-                self.sweep();
+            if self.index.is_full() {
+                // Entries of forgotten tasks: every other task has one.
+                let stale = self.index.len() + 1 - self.live;
+                if stale >= self.live / 4 {
+                    self.sweep();
+                } else {
+                    self.index.rebuild(self.index.len() + 1, |_, _| true);
+                }
             }
-            self.index.insert_unique(spread(hash), (i, hash), |&(_, h)| spread(h));
+            self.index.insert(i, hash);
         }
         i
     }
@@ -186,7 +182,8 @@ impl TaskTable {
     fn sweep(&mut self) {
         let slots = &self.slots;
         let mut kept = vec![false; slots.len()];
-        self.index.retain(|&mut (i, h)| {
+        // Room for as many tasks again before the next sweep.
+        self.index.rebuild(2 * self.live, |i, h| {
             let s = &slots[i as usize];
             let current = s.task.is_some() && s.hash == h && !kept[i as usize];
             if current {
@@ -291,7 +288,7 @@ mod tests {
                 live.push((n, table.insert(task(n))));
             }
             assert_eq!(table.len(), live.len());
-            assert!(table.index.len() <= 4 * live.len() + 64, "index of {} for {}", table.index.len(), live.len());
+            assert!(table.index.len() <= 8 * live.len() + 128, "index of {} for {}", table.index.len(), live.len());
         }
         for (n, i) in live {
             assert_eq!(table.find(&task(n).key), Some(i));
