@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
@@ -129,9 +128,11 @@ impl Tokenizer {
 /// allocation, so a million keys share one, keys decoded from the wire share
 /// it too, and comparing prefixes is comparing pointers. Interned prefixes
 /// live as long as the process; they are function and collection names, a
-/// bounded set.
+/// bounded set. So a prefix is a plain `'static` reference, not a counted
+/// one: cloning or dropping a key (the scheduler does it a few times per
+/// task) costs no atomic operation on a count every key shares.
 #[derive(Clone, PartialOrd, Ord)]
-pub struct Prefix(Arc<String>);
+pub struct Prefix(&'static String);
 
 impl Hash for Prefix {
     fn hash<H: Hasher>(&self, state: &mut H) {
@@ -141,13 +142,13 @@ impl Hash for Prefix {
 
 impl PartialEq for Prefix {
     fn eq(&self, other: &Prefix) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        std::ptr::eq(self.0, other.0)
     }
 }
 
 impl Eq for Prefix {}
 
-type Interned = std::collections::HashMap<String, Arc<String>>;
+type Interned = std::collections::HashMap<String, &'static String>;
 
 static PREFIXES: std::sync::LazyLock<std::sync::Mutex<Interned>> = std::sync::LazyLock::new(Default::default);
 
@@ -157,34 +158,34 @@ thread_local! {
     /// The prefix this thread interned last: keys come in runs of one
     /// prefix (a map, a message of results), and comparing bytes with it is
     /// cheaper than hashing them.
-    static LAST: std::cell::RefCell<Option<Arc<String>>> = const { std::cell::RefCell::new(None) };
+    static LAST: std::cell::Cell<Option<&'static String>> = const { std::cell::Cell::new(None) };
 }
 
-fn intern(s: &str) -> Arc<String> {
-    if let Some(p) = LAST.with(|last| last.borrow().as_ref().filter(|p| p.as_str() == s).cloned()) {
+fn intern(s: &str) -> &'static String {
+    if let Some(p) = LAST.with(|last| last.get().filter(|p| p.as_str() == s)) {
         return p;
     }
     let p = intern_slow(s);
-    LAST.with(|last| *last.borrow_mut() = Some(p.clone()));
+    LAST.with(|last| last.set(Some(p)));
     p
 }
 
-fn intern_slow(s: &str) -> Arc<String> {
-    if let Some(p) = SEEN.with(|seen| seen.borrow().get(s).cloned()) {
+fn intern_slow(s: &str) -> &'static String {
+    if let Some(p) = SEEN.with(|seen| seen.borrow().get(s).copied()) {
         return p;
     }
     let shared = {
         let mut all = PREFIXES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        all.entry(s.to_string()).or_insert_with(|| Arc::new(s.to_string())).clone()
+        *all.entry(s.to_string()).or_insert_with(|| Box::leak(Box::new(s.to_string())))
     };
-    SEEN.with(|seen| seen.borrow_mut().insert(s.to_string(), shared.clone()));
+    SEEN.with(|seen| seen.borrow_mut().insert(s.to_string(), shared));
     shared
 }
 
 impl Prefix {
     /// The prefix text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0
     }
 }
 
@@ -203,13 +204,13 @@ impl From<String> for Prefix {
 impl std::ops::Deref for Prefix {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        self.0
     }
 }
 
 impl fmt::Display for Prefix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.0)
     }
 }
 

@@ -51,6 +51,7 @@
 //! ```
 
 mod comm;
+mod index;
 mod load;
 mod outbox;
 mod queue;

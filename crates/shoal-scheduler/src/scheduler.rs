@@ -100,6 +100,10 @@ pub struct Scheduler {
     queued: ReadyQueue,
     resource_names: Vec<String>,
     groups: FxHashMap<Prefix, u32>,
+    /// The group found last: tasks come in runs of one prefix, and
+    /// comparing prefixes is comparing pointers, where `groups` hashes
+    /// their text.
+    last_group: Option<(Prefix, u32)>,
     durations: Vec<(u64, u64)>,
     outbox: Outbox,
     assigned: u64,
@@ -129,6 +133,7 @@ impl Scheduler {
             queued: ReadyQueue::default(),
             resource_names: Vec::new(),
             groups: FxHashMap::default(),
+            last_group: None,
             durations: Vec::new(),
             outbox: Outbox::default(),
             assigned: 0,
@@ -1124,12 +1129,21 @@ impl Scheduler {
     }
 
     fn group_index(&mut self, prefix: &Prefix) -> u32 {
-        if let Some(&g) = self.groups.get(prefix) {
-            return g;
+        if let Some((last, g)) = &self.last_group {
+            if last == prefix {
+                return *g;
+            }
         }
-        let g = self.durations.len() as u32;
-        self.groups.insert(prefix.clone(), g);
-        self.durations.push((0, 0));
+        let g = match self.groups.get(prefix) {
+            Some(&g) => g,
+            None => {
+                let g = self.durations.len() as u32;
+                self.groups.insert(prefix.clone(), g);
+                self.durations.push((0, 0));
+                g
+            }
+        };
+        self.last_group = Some((prefix.clone(), g));
         g
     }
 

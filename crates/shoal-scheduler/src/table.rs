@@ -2,11 +2,11 @@
 
 use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
 use shoal_graph::{Key, KeyBuildHasher};
 use shoal_proto::{TaskId, WorkerId};
 use smallvec::SmallVec;
 
+use crate::index::KeyIndex;
 use crate::task::{Task, TaskState};
 
 /// Tasks by slot, and slots by key.
@@ -18,8 +18,15 @@ use crate::task::{Task, TaskState};
 ///
 /// The key index holds `(slot, hash)` pairs, 8 bytes each, not copies of
 /// the keys: at a million tasks it is a fifth of the size of a map from keys
-/// (so more of it stays in cache), growing it reads no task record, and
-/// removing a task compares slot numbers, not keys.
+/// (so more of it stays in cache), and growing it reads no task record.
+///
+/// Forgetting a task leaves its index entry in place: removing it would
+/// cost a cache miss at a random place in the index per task (and, with
+/// linear probing, moving its neighbours back), and a graph's tasks are
+/// forgotten in a cascade of millions. An entry whose slot is vacant, or holds a task of another
+/// hash, matches no key. A slot taken again by a key of the same hash (the
+/// same key resubmitted, usually) takes its old entry back; the others are
+/// swept out when the index would otherwise grow.
 ///
 /// Beside the records, a dense array says which worker each task is
 /// processing on and which worker holds its result. A worker's tasks are
@@ -32,7 +39,12 @@ pub(crate) struct TaskTable {
     places: Vec<Place>,
     /// Vacant slots, the most recently vacated (still in cache) last.
     free: Vec<u32>,
-    index: HashTable<(u32, u32)>,
+    index: KeyIndex,
+    /// Tasks in the table (the index also holds entries of forgotten ones).
+    live: usize,
+    /// By slot: the slot is vacant and the index still has the entry of
+    /// its last task (under `Slot::hash`).
+    stale: Vec<bool>,
 }
 
 const NOWHERE: u32 = u32::MAX;
@@ -62,9 +74,13 @@ impl Place {
     }
 }
 
+/// Generation and hash in front of the record's hot fields (see [`Task`]).
+#[repr(C)]
 struct Slot {
     /// Bumped each time the slot is vacated, so old ids stop matching.
     generation: u32,
+    /// The index's hash of the slot's key, or of its last one while vacant.
+    hash: u32,
     task: Option<Task>,
 }
 
@@ -72,16 +88,10 @@ fn hash_of(key: &Key) -> u32 {
     KeyBuildHasher::default().hash_one(key) as u32
 }
 
-/// The index's hash of a stored one: hashbrown takes bucket numbers from the
-/// low bits and tags from the top seven, and both come from the 32 stored.
-fn spread(hash: u32) -> u64 {
-    u64::from(hash) | (u64::from(hash) << 32)
-}
-
 impl TaskTable {
     /// Tasks in the table.
     pub(crate) fn len(&self) -> usize {
-        self.index.len()
+        self.live
     }
 
     pub(crate) fn get(&self, i: u32) -> Option<&Task> {
@@ -96,9 +106,7 @@ impl TaskTable {
     pub(crate) fn find(&self, key: &Key) -> Option<u32> {
         let hash = hash_of(key);
         let slots = &self.slots;
-        self.index
-            .find(spread(hash), |&(i, h)| h == hash && slots[i as usize].task.as_ref().is_some_and(|t| t.key == *key))
-            .map(|&(i, _)| i)
+        self.index.find(hash, |i| slots[i as usize].task.as_ref().is_some_and(|t| t.key == *key))
     }
 
     /// The slot of a task a worker names by id and key. A stale id (its
@@ -123,37 +131,67 @@ impl TaskTable {
     pub(crate) fn insert(&mut self, task: Task) -> u32 {
         let hash = hash_of(&task.key);
         let i = match self.free.pop() {
-            Some(i) => {
-                self.slots[i as usize].task = Some(task);
-                i
-            }
+            Some(i) => i,
             None => {
-                self.slots.push(Slot { generation: 0, task: Some(task) });
+                self.slots.push(Slot { generation: 0, hash, task: None });
                 self.places.push(EMPTY);
+                self.stale.push(false);
                 (self.slots.len() - 1) as u32
             }
         };
+        let slot = &mut self.slots[i as usize];
+        let reuse = std::mem::replace(&mut self.stale[i as usize], false) && slot.hash == hash;
+        slot.hash = hash;
+        slot.task = Some(task);
+        self.live += 1;
         self.update_place(i);
-        self.index.insert_unique(spread(hash), (i, hash), |&(_, h)| spread(h));
+        if !reuse {
+            if self.index.is_full() {
+                // Entries of forgotten tasks: every other task has one.
+                let stale = self.index.len() + 1 - self.live;
+                if stale >= self.live / 4 {
+                    self.sweep();
+                } else {
+                    self.index.rebuild(self.index.len() + 1, |_, _| true);
+                }
+            }
+            self.index.insert(i, hash);
+        }
         i
     }
 
     /// Forgets a task, returning its dependencies; its slot goes to a later
     /// task under a new generation. The record is dropped where it is, not
-    /// moved out.
+    /// moved out; its index entry stays (see the type's notes).
     pub(crate) fn remove(&mut self, i: u32) -> Option<SmallVec<[u32; 4]>> {
         let slot = self.slots.get_mut(i as usize)?;
         let task = slot.task.as_mut()?;
         let deps = std::mem::take(&mut task.deps);
-        let hash = hash_of(&task.key);
         slot.task = None;
         slot.generation = slot.generation.wrapping_add(1);
         self.places[i as usize] = EMPTY;
-        if let Ok(entry) = self.index.find_entry(spread(hash), |&(s, _)| s == i) {
-            entry.remove();
-        }
+        self.stale[i as usize] = true;
+        self.live -= 1;
         self.free.push(i);
         Some(deps)
+    }
+
+    /// Drops the index entries that match no task: those of vacant slots,
+    /// of slots taken since by a key of another hash, and repeats (a slot
+    /// that got a key of its old hash back after holding another).
+    fn sweep(&mut self) {
+        let slots = &self.slots;
+        let mut kept = vec![false; slots.len()];
+        // Room for as many tasks again before the next sweep.
+        self.index.rebuild(2 * self.live, |i, h| {
+            let s = &slots[i as usize];
+            let current = s.task.is_some() && s.hash == h && !kept[i as usize];
+            if current {
+                kept[i as usize] = true;
+            }
+            current
+        });
+        self.stale.fill(false);
     }
 
     /// Records a change of a task's state or of its `who_has` in the array
@@ -198,5 +236,62 @@ impl TaskTable {
     /// Every task with its slot, in slot order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Task)> {
         self.slots.iter().enumerate().filter_map(|(i, s)| s.task.as_ref().map(|t| (i as u32, t)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_graph::Token;
+
+    use super::*;
+
+    fn task(n: u64) -> Task {
+        Task {
+            key: Key::scalar("t", Token(u128::from(n))),
+            func: "f".into(),
+            args: Vec::new().into(),
+            deps: SmallVec::new(),
+            dependents: SmallVec::new(),
+            state: TaskState::Released,
+            missing: 0,
+            waiters: 0,
+            who_has: SmallVec::new(),
+            nbytes: 0,
+            priority: 0,
+            seq: n,
+            holders: SmallVec::new(),
+            group: 0,
+            extra: None,
+        }
+    }
+
+    /// Forgotten tasks leave their index entries behind: keys forgotten
+    /// and added again, in and out of their old slots, are still found
+    /// exactly, and the index stays within a small multiple of the tasks.
+    #[test]
+    fn keys_are_found_while_forgotten_entries_linger() {
+        let mut table = TaskTable::default();
+        let mut live: Vec<(u64, u32)> = Vec::new();
+        let mut x = 99u64;
+        for round in 0..20_000u64 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            if live.len() > 50 && (x >> 40) % 2 == 0 {
+                let (n, i) = live.swap_remove(((x >> 20) as usize) % live.len());
+                assert!(table.remove(i).is_some());
+                assert_eq!(table.find(&task(n).key), None);
+            } else {
+                // Half of the new tasks reuse a recently forgotten key.
+                let n = if (x >> 30) % 2 == 0 { round % 64 } else { round };
+                if live.iter().any(|(m, _)| *m == n) {
+                    continue;
+                }
+                live.push((n, table.insert(task(n))));
+            }
+            assert_eq!(table.len(), live.len());
+            assert!(table.index.len() <= 8 * live.len() + 128, "index of {} for {}", table.index.len(), live.len());
+        }
+        for (n, i) in live {
+            assert_eq!(table.find(&task(n).key), Some(i));
+        }
     }
 }

@@ -43,26 +43,33 @@ impl TaskState {
 /// error, worker losses) is boxed apart: every task pays for the size of its
 /// record in cache misses. Lists hold up to four entries inline, which
 /// covers most tasks' inputs and dependents without an allocation.
+///
+/// The fields are laid out by hand (`repr(C)`), in the order the hot paths
+/// read them: after the slot's generation and hash (see `table::Slot`)
+/// come what every look-up and completion reads (state, counters, key,
+/// duration group), then sizes, holders and the graph's edges, and last
+/// what only the compute message needs.
+#[repr(C)]
 pub(crate) struct Task {
-    pub(crate) key: Key,
-    pub(crate) func: Arc<str>,
-    pub(crate) args: Arc<[ArgMsg]>,
-    /// Dependencies, each once.
-    pub(crate) deps: SmallVec<[u32; 4]>,
-    /// Tasks (not forgotten) that depend on this one.
-    pub(crate) dependents: SmallVec<[u32; 4]>,
     pub(crate) state: TaskState,
     /// Dependencies not in memory, while waiting.
     pub(crate) missing: u32,
     /// Active dependents: they will read this result.
     pub(crate) waiters: u32,
-    pub(crate) who_has: SmallVec<[WorkerId; 2]>,
-    pub(crate) nbytes: u64,
+    pub(crate) key: Key,
+    pub(crate) group: u32,
     pub(crate) priority: i32,
+    pub(crate) nbytes: u64,
+    pub(crate) who_has: SmallVec<[WorkerId; 2]>,
+    /// Tasks (not forgotten) that depend on this one.
+    pub(crate) dependents: SmallVec<[u32; 4]>,
+    /// Dependencies, each once.
+    pub(crate) deps: SmallVec<[u32; 4]>,
+    pub(crate) extra: Option<Box<Extra>>,
     pub(crate) seq: u64,
     pub(crate) holders: SmallVec<[ClientId; 2]>,
-    pub(crate) group: u32,
-    pub(crate) extra: Option<Box<Extra>>,
+    pub(crate) func: Arc<str>,
+    pub(crate) args: Arc<[ArgMsg]>,
 }
 
 /// The rarely used part of a task's record.
