@@ -510,21 +510,10 @@ impl Scheduler {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.tasks.insert(Task {
-            key,
-            func,
-            args,
-            deps: SmallVec::new(),
-            dependents: SmallVec::new(),
-            state: TaskState::Released,
-            missing: 0,
-            waiters: 0,
-            who_has: SmallVec::new(),
-            nbytes: 0,
-            priority,
-            seq,
             extra,
             holders: if held { smallvec::smallvec![client] } else { SmallVec::new() },
             group,
+            ..Task::new(key, func, args, priority, seq)
         })
     }
 

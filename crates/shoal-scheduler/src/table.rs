@@ -246,23 +246,7 @@ mod tests {
     use super::*;
 
     fn task(n: u64) -> Task {
-        Task {
-            key: Key::scalar("t", Token(u128::from(n))),
-            func: "f".into(),
-            args: Vec::new().into(),
-            deps: SmallVec::new(),
-            dependents: SmallVec::new(),
-            state: TaskState::Released,
-            missing: 0,
-            waiters: 0,
-            who_has: SmallVec::new(),
-            nbytes: 0,
-            priority: 0,
-            seq: n,
-            holders: SmallVec::new(),
-            group: 0,
-            extra: None,
-        }
+        Task::new(Key::scalar("t", Token(u128::from(n))), "f".into(), Vec::new().into(), 0, n)
     }
 
     /// Forgotten tasks leave their index entries behind: keys forgotten

@@ -86,6 +86,27 @@ pub(crate) struct Extra {
 }
 
 impl Task {
+    /// A task just submitted: released, linked to nothing, held by nobody.
+    pub(crate) fn new(key: Key, func: Arc<str>, args: Arc<[ArgMsg]>, priority: i32, seq: u64) -> Task {
+        Task {
+            key,
+            func,
+            args,
+            deps: SmallVec::new(),
+            dependents: SmallVec::new(),
+            state: TaskState::Released,
+            missing: 0,
+            waiters: 0,
+            who_has: SmallVec::new(),
+            nbytes: 0,
+            priority,
+            seq,
+            holders: SmallVec::new(),
+            group: 0,
+            extra: None,
+        }
+    }
+
     /// A root task has no dependencies and no placement constraints: it is
     /// queued and handed out as workers have room, so a million of them do
     /// not all land on the first worker.
