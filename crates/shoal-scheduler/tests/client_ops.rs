@@ -2,105 +2,17 @@
 //! Comm: scattered data, restart, paused workers, and tasks that no worker
 //! may run.
 
-use std::collections::HashMap;
+mod support;
 
-use shoal_graph::{Key, Token};
-use shoal_proto::{
-    ArgMsg, ClientId, FinishedMsg, FromScheduler, FromWorker, ScatteredMsg, TaskErrorMsg, TaskId, TaskMsg, ToScheduler,
-    ToWorker, WorkerId, WorkerInfo,
-};
-use shoal_scheduler::{RecordingComm, Scheduler, SchedulerConfig, TaskState};
-
-fn key(name: &str) -> Key {
-    Key::scalar(name, Token(name.bytes().fold(11u128, |a, b| a * 31 + u128::from(b))))
-}
-
-fn task(name: &str, deps: &[&str]) -> TaskMsg {
-    TaskMsg {
-        key: key(name),
-        func: "f".into(),
-        args: deps.iter().map(|d| ArgMsg::Key(key(d))).collect(),
-        priority: 0,
-        retries: 0,
-        resources: vec![],
-        workers: vec![],
-        held: true,
-    }
-}
-
-fn info(name: &str, resources: &[(&str, f64)]) -> WorkerInfo {
-    WorkerInfo {
-        id: WorkerId(0),
-        name: name.into(),
-        data_address: format!("tcp://{name}:1"),
-        threads: 1,
-        memory_limit: 0,
-        resources: resources.iter().map(|(n, a)| (n.to_string(), *a)).collect(),
-    }
-}
-
-struct Env {
-    s: Scheduler,
-    comm: RecordingComm,
-    client: ClientId,
-    /// The id each task was last sent to a worker with, as a worker keeps it.
-    ids: HashMap<String, TaskId>,
-}
-
-impl Env {
-    fn new(config: SchedulerConfig) -> Env {
-        let mut s = Scheduler::new(config);
-        let client = s.on_client_connected();
-        Env { s, comm: RecordingComm::default(), client, ids: HashMap::new() }
-    }
-
-    fn worker(&mut self, name: &str, resources: &[(&str, f64)]) -> WorkerId {
-        self.s.on_worker_registered(info(name, resources), 0, &mut self.comm)
-    }
-
-    fn send(&mut self, msg: ToScheduler) {
-        let c = self.client;
-        self.s.on_client_message(c, msg, &mut self.comm);
-        self.s.check_invariants();
-    }
-
-    fn worker_says(&mut self, w: WorkerId, msg: FromWorker) {
-        self.s.on_worker_message(w, msg, 1, &mut self.comm);
-        self.s.check_invariants();
-    }
-
-    /// Keys sent to each worker to compute since the last call (other
-    /// messages to workers are dropped).
-    fn computed(&mut self) -> Vec<(WorkerId, Vec<String>)> {
-        std::mem::take(&mut self.comm.workers)
-            .into_iter()
-            .filter_map(|(w, m)| match m {
-                ToWorker::Compute(tasks) => {
-                    for t in &tasks {
-                        self.ids.insert(t.key.prefix().to_string(), t.id);
-                    }
-                    Some((w, tasks.iter().map(|t| t.key.prefix().to_string()).collect()))
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// A worker's report that a task it was sent is done.
-    fn done(&self, name: &str, nbytes: u64) -> FinishedMsg {
-        FinishedMsg { id: self.ids[name], key: key(name), nbytes, duration_us: 1 }
-    }
-
-    fn client_msgs(&mut self) -> Vec<FromScheduler> {
-        std::mem::take(&mut self.comm.clients).into_iter().map(|(_, m)| m).collect()
-    }
-}
+use shoal_proto::{FromScheduler, FromWorker, ScatteredMsg, TaskErrorMsg, ToScheduler, ToWorker, WorkerId};
+use shoal_scheduler::{SchedulerConfig, TaskState};
+use support::{Env, key, task};
 
 #[test]
 fn scattered_data_is_in_memory_where_it_was_put_and_released_there() {
-    let mut e = Env::new(SchedulerConfig::default());
-    let _a = e.worker("a", &[]);
-    let b = e.worker("b", &[]);
+    let mut e = Env::with(SchedulerConfig::default());
+    let _a = e.worker_with("a", &[]);
+    let b = e.worker_with("b", &[]);
     e.send(ToScheduler::Scatter(vec![ScatteredMsg { key: key("data"), worker: b, nbytes: 40_000_000 }]));
     assert_eq!(e.s.task_state(&key("data")), Some(TaskState::Memory));
     assert_eq!(e.s.who_has(&key("data")), vec![b]);
@@ -118,8 +30,8 @@ fn scattered_data_is_in_memory_where_it_was_put_and_released_there() {
 
 #[test]
 fn scattered_data_lost_with_its_worker_fails_instead_of_recomputing() {
-    let mut e = Env::new(SchedulerConfig::default());
-    let a = e.worker("a", &[]);
+    let mut e = Env::with(SchedulerConfig::default());
+    let a = e.worker_with("a", &[]);
     e.send(ToScheduler::Scatter(vec![ScatteredMsg { key: key("data"), worker: a, nbytes: 8 }]));
     let mut pinned = task("use", &["data"]);
     pinned.workers = vec!["nowhere".into()];
@@ -143,8 +55,8 @@ fn scattered_data_lost_with_its_worker_fails_instead_of_recomputing() {
 
 #[test]
 fn scatter_to_a_worker_that_is_gone_fails_at_once() {
-    let mut e = Env::new(SchedulerConfig::default());
-    e.worker("a", &[]);
+    let mut e = Env::with(SchedulerConfig::default());
+    e.worker_with("a", &[]);
     e.send(ToScheduler::Scatter(vec![ScatteredMsg { key: key("data"), worker: WorkerId(42), nbytes: 8 }]));
     let msgs = e.client_msgs();
     assert!(
@@ -156,9 +68,9 @@ fn scatter_to_a_worker_that_is_gone_fails_at_once() {
 
 #[test]
 fn restart_forgets_everything_and_tells_every_worker_and_client() {
-    let mut e = Env::new(SchedulerConfig::default());
-    let a = e.worker("a", &[]);
-    let b = e.worker("b", &[]);
+    let mut e = Env::with(SchedulerConfig::default());
+    let a = e.worker_with("a", &[]);
+    let b = e.worker_with("b", &[]);
     let other = e.s.on_client_connected();
     e.send(ToScheduler::Submit(vec![task("x", &[]), task("y", &["x"])]));
     assert!(!e.computed().is_empty());
@@ -173,7 +85,7 @@ fn restart_forgets_everything_and_tells_every_worker_and_client() {
     // Late reports of the old workers are ignored; new workers get new work.
     e.worker_says(a, FromWorker::Finished(vec![e.done("x", 8)]));
     assert!(e.comm.workers.is_empty() && e.comm.clients.is_empty());
-    let fresh = e.worker("a", &[]);
+    let fresh = e.worker_with("a", &[]);
     assert_ne!(fresh, a, "a restarted worker is a new worker");
     e.send(ToScheduler::Submit(vec![task("x", &[])]));
     assert_eq!(e.computed(), vec![(fresh, vec!["x".to_string()])]);
@@ -181,13 +93,13 @@ fn restart_forgets_everything_and_tells_every_worker_and_client() {
 
 #[test]
 fn a_paused_worker_gets_no_new_tasks_until_it_resumes() {
-    let mut e = Env::new(SchedulerConfig::default());
-    let a = e.worker("a", &[]);
+    let mut e = Env::with(SchedulerConfig::default());
+    let a = e.worker_with("a", &[]);
     e.worker_says(a, FromWorker::Paused(true));
     e.send(ToScheduler::Submit(vec![task("x", &[])]));
     assert!(e.computed().is_empty(), "paused: nothing sent");
     assert_eq!(e.s.task_state(&key("x")), Some(TaskState::Queued));
-    let b = e.worker("b", &[]);
+    let b = e.worker_with("b", &[]);
     assert_eq!(e.computed(), vec![(b, vec!["x".to_string()])], "another worker takes it");
     e.worker_says(b, FromWorker::Paused(true));
     e.send(ToScheduler::Submit(vec![task("y", &[])]));
@@ -198,9 +110,9 @@ fn a_paused_worker_gets_no_new_tasks_until_it_resumes() {
 
 #[test]
 fn a_task_needing_a_resource_no_worker_has_waits_and_says_why() {
-    let mut e = Env::new(SchedulerConfig::default());
-    e.worker("cpu-only", &[]);
-    e.worker("small-gpu", &[("gpu", 1.0)]);
+    let mut e = Env::with(SchedulerConfig::default());
+    e.worker_with("cpu-only", &[]);
+    e.worker_with("small-gpu", &[("gpu", 1.0)]);
     let mut big = task("big", &[]);
     big.resources = vec![("gpu".into(), 2.0)];
     e.send(ToScheduler::Submit(vec![big, task("after", &["big"])]));
@@ -220,15 +132,15 @@ fn a_task_needing_a_resource_no_worker_has_waits_and_says_why() {
 
     e.s.on_tick(1_000_000_000, &mut e.comm);
     assert_eq!(e.s.task_state(&key("big")), Some(TaskState::Queued), "no timeout configured: waits");
-    let big_gpu = e.worker("big-gpu", &[("gpu", 4.0)]);
+    let big_gpu = e.worker_with("big-gpu", &[("gpu", 4.0)]);
     assert_eq!(e.computed(), vec![(big_gpu, vec!["big".to_string()])], "runs once a worker can");
 }
 
 #[test]
 fn a_task_no_worker_may_run_fails_after_the_no_worker_timeout() {
     let config = SchedulerConfig { no_worker_timeout_us: Some(2_000_000), ..SchedulerConfig::default() };
-    let mut e = Env::new(config);
-    e.worker("a", &[]);
+    let mut e = Env::with(config);
+    e.worker_with("a", &[]);
     let mut pinned = task("pinned", &[]);
     pinned.workers = vec!["gpu-node".into()];
     e.send(ToScheduler::Submit(vec![pinned]));
@@ -253,8 +165,8 @@ fn a_task_no_worker_may_run_fails_after_the_no_worker_timeout() {
 
 #[test]
 fn a_task_waiting_only_for_room_is_not_reported_stuck() {
-    let mut e = Env::new(SchedulerConfig::default());
-    let g = e.worker("g", &[("gpu", 1.0)]);
+    let mut e = Env::with(SchedulerConfig::default());
+    let g = e.worker_with("g", &[("gpu", 1.0)]);
     let mut one = task("one", &[]);
     one.resources = vec![("gpu".into(), 1.0)];
     let mut two = task("two", &[]);
@@ -267,8 +179,8 @@ fn a_task_waiting_only_for_room_is_not_reported_stuck() {
 
 #[test]
 fn a_client_submitting_a_key_already_computed_hears_at_once() {
-    let mut e = Env::new(SchedulerConfig::default());
-    let w = e.worker("a", &[]);
+    let mut e = Env::with(SchedulerConfig::default());
+    let w = e.worker_with("a", &[]);
     e.send(ToScheduler::Submit(vec![task("x", &[])]));
     assert_eq!(e.computed(), vec![(w, vec!["x".to_string()])]);
     e.worker_says(w, FromWorker::Finished(vec![e.done("x", 8)]));

@@ -1,97 +1,13 @@
 //! The scheduler state machine driven through a recording Comm: exact
 //! messages for each event.
 
-use std::collections::HashMap;
+mod support;
 
-use shoal_graph::{Key, Token};
 use shoal_proto::{
-    ArgMsg, ClientId, ComputeMsg, FinishedMsg, FromScheduler, FromWorker, TaskErrorMsg, TaskId, TaskMsg, ToScheduler,
-    ToWorker, WorkerId, WorkerInfo,
+    ClientId, ComputeMsg, FinishedMsg, FromScheduler, FromWorker, TaskErrorMsg, TaskId, ToScheduler, ToWorker, WorkerId,
 };
-use shoal_scheduler::{RecordingComm, Scheduler, SchedulerConfig, TaskState};
-
-fn key(name: &str) -> Key {
-    Key::scalar(name, Token(name.bytes().fold(7u128, |a, b| a * 31 + u128::from(b))))
-}
-
-fn task(name: &str, deps: &[&str]) -> TaskMsg {
-    TaskMsg {
-        key: key(name),
-        func: "f".into(),
-        args: deps.iter().map(|d| ArgMsg::Key(key(d))).collect(),
-        priority: 0,
-        retries: 0,
-        resources: vec![],
-        workers: vec![],
-        held: true,
-    }
-}
-
-fn worker_info(name: &str, threads: u32, resources: &[(&str, f64)]) -> WorkerInfo {
-    WorkerInfo {
-        id: WorkerId(99),
-        name: name.into(),
-        data_address: format!("tcp://{name}:1"),
-        threads,
-        memory_limit: 0,
-        resources: resources.iter().map(|(n, a)| (n.to_string(), *a)).collect(),
-    }
-}
-
-struct Env {
-    s: Scheduler,
-    comm: RecordingComm,
-    client: ClientId,
-    /// The id each task was last sent to a worker with, as a worker keeps it.
-    ids: HashMap<String, TaskId>,
-}
-
-impl Env {
-    fn new() -> Env {
-        let mut s = Scheduler::new(SchedulerConfig::default());
-        let client = s.on_client_connected();
-        Env { s, comm: RecordingComm::default(), client, ids: HashMap::new() }
-    }
-
-    fn worker(&mut self, name: &str, threads: u32) -> WorkerId {
-        self.s.on_worker_registered(worker_info(name, threads, &[]), 0, &mut self.comm)
-    }
-
-    fn submit(&mut self, tasks: Vec<TaskMsg>) {
-        let c = self.client;
-        self.s.on_client_message(c, ToScheduler::Submit(tasks), &mut self.comm);
-        self.s.check_invariants();
-    }
-
-    fn finish(&mut self, w: WorkerId, name: &str, nbytes: u64) {
-        let id = self.ids[name];
-        let msg = FromWorker::Finished(vec![FinishedMsg { id, key: key(name), nbytes, duration_us: 10 }]);
-        self.s.on_worker_message(w, msg, 1, &mut self.comm);
-        self.s.check_invariants();
-    }
-
-    /// Keys sent to each worker to compute, since the last call.
-    fn computed(&mut self) -> Vec<(WorkerId, Vec<String>)> {
-        let out = self.comm.take();
-        self.comm.clients = out.clients;
-        out.workers
-            .into_iter()
-            .filter_map(|(w, m)| match m {
-                ToWorker::Compute(tasks) => {
-                    for t in &tasks {
-                        self.ids.insert(t.key.prefix().to_string(), t.id);
-                    }
-                    Some((w, tasks.iter().map(|t| t.key.prefix().to_string()).collect()))
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn client_msgs(&mut self) -> Vec<FromScheduler> {
-        std::mem::take(&mut self.comm.clients).into_iter().map(|(_, m)| m).collect()
-    }
-}
+use shoal_scheduler::TaskState;
+use support::{Env, key, task, worker_info};
 
 #[test]
 fn a_task_runs_reports_and_is_forgotten_when_released() {
