@@ -204,7 +204,12 @@ fn read_remote(pid: u32, addr: u64, out: &mut [u8]) -> Result<(), ReadError> {
                 std::io::Error::last_os_error()
             };
             if matches!(source.raw_os_error(), Some(libc::EPERM | libc::ENOSYS)) {
-                DENIED.store(true, Ordering::Relaxed);
+                if !DENIED.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        "this worker may not read other workers' memory ({source}; Yama's ptrace_scope?): \
+                         large results from workers on this host come through /dev/shm files instead"
+                    );
+                }
                 return Err(ReadError::Denied { pid, source });
             }
             return Err(ReadError::Io { pid, source });
