@@ -303,6 +303,7 @@ impl Client {
                 data_address: String::new(),
                 threads: runtime.stats().threads.max(1) as u32,
                 memory_limit: 0,
+                memory: 0,
                 resources: vec![],
             }]),
         }

@@ -571,6 +571,7 @@ async fn join(
         data_address: data_address.to_string(),
         threads: config.threads as u32,
         memory_limit: config.memory_limit,
+        memory: 0,
         resources: config.resources.clone(),
     };
     send(&out, &FromWorker::Register(info));

@@ -61,6 +61,7 @@ impl Peer {
             data_address: format!("tcp://127.0.0.1:9/{name}"),
             threads: 1,
             memory_limit: 0,
+            memory: 0,
             resources: vec![],
         }));
         match p.recv() {

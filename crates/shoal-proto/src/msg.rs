@@ -196,6 +196,8 @@ pub struct WorkerInfo {
     pub threads: u32,
     /// Memory limit in bytes (0: none).
     pub memory_limit: u64,
+    /// Bytes of results it holds, as of its last heartbeat.
+    pub memory: u64,
     /// Its resources.
     pub resources: Resources,
 }

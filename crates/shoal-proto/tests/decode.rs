@@ -87,13 +87,14 @@ fn task_error() -> impl Strategy<Value = TaskErrorMsg> {
 }
 
 fn worker_info() -> impl Strategy<Value = WorkerInfo> {
-    (any::<u32>(), text(), text(), any::<u32>(), any::<u64>(), resources()).prop_map(
-        |(id, name, data_address, threads, memory_limit, resources)| WorkerInfo {
+    (any::<u32>(), text(), text(), any::<u32>(), any::<u64>(), any::<u64>(), resources()).prop_map(
+        |(id, name, data_address, threads, memory_limit, memory, resources)| WorkerInfo {
             id: WorkerId(id),
             name,
             data_address,
             threads,
             memory_limit,
+            memory,
             resources,
         },
     )
@@ -410,6 +411,7 @@ proptest! {
             data_address: String::new(),
             threads: 1,
             memory_limit: 0,
+            memory: 0,
             resources: vec![("cpus".into(), nan)],
         };
         let mut wire = Vec::new();

@@ -35,7 +35,7 @@
 //! let mut s = Scheduler::new(SchedulerConfig::default());
 //! let mut comm = RecordingComm::default();
 //! let info = WorkerInfo { id: WorkerId(0), name: "w".into(), data_address: "tcp://127.0.0.1:1".into(),
-//!                         threads: 1, memory_limit: 0, resources: vec![] };
+//!                         threads: 1, memory_limit: 0, memory: 0, resources: vec![] };
 //! let w = s.on_worker_registered(info, 0, &mut comm);
 //! let client = s.on_client_connected();
 //! let key = Key::scalar("inc", Token(1));

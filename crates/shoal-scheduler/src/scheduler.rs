@@ -265,7 +265,8 @@ impl Scheduler {
         };
         w.last_seen_us = now_us;
         match msg {
-            FromWorker::Register(_) | FromWorker::Heartbeat { .. } => {}
+            FromWorker::Register(_) => {}
+            FromWorker::Heartbeat { memory } => w.info.memory = memory,
             FromWorker::Paused(paused) => self.set_paused(worker, paused),
             FromWorker::Finished(done) => {
                 for f in done {

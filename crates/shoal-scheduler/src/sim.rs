@@ -441,6 +441,7 @@ impl Simulation {
             data_address: String::new(),
             threads: self.config.threads,
             memory_limit: 0,
+            memory: 0,
             resources: vec![],
         };
         let now = self.now;

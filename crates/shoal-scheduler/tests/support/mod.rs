@@ -41,6 +41,7 @@ pub(crate) fn worker_info(name: &str, threads: u32, resources: &[(&str, f64)]) -
         data_address: format!("tcp://{name}:1"),
         threads,
         memory_limit: 0,
+        memory: 0,
         resources: resources.iter().map(|(n, a)| (n.to_string(), *a)).collect(),
     }
 }

@@ -39,6 +39,12 @@ fn a_worker_over_its_memory_limit_pauses_until_results_are_released() {
     let waiting = client.map(plus_one, 0..5u64);
     std::thread::sleep(Duration::from_millis(700));
     assert!(waiting.iter().all(|f| f.status() == Status::Pending), "a paused worker starts nothing");
+    // What it holds reaches the scheduler with its heartbeats (every 0.5 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while client.scheduler_info().expect("info")[0].memory < 900_000 {
+        assert!(std::time::Instant::now() < deadline, "the memory held was never reported");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Releasing two results brings it to 300 kB: it resumes.
     drop(blobs[1..].to_vec());
