@@ -21,12 +21,8 @@ const SUBMIT_FLUSH: usize = 1024;
 
 /// Rounds an idle thread looks for work before it sleeps, yielding its core
 /// in between (to the submitting thread, on a small machine): a task that
-/// arrives within a few microseconds starts without a futex round trip. More
-/// rounds cost more than they save when the core is shared: on 2 cores, 8
-/// measured as fast as 64 for `threads-chain` and `threads-noop`, and about
-/// 5–15 % faster for `cluster-noop`, where each worker's pool shares the
-/// machine with its network loop, the scheduler and the client.
-const IDLE_ROUNDS: u32 = 8;
+/// arrives within some tens of microseconds starts without a futex round trip.
+const IDLE_ROUNDS: u32 = 64;
 
 /// For each key argument of a task, in order: `Some(i)` when it is the
 /// result of task `i` of the same batch (counting from 0), `None` when it is
