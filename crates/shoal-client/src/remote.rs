@@ -509,7 +509,8 @@ impl RemoteState {
             .collect();
         // Where the scheduler said each result was; the scheduler is asked
         // only about results whose holder is not (or no longer) a worker.
-        let workers = self.info().unwrap_or_default();
+        let any_finished = waited.iter().any(|(outcome, _)| outcome.is_ok());
+        let workers = if any_finished { self.info().unwrap_or_default() } else { Vec::new() };
         let address_of: FxHashMap<WorkerId, &str> = workers.iter().map(|w| (w.id, w.data_address.as_str())).collect();
         // Positions, not keys: a hash lookup per result costs a cache miss
         // each once there are many.
