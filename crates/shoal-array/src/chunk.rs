@@ -2,6 +2,7 @@
 
 use ndarray::{ArrayD, IxDyn};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use shoal_graph::Blob;
 
 use crate::dtype::DType;
 
@@ -139,51 +140,13 @@ fn from_bytes<T: Element, E: serde::de::Error>(shape: Vec<usize>, bytes: &[u8]) 
 impl Serialize for Chunk {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let bytes = with_data!(self, d => to_bytes(d));
-        (self.dtype(), self.shape(), BytesRef(&bytes)).serialize(serializer)
-    }
-}
-
-/// Bytes that serialise as one byte string (not a sequence of numbers).
-struct BytesRef<'a>(&'a [u8]);
-
-impl Serialize for BytesRef<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(self.0)
-    }
-}
-
-/// A byte string, borrowed from the input where the format allows.
-struct ByteBuf(Vec<u8>);
-
-impl<'de> Deserialize<'de> for ByteBuf {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ByteBuf, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = ByteBuf;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("the bytes of a chunk")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
-                Ok(ByteBuf(v.to_vec()))
-            }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
-                Ok(ByteBuf(v))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ByteBuf, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
-                while let Some(b) = seq.next_element()? {
-                    out.push(b);
-                }
-                Ok(ByteBuf(out))
-            }
-        }
-        deserializer.deserialize_bytes(Visitor)
+        (self.dtype(), self.shape(), Blob::from(bytes)).serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for Chunk {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Chunk, D::Error> {
-        let (dtype, shape, ByteBuf(bytes)): (DType, Vec<usize>, ByteBuf) = Deserialize::deserialize(deserializer)?;
+        let (dtype, shape, bytes): (DType, Vec<usize>, Blob) = Deserialize::deserialize(deserializer)?;
         Ok(match dtype {
             DType::Float64 => Chunk::F64(from_bytes(shape, &bytes)?),
             DType::Float32 => Chunk::F32(from_bytes(shape, &bytes)?),
@@ -241,13 +204,15 @@ mod tests {
 
     #[test]
     fn bad_chunks_are_errors() {
-        let bad_len = postcard::to_allocvec(&(DType::Float64, vec![2usize, 2], BytesRef(&[0; 8]))).expect("encodes");
+        let bad_len =
+            postcard::to_allocvec(&(DType::Float64, vec![2usize, 2], Blob::from(vec![0u8; 8]))).expect("encodes");
         assert!(postcard::from_bytes::<Chunk>(&bad_len).is_err(), "4 elements need 32 bytes");
-        let bad_bool = postcard::to_allocvec(&(DType::Bool, vec![1usize], BytesRef(&[7]))).expect("encodes");
+        let bad_bool = postcard::to_allocvec(&(DType::Bool, vec![1usize], Blob::from(vec![7u8]))).expect("encodes");
         assert!(postcard::from_bytes::<Chunk>(&bad_bool).is_err());
-        let bad_tag = postcard::to_allocvec(&(200u8, vec![0usize], BytesRef(&[]))).expect("encodes");
+        let bad_tag = postcard::to_allocvec(&(200u8, vec![0usize], Blob::from(Vec::<u8>::new()))).expect("encodes");
         assert!(postcard::from_bytes::<Chunk>(&bad_tag).is_err());
-        let huge = postcard::to_allocvec(&(DType::Float64, vec![usize::MAX, 2], BytesRef(&[]))).expect("encodes");
+        let huge = postcard::to_allocvec(&(DType::Float64, vec![usize::MAX, 2], Blob::from(Vec::<u8>::new())))
+            .expect("encodes");
         assert!(postcard::from_bytes::<Chunk>(&huge).is_err(), "an overflowing shape is an error, not a panic");
     }
 }

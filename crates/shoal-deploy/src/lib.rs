@@ -85,9 +85,13 @@ pub fn tune_worker_environment(command: &mut Command) {
         }
     }
     if std::env::var_os("GLIBC_TUNABLES").is_none() {
-        command.env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1");
+        command.env("GLIBC_TUNABLES", HUGE_PAGE_MALLOC);
     }
 }
+
+/// The `GLIBC_TUNABLES` value that makes glibc's `malloc` use transparent
+/// huge pages (see [`tune_worker_environment`]).
+pub const HUGE_PAGE_MALLOC: &str = "glibc.malloc.hugetlb=1";
 
 /// Builds a [`LocalCluster`].
 #[derive(Clone, Debug)]

@@ -21,8 +21,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shoal_graph::remote::require;
-use shoal_graph::{Arg, Func, Key, Task};
+use shoal_graph::remote::{RemoteFunc, require};
+use shoal_graph::{Arg, Func, Key, Task, Value};
 use shoal_local::{Notify, Runtime, Submission};
 use shoal_proto::{
     ArgMsg, ComputeMsg, FinishedMsg, FromWorker, Hello, HelloReply, Resources, Role, ToWorker, WorkerId, WorkerInfo,
@@ -431,8 +431,8 @@ impl Ctx {
                             for task in tasks {
                                 // Most tasks have all they need here: they go to the pool
                                 // at once, without a task of the loop's own each.
-                                if let Some(task) = prepare_here(self, task, out) {
-                                    tokio::spawn(prepare(self.clone(), task, out.clone()));
+                                if let Some((task, remote)) = prepare_here(self, task, out) {
+                                    tokio::spawn(prepare(self.clone(), task, remote, out.clone()));
                                 }
                             }
                         }
@@ -596,11 +596,12 @@ fn send<T: serde::Serialize>(out: &mpsc::UnboundedSender<Vec<u8>>, msg: &T) {
 
 /// Hands a task to the pool if everything it needs is here (the worker is
 /// not paused, and its arguments are values or results this worker holds);
-/// otherwise gives it back for [`prepare`].
-fn prepare_here(ctx: &Arc<Ctx>, task: ComputeMsg, out: &mpsc::UnboundedSender<Vec<u8>>) -> Option<ComputeMsg> {
-    if *ctx.paused.borrow() {
-        return Some(task);
-    }
+/// otherwise gives it back, with its function, for [`prepare`].
+fn prepare_here(
+    ctx: &Arc<Ctx>,
+    task: ComputeMsg,
+    out: &mpsc::UnboundedSender<Vec<u8>>,
+) -> Option<(ComputeMsg, &'static RemoteFunc)> {
     let remote = match require(&task.func) {
         Ok(r) => r,
         Err(e) => {
@@ -608,15 +609,18 @@ fn prepare_here(ctx: &Arc<Ctx>, task: ComputeMsg, out: &mpsc::UnboundedSender<Ve
             return None;
         }
     };
+    if *ctx.paused.borrow() {
+        return Some((task, remote));
+    }
     let mut values = Vec::with_capacity(task.args.len());
     for (position, arg) in task.args.iter().enumerate() {
         let value = match arg {
             ArgMsg::Value(bytes) => remote.decode_arg(position, bytes).map_err(StoreError::from),
             ArgMsg::Key(dep) => match lock(&ctx.state).get(dep).map(|s| s.value_for(remote, position)) {
                 Some(value) => value,
-                None => return Some(task),
+                None => return Some((task, remote)),
             },
-            ArgMsg::List(_) => return Some(task),
+            ArgMsg::List(_) => return Some((task, remote)),
         };
         match value {
             Ok(v) => values.push(v),
@@ -633,8 +637,8 @@ fn prepare_here(ctx: &Arc<Ctx>, task: ComputeMsg, out: &mpsc::UnboundedSender<Ve
 /// Gets a task's function and inputs (fetching what is elsewhere), then
 /// hands it to the pool. While the worker is paused for memory the task
 /// waits, parked, before fetching anything (the scheduler may steal it).
-async fn prepare(ctx: Arc<Ctx>, task: ComputeMsg, out: mpsc::UnboundedSender<Vec<u8>>) {
-    let ComputeMsg { id, key, func, args, deps, .. } = task;
+async fn prepare(ctx: Arc<Ctx>, task: ComputeMsg, remote: &'static RemoteFunc, out: mpsc::UnboundedSender<Vec<u8>>) {
+    let ComputeMsg { id, key, args, deps, .. } = task;
     let token = ctx.config.token.as_deref();
     let max_frame = ctx.config.max_frame;
     let state = &ctx.state;
@@ -651,13 +655,6 @@ async fn prepare(ctx: Arc<Ctx>, task: ComputeMsg, out: mpsc::UnboundedSender<Vec
             return;
         }
     }
-    let remote = match require(&func) {
-        Ok(r) => r,
-        Err(e) => {
-            send(&out, &FromWorker::Failed { key, message: e.to_string() });
-            return;
-        }
-    };
     let mut values = Vec::with_capacity(args.len());
     let mut missing = Vec::new();
     for (position, arg) in args.iter().enumerate() {
@@ -719,13 +716,7 @@ async fn prepare(ctx: Arc<Ctx>, task: ComputeMsg, out: mpsc::UnboundedSender<Vec
 
 /// Submits a task whose inputs are all here to the pool, and has its end
 /// reported to the worker loop.
-fn to_pool(
-    ctx: &Arc<Ctx>,
-    id: shoal_proto::TaskId,
-    key: Key,
-    remote: &'static shoal_graph::remote::RemoteFunc,
-    values: Vec<shoal_graph::Value>,
-) {
+fn to_pool(ctx: &Arc<Ctx>, id: shoal_proto::TaskId, key: Key, remote: &'static RemoteFunc, values: Vec<Value>) {
     let state = &ctx.state;
     let func = if ctx.config.memory_limit > 0 {
         // Checked when a thread takes the task, not only when it arrives;

@@ -111,7 +111,7 @@ pub mod array {
 /// readers of what users write (resources, byte sizes) and GPU detection.
 pub mod deploy {
     pub use shoal_deploy::{
-        SpecError, detect_gpus, env, format_resources, gpus_from, parse_bytes, parse_resources,
+        HUGE_PAGE_MALLOC, SpecError, detect_gpus, env, format_resources, gpus_from, parse_bytes, parse_resources,
         tune_worker_environment, worker_resources,
     };
 }

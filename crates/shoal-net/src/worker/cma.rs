@@ -82,15 +82,11 @@ pub(crate) struct Lendable {
 /// [`RemoteFunc::borrow_result`](shoal_graph::remote::RemoteFunc::borrow_result)),
 /// else encoded once into a buffer that is lent instead.
 pub(crate) fn lendable(source: Source) -> Result<Lendable, RemoteError> {
-    let in_place = match &source {
-        Source::Value { value, producer } => producer.borrow_result(value).map(|(head, body)| {
+    if let Source::Value { value, producer } = &source {
+        if let Some((head, body)) = producer.borrow_result(value) {
             let (addr, len) = span(body);
-            (head, addr, len)
-        }),
-        Source::Bytes(_) => None,
-    };
-    if let (Some((head, addr, len)), Source::Value { value, .. }) = (in_place, &source) {
-        return Ok(Lendable { head, pinned: Pinned::Value { _held: value.clone() }, addr, len });
+            return Ok(Lendable { head, pinned: Pinned::Value { _held: value.clone() }, addr, len });
+        }
     }
     let bytes = source.encode()?;
     let (addr, len) = span(&bytes);
