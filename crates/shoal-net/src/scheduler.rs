@@ -16,7 +16,7 @@ use shoal_proto::{
     ClientId, FromScheduler, FromWorker, HelloReply, Role, ToScheduler, ToWorker, WorkerId, WorkerInfo, check_hello,
     decode_hello, decode_message, encode_message,
 };
-use shoal_scheduler::{Comm, Scheduler, SchedulerConfig};
+use shoal_scheduler::{Assigned, Comm, Scheduler, SchedulerConfig};
 
 use crate::conn::{Background, Closed, FrameReader, writer};
 use tokio::net::{TcpListener, TcpStream};
@@ -129,6 +129,18 @@ impl Comm for NetComm {
                     let _ = out.send(frame);
                 }
                 Err(e) => tracing::error!("cannot encode a message for {worker}: {e}"),
+            }
+        }
+    }
+
+    fn compute(&mut self, worker: WorkerId, tasks: &Assigned<'_>) {
+        if let Some(out) = self.workers.get(&worker) {
+            let mut frame = Vec::new();
+            match encode_message(tasks, &mut frame) {
+                Ok(()) => {
+                    let _ = out.send(frame);
+                }
+                Err(e) => tracing::error!("cannot encode tasks for {worker}: {e}"),
             }
         }
     }

@@ -331,6 +331,31 @@ proptest! {
     fn from_worker_round_trips(msg in from_worker()) { round_trip(&msg)?; }
 
     #[test]
+    fn borrowed_compute_messages_encode_as_owned_ones(tasks in vec(compute(), 0..4)) {
+        let refs: Vec<ComputeRef<'_>> = tasks
+            .iter()
+            .map(|t| ComputeRef {
+                id: t.id,
+                key: &t.key,
+                func: &t.func,
+                args: &t.args,
+                deps: t
+                    .deps
+                    .iter()
+                    .map(|d| DepRef { key: &d.key, holders: d.holders.iter().map(|h| &**h).collect(), nbytes: d.nbytes })
+                    .collect(),
+                priority: t.priority,
+            })
+            .collect();
+        let (mut borrowed, mut owned) = (Vec::new(), Vec::new());
+        encode_message(&refs, &mut borrowed).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        encode_message(&tasks, &mut owned).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(borrowed, owned);
+        let back: Vec<ComputeMsg> = refs.iter().map(ComputeRef::to_msg).collect();
+        prop_assert_eq!(&back, &tasks);
+    }
+
+    #[test]
     fn peer_messages_round_trip(request in peer_request(), reply in peer_reply()) {
         round_trip(&request)?;
         round_trip(&reply)?;

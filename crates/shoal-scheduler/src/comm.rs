@@ -3,11 +3,16 @@
 
 use shoal_proto::{ClientId, FromScheduler, ToWorker, WorkerId};
 
+use crate::assigned::Assigned;
+
 /// Where the scheduler's messages go. The network shell sends them; tests
 /// record them.
 pub trait Comm {
     /// Sends a message to a worker.
     fn to_worker(&mut self, worker: WorkerId, msg: ToWorker);
+    /// Sends tasks to a worker: a [`ToWorker::Compute`] message, borrowed
+    /// from the scheduler's records ([`Assigned`] encodes as one).
+    fn compute(&mut self, worker: WorkerId, tasks: &Assigned<'_>);
     /// Sends messages to a client (one batch per event).
     fn to_client(&mut self, client: ClientId, msgs: Vec<FromScheduler>);
 }
@@ -24,6 +29,10 @@ pub struct RecordingComm {
 impl Comm for RecordingComm {
     fn to_worker(&mut self, worker: WorkerId, msg: ToWorker) {
         self.workers.push((worker, msg));
+    }
+
+    fn compute(&mut self, worker: WorkerId, tasks: &Assigned<'_>) {
+        self.workers.push((worker, ToWorker::Compute(tasks.to_msgs())));
     }
 
     fn to_client(&mut self, client: ClientId, msgs: Vec<FromScheduler>) {

@@ -50,6 +50,7 @@
 //! assert_eq!(comm.clients[0].1, FromScheduler::Finished { key, nbytes: 8, holder: Some(w) });
 //! ```
 
+mod assigned;
 mod comm;
 mod index;
 mod load;
@@ -60,6 +61,7 @@ pub mod sim;
 mod table;
 mod task;
 
+pub use assigned::Assigned;
 pub use comm::{Comm, RecordingComm};
 pub use scheduler::{Scheduler, SchedulerConfig, SchedulerStats};
 pub use task::TaskState;

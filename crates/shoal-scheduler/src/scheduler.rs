@@ -9,11 +9,12 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 use shoal_graph::{Key, Prefix};
 use shoal_proto::{
-    ArgMsg, ClientId, ComputeMsg, DepLocation, FinishedMsg, FromScheduler, FromWorker, SCATTERED_FUNC, TaskErrorMsg,
-    TaskId, TaskMsg, ToScheduler, ToWorker, WorkerId, WorkerInfo,
+    ArgMsg, ClientId, FinishedMsg, FromScheduler, FromWorker, SCATTERED_FUNC, TaskErrorMsg, TaskId, TaskMsg,
+    ToScheduler, ToWorker, WorkerId, WorkerInfo,
 };
 use smallvec::SmallVec;
 
+use crate::assigned::Assigned;
 use crate::comm::Comm;
 use crate::load::LoadIndex;
 use crate::outbox::Batches;
@@ -62,7 +63,9 @@ impl Default for SchedulerConfig {
 
 #[derive(Default)]
 struct Outbox {
-    compute: Batches<WorkerId, ComputeMsg>,
+    /// Tasks assigned, by slot: their messages are borrowed from the
+    /// records when sent.
+    compute: Batches<WorkerId, u32>,
     release: Batches<WorkerId, Key>,
     steal: Batches<WorkerId, Key>,
     clients: Batches<ClientId, FromScheduler>,
@@ -744,6 +747,9 @@ impl Scheduler {
     }
 
     fn notify_holders(&mut self, i: u32) {
+        if self.task(i).holders.is_empty() {
+            return;
+        }
         let Some(msg) = self.outcome(i) else { return };
         let t = self.task(i);
         let holders = SmallVec::<[ClientId; 2]>::from_slice(&t.holders);
@@ -942,27 +948,7 @@ impl Scheduler {
 
     fn assign(&mut self, i: u32, w: WorkerId) {
         let estimate = self.estimate_us(i);
-        let t = self.task(i);
-        let mut deps = SmallVec::with_capacity(t.deps.len());
-        for &d in &t.deps {
-            let dep = self.task(d);
-            let mut holders = SmallVec::new();
-            for h in &dep.who_has {
-                if let Some(address) = self.busy(*h).and_then(|b| b.address.clone()) {
-                    holders.push(address);
-                }
-            }
-            deps.push(DepLocation { key: dep.key.clone(), holders, nbytes: dep.nbytes });
-        }
-        let msg = ComputeMsg {
-            id: self.tasks.id(i),
-            key: t.key.clone(),
-            func: t.func.clone(),
-            args: t.args.clone(),
-            deps,
-            priority: t.priority,
-        };
-        self.outbox.compute.to(w).push(msg);
+        self.outbox.compute.to(w).push(i);
         self.set_state(i, TaskState::Processing(w));
         self.assigned += 1;
         if let Some(b) = self.busy.get_mut(w.0 as usize).filter(|b| b.address.is_some()) {
@@ -993,9 +979,8 @@ impl Scheduler {
     /// message not yet sent is withdrawn, else the worker is told to drop it.
     fn withdraw(&mut self, i: u32, w: WorkerId) {
         self.unassign(i, w);
-        let id = self.tasks.id(i);
         if let Some(pending) = self.outbox.compute.get_mut(w) {
-            if let Some(pos) = pending.iter().position(|m| m.id == id) {
+            if let Some(pos) = pending.iter().position(|&slot| slot == i) {
                 pending.remove(pos);
                 return;
             }
@@ -1105,7 +1090,13 @@ impl Scheduler {
     fn flush(&mut self, comm: &mut impl Comm) {
         self.fill_workers();
         self.outbox.release.send(|w, keys| comm.to_worker(w, ToWorker::Release(keys)));
-        self.outbox.compute.send(|w, tasks| comm.to_worker(w, ToWorker::Compute(tasks)));
+        let (tasks, busy) = (&self.tasks, &self.busy);
+        self.outbox.compute.send(|w, mut slots| {
+            slots.retain(|&i| tasks.get(i).is_some_and(|t| t.state == TaskState::Processing(w)));
+            if !slots.is_empty() {
+                comm.compute(w, &Assigned::new(tasks, busy, &slots));
+            }
+        });
         self.outbox.steal.send(|w, keys| comm.to_worker(w, ToWorker::Steal(keys)));
         self.outbox.clients.send(|c, msgs| comm.to_client(c, msgs));
     }

@@ -21,7 +21,8 @@ use shoal_proto::{
     WorkerInfo,
 };
 
-use crate::comm::RecordingComm;
+use crate::assigned::Assigned;
+use crate::comm::Comm;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 
 /// How to run a simulation.
@@ -70,6 +71,10 @@ pub struct SimReport {
     pub virtual_us: u64,
     /// Wall time spent inside the scheduler's `on_*` functions.
     pub scheduler_time: Duration,
+    /// `scheduler_time` split by the kind of call, indexed by [`Call`].
+    pub scheduler_time_by_call: [Duration; Call::ALL.len()],
+    /// How many calls of each kind the scheduler took, indexed by [`Call`].
+    pub scheduler_calls: [u64; Call::ALL.len()],
     /// Outputs that finished.
     pub finished: usize,
     /// Outputs that failed, with the reason.
@@ -82,6 +87,37 @@ pub struct SimReport {
     pub leaked_results: usize,
     /// Tasks a worker dropped because an input existed nowhere.
     pub missing_data: u64,
+}
+
+/// The kinds of scheduler call the simulator times separately.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// A client's batch of new tasks.
+    Submit,
+    /// A worker's batch of finished tasks.
+    Finished,
+    /// The client releasing its results at the end.
+    Release,
+    /// Heartbeats and the periodic tick.
+    Tick,
+    /// Everything else: worker arrivals and losses, steals, missing data.
+    Other,
+}
+
+impl Call {
+    /// Every kind, in index order.
+    pub const ALL: [Call; 5] = [Call::Submit, Call::Finished, Call::Release, Call::Tick, Call::Other];
+
+    /// The kind's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Call::Submit => "submit",
+            Call::Finished => "finished",
+            Call::Release => "release",
+            Call::Tick => "tick",
+            Call::Other => "other",
+        }
+    }
 }
 
 /// Random DAG shapes for simulations.
@@ -206,6 +242,45 @@ enum SimToWorker {
     Restart,
 }
 
+/// What the scheduler sent a worker, as the simulator records it: a task
+/// is its id and key, copied out of the borrowed message (no reference
+/// counts, no allocation per task: about what a network shell's encoding
+/// reads).
+enum SimOut {
+    Compute(Vec<(TaskId, Key)>),
+    Release(Vec<Key>),
+    Steal(Vec<Key>),
+    Shutdown,
+    Restart,
+}
+
+#[derive(Default)]
+struct SimComm {
+    workers: Vec<(WorkerId, SimOut)>,
+    clients: Vec<(ClientId, FromScheduler)>,
+}
+
+impl Comm for SimComm {
+    fn to_worker(&mut self, worker: WorkerId, msg: ToWorker) {
+        let msg = match msg {
+            ToWorker::Compute(tasks) => SimOut::Compute(tasks.into_iter().map(|t| (t.id, t.key)).collect()),
+            ToWorker::Release(keys) => SimOut::Release(keys),
+            ToWorker::Steal(keys) => SimOut::Steal(keys),
+            ToWorker::Shutdown => SimOut::Shutdown,
+            ToWorker::Restart => SimOut::Restart,
+        };
+        self.workers.push((worker, msg));
+    }
+
+    fn compute(&mut self, worker: WorkerId, tasks: &Assigned<'_>) {
+        self.workers.push((worker, SimOut::Compute(tasks.ids().map(|(id, key)| (id, key.clone())).collect())));
+    }
+
+    fn to_client(&mut self, client: ClientId, msgs: Vec<FromScheduler>) {
+        self.clients.extend(msgs.into_iter().map(|m| (client, m)));
+    }
+}
+
 macro_rules! ordered_by_arrival {
     ($t:ty) => {
         impl PartialEq for $t {
@@ -270,7 +345,7 @@ impl SimWorker {
 pub struct Simulation {
     config: SimConfig,
     scheduler: Scheduler,
-    comm: RecordingComm,
+    comm: SimComm,
     now: u64,
     seq: u64,
     events: BinaryHeap<Reverse<(u64, u64, Event)>>,
@@ -303,7 +378,7 @@ impl Simulation {
     pub fn new(config: SimConfig) -> Simulation {
         let mut sim = Simulation {
             scheduler: Scheduler::new(SchedulerConfig::default()),
-            comm: RecordingComm::default(),
+            comm: SimComm::default(),
             now: 0,
             seq: 0,
             events: BinaryHeap::new(),
@@ -323,7 +398,7 @@ impl Simulation {
             report: SimReport::default(),
             config,
         };
-        sim.client = sim.timed(|s| s.scheduler.on_client_connected());
+        sim.client = sim.timed(Call::Other, |s| s.scheduler.on_client_connected());
         for _ in 0..sim.config.workers {
             sim.add_worker();
         }
@@ -368,7 +443,9 @@ impl Simulation {
                 break;
             }
             let client = self.client;
-            self.timed(|s| s.scheduler.on_client_message(client, ToScheduler::Submit(batch), &mut s.comm));
+            self.timed(Call::Submit, |s| {
+                s.scheduler.on_client_message(client, ToScheduler::Submit(batch), &mut s.comm)
+            });
             self.dispatch();
         }
         while self.pending_outputs > 0 {
@@ -397,7 +474,7 @@ impl Simulation {
         }
         let keys: Vec<Key> = outputs.iter().map(|(t, _)| self.keys[*t as usize].clone()).collect();
         let client = self.client;
-        self.timed(|s| s.scheduler.on_client_message(client, ToScheduler::Release(keys), &mut s.comm));
+        self.timed(Call::Release, |s| s.scheduler.on_client_message(client, ToScheduler::Release(keys), &mut s.comm));
         self.dispatch();
         // Let the releases reach the workers.
         while let Some(Reverse((at, _, event))) = self.events.pop() {
@@ -413,10 +490,13 @@ impl Simulation {
         self.report
     }
 
-    fn timed<T>(&mut self, f: impl FnOnce(&mut Simulation) -> T) -> T {
+    fn timed<T>(&mut self, call: Call, f: impl FnOnce(&mut Simulation) -> T) -> T {
         let start = Instant::now();
         let out = f(self);
-        self.report.scheduler_time += start.elapsed();
+        let spent = start.elapsed();
+        self.report.scheduler_time += spent;
+        self.report.scheduler_time_by_call[call as usize] += spent;
+        self.report.scheduler_calls[call as usize] += 1;
         out
     }
 
@@ -445,7 +525,7 @@ impl Simulation {
             resources: vec![],
         };
         let now = self.now;
-        let id = self.timed(|s| s.scheduler.on_worker_registered(info, now, &mut s.comm));
+        let id = self.timed(Call::Other, |s| s.scheduler.on_worker_registered(info, now, &mut s.comm));
         self.workers.insert(
             id,
             SimWorker {
@@ -467,22 +547,22 @@ impl Simulation {
         let mut workers = std::mem::take(&mut self.comm.workers);
         for (worker, msg) in workers.drain(..) {
             let msg = match msg {
-                ToWorker::Compute(tasks) => SimToWorker::Compute(
+                SimOut::Compute(tasks) => SimToWorker::Compute(
                     tasks
                         .into_iter()
-                        .filter_map(|t| match self.number(&t.key) {
-                            Some(n) => Some((n, t.id)),
+                        .filter_map(|(id, key)| match self.number(&key) {
+                            Some(n) => Some((n, id)),
                             None => {
-                                self.report.violations.push(format!("{} was never submitted", t.key));
+                                self.report.violations.push(format!("{key} was never submitted"));
                                 None
                             }
                         })
                         .collect(),
                 ),
-                ToWorker::Release(keys) => SimToWorker::Release(keys.iter().filter_map(|k| self.number(k)).collect()),
-                ToWorker::Steal(keys) => SimToWorker::Steal(keys.iter().filter_map(|k| self.number(k)).collect()),
-                ToWorker::Shutdown => SimToWorker::Shutdown,
-                ToWorker::Restart => SimToWorker::Restart,
+                SimOut::Release(keys) => SimToWorker::Release(keys.iter().filter_map(|k| self.number(k)).collect()),
+                SimOut::Steal(keys) => SimToWorker::Steal(keys.iter().filter_map(|k| self.number(k)).collect()),
+                SimOut::Shutdown => SimToWorker::Shutdown,
+                SimOut::Restart => SimToWorker::Restart,
             };
             self.push(at, Event::ToWorker { worker, msg, epoch: self.epoch });
         }
@@ -515,7 +595,7 @@ impl Simulation {
             Event::ToScheduler { worker, msg } => {
                 if self.workers.contains_key(&worker) {
                     let now = self.now;
-                    self.timed(|s| s.scheduler.on_worker_message(worker, msg.0, now, &mut s.comm));
+                    self.timed(Call::Other, |s| s.scheduler.on_worker_message(worker, msg.0, now, &mut s.comm));
                     self.dispatch();
                 }
             }
@@ -524,7 +604,7 @@ impl Simulation {
                 if let Some(done) = self.unreported.remove(&worker) {
                     if self.workers.contains_key(&worker) {
                         let now = self.now;
-                        self.timed(|s| {
+                        self.timed(Call::Finished, |s| {
                             s.scheduler.on_worker_message(worker, FromWorker::Finished(done), now, &mut s.comm)
                         });
                         self.dispatch();
@@ -536,11 +616,11 @@ impl Simulation {
                 // Heartbeats are implied: a live simulated worker is never silent.
                 let now = self.now;
                 for w in self.workers.keys().copied().collect::<Vec<_>>() {
-                    self.timed(|s| {
+                    self.timed(Call::Tick, |s| {
                         s.scheduler.on_worker_message(w, FromWorker::Heartbeat { memory: 0 }, now, &mut s.comm)
                     });
                 }
-                self.timed(|s| s.scheduler.on_tick(now, &mut s.comm));
+                self.timed(Call::Tick, |s| s.scheduler.on_tick(now, &mut s.comm));
                 self.dispatch();
                 let next = self.now + 1_000_000;
                 self.push(next, Event::Tick);
@@ -665,7 +745,7 @@ impl Simulation {
             }
             self.report.losses += 1;
             self.epoch += 1;
-            self.timed(|s| s.scheduler.on_worker_lost(victim, &mut s.comm));
+            self.timed(Call::Other, |s| s.scheduler.on_worker_lost(victim, &mut s.comm));
             self.dispatch();
             if self.config.replace_lost {
                 self.add_worker();

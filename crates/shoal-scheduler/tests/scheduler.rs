@@ -252,3 +252,44 @@ fn a_forgotten_task_s_slot_goes_to_the_next_under_a_new_id() {
     e.s.check_invariants();
     assert!(matches!(e.s.task_state(&key("y")), Some(TaskState::Processing(_))), "y is not taken for done");
 }
+
+/// Encodes every compute message both ways: borrowed, as the network shell
+/// sends it, and owned.
+#[derive(Default)]
+struct EncodingComm {
+    batches: usize,
+}
+
+impl shoal_scheduler::Comm for EncodingComm {
+    fn to_worker(&mut self, _: WorkerId, _: ToWorker) {}
+
+    fn compute(&mut self, _: WorkerId, tasks: &shoal_scheduler::Assigned<'_>) {
+        let (mut borrowed, mut owned) = (Vec::new(), Vec::new());
+        shoal_proto::encode_message(tasks, &mut borrowed).expect("encodes");
+        shoal_proto::encode_message(&ToWorker::Compute(tasks.to_msgs()), &mut owned).expect("encodes");
+        assert_eq!(borrowed, owned);
+        assert_eq!(tasks.len(), tasks.to_msgs().len());
+        self.batches += 1;
+    }
+
+    fn to_client(&mut self, _: ClientId, _: Vec<FromScheduler>) {}
+}
+
+#[test]
+fn assigned_tasks_encode_as_an_owned_compute_message() {
+    let mut e = Env::new();
+    let a = e.worker("a", 1);
+    e.worker("b", 1);
+    let mut comm = EncodingComm::default();
+    let c = e.client;
+    e.s.on_client_message(c, ToScheduler::Submit(vec![task("x", &[]), task("y", &[])]), &mut comm);
+    for (k, nbytes) in [("x", 8), ("y", 16)] {
+        let Some(TaskState::Processing(w)) = e.s.task_state(&key(k)) else { panic!("{k} is not processing") };
+        let done = FinishedMsg { id: TaskId(u64::MAX), key: key(k), nbytes, duration_us: 10 };
+        e.s.on_worker_message(w, FromWorker::Finished(vec![done]), 1, &mut comm);
+    }
+    e.s.on_client_message(c, ToScheduler::Submit(vec![task("z", &["x", "y"])]), &mut comm);
+    assert!(matches!(e.s.task_state(&key("z")), Some(TaskState::Processing(_))));
+    assert_eq!(comm.batches, 3, "x and y, then z");
+    let _ = a;
+}

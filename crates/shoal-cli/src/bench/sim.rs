@@ -8,7 +8,7 @@
 
 use anyhow::Context;
 use serde_json::{Map, Value, json};
-use shoal_scheduler::sim::{SimConfig, Simulation, graphs};
+use shoal_scheduler::sim::{Call, SimConfig, Simulation, graphs};
 
 use super::{Benchmark, Sample, param_u64};
 
@@ -58,5 +58,13 @@ fn run(params: &Value) -> anyhow::Result<Sample> {
     extra.insert("losses".into(), json!(report.losses));
     extra.insert("simulation_s".into(), json!(wall));
     extra.insert("ns_per_task".into(), json!((scheduler_s / count as f64 * 1e9).round()));
+    let by_call: Map<String, Value> = Call::ALL
+        .iter()
+        .map(|&call| {
+            let ns = report.scheduler_time_by_call[call as usize].as_secs_f64() / count as f64 * 1e9;
+            (call.name().to_string(), json!(ns.round()))
+        })
+        .collect();
+    extra.insert("ns_per_task_by_call".into(), Value::Object(by_call));
     Ok(Sample { seconds: scheduler_s, items: Some(count as f64), extra })
 }

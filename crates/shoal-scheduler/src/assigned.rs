@@ -1,0 +1,97 @@
+//! Tasks handed to a worker, as the network shell sees them: borrowed from
+//! the scheduler's records until they are encoded.
+
+use serde::ser::{Serialize, SerializeSeq, Serializer};
+use shoal_graph::Key;
+use shoal_proto::{ComputeMsg, ComputeRef, DepRef, TaskId, WorkerId};
+
+use crate::table::TaskTable;
+use crate::task::Busy;
+
+/// The tasks of one [`ToWorker::Compute`](shoal_proto::ToWorker::Compute)
+/// message, read from the scheduler's task records when encoded.
+///
+/// An assignment only notes the task's slot: building an owned
+/// [`ComputeMsg`] per task would copy its key and dependency list and touch
+/// the reference counts of its function, arguments and holders' addresses
+/// (atomic operations on cold cache lines, measured as half of the cost of
+/// an assignment), only for the network shell to encode and drop it. It
+/// encodes to exactly the bytes of the owned message.
+pub struct Assigned<'a> {
+    tasks: &'a TaskTable,
+    busy: &'a [Busy],
+    /// Tasks processing on the worker (checked by the scheduler).
+    slots: &'a [u32],
+}
+
+impl<'a> Assigned<'a> {
+    pub(crate) fn new(tasks: &'a TaskTable, busy: &'a [Busy], slots: &'a [u32]) -> Assigned<'a> {
+        Assigned { tasks, busy, slots }
+    }
+
+    /// How many tasks.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Each task's id and key.
+    pub fn ids(&self) -> impl Iterator<Item = (TaskId, &'a Key)> + '_ {
+        let tasks = self.tasks;
+        self.slots.iter().filter_map(move |&i| Some((tasks.id(i), &tasks.get(i)?.key)))
+    }
+
+    /// Each task's message, borrowed.
+    pub fn iter(&self) -> impl Iterator<Item = ComputeRef<'a>> + '_ {
+        self.slots.iter().filter_map(|&i| self.message(i))
+    }
+
+    /// The owned messages (for tests and recordings).
+    pub fn to_msgs(&self) -> Vec<ComputeMsg> {
+        self.iter().map(|m| m.to_msg()).collect()
+    }
+
+    fn message(&self, i: u32) -> Option<ComputeRef<'a>> {
+        let (tasks, busy) = (self.tasks, self.busy);
+        let t = tasks.get(i)?;
+        let deps = t
+            .deps
+            .iter()
+            .filter_map(|&d| tasks.get(d))
+            .map(|dep| DepRef {
+                key: &dep.key,
+                holders: dep
+                    .who_has
+                    .iter()
+                    .filter_map(|h: &WorkerId| busy.get(h.0 as usize).and_then(|b| b.address.as_deref()))
+                    .collect(),
+                nbytes: dep.nbytes,
+            })
+            .collect();
+        Some(ComputeRef { id: tasks.id(i), key: &t.key, func: &t.func, args: &t.args, deps, priority: t.priority })
+    }
+}
+
+struct Tasks<'s, 'a>(&'s Assigned<'a>);
+
+impl Serialize for Tasks<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for m in self.0.iter() {
+            seq.serialize_element(&m)?;
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for Assigned<'_> {
+    /// As `ToWorker::Compute(tasks)`: variant 0 of `ToWorker` (a test pins
+    /// the two encodings equal).
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_newtype_variant("ToWorker", 0, "Compute", &Tasks(self))
+    }
+}
