@@ -1,6 +1,8 @@
 //! Tasks handed to a worker, as the network shell sees them: borrowed from
 //! the scheduler's records until they are encoded.
 
+use std::sync::Arc;
+
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 use shoal_graph::Key;
 use shoal_proto::{ComputeMsg, ComputeRef, DepRef, TaskId, WorkerId};
@@ -19,14 +21,16 @@ use crate::task::Busy;
 /// encodes to exactly the bytes of the owned message.
 pub struct Assigned<'a> {
     tasks: &'a TaskTable,
+    /// Function names by number.
+    funcs: &'a [Arc<str>],
     busy: &'a [Busy],
     /// Tasks processing on the worker (checked by the scheduler).
     slots: &'a [u32],
 }
 
 impl<'a> Assigned<'a> {
-    pub(crate) fn new(tasks: &'a TaskTable, busy: &'a [Busy], slots: &'a [u32]) -> Assigned<'a> {
-        Assigned { tasks, busy, slots }
+    pub(crate) fn new(tasks: &'a TaskTable, funcs: &'a [Arc<str>], busy: &'a [Busy], slots: &'a [u32]) -> Assigned<'a> {
+        Assigned { tasks, funcs, busy, slots }
     }
 
     /// How many tasks.
@@ -72,7 +76,8 @@ impl<'a> Assigned<'a> {
                 nbytes: dep.nbytes,
             })
             .collect();
-        Some(ComputeRef { id: tasks.id(i), key: &t.key, func: &t.func, args: &t.args, deps, priority: t.priority })
+        let func = self.funcs.get(t.func as usize)?;
+        Some(ComputeRef { id: tasks.id(i), key: &t.key, func, args: &t.args, deps, priority: t.priority })
     }
 }
 

@@ -52,6 +52,7 @@
 
 mod assigned;
 mod comm;
+mod idlist;
 mod index;
 mod load;
 mod outbox;

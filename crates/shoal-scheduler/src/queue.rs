@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 /// from a live one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Ready {
-    pub(crate) seq: u64,
+    pub(crate) seq: u32,
     pub(crate) task: u32,
 }
 

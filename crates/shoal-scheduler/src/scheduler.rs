@@ -6,6 +6,8 @@
 //! socket, a thread or the system clock, so the same code runs under the
 //! network shell, in unit tests and in the simulator.
 
+use std::sync::Arc;
+
 use rustc_hash::{FxHashMap, FxHashSet};
 use shoal_graph::{Key, Prefix};
 use shoal_proto::{
@@ -16,6 +18,7 @@ use smallvec::SmallVec;
 
 use crate::assigned::Assigned;
 use crate::comm::Comm;
+use crate::idlist::IdList;
 use crate::load::LoadIndex;
 use crate::outbox::Batches;
 use crate::queue::{Ready, ReadyQueue};
@@ -71,6 +74,9 @@ struct Outbox {
     clients: Batches<ClientId, FromScheduler>,
 }
 
+/// The number of [`SCATTERED_FUNC`].
+const SCATTERED: u32 = 0;
+
 /// Counters describing the scheduler now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SchedulerStats {
@@ -99,10 +105,16 @@ pub struct Scheduler {
     clients: FxHashSet<ClientId>,
     next_worker: u32,
     next_client: u32,
-    next_seq: u64,
+    next_seq: u32,
     queued: ReadyQueue,
     resource_names: Vec<String>,
     groups: FxHashMap<Prefix, u32>,
+    /// Function names by number: a task record holds four bytes instead of
+    /// a shared string, and forgetting it touches no reference count.
+    /// Entry 0 is [`SCATTERED_FUNC`]. Few programs have more than a few
+    /// hundred functions, so the names are kept for good.
+    funcs: Vec<Arc<str>>,
+    func_numbers: FxHashMap<Arc<str>, u32>,
     /// The group found last: tasks come in runs of one prefix, and
     /// comparing prefixes is comparing pointers, where `groups` hashes
     /// their text.
@@ -136,6 +148,8 @@ impl Scheduler {
             queued: ReadyQueue::default(),
             resource_names: Vec::new(),
             groups: FxHashMap::default(),
+            funcs: vec![SCATTERED_FUNC.into()],
+            func_numbers: std::iter::once((SCATTERED_FUNC.into(), SCATTERED)).collect(),
             last_group: None,
             durations: Vec::new(),
             outbox: Outbox::default(),
@@ -176,10 +190,7 @@ impl Scheduler {
             ToScheduler::Release(keys) => {
                 for key in keys {
                     if let Some(i) = self.tasks.find(&key) {
-                        let task = self.task_mut(i);
-                        if let Some(pos) = task.holders.iter().position(|c| *c == client) {
-                            task.holders.remove(pos);
-                        }
+                        self.task_mut(i).holders.remove_one(client);
                         self.consider_release(i);
                     }
                 }
@@ -512,10 +523,11 @@ impl Scheduler {
             Some(Box::new(Extra { resources, workers, retries_left: retries, ..Extra::default() }))
         };
         let seq = self.next_seq;
-        self.next_seq += 1;
+        self.next_seq = seq.wrapping_add(1);
+        let func = self.func_number(func);
         self.tasks.insert(Task {
             extra,
-            holders: if held { smallvec::smallvec![client] } else { SmallVec::new() },
+            holders: if held { IdList::one(client) } else { IdList::default() },
             group,
             ..Task::new(key, func, args, priority, seq)
         })
@@ -542,7 +554,7 @@ impl Scheduler {
         for &d in &deps {
             self.task_mut(d).dependents.push(i);
         }
-        self.task_mut(i).deps = deps;
+        self.task_mut(i).deps = deps.iter().copied().collect();
         if let Some(k) = unknown {
             self.fail(i, TaskErrorMsg::UnknownDependency(k));
             return;
@@ -558,7 +570,7 @@ impl Scheduler {
             if self.task(i).state != TaskState::Released {
                 continue;
             }
-            if *self.task(i).func == *SCATTERED_FUNC {
+            if self.task(i).func == SCATTERED {
                 // Data a client put on a worker has no function to rerun.
                 let message = "its data was scattered to a worker that is gone; scatter it again".to_string();
                 self.fail(i, TaskErrorMsg::Failed { message });
@@ -1090,11 +1102,11 @@ impl Scheduler {
     fn flush(&mut self, comm: &mut impl Comm) {
         self.fill_workers();
         self.outbox.release.send(|w, keys| comm.to_worker(w, ToWorker::Release(keys)));
-        let (tasks, busy) = (&self.tasks, &self.busy);
+        let (tasks, funcs, busy) = (&self.tasks, &self.funcs, &self.busy);
         self.outbox.compute.send(|w, mut slots| {
             slots.retain(|&i| tasks.get(i).is_some_and(|t| t.state == TaskState::Processing(w)));
             if !slots.is_empty() {
-                comm.compute(w, &Assigned::new(tasks, busy, &slots));
+                comm.compute(w, &Assigned::new(tasks, funcs, busy, &slots));
             }
         });
         self.outbox.steal.send(|w, keys| comm.to_worker(w, ToWorker::Steal(keys)));
@@ -1107,6 +1119,21 @@ impl Scheduler {
         }
         self.resource_names.push(name.to_string());
         (self.resource_names.len() - 1) as u32
+    }
+
+    fn func_number(&mut self, func: Arc<str>) -> u32 {
+        // Tasks come in runs of one function: the last one first.
+        let last = self.funcs.len() as u32 - 1;
+        if *self.funcs[last as usize] == *func {
+            return last;
+        }
+        if let Some(&n) = self.func_numbers.get(&func) {
+            return n;
+        }
+        let n = self.funcs.len() as u32;
+        self.funcs.push(func.clone());
+        self.func_numbers.insert(func, n);
+        n
     }
 
     fn group_index(&mut self, prefix: &Prefix) -> u32 {

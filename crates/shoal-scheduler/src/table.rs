@@ -4,8 +4,8 @@ use std::hash::BuildHasher;
 
 use shoal_graph::{Key, KeyBuildHasher};
 use shoal_proto::{TaskId, WorkerId};
-use smallvec::SmallVec;
 
+use crate::idlist::IdList;
 use crate::index::KeyIndex;
 use crate::task::{Task, TaskState};
 
@@ -163,7 +163,7 @@ impl TaskTable {
     /// Forgets a task, returning its dependencies; its slot goes to a later
     /// task under a new generation. The record is dropped where it is, not
     /// moved out; its index entry stays (see the type's notes).
-    pub(crate) fn remove(&mut self, i: u32) -> Option<SmallVec<[u32; 4]>> {
+    pub(crate) fn remove(&mut self, i: u32) -> Option<IdList<u32>> {
         let slot = self.slots.get_mut(i as usize)?;
         let task = slot.task.as_mut()?;
         let deps = std::mem::take(&mut task.deps);
@@ -246,7 +246,7 @@ mod tests {
     use super::*;
 
     fn task(n: u64) -> Task {
-        Task::new(Key::scalar("t", Token(u128::from(n))), "f".into(), Vec::new().into(), 0, n)
+        Task::new(Key::scalar("t", Token(u128::from(n))), 1, Vec::new().into(), 0, n as u32)
     }
 
     /// Forgotten tasks leave their index entries behind: keys forgotten

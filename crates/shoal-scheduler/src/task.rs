@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use shoal_graph::Key;
 use shoal_proto::{ArgMsg, ClientId, TaskErrorMsg, WorkerId, WorkerInfo};
-use smallvec::SmallVec;
+
+use crate::idlist::IdList;
 
 /// Where a task is.
 ///
@@ -41,8 +42,10 @@ impl TaskState {
 
 /// A task's record. What few tasks have (placement constraints, retries, an
 /// error, worker losses) is boxed apart: every task pays for the size of its
-/// record in cache misses. Lists hold up to four entries inline, which
-/// covers most tasks' inputs and dependents without an allocation.
+/// record in cache misses, and in page faults when a large graph comes in
+/// (160 bytes with the slot's 8: see [`IdList`]). Lists hold up to three
+/// entries inline, which covers most tasks' inputs and dependents without an
+/// allocation, and functions are numbers.
 ///
 /// The fields are laid out by hand (`repr(C)`), in the order the hot paths
 /// read them: after the slot's generation and hash (see `table::Slot`)
@@ -60,15 +63,19 @@ pub(crate) struct Task {
     pub(crate) group: u32,
     pub(crate) priority: i32,
     pub(crate) nbytes: u64,
-    pub(crate) who_has: SmallVec<[WorkerId; 2]>,
+    pub(crate) who_has: IdList<WorkerId>,
     /// Tasks (not forgotten) that depend on this one.
-    pub(crate) dependents: SmallVec<[u32; 4]>,
+    pub(crate) dependents: IdList<u32>,
     /// Dependencies, each once.
-    pub(crate) deps: SmallVec<[u32; 4]>,
+    pub(crate) deps: IdList<u32>,
     pub(crate) extra: Option<Box<Extra>>,
-    pub(crate) seq: u64,
-    pub(crate) holders: SmallVec<[ClientId; 2]>,
-    pub(crate) func: Arc<str>,
+    pub(crate) holders: IdList<ClientId>,
+    /// Submission number, wrapping: it orders equal priorities first come,
+    /// first served, and tells a stale ready-queue entry from a live one
+    /// (entries leave the queue long before four billion more tasks come).
+    pub(crate) seq: u32,
+    /// Its function, by number (see `Scheduler::func_number`).
+    pub(crate) func: u32,
     pub(crate) args: Arc<[ArgMsg]>,
 }
 
@@ -87,21 +94,21 @@ pub(crate) struct Extra {
 
 impl Task {
     /// A task just submitted: released, linked to nothing, held by nobody.
-    pub(crate) fn new(key: Key, func: Arc<str>, args: Arc<[ArgMsg]>, priority: i32, seq: u64) -> Task {
+    pub(crate) fn new(key: Key, func: u32, args: Arc<[ArgMsg]>, priority: i32, seq: u32) -> Task {
         Task {
             key,
             func,
             args,
-            deps: SmallVec::new(),
-            dependents: SmallVec::new(),
+            deps: IdList::default(),
+            dependents: IdList::default(),
             state: TaskState::Released,
             missing: 0,
             waiters: 0,
-            who_has: SmallVec::new(),
+            who_has: IdList::default(),
             nbytes: 0,
             priority,
             seq,
-            holders: SmallVec::new(),
+            holders: IdList::default(),
             group: 0,
             extra: None,
         }
