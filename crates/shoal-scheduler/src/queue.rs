@@ -94,7 +94,7 @@ mod tests {
     fn priority_first_then_submission_order_whatever_the_arrival_order() {
         let mut q = ReadyQueue::default();
         for (priority, seq) in [(0, 5), (0, 7), (1, 9), (0, 2), (0, 8), (-1, 1), (1, 3), (0, 6)] {
-            q.push(priority, Ready { seq, task: seq as u32 });
+            q.push(priority, Ready { seq, task: seq });
         }
         let mut out = Vec::new();
         while let Some(next) = q.peek() {
