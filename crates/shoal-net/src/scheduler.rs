@@ -182,37 +182,74 @@ async fn serve(listener: std::net::TcpListener, config: SchedulerServerConfig, m
                 }
                 Err(e) => tracing::warn!("accept failed: {e}"),
             },
-            Some(event) = events.recv() => match event {
-                Event::ClientJoined { out, id } => {
-                    let client = scheduler.on_client_connected();
-                    send_welcome(&out, client.0);
-                    comm.clients.insert(client, out);
-                    let _ = id.send(client);
+            Some(event) = events.recv() => {
+                let mut next = Some(event);
+                while let Some(event) = next.take() {
+                    next = match event {
+                        Event::Worker(w, msg) => {
+                            // Worker messages already waiting are one burst:
+                            // one round of placement and one send per peer.
+                            let mut burst = vec![(w, msg)];
+                            let mut after = None;
+                            while burst.len() < MAX_BURST {
+                                match events.try_recv() {
+                                    Ok(Event::Worker(w, msg)) => burst.push((w, msg)),
+                                    Ok(other) => {
+                                        after = Some(other);
+                                        break;
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                            scheduler.on_worker_messages(burst, now_us(), &mut comm);
+                            after
+                        }
+                        other => {
+                            handle_event(other, &mut scheduler, &mut comm, now_us());
+                            None
+                        }
+                    };
                 }
-                Event::Client(c, msg) => scheduler.on_client_message(c, msg, &mut comm),
-                Event::ClientLeft(c) => {
-                    comm.clients.remove(&c);
-                    scheduler.on_client_disconnected(c, &mut comm);
-                }
-                Event::WorkerJoined { info, out, id } => {
-                    // The welcome, then the writer, before the first compute goes out.
-                    send_welcome(&out, scheduler.next_worker_id().0);
-                    comm.workers.insert(scheduler.next_worker_id(), out);
-                    let worker = scheduler.on_worker_registered(info, now_us(), &mut comm);
-                    let _ = id.send(worker);
-                }
-                Event::Worker(w, msg) => scheduler.on_worker_message(w, msg, now_us(), &mut comm),
-                Event::WorkerLeft(w) => {
-                    comm.workers.remove(&w);
-                    scheduler.on_worker_lost(w, &mut comm);
-                }
-            },
+            }
             _ = tick.tick() => {
                 scheduler.on_tick(now_us(), &mut comm);
                 // Workers lost for silence: closing their connection tells them.
                 let known: std::collections::HashSet<WorkerId> = scheduler.workers().iter().map(|w| w.id).collect();
                 comm.workers.retain(|id, _| known.contains(id));
             }
+        }
+    }
+}
+
+/// The most worker messages handled as one burst, so that a flood of
+/// reports cannot hold back the scheduler's answers for long.
+const MAX_BURST: usize = 1024;
+
+/// Handles an event other than a worker's message.
+fn handle_event(event: Event, scheduler: &mut Scheduler, comm: &mut NetComm, now_us: u64) {
+    match event {
+        Event::ClientJoined { out, id } => {
+            let client = scheduler.on_client_connected();
+            send_welcome(&out, client.0);
+            comm.clients.insert(client, out);
+            let _ = id.send(client);
+        }
+        Event::Client(c, msg) => scheduler.on_client_message(c, msg, comm),
+        Event::ClientLeft(c) => {
+            comm.clients.remove(&c);
+            scheduler.on_client_disconnected(c, comm);
+        }
+        Event::WorkerJoined { info, out, id } => {
+            // The welcome, then the writer, before the first compute goes out.
+            send_welcome(&out, scheduler.next_worker_id().0);
+            comm.workers.insert(scheduler.next_worker_id(), out);
+            let worker = scheduler.on_worker_registered(info, now_us, comm);
+            let _ = id.send(worker);
+        }
+        Event::Worker(w, msg) => scheduler.on_worker_message(w, msg, now_us, comm),
+        Event::WorkerLeft(w) => {
+            comm.workers.remove(&w);
+            scheduler.on_worker_lost(w, comm);
         }
     }
 }

@@ -70,6 +70,13 @@ impl KeyIndex {
         }
     }
 
+    /// Starts loading the entry where a look-up of `hash` begins.
+    pub(crate) fn prefetch(&self, hash: u32) {
+        if let Some(e) = self.entries.get(hash as usize & self.entries.len().wrapping_sub(1)) {
+            prefetch_line((e as *const Entry).cast());
+        }
+    }
+
     /// Adds an entry; the caller has made room (the index is not full).
     pub(crate) fn insert(&mut self, slot: u32, hash: u32) {
         place(&mut self.entries, entry(slot, hash));
@@ -99,3 +106,16 @@ fn place(entries: &mut [Entry], e: Entry) {
     }
     entries[p] = e;
 }
+
+/// Asks the memory system for the cache line at `p`, without waiting.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn prefetch_line(p: *const i8) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    // SAFETY: SSE is part of every x86_64 CPU, and a prefetch is a hint that
+    // never faults and reads nothing the program sees, whatever the address.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
+}
+
+/// Elsewhere a no-op.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn prefetch_line(_: *const i8) {}

@@ -274,6 +274,44 @@ impl Scheduler {
 
     /// A message from a worker.
     pub fn on_worker_message(&mut self, worker: WorkerId, msg: FromWorker, now_us: u64, comm: &mut impl Comm) {
+        self.worker_message(worker, msg, now_us);
+        self.flush(comm);
+    }
+
+    /// Messages from workers that arrived together, in order, answered with
+    /// one batch per peer: the end-of-event work (handing queued tasks out,
+    /// sending) is done once for the burst instead of once per message, and
+    /// workers get their new tasks in fewer, larger messages.
+    pub fn on_worker_messages(&mut self, msgs: Vec<(WorkerId, FromWorker)>, now_us: u64, comm: &mut impl Comm) {
+        self.prefetch_finished(&msgs);
+        for (worker, msg) in msgs {
+            self.worker_message(worker, msg, now_us);
+        }
+        self.flush(comm);
+    }
+
+    /// Prefetches (see [`TaskTable::prefetch`]) the records a burst of
+    /// completions will read: the finished tasks', then their dependents'.
+    fn prefetch_finished(&self, msgs: &[(WorkerId, FromWorker)]) {
+        let finished = || {
+            msgs.iter().flat_map(|(_, m)| match m {
+                FromWorker::Finished(done) => done.as_slice(),
+                _ => &[],
+            })
+        };
+        for f in finished() {
+            self.tasks.prefetch(f.id.slot());
+        }
+        for f in finished() {
+            if let Some(t) = self.tasks.get(f.id.slot()) {
+                for &d in t.dependents.iter() {
+                    self.tasks.prefetch(d);
+                }
+            }
+        }
+    }
+
+    fn worker_message(&mut self, worker: WorkerId, msg: FromWorker, now_us: u64) {
         let Some(w) = self.workers.get_mut(&worker) else {
             return;
         };
@@ -341,7 +379,6 @@ impl Scheduler {
                 }
             }
         }
-        self.flush(comm);
     }
 
     /// A worker is gone (its connection closed, or it stopped answering).
@@ -493,7 +530,18 @@ impl Scheduler {
     // ----- transitions ----------------------------------------------------
 
     fn submit(&mut self, client: ClientId, msgs: Vec<TaskMsg>) {
-        for msg in msgs {
+        // The index entries of a task's key and inputs are cache misses
+        // (a million tasks' index is 16 MB): ask for those of the task a
+        // few places ahead while this one is handled, so they overlap.
+        const AHEAD: usize = 8;
+        let mut msgs = msgs.into_iter();
+        for ahead in msgs.as_slice().iter().take(AHEAD) {
+            self.prefetch_msg(ahead);
+        }
+        while let Some(msg) = msgs.next() {
+            if let Some(ahead) = msgs.as_slice().get(AHEAD - 1) {
+                self.prefetch_msg(ahead);
+            }
             if let Some(i) = self.tasks.find(&msg.key) {
                 // A key the cluster knows: share it, and bring it back if its
                 // result was released.
@@ -510,6 +558,17 @@ impl Scheduler {
             }
             let i = self.insert_task(client, msg);
             self.wire(i);
+        }
+    }
+
+    fn prefetch_msg(&self, msg: &TaskMsg) {
+        self.tasks.prefetch_key(&msg.key);
+        for arg in msg.args.iter() {
+            match arg {
+                ArgMsg::Key(k) => self.tasks.prefetch_key(k),
+                ArgMsg::List(ks) => ks.iter().for_each(|k| self.tasks.prefetch_key(k)),
+                ArgMsg::Value(_) => {}
+            }
         }
     }
 

@@ -94,25 +94,25 @@ pub struct SimReport {
 pub enum Call {
     /// A client's batch of new tasks.
     Submit,
-    /// A worker's batch of finished tasks.
-    Finished,
+    /// Bursts of worker messages: finished tasks, mostly.
+    Workers,
     /// The client releasing its results at the end.
     Release,
     /// Heartbeats and the periodic tick.
     Tick,
-    /// Everything else: worker arrivals and losses, steals, missing data.
+    /// Everything else: worker arrivals and losses.
     Other,
 }
 
 impl Call {
     /// Every kind, in index order.
-    pub const ALL: [Call; 5] = [Call::Submit, Call::Finished, Call::Release, Call::Tick, Call::Other];
+    pub const ALL: [Call; 5] = [Call::Submit, Call::Workers, Call::Release, Call::Tick, Call::Other];
 
     /// The kind's name in reports.
     pub fn name(self) -> &'static str {
         match self {
             Call::Submit => "submit",
-            Call::Finished => "finished",
+            Call::Workers => "workers",
             Call::Release => "release",
             Call::Tick => "tick",
             Call::Other => "other",
@@ -592,40 +592,54 @@ impl Simulation {
     fn handle(&mut self, event: Event) {
         match event {
             Event::ToWorker { worker, msg, epoch } => self.worker_receives(worker, msg, epoch),
-            Event::ToScheduler { worker, msg } => {
-                if self.workers.contains_key(&worker) {
-                    let now = self.now;
-                    self.timed(Call::Other, |s| s.scheduler.on_worker_message(worker, msg.0, now, &mut s.comm));
-                    self.dispatch();
-                }
-            }
+            event @ (Event::ToScheduler { .. } | Event::Report { .. }) => self.deliver_to_scheduler(event),
             Event::Done { worker, task, id } => self.task_done(worker, task, id),
-            Event::Report { worker } => {
-                if let Some(done) = self.unreported.remove(&worker) {
-                    if self.workers.contains_key(&worker) {
-                        let now = self.now;
-                        self.timed(Call::Finished, |s| {
-                            s.scheduler.on_worker_message(worker, FromWorker::Finished(done), now, &mut s.comm)
-                        });
-                        self.dispatch();
-                    }
-                }
-            }
             Event::Kill => self.kill(),
             Event::Tick => {
                 // Heartbeats are implied: a live simulated worker is never silent.
                 let now = self.now;
-                for w in self.workers.keys().copied().collect::<Vec<_>>() {
-                    self.timed(Call::Tick, |s| {
-                        s.scheduler.on_worker_message(w, FromWorker::Heartbeat { memory: 0 }, now, &mut s.comm)
-                    });
-                }
+                let beats: Vec<(WorkerId, FromWorker)> =
+                    self.workers.keys().map(|&w| (w, FromWorker::Heartbeat { memory: 0 })).collect();
+                self.timed(Call::Tick, |s| s.scheduler.on_worker_messages(beats, now, &mut s.comm));
                 self.timed(Call::Tick, |s| s.scheduler.on_tick(now, &mut s.comm));
                 self.dispatch();
                 let next = self.now + 1_000_000;
                 self.push(next, Event::Tick);
             }
         }
+    }
+
+    /// Hands the scheduler a message from a worker, with every other one
+    /// that reaches it at the same moment: a network shell reads what all
+    /// its connections have ready before the scheduler answers.
+    fn deliver_to_scheduler(&mut self, first: Event) {
+        let mut burst = Vec::new();
+        let mut next = Some(first);
+        while let Some(event) = next.take() {
+            match event {
+                Event::ToScheduler { worker, msg } if self.workers.contains_key(&worker) => burst.push((worker, msg.0)),
+                Event::Report { worker } => {
+                    if let Some(done) = self.unreported.remove(&worker) {
+                        if self.workers.contains_key(&worker) {
+                            burst.push((worker, FromWorker::Finished(done)));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            let same_moment = self.events.peek().is_some_and(|Reverse((at, _, e))| {
+                *at == self.now && matches!(e, Event::ToScheduler { .. } | Event::Report { .. })
+            });
+            if same_moment {
+                next = self.events.pop().map(|Reverse((_, _, e))| e);
+            }
+        }
+        if burst.is_empty() {
+            return;
+        }
+        let now = self.now;
+        self.timed(Call::Workers, |s| s.scheduler.on_worker_messages(burst, now, &mut s.comm));
+        self.dispatch();
     }
 
     fn worker_receives(&mut self, id: WorkerId, msg: SimToWorker, epoch: u32) {

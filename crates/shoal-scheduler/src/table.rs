@@ -6,7 +6,7 @@ use shoal_graph::{Key, KeyBuildHasher};
 use shoal_proto::{TaskId, WorkerId};
 
 use crate::idlist::IdList;
-use crate::index::KeyIndex;
+use crate::index::{KeyIndex, prefetch_line};
 use crate::task::{Task, TaskState};
 
 /// Tasks by slot, and slots by key.
@@ -96,6 +96,26 @@ impl TaskTable {
 
     pub(crate) fn get(&self, i: u32) -> Option<&Task> {
         self.slots.get(i as usize).and_then(|s| s.task.as_ref())
+    }
+
+    /// Starts loading task `i`'s record into the cache, without waiting
+    /// for it. Handling a burst of messages, the scheduler first asks for
+    /// every record it is about to read: the cache misses then overlap
+    /// instead of coming one after another (a record last touched when its
+    /// task was submitted is far out in memory, and each miss costs some
+    /// hundreds of nanoseconds).
+    pub(crate) fn prefetch(&self, i: u32) {
+        let Some(slot) = self.slots.get(i as usize) else { return };
+        let start = (slot as *const Slot).cast::<i8>();
+        for line in (0..std::mem::size_of::<Slot>()).step_by(64) {
+            prefetch_line(start.wrapping_add(line));
+        }
+    }
+
+    /// Starts loading the index entry where `key` would be (see
+    /// [`TaskTable::prefetch`]).
+    pub(crate) fn prefetch_key(&self, key: &Key) {
+        self.index.prefetch(hash_of(key));
     }
 
     pub(crate) fn get_mut(&mut self, i: u32) -> Option<&mut Task> {

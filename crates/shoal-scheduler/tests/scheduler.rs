@@ -293,3 +293,20 @@ fn assigned_tasks_encode_as_an_owned_compute_message() {
     assert_eq!(comm.batches, 3, "x and y, then z");
     let _ = a;
 }
+
+#[test]
+fn a_burst_of_reports_is_answered_with_one_message_per_worker() {
+    let mut e = Env::new();
+    let w = e.worker("a", 4);
+    e.submit(vec![task("x", &[]), task("y", &[]), task("p", &["x"]), task("q", &["y"])]);
+    assert_eq!(e.computed(), vec![(w, vec!["x".to_string(), "y".to_string()])]);
+    let burst = vec![
+        (w, FromWorker::Finished(vec![e.report("x", 8, 10)])),
+        (w, FromWorker::Heartbeat { memory: 16 }),
+        (w, FromWorker::Finished(vec![e.report("y", 8, 10)])),
+    ];
+    e.s.on_worker_messages(burst, 1, &mut e.comm);
+    e.s.check_invariants();
+    assert_eq!(e.computed(), vec![(w, vec!["p".to_string(), "q".to_string()])], "both dependents in one message");
+    assert_eq!(e.s.workers()[0].memory, 16);
+}
