@@ -889,8 +889,9 @@ impl Scheduler {
         let before = old.is_active();
         let after = state.is_active();
         if before != after {
-            let deps = SmallVec::<[u32; 4]>::from_slice(&self.task(i).deps);
-            for d in deps {
+            // By position, not over a copy: counting changes no edge.
+            for k in 0..self.task(i).deps.len() {
+                let d = self.task(i).deps[k];
                 let dep = self.task_mut(d);
                 if after {
                     dep.waiters += 1;
