@@ -28,6 +28,8 @@ const NONE: u32 = u32::MAX;
 /// a thousand workers).
 pub(crate) struct Batches<P, M> {
     open: Vec<(P, Vec<M>)>,
+    /// Emptied batches kept for reuse (see [`Batches::send_each`]).
+    spare: Vec<Vec<M>>,
     /// Position in `open` by peer number (`NONE`: no batch). Four bytes per
     /// peer ever seen.
     at: Vec<u32>,
@@ -35,7 +37,7 @@ pub(crate) struct Batches<P, M> {
 
 impl<P, M> Default for Batches<P, M> {
     fn default() -> Batches<P, M> {
-        Batches { open: Vec::new(), at: Vec::new() }
+        Batches { open: Vec::new(), spare: Vec::new(), at: Vec::new() }
     }
 }
 
@@ -48,7 +50,7 @@ impl<P: Peer, M> Batches<P, M> {
         }
         if self.at[n] == NONE {
             self.at[n] = self.open.len() as u32;
-            self.open.push((peer, Vec::new()));
+            self.open.push((peer, self.spare.pop().unwrap_or_default()));
         }
         &mut self.open[self.at[n] as usize].1
     }
@@ -56,6 +58,24 @@ impl<P: Peer, M> Batches<P, M> {
     pub(crate) fn get_mut(&mut self, peer: P) -> Option<&mut Vec<M>> {
         let at = *self.at.get(peer.number()).filter(|&&at| at != NONE)?;
         Some(&mut self.open[at as usize].1)
+    }
+
+    /// Shows every non-empty batch, in peer order, and keeps the emptied
+    /// batches for reuse: for messages the sender encodes from a borrow,
+    /// so that a busy scheduler allocates no batch per event.
+    pub(crate) fn send_each(&mut self, mut send: impl FnMut(P, &mut Vec<M>)) {
+        if self.open.is_empty() {
+            return;
+        }
+        self.open.sort_unstable_by_key(|(peer, _)| *peer);
+        for (peer, mut batch) in self.open.drain(..) {
+            self.at[peer.number()] = NONE;
+            if !batch.is_empty() {
+                send(peer, &mut batch);
+            }
+            batch.clear();
+            self.spare.push(batch);
+        }
     }
 
     /// Drops a peer's batch (the peer is gone).

@@ -1163,10 +1163,10 @@ impl Scheduler {
         self.fill_workers();
         self.outbox.release.send(|w, keys| comm.to_worker(w, ToWorker::Release(keys)));
         let (tasks, funcs, busy) = (&self.tasks, &self.funcs, &self.busy);
-        self.outbox.compute.send(|w, mut slots| {
+        self.outbox.compute.send_each(|w, slots| {
             slots.retain(|&i| tasks.get(i).is_some_and(|t| t.state == TaskState::Processing(w)));
             if !slots.is_empty() {
-                comm.compute(w, &Assigned::new(tasks, funcs, busy, &slots));
+                comm.compute(w, &Assigned::new(tasks, funcs, busy, slots));
             }
         });
         self.outbox.steal.send(|w, keys| comm.to_worker(w, ToWorker::Steal(keys)));
