@@ -355,6 +355,11 @@ pub struct Simulation {
     /// Task numbers by key, and keys by number (submission order).
     numbers: KeyHashMap<u32>,
     keys: Vec<Key>,
+    /// Task numbers by the scheduler's slot, with the id they were seen
+    /// under: a compute message's task is found by an array access, not
+    /// by hashing its key into a map of a million (whose cache misses
+    /// would evict the scheduler's data between its calls).
+    by_slot: Vec<(TaskId, u32)>,
     /// Each task's dependencies: `deps[dep_start[t]..dep_start[t + 1]]`.
     dep_start: Vec<u32>,
     deps: Vec<u32>,
@@ -386,6 +391,7 @@ impl Simulation {
             rng: Rng(config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
             client: ClientId(0),
             numbers: KeyHashMap::default(),
+            by_slot: Vec::new(),
             keys: Vec::new(),
             dep_start: vec![0],
             deps: Vec::new(),
@@ -505,6 +511,21 @@ impl Simulation {
         self.events.push(Reverse((at, self.seq, event)));
     }
 
+    fn number_of_task(&mut self, id: TaskId, key: &Key) -> Option<u32> {
+        let slot = id.slot() as usize;
+        if let Some(&(seen, n)) = self.by_slot.get(slot) {
+            if seen == id {
+                return Some(n);
+            }
+        }
+        let n = self.number(key)?;
+        if self.by_slot.len() <= slot {
+            self.by_slot.resize(slot + 1, (TaskId(u64::MAX), 0));
+        }
+        self.by_slot[slot] = (id, n);
+        Some(n)
+    }
+
     fn number(&self, key: &Key) -> Option<u32> {
         self.numbers.get(key).copied()
     }
@@ -550,7 +571,7 @@ impl Simulation {
                 SimOut::Compute(tasks) => SimToWorker::Compute(
                     tasks
                         .into_iter()
-                        .filter_map(|(id, key)| match self.number(&key) {
+                        .filter_map(|(id, key)| match self.number_of_task(id, &key) {
                             Some(n) => Some((n, id)),
                             None => {
                                 self.report.violations.push(format!("{key} was never submitted"));
