@@ -229,30 +229,26 @@ enum Event {
 /// A wire message wrapped so events can be ordered (by arrival only).
 struct SimFromWorker(FromWorker);
 
-/// A message to a virtual worker in the simulator's terms, tasks by number.
-/// The scheduler's message is converted and dropped as soon as it is sent,
-/// as a network shell encodes and drops what it sends: keeping thousands of
-/// them in flight would make the scheduler's allocations look slower than
-/// they are.
-enum SimToWorker {
-    Compute(Vec<(u32, TaskId)>),
-    Release(Vec<u32>),
-    Steal(Vec<u32>),
+/// A message to a virtual worker, as the simulator records it from the
+/// scheduler ([`SimOut`]) and as it delivers it ([`SimToWorker`]).
+enum WorkerMsg<T, K> {
+    Compute(Vec<T>),
+    Release(Vec<K>),
+    Steal(Vec<K>),
     Shutdown,
     Restart,
 }
 
-/// What the scheduler sent a worker, as the simulator records it: a task
-/// is its id and key, copied out of the borrowed message (no reference
-/// counts, no allocation per task: about what a network shell's encoding
-/// reads).
-enum SimOut {
-    Compute(Vec<(TaskId, Key)>),
-    Release(Vec<Key>),
-    Steal(Vec<Key>),
-    Shutdown,
-    Restart,
-}
+/// What the scheduler sent: a task is its id and key, copied out of the
+/// borrowed message (no reference counts, no allocation per task: about
+/// what a network shell's encoding reads).
+type SimOut = WorkerMsg<(TaskId, Key), Key>;
+
+/// In the simulator's terms, tasks by number. The scheduler's message is
+/// converted and dropped as soon as it is sent, as a network shell encodes
+/// and drops what it sends: keeping thousands of them in flight would make
+/// the scheduler's allocations look slower than they are.
+type SimToWorker = WorkerMsg<(u32, TaskId), u32>;
 
 #[derive(Default)]
 struct SimComm {
