@@ -84,6 +84,12 @@ impl ReadyQueue {
     pub(crate) fn is_empty(&self) -> bool {
         self.lanes.is_empty()
     }
+
+    /// The `n`th task after the next in the first lane's submission order,
+    /// if there is one: the scheduler prefetches its record.
+    pub(crate) fn ahead(&self, n: usize) -> Option<Ready> {
+        self.lanes.values().next().and_then(|lane| lane.in_order.get(n).copied())
+    }
 }
 
 #[cfg(test)]

@@ -1080,7 +1080,13 @@ impl Scheduler {
     /// Hands queued tasks to workers with room.
     fn fill_workers(&mut self) {
         let mut deferred: SmallVec<[(i32, Ready); 4]> = SmallVec::new();
+        // Queued records were last touched when their tasks came in: ask
+        // for those a few places ahead (see `TaskTable::prefetch`).
+        const AHEAD: usize = 8;
         while let Some(ready) = self.queued.peek() {
+            if let Some(ahead) = self.queued.ahead(AHEAD) {
+                self.tasks.prefetch(ahead.task);
+            }
             let i = ready.task;
             if self.tasks.get(i).is_none_or(|t| t.state != TaskState::Queued || t.seq != ready.seq) {
                 // Placed or forgotten since it was queued.
