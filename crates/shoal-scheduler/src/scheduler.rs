@@ -594,7 +594,7 @@ impl Scheduler {
 
     /// Links a new task to its dependencies and starts it on its way.
     fn wire(&mut self, i: u32) {
-        let mut deps: SmallVec<[u32; 4]> = SmallVec::new();
+        let mut deps: IdList<u32> = IdList::default();
         let mut unknown = None;
         for arg in self.task(i).args.iter() {
             let keys = match arg {
@@ -613,7 +613,7 @@ impl Scheduler {
         for &d in &deps {
             self.task_mut(d).dependents.push(i);
         }
-        self.task_mut(i).deps = deps.iter().copied().collect();
+        self.task_mut(i).deps = deps;
         if let Some(k) = unknown {
             self.fail(i, TaskErrorMsg::UnknownDependency(k));
             return;
