@@ -122,39 +122,32 @@ struct NetComm {
 
 impl Comm for NetComm {
     fn to_worker(&mut self, worker: WorkerId, msg: ToWorker) {
-        if let Some(out) = self.workers.get(&worker) {
-            let mut frame = Vec::new();
-            match encode_message(&msg, &mut frame) {
-                Ok(()) => {
-                    let _ = out.send(frame);
-                }
-                Err(e) => tracing::error!("cannot encode a message for {worker}: {e}"),
-            }
-        }
+        send_encoded(self.workers.get(&worker), &msg, worker);
     }
 
     fn compute(&mut self, worker: WorkerId, tasks: &Assigned<'_>) {
-        if let Some(out) = self.workers.get(&worker) {
-            let mut frame = Vec::new();
-            match encode_message(tasks, &mut frame) {
-                Ok(()) => {
-                    let _ = out.send(frame);
-                }
-                Err(e) => tracing::error!("cannot encode tasks for {worker}: {e}"),
-            }
-        }
+        send_encoded(self.workers.get(&worker), tasks, worker);
     }
 
     fn to_client(&mut self, client: ClientId, msgs: Vec<FromScheduler>) {
-        if let Some(out) = self.clients.get(&client) {
-            let mut frame = Vec::new();
-            match encode_message(&msgs, &mut frame) {
-                Ok(()) => {
-                    let _ = out.send(frame);
-                }
-                Err(e) => tracing::error!("cannot encode messages for {client}: {e}"),
-            }
+        send_encoded(self.clients.get(&client), &msgs, client);
+    }
+}
+
+/// Encodes `msg` as one frame for a peer's writer, if the peer is still
+/// connected.
+fn send_encoded<T: serde::Serialize + ?Sized>(
+    out: Option<&mpsc::UnboundedSender<Vec<u8>>>,
+    msg: &T,
+    peer: impl std::fmt::Display,
+) {
+    let Some(out) = out else { return };
+    let mut frame = Vec::new();
+    match encode_message(msg, &mut frame) {
+        Ok(()) => {
+            let _ = out.send(frame);
         }
+        Err(e) => tracing::error!("cannot encode a message for {peer}: {e}"),
     }
 }
 
@@ -183,32 +176,18 @@ async fn serve(listener: std::net::TcpListener, config: SchedulerServerConfig, m
                 Err(e) => tracing::warn!("accept failed: {e}"),
             },
             Some(event) = events.recv() => {
+                // What is already waiting is handled now, worker messages
+                // as bursts: one round of placement and one send per peer.
+                let mut burst = Vec::new();
                 let mut next = Some(event);
-                while let Some(event) = next.take() {
-                    next = match event {
-                        Event::Worker(w, msg) => {
-                            // Worker messages already waiting are one burst:
-                            // one round of placement and one send per peer.
-                            let mut burst = vec![(w, msg)];
-                            let mut after = None;
-                            while burst.len() < MAX_BURST {
-                                match events.try_recv() {
-                                    Ok(Event::Worker(w, msg)) => burst.push((w, msg)),
-                                    Ok(other) => {
-                                        after = Some(other);
-                                        break;
-                                    }
-                                    Err(_) => break,
-                                }
-                            }
-                            scheduler.on_worker_messages(burst, now_us(), &mut comm);
-                            after
-                        }
-                        other => {
-                            handle_event(other, &mut scheduler, &mut comm, now_us());
-                            None
-                        }
-                    };
+                let mut handled = 0;
+                while let Some(event) = next {
+                    handle_event(event, &mut burst, &mut scheduler, &mut comm, now_us());
+                    handled += 1;
+                    next = if handled < MAX_BURST { events.try_recv().ok() } else { None };
+                }
+                if !burst.is_empty() {
+                    scheduler.on_worker_messages(burst, now_us(), &mut comm);
                 }
             }
             _ = tick.tick() => {
@@ -221,13 +200,24 @@ async fn serve(listener: std::net::TcpListener, config: SchedulerServerConfig, m
     }
 }
 
-/// The most worker messages handled as one burst, so that a flood of
-/// reports cannot hold back the scheduler's answers for long.
+/// The most events handled before the scheduler's answers to a burst go
+/// out, so that a flood of reports cannot hold them back for long.
 const MAX_BURST: usize = 1024;
 
-/// Handles an event other than a worker's message.
-fn handle_event(event: Event, scheduler: &mut Scheduler, comm: &mut NetComm, now_us: u64) {
+/// Handles an event: a worker's message joins the burst, anything else
+/// is handled after the burst so far (events keep their order).
+fn handle_event(
+    event: Event,
+    burst: &mut Vec<(WorkerId, FromWorker)>,
+    scheduler: &mut Scheduler,
+    comm: &mut NetComm,
+    now_us: u64,
+) {
+    if !matches!(event, Event::Worker(..)) && !burst.is_empty() {
+        scheduler.on_worker_messages(std::mem::take(burst), now_us, comm);
+    }
     match event {
+        Event::Worker(w, msg) => burst.push((w, msg)),
         Event::ClientJoined { out, id } => {
             let client = scheduler.on_client_connected();
             send_welcome(&out, client.0);
@@ -246,7 +236,6 @@ fn handle_event(event: Event, scheduler: &mut Scheduler, comm: &mut NetComm, now
             let worker = scheduler.on_worker_registered(info, now_us, comm);
             let _ = id.send(worker);
         }
-        Event::Worker(w, msg) => scheduler.on_worker_message(w, msg, now_us, comm),
         Event::WorkerLeft(w) => {
             comm.workers.remove(&w);
             scheduler.on_worker_lost(w, comm);

@@ -88,15 +88,6 @@ impl<P: Peer, M> Batches<P, M> {
     /// Hands over every non-empty batch, in peer order so that runs are
     /// reproducible (the simulator relies on it).
     pub(crate) fn send(&mut self, mut send: impl FnMut(P, Vec<M>)) {
-        if self.open.is_empty() {
-            return;
-        }
-        self.open.sort_unstable_by_key(|(peer, _)| *peer);
-        for (peer, batch) in self.open.drain(..) {
-            self.at[peer.number()] = NONE;
-            if !batch.is_empty() {
-                send(peer, batch);
-            }
-        }
+        self.send_each(|peer, batch| send(peer, std::mem::take(batch)));
     }
 }

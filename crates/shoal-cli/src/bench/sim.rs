@@ -66,5 +66,8 @@ fn run(params: &Value) -> anyhow::Result<Sample> {
         })
         .collect();
     extra.insert("ns_per_task_by_call".into(), Value::Object(by_call));
+    let calls: Map<String, Value> =
+        Call::ALL.iter().map(|&call| (call.name().to_string(), json!(report.scheduler_calls[call as usize]))).collect();
+    extra.insert("calls".into(), Value::Object(calls));
     Ok(Sample { seconds: scheduler_s, items: Some(count as f64), extra })
 }
