@@ -297,7 +297,7 @@ pub(crate) fn run(
 ) -> Result<(), KernelError> {
     let leaves = prepare(program, at, inputs)?;
     let mut bufs: Vec<Buf> = program.instrs.iter().map(|(_, d)| Buf::new(d.kind())).collect();
-    let mut addresses = Addresses { buf: vec![0u64; BLOCK], of: None };
+    let mut addresses = Addresses { buf: vec![0u64; BLOCK], of: None, pattern: RowPattern::default() };
     let total = at.len();
     let mut first = 0;
     while first < total {
@@ -470,19 +470,51 @@ fn prepare(program: &Program, at: &At, inputs: &[Chunk]) -> Result<Vec<Layout>, 
         .collect()
 }
 
+/// Rows shorter than this are filled from a [`RowPattern`]: chunks like
+/// `(1000, 1000, 5)` have rows of 5, and a loop per row (or an odometer step
+/// per row) would cost more than the hashing the addresses feed.
+const SHORT_ROW: usize = 64;
+
+/// The most offsets a [`RowPattern`] holds (32 KiB: it stays in L1/L2).
+const PATTERN_LEN: usize = 4096;
+
+/// The offsets of a group of whole short rows from the group's first
+/// element: with them, a block of addresses is one vectorised add of a
+/// base to a slice, whatever the row length.
+#[derive(Default)]
+struct RowPattern {
+    /// `(width, rows, step, row_step)` the offsets are for.
+    of: Option<(usize, usize, u64, u64)>,
+    offsets: Vec<u64>,
+}
+
+impl RowPattern {
+    fn offsets(&mut self, width: usize, rows: usize, step: u64, row_step: u64) -> &[u64] {
+        let key = (width, rows, step, row_step);
+        if self.of != Some(key) {
+            self.offsets.clear();
+            for r in 0..rows as u64 {
+                self.offsets.extend((0..width as u64).map(|k| r * row_step + k * step));
+            }
+            self.of = Some(key);
+        }
+        &self.offsets
+    }
+}
+
 /// The addresses of elements `first..first + out.len()` of a chunk of
 /// `shape` (row-major), for the affine map `base + Σ index·stride`.
-///
-/// Whole rows of the innermost axis are written a plane at a time (the two
-/// innermost axes in one tight loop): chunks like `(1000, 1000, 5)` have rows
-/// of 5, and an odometer step per row would cost more than the hashing.
-fn fill_addresses(shape: &[usize], layout: &Layout, first: usize, out: &mut [u64]) {
+fn fill_addresses(shape: &[usize], layout: &Layout, first: usize, out: &mut [u64], pattern: &mut RowPattern) {
     let ndim = shape.len();
     if ndim == 0 {
         out.fill(layout.base);
         return;
     }
     let last = ndim - 1;
+    if last > 0 && shape[last] < SHORT_ROW {
+        fill_short_rows(shape, layout, first, out, pattern);
+        return;
+    }
     let mut index = vec![0usize; ndim];
     let mut rest = first;
     for d in (0..ndim).rev() {
@@ -494,30 +526,7 @@ fn fill_addresses(shape: &[usize], layout: &Layout, first: usize, out: &mut [u64
     let width = shape[last];
     let mut pos = 0;
     while pos < out.len() {
-        let left = out.len() - pos;
-        if index[last] == 0 && last > 0 && left >= width {
-            // Whole rows along the second-innermost axis.
-            let outer = last - 1;
-            let rows = (shape[outer] - index[outer]).min(left / width);
-            let row_step = layout.strides[outer];
-            for (r, slots) in out[pos..pos + rows * width].chunks_exact_mut(width).enumerate() {
-                let start = row + r as u64 * row_step;
-                for (k, slot) in slots.iter_mut().enumerate() {
-                    *slot = start + k as u64 * step;
-                }
-            }
-            pos += rows * width;
-            index[outer] += rows;
-            row += rows as u64 * row_step;
-            if index[outer] < shape[outer] {
-                continue;
-            }
-            row -= row_step * shape[outer] as u64;
-            index[outer] = 0;
-            advance(shape, layout, &mut index, &mut row, outer);
-            continue;
-        }
-        let run = (width - index[last]).min(left);
+        let run = (width - index[last]).min(out.len() - pos);
         let mut address = row + index[last] as u64 * step;
         for slot in &mut out[pos..pos + run] {
             *slot = address;
@@ -529,6 +538,38 @@ fn fill_addresses(shape: &[usize], layout: &Layout, first: usize, out: &mut [u64
             index[last] = 0;
             advance(shape, layout, &mut index, &mut row, last);
         }
+    }
+}
+
+/// [`fill_addresses`] for rows shorter than [`SHORT_ROW`] (at least two
+/// axes): the two innermost axes form planes, cut into groups of whole rows
+/// that share one [`RowPattern`]; each group's addresses are its base plus
+/// the pattern.
+fn fill_short_rows(shape: &[usize], layout: &Layout, first: usize, out: &mut [u64], pattern: &mut RowPattern) {
+    let last = shape.len() - 1;
+    let outer = last - 1;
+    let width = shape[last].max(1);
+    let plane = width * shape[outer].max(1);
+    let rows = shape[outer].clamp(1, PATTERN_LEN / width);
+    let group = rows * width;
+    let offsets = pattern.offsets(width, rows, layout.strides[last], layout.strides[outer]);
+    let mut pos = 0;
+    while pos < out.len() {
+        let q = first + pos;
+        let (plane_number, within) = (q / plane, q % plane);
+        let (g, r) = (within / group, within % group);
+        // The plane's last group may be short.
+        let n = (group.min(plane - g * group) - r).min(out.len() - pos);
+        let mut base = layout.base + (g * rows) as u64 * layout.strides[outer];
+        let mut rest = plane_number;
+        for d in (0..outer).rev() {
+            base += (rest % shape[d].max(1)) as u64 * layout.strides[d];
+            rest /= shape[d].max(1);
+        }
+        for (slot, &offset) in out[pos..pos + n].iter_mut().zip(&offsets[r..r + n]) {
+            *slot = base + offset;
+        }
+        pos += n;
     }
 }
 
@@ -551,13 +592,14 @@ fn advance(shape: &[usize], layout: &Layout, index: &mut [usize], row: &mut u64,
 struct Addresses {
     buf: Vec<u64>,
     of: Option<usize>,
+    pattern: RowPattern,
 }
 
 impl Addresses {
     /// The addresses of elements `first..first + len` under leaf `leaf`'s layout.
     fn get(&mut self, shape: &[usize], layouts: &[Layout], leaf: usize, first: usize, len: usize) -> &[u64] {
         if self.of.is_none_or(|held| layouts[held] != layouts[leaf]) {
-            fill_addresses(shape, &layouts[leaf], first, &mut self.buf[..len]);
+            fill_addresses(shape, &layouts[leaf], first, &mut self.buf[..len], &mut self.pattern);
             self.of = Some(leaf);
         }
         &self.buf[..len]
@@ -906,4 +948,49 @@ fn floor_rem(a: i64, b: i64) -> i64 {
     }
     let r = a.wrapping_rem(b);
     if r != 0 && ((r < 0) != (b < 0)) { r + b } else { r }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The address of flat element `q` of a chunk, one element at a time.
+    fn address_of(shape: &[usize], layout: &Layout, q: usize) -> u64 {
+        let mut rest = q;
+        let mut address = layout.base;
+        for d in (0..shape.len()).rev() {
+            address += (rest % shape[d]) as u64 * layout.strides[d];
+            rest /= shape[d];
+        }
+        address
+    }
+
+    proptest! {
+        /// Blocks of addresses, from any starting element, for short and
+        /// long rows and any strides, match the element-by-element map.
+        #[test]
+        fn addresses_follow_the_affine_map(
+            shape in prop::collection::vec(1usize..80, 0..4),
+            strides in prop::collection::vec(0u64..100_000, 4),
+            base in 0u64..1_000_000,
+            start in 0usize..1_000_000,
+            len in 1usize..=BLOCK,
+        ) {
+            let total: usize = shape.iter().product();
+            let first = start % total;
+            let len = len.min(total - first);
+            let layout = Layout { base, strides: strides[..shape.len()].to_vec(), contiguous: false };
+            let mut out = vec![0u64; len];
+            let mut pattern = RowPattern::default();
+            // Twice: the second fill reuses the pattern of the first.
+            for _ in 0..2 {
+                fill_addresses(&shape, &layout, first, &mut out, &mut pattern);
+                for (k, &a) in out.iter().enumerate() {
+                    prop_assert_eq!(a, address_of(&shape, &layout, first + k), "element {}", first + k);
+                }
+            }
+        }
+    }
 }
