@@ -58,6 +58,7 @@ mod load;
 mod outbox;
 mod queue;
 mod scheduler;
+mod segmented;
 pub mod sim;
 mod table;
 mod task;

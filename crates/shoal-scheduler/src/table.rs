@@ -7,6 +7,7 @@ use shoal_proto::{TaskId, WorkerId};
 
 use crate::idlist::IdList;
 use crate::index::{KeyIndex, prefetch_line};
+use crate::segmented::Segmented;
 use crate::task::{Task, TaskState};
 
 /// Tasks by slot, and slots by key.
@@ -35,7 +36,7 @@ use crate::task::{Task, TaskState};
 /// completion and release would update at a random place in memory.
 #[derive(Default)]
 pub(crate) struct TaskTable {
-    slots: Vec<Slot>,
+    slots: Segmented<Slot>,
     places: Vec<Place>,
     /// Vacant slots, the most recently vacated (still in cache) last.
     free: Vec<u32>,
@@ -75,6 +76,7 @@ impl Place {
 }
 
 /// Generation and hash in front of the record's hot fields (see [`Task`]).
+#[derive(Default)]
 #[repr(C)]
 struct Slot {
     /// Bumped each time the slot is vacated, so old ids stop matching.
