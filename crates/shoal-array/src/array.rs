@@ -149,6 +149,20 @@ impl<T: Element> Array<T> {
         assemble(node, chunks)
     }
 
+    /// Computes the array on `client` from its graph as written, without
+    /// culling or fusing it first (Dask's `optimize_graph=False`): one task
+    /// per operation and chunk. The values are the same; this is for
+    /// comparing and debugging.
+    ///
+    /// # Errors
+    /// The error the array carries, or the first task that failed.
+    pub fn compute_unoptimized_with(&self, client: &Client) -> Result<ArrayD<T>, ArrayError> {
+        let node = self.node()?;
+        let tasks = self.lower(false)?;
+        let chunks = shoal_client::Computable::compute_on(&tasks, client)?;
+        assemble(node, chunks)
+    }
+
     /// Starts computing the array on `client` and returns an array backed by
     /// the results, which stay there (Dask's `persist`): later computations
     /// start from them.

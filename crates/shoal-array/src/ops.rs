@@ -646,13 +646,23 @@ impl<T: Element> Array<T> {
     /// Variance over `axes` with `ddof` delta degrees of freedom (0: the
     /// population variance, as NumPy), as `f64`.
     pub fn var(&self, axes: impl Into<Axes>, ddof: u32) -> Array<f64> {
+        self.var_with(axes, ddof, Reduction::default())
+    }
+
+    /// [`Array::var`] with options: `keepdims`, `split_every`.
+    pub fn var_with(&self, axes: impl Into<Axes>, ddof: u32, options: Reduction) -> Array<f64> {
         let axes = axes.into();
-        Array::from_result(self.node().and_then(|n| reduce_node(ReduceOp::Var(ddof), n, &axes, Reduction::default())))
+        Array::from_result(self.node().and_then(|n| reduce_node(ReduceOp::Var(ddof), n, &axes, options)))
     }
 
     /// Standard deviation over `axes` with `ddof` delta degrees of freedom.
     pub fn std(&self, axes: impl Into<Axes>, ddof: u32) -> Array<f64> {
+        self.std_with(axes, ddof, Reduction::default())
+    }
+
+    /// [`Array::std`] with options: `keepdims`, `split_every`.
+    pub fn std_with(&self, axes: impl Into<Axes>, ddof: u32, options: Reduction) -> Array<f64> {
         let axes = axes.into();
-        Array::from_result(self.node().and_then(|n| reduce_node(ReduceOp::Std(ddof), n, &axes, Reduction::default())))
+        Array::from_result(self.node().and_then(|n| reduce_node(ReduceOp::Std(ddof), n, &axes, options)))
     }
 }

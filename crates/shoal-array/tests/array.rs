@@ -304,7 +304,8 @@ proptest! {
         let (x, y) = (compute(&a), compute(&b));
         let want = x.clone().into_dimensionality::<ndarray::Ix2>().expect("2-d")
             .dot(&y.clone().into_dimensionality::<ndarray::Ix2>().expect("2-d"));
-        prop_assert_eq!(compute(&a.matmul(&b)), want.into_dyn());
+        prop_assert_eq!(compute(&a.matmul(&b)), want.clone().into_dyn());
+        prop_assert_eq!(compute(&a.dot(&b)), want.into_dyn());
     }
 
     #[test]
@@ -323,6 +324,271 @@ proptest! {
         let i = ints(blocks.into());
         prop_assert_eq!(&i, &ints(other.into()));
         prop_assert!(i.iter().all(|v| (-3..9).contains(v)));
+    }
+}
+
+/// Data of a shape in irregular chunks: each axis cut at random places.
+fn irregular_data() -> impl Strategy<Value = (ArrayD<f64>, Chunks)> {
+    proptest::collection::vec(1usize..7, 1..4)
+        .prop_flat_map(|shape| {
+            let cuts: Vec<_> = shape.iter().map(|&n| proptest::collection::vec(any::<bool>(), n - 1)).collect();
+            let n: usize = shape.iter().product();
+            (Just(shape), cuts, proptest::collection::vec(-1.5f64..1.5, n))
+        })
+        .prop_map(|(shape, cuts, values)| {
+            let sizes = cuts
+                .iter()
+                .map(|cut| {
+                    let mut sizes = vec![1usize];
+                    for &new_chunk in cut {
+                        match sizes.last_mut() {
+                            Some(last) if !new_chunk => *last += 1,
+                            _ => sizes.push(1),
+                        }
+                    }
+                    sizes
+                })
+                .collect();
+            (ArrayD::from_shape_vec(IxDyn(&shape), values).expect("sizes agree"), Chunks::Explicit(sizes))
+        })
+}
+
+/// Each element's global index, written in base 100.
+fn global_code(offset: Vec<usize>, shape: Vec<usize>) -> ArrayD<i64> {
+    ArrayD::from_shape_fn(IxDyn(&shape), |i| {
+        (0..shape.len()).map(|d| (offset[d] + i[d]) as i64 * 100i64.pow(d as u32)).sum()
+    })
+}
+
+fn affine(block: ArrayD<f64>) -> ArrayD<f64> {
+    block.mapv(|v| 2.0 * v + 1.0)
+}
+
+/// The axes in the order of their keys.
+fn permutation(keys: &[u32]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by_key(|&d| (keys[d], d));
+    order
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn creation_matches_ndarray(
+        (shape, blocks) in shape_and_blocks(),
+        value in -5i64..5,
+        n in 2usize..20,
+        chunk in 1usize..6,
+    ) {
+        let dims = IxDyn(&shape);
+        prop_assert_eq!(compute(&array::zeros::<f64>(&shape, blocks.clone())), ArrayD::<f64>::zeros(dims.clone()));
+        prop_assert_eq!(compute(&array::ones::<i32>(&shape, blocks.clone())), ArrayD::from_elem(dims.clone(), 1i32));
+        prop_assert_eq!(compute(&array::full(&shape, value, blocks.clone())), ArrayD::from_elem(dims.clone(), value));
+        prop_assert_eq!(compute(&array::full(&shape, value > 0, blocks.clone())), ArrayD::from_elem(dims.clone(), value > 0));
+        let want = ArrayD::from_shape_fn(dims, |i| (0..shape.len()).map(|d| i[d] as i64 * 100i64.pow(d as u32)).sum::<i64>());
+        prop_assert_eq!(compute(&array::from_fn(&shape, blocks, global_code)), want);
+        let stop = n as f64 * 0.5;
+        let range = ndarray::Array1::range(0.0, stop, 0.5).into_dyn();
+        assert_close(&compute(&array::arange(0.0, stop, 0.5, chunk)), &range, 1e-12)?;
+        let ints: Vec<i64> = (-3..n as i64).step_by(2).collect();
+        prop_assert_eq!(compute(&array::arange(-3i64, n as i64, 2, chunk)).into_raw_vec_and_offset().0, ints);
+        let line = ndarray::Array1::linspace(-1.0, 2.0, n).into_dyn();
+        assert_close(&compute(&array::linspace(-1.0, 2.0, n, chunk)), &line, 1e-12)?;
+        prop_assert_eq!(compute(&array::linspace(-1.0, 2.0, 1, chunk)).into_raw_vec_and_offset().0, vec![-1.0]);
+    }
+
+    #[test]
+    fn comparisons_and_logic_broadcast(
+        (x, blocks) in data(),
+        mask in proptest::collection::vec(any::<bool>(), 3),
+        drop in 0usize..2,
+        other_blocks in 1usize..4,
+        values in proptest::collection::vec(-3.0f64..3.0, 216),
+    ) {
+        // Coarse values, so that equal pairs occur.
+        let x = x.mapv(|v| (v * 2.0).round());
+        let yshape = broadcast_partner(x.shape(), &mask, drop);
+        let n: usize = yshape.iter().product();
+        let y = ArrayD::from_shape_vec(IxDyn(&yshape), values[..n].iter().map(|v| v.round()).collect())
+            .expect("sizes agree");
+        let (a, b) = (array::from_ndarray(&x, blocks), array::from_ndarray(&y, other_blocks));
+        let zip = |f: fn(f64, f64) -> bool| ndarray::Zip::from(&x).and_broadcast(&y).map_collect(|p, q| f(*p, *q));
+        prop_assert_eq!(compute(&a.equal(&b)), zip(|p, q| p == q));
+        prop_assert_eq!(compute(&a.not_equal(&b)), zip(|p, q| p != q));
+        prop_assert_eq!(compute(&a.less_equal(&b)), zip(|p, q| p <= q));
+        prop_assert_eq!(compute(&a.greater(&b)), zip(|p, q| p > q));
+        prop_assert_eq!(compute(&a.equal(0.0)), x.mapv(|p| p == 0.0));
+        let (pa, pb) = (a.greater(0.0), b.greater(0.0));
+        prop_assert_eq!(compute(&pa.logical_or(&pb)), zip(|p, q| p > 0.0 || q > 0.0));
+        prop_assert_eq!(compute(&pa.logical_xor(&pb)), zip(|p, q| (p > 0.0) != (q > 0.0)));
+        prop_assert_eq!(compute(&pa.logical_not()), x.mapv(|p| p <= 0.0));
+        prop_assert_eq!(compute(&(&pa | &pb)), zip(|p, q| p > 0.0 || q > 0.0));
+        prop_assert_eq!(compute(&(&pa ^ &pb)), zip(|p, q| (p > 0.0) != (q > 0.0)));
+        prop_assert_eq!(compute(&!&pa), x.mapv(|p| p <= 0.0));
+        let picked = ndarray::Zip::from(&x).and_broadcast(&y).map_collect(|p, q| if *p > 0.0 { 1.0 } else { *q });
+        prop_assert_eq!(compute(&array::where_(&pa, 1.0, &b)), picked);
+    }
+
+    #[test]
+    fn irregular_chunks_compute_like_regular_ones(
+        (x, chunks) in irregular_data(),
+        pick in proptest::collection::vec(any::<bool>(), 3),
+        new_cut in 1usize..4,
+    ) {
+        let a = array::from_ndarray(&x, chunks.clone());
+        if let Chunks::Explicit(sizes) = &chunks {
+            prop_assert_eq!(a.chunks(), &sizes[..]);
+        }
+        prop_assert_eq!(compute(&a), x.clone());
+        assert_close(&compute(&array::arcsin(&a.clip(-1.0, 1.0))), &x.mapv(|v| v.clamp(-1.0, 1.0).asin()), 1e-15)?;
+        let axes: Vec<usize> = (0..x.ndim()).filter(|&d| pick[d]).collect();
+        let sum = reference_reduce(&x, &axes, |a, ax| a.sum_axis(ax));
+        assert_close(&compute(&a.sum(axes.clone())), &sum, 1e-12)?;
+        let max = reference_reduce(&x, &axes, |a, ax| a.map_axis(ax, |v| v.iter().copied().fold(f64::NEG_INFINITY, f64::max)));
+        assert_close(&compute(&a.max(axes)), &max, 0.0)?;
+        let regular = a.rechunk(new_cut);
+        prop_assert_eq!(compute(&(&regular + &a)), x.mapv(|v| v + v));
+    }
+
+    #[test]
+    fn automatic_chunks_hold_the_values((x, _) in data(), target in 8usize..64) {
+        let a = array::from_ndarray(&x, Chunks::Auto(target));
+        let largest: usize = a.chunks().iter().map(|sizes| sizes.iter().copied().max().unwrap_or(0)).product();
+        prop_assert!(largest * 8 <= target.max(8), "chunks {:?} for a target of {target} bytes", a.chunks());
+        prop_assert_eq!(compute(&a), x.clone());
+        prop_assert_eq!(compute(&array::from_ndarray(&x, "auto")), x);
+    }
+
+    #[test]
+    fn reduction_options_apply_to_every_reduction(
+        (x, blocks) in data(),
+        pick in proptest::collection::vec(any::<bool>(), 3),
+        keepdims in any::<bool>(),
+        split in 2usize..5,
+        ddof in 0u32..3,
+        axis in 0usize..3,
+    ) {
+        let a = array::from_ndarray(&x, blocks);
+        let axes: Vec<usize> = (0..x.ndim()).filter(|&d| pick[d]).collect();
+        let opts = Reduction::new().keepdims(keepdims).split_every(split);
+        let kept = |r: ArrayD<f64>, axes: &[usize]| -> ArrayD<f64> {
+            if !keepdims {
+                return r;
+            }
+            let shape: Vec<usize> = (0..x.ndim()).map(|d| if axes.contains(&d) { 1 } else { x.shape()[d] }).collect();
+            r.into_shape_with_order(IxDyn(&shape)).expect("same size")
+        };
+        let count = axes.iter().map(|&d| x.shape()[d]).product::<usize>() as f64;
+        if count > f64::from(ddof) {
+            let mean = reference_reduce(&x, &axes, |a, ax| a.sum_axis(ax)).mapv(|s| s / count);
+            let mut deviations = x.clone();
+            for (i, v) in deviations.indexed_iter_mut() {
+                let at: Vec<usize> = (0..x.ndim()).filter(|d| !axes.contains(d)).map(|d| i[d]).collect();
+                *v = (*v - mean[IxDyn(&at)]).powi(2);
+            }
+            let var = reference_reduce(&deviations, &axes, |a, ax| a.sum_axis(ax)).mapv(|s| s / (count - f64::from(ddof)));
+            assert_close(&compute(&a.var_with(axes.clone(), ddof, opts)), &kept(var.clone(), &axes), 1e-9)?;
+            assert_close(&compute(&a.std_with(axes.clone(), ddof, opts)), &kept(var.mapv(f64::sqrt), &axes), 1e-7)?;
+        }
+        let positive = reference_reduce(&x.mapv(|v| f64::from(u8::from(v > 0.0))), &axes, |a, ax| a.sum_axis(ax));
+        let any = compute(&a.greater(0.0).any_with(axes.clone(), opts)).mapv(|b| f64::from(u8::from(b)));
+        prop_assert_eq!(any, kept(positive.mapv(|v| f64::from(u8::from(v > 0.0))), &axes));
+        let all = compute(&a.greater(0.0).all_with(axes.clone(), opts)).mapv(|b| f64::from(u8::from(b)));
+        prop_assert_eq!(all, kept(positive.mapv(|v| f64::from(u8::from(v == count))), &axes));
+        // Arg reductions: one axis, with the same options.
+        let axis = axis % x.ndim();
+        let x = x.mapv(|v| (v * 2.0).round());
+        let a = array::from_ndarray(&x, 2);
+        let first = |better: fn(f64, f64) -> bool| {
+            x.map_axis(Axis(axis), |lane| {
+                (0..lane.len()).fold(0, |best, i| if better(lane[i], lane[best]) { i } else { best }) as f64
+            })
+        };
+        let got = compute(&a.argmax_with(axis, opts)).mapv(|i| i as f64);
+        prop_assert_eq!(got, kept(first(|v, b| v > b), &[axis]));
+        let got = compute(&a.argmin_with(axis, opts)).mapv(|i| i as f64);
+        prop_assert_eq!(got, kept(first(|v, b| v < b), &[axis]));
+        let flat: Vec<f64> = x.iter().copied().collect();
+        let want = flat.iter().enumerate().fold(0, |b, (i, &v)| if v > flat[b] { i } else { b }) as i64;
+        prop_assert_eq!(compute(&a.argmax(..)).sum(), want);
+    }
+
+    #[test]
+    fn narrow_types_compute_in_their_own_type((x, blocks) in data()) {
+        let xf = x.mapv(|v| v as f32);
+        let a = array::from_ndarray(&xf, blocks.clone());
+        prop_assert_eq!(compute(&(&a * 2.0f32 + 1.0f32)), xf.mapv(|v| v * 2.0 + 1.0));
+        let sines = compute(&array::sin(&a));
+        for (g, w) in sines.iter().zip(xf.iter()) {
+            prop_assert!((g - w.sin()).abs() <= 1e-6, "sin({w}) = {g}");
+        }
+        let total = compute(&a.sum(..)).sum();
+        prop_assert!((f64::from(total) - xf.iter().map(|&v| f64::from(v)).sum::<f64>()).abs() <= 1e-4);
+        prop_assert_eq!(compute(&a.max(..)).sum(), xf.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+        let xi = x.mapv(|v| (v * 1000.0) as i32);
+        let i = array::from_ndarray(&xi, blocks.clone());
+        prop_assert_eq!(compute(&(&i * 3 - 7)), xi.mapv(|v| v * 3 - 7));
+        prop_assert_eq!(compute(&i.min(..)).sum(), xi.iter().copied().min().unwrap_or(i32::MAX));
+        prop_assert_eq!(compute(&i.sum(..)).sum(), xi.iter().map(|&v| i64::from(v)).sum::<i64>());
+        let xu = x.mapv(|v| ((v + 1.5) * 80.0) as u8);
+        let u = array::from_ndarray(&xu, blocks);
+        // u8 wraps, as in NumPy.
+        prop_assert_eq!(compute(&(&u + &u)), xu.mapv(|v| v.wrapping_add(v)));
+        prop_assert_eq!(compute(&u.max(..)).sum(), xu.iter().copied().max().unwrap_or(0));
+        prop_assert_eq!(compute(&u.sum(..)).sum(), xu.iter().map(|&v| i64::from(v)).sum::<i64>());
+    }
+
+    #[test]
+    fn nan_is_found_and_spreads((x, blocks) in data()) {
+        let x = x.mapv(|v| if v > 1.0 { f64::NAN } else { v });
+        let a = array::from_ndarray(&x, blocks);
+        prop_assert_eq!(compute(&a.isnan()), x.mapv(f64::is_nan));
+        prop_assert_eq!(compute(&a.isfinite()), x.mapv(f64::is_finite));
+        let any_nan = x.iter().any(|v| v.is_nan());
+        prop_assert_eq!(compute(&a.sum(..)).sum().is_nan(), any_nan);
+        prop_assert_eq!(compute(&a.min(..)).sum().is_nan(), any_nan);
+    }
+
+    #[test]
+    fn user_blocks_persisted_results_and_axis_orders_match(
+        (x, blocks) in data(),
+        keys in proptest::collection::vec(any::<u32>(), 3),
+    ) {
+        let a = array::from_ndarray(&x, blocks);
+        prop_assert_eq!(compute(&a.map_blocks(affine)), x.mapv(|v| 2.0 * v + 1.0));
+        let kept = (&a * 3.0).persist(client()).expect("persists");
+        prop_assert_eq!(compute(&kept), x.mapv(|v| v * 3.0));
+        prop_assert_eq!(compute(&(&kept - &a)), x.mapv(|v| v * 3.0 - v));
+        let order = permutation(&keys[..x.ndim()]);
+        prop_assert_eq!(compute(&a.permute_axes(&order)), x.clone().permuted_axes(IxDyn(&order)));
+    }
+
+    #[test]
+    fn fused_and_unfused_graphs_give_the_same_values(
+        (x, blocks) in data(),
+        pick in proptest::collection::vec(any::<bool>(), 3),
+    ) {
+        let a = array::from_ndarray(&x, blocks);
+        let axes: Vec<usize> = (0..x.ndim()).filter(|&d| pick[d]).collect();
+        let z = (array::arcsin(&a.clip(-1.0, 1.0)) + 2.0 * &array::exp(&a)).sum(axes);
+        let fused = compute(&z);
+        let unfused = z.compute_unoptimized_with(client()).unwrap_or_else(|e| panic!("compute failed: {e}"));
+        assert_close(&fused, &unfused, 1e-12)?;
+    }
+
+    #[test]
+    fn bounded_uniforms_do_not_depend_on_chunks(
+        (shape, blocks) in shape_and_blocks(),
+        other in 1usize..5,
+        seed in any::<u64>(),
+        low in -5.0f64..5.0,
+        width in 0.5f64..3.0,
+    ) {
+        let draw = |chunks: Chunks| compute(&RandomState::new(seed).uniform(low, low + width, &shape, chunks));
+        let u = draw(blocks.into());
+        prop_assert_eq!(&u, &draw(other.into()));
+        prop_assert!(u.iter().all(|v| (low..low + width).contains(v)), "{u:?}");
     }
 }
 
