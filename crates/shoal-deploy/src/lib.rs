@@ -480,8 +480,8 @@ impl Drop for Nanny {
 /// The workers are processes of this same program by default, or threads of
 /// this process with `processes(false)`; either way tasks go through the
 /// scheduler, their functions must be `#[shoal::remote]`, and data moves
-/// between workers over loopback TCP. Dropping the cluster stops everything,
-/// worker processes included. The `shoal`
+/// between workers over loopback TCP. [`LocalCluster::close`] or dropping the
+/// cluster stops everything, worker processes included. The `shoal`
 /// crate's documentation has a runnable example.
 pub struct LocalCluster {
     spec: Arc<Spec>,
@@ -601,8 +601,26 @@ impl LocalCluster {
     }
 }
 
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
+impl LocalCluster {
+    /// Stops every worker and the scheduler, and returns once the worker
+    /// processes are gone and their files removed (Dask's
+    /// `cluster.close()`). Clients of the cluster see their connection
+    /// close. Dropping the cluster does the same; `close` says so where
+    /// the code reads it.
+    ///
+    /// ```
+    /// let cluster = shoal_deploy::LocalCluster::builder().processes(false).workers(2).build()?;
+    /// let client = cluster.client()?;
+    /// assert_eq!(client.scheduler_info()?.len(), 2);
+    /// drop(client);
+    /// cluster.close();
+    /// # Ok::<(), shoal_client::Error>(())
+    /// ```
+    pub fn close(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
         // The nanny first, so that it starts nothing new while its
         // processes are killed.
         self.nanny.take();
@@ -620,5 +638,11 @@ impl Drop for LocalCluster {
             }
         }
         self.scheduler.take();
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -63,3 +63,29 @@ fn expand(function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
         }
     })
 }
+
+/// Marks the program's `main`: a process that a launcher (a `LocalCluster`,
+/// `shoal worker`, a job script) started as a worker becomes that worker
+/// on entering `main`, and never returns into it; any other process goes
+/// on into `main` at once.
+///
+/// Linking `shoal` already does this before `main` runs (`shoal::init` is
+/// called by a constructor, so tests and benchmarks can be workers too);
+/// the attribute says it where the program's reader looks, as
+/// `shoal::init()` on the first line of `main` would.
+#[proc_macro_attribute]
+pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        let attr = proc_macro2::TokenStream::from(attr);
+        return syn::Error::new(attr.span(), "#[shoal::main] takes no arguments").to_compile_error().into();
+    }
+    let mut function = parse_macro_input!(item as ItemFn);
+    if function.sig.asyncness.is_some() {
+        let span = function.sig.fn_token.span();
+        let message =
+            "#[shoal::main] needs a plain `fn main`: put it below an async runtime's attribute (`#[tokio::main]`)";
+        return syn::Error::new(span, message).to_compile_error().into();
+    }
+    function.block.stmts.insert(0, syn::parse_quote!(::shoal::init();));
+    quote!(#function).into()
+}

@@ -64,7 +64,7 @@ mod role;
 pub use role::{RESTART_EXIT_CODE, WORKER_OF, init, is_worker};
 
 /// Marks a function as runnable on remote workers; see [`remote`](mod@remote).
-pub use shoal_macros::remote;
+pub use shoal_macros::{main, remote};
 
 /// Remote functions: the registry `#[shoal::remote]` fills, and the codecs.
 ///

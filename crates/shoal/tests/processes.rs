@@ -22,20 +22,28 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn worker_processes_run_tasks_and_leave_nothing_behind() {
-    let cluster = LocalCluster::builder().processes(true).workers(2).threads_per_worker(1).build().expect("cluster");
-    let pids = cluster.worker_pids();
-    assert_eq!(pids.len(), 2);
-    assert!(pids.iter().all(|&p| alive(p) && p != std::process::id()));
-    let client = cluster.client().expect("client");
-    let mut names: Vec<String> = client.scheduler_info().expect("info").into_iter().map(|w| w.name).collect();
-    names.sort();
-    assert_eq!(names, vec!["local-0", "local-1"]);
-    let values = client.gather(&client.map(square, 0..1000u64)).expect("results");
-    assert_eq!(values.iter().sum::<u64>(), (0..1000u64).map(|x| x * x).sum());
-    drop(client);
-    drop(cluster);
-    for pid in pids {
-        assert!(!alive(pid), "worker process {pid} outlived its cluster");
+    // Once closed explicitly, once dropped.
+    for close in [true, false] {
+        let cluster =
+            LocalCluster::builder().processes(true).workers(2).threads_per_worker(1).build().expect("cluster");
+        let pids = cluster.worker_pids();
+        assert_eq!(pids.len(), 2);
+        assert!(pids.iter().all(|&p| alive(p) && p != std::process::id()));
+        let client = cluster.client().expect("client");
+        let mut names: Vec<String> = client.scheduler_info().expect("info").into_iter().map(|w| w.name).collect();
+        names.sort();
+        assert_eq!(names, vec!["local-0", "local-1"]);
+        let values = client.gather(&client.map(square, 0..1000u64)).expect("results");
+        assert_eq!(values.iter().sum::<u64>(), (0..1000u64).map(|x| x * x).sum());
+        drop(client);
+        if close {
+            cluster.close();
+        } else {
+            drop(cluster);
+        }
+        for pid in pids {
+            assert!(!alive(pid), "worker process {pid} outlived its cluster (closed: {close})");
+        }
     }
 }
 
