@@ -851,7 +851,34 @@ impl Scheduler {
                 self.consider_forget(i);
             }
             TaskState::Released | TaskState::Erred => self.consider_forget(i),
-            _ => {}
+            TaskState::Waiting | TaskState::Queued | TaskState::Processing(_) => self.cancel_unwanted(i),
+        }
+    }
+
+    /// Stops computing a task nobody wants any more (its last holder let
+    /// go and no active task needs it), and then what only it needed, as
+    /// Dask does when the last future of a pending task is dropped: work
+    /// nobody will read is not done, and nothing it kept stays behind.
+    fn cancel_unwanted(&mut self, start: u32) {
+        let mut work: SmallVec<[u32; 8]> = smallvec::smallvec![start];
+        while let Some(i) = work.pop() {
+            let Some(t) = self.tasks.get(i) else { continue };
+            if t.wanted() || !t.state.is_active() {
+                continue;
+            }
+            if let TaskState::Processing(w) = t.state {
+                self.withdraw(i, w);
+            }
+            self.set_state(i, TaskState::Released);
+            let deps = SmallVec::<[u32; 4]>::from_slice(&self.task(i).deps);
+            self.consider_forget(i);
+            for d in deps {
+                match self.tasks.get(d).map(|t| t.state) {
+                    Some(state) if state.is_active() => work.push(d),
+                    Some(_) => self.consider_release(d),
+                    None => {}
+                }
+            }
         }
     }
 

@@ -42,7 +42,14 @@ pub struct SimConfig {
     pub task_us: u64,
     /// Virtual network delay of each message (microseconds).
     pub latency_us: u64,
+    /// When `Some(n)`: at virtual time [`DROP_AT_US`], while the graph
+    /// runs, the client drops every `n`-th of its outputs (by submission
+    /// order) that is still pending, as a program dropping futures.
+    pub drop_outputs_every: Option<u32>,
 }
+
+/// When the client drops outputs (see [`SimConfig::drop_outputs_every`]).
+pub const DROP_AT_US: u64 = 1_000;
 
 impl Default for SimConfig {
     fn default() -> SimConfig {
@@ -54,6 +61,7 @@ impl Default for SimConfig {
             replace_lost: true,
             task_us: 100,
             latency_us: 50,
+            drop_outputs_every: None,
         }
     }
 }
@@ -87,6 +95,8 @@ pub struct SimReport {
     pub leaked_results: usize,
     /// Tasks a worker dropped because an input existed nowhere.
     pub missing_data: u64,
+    /// Outputs the client dropped before they finished.
+    pub dropped_outputs: usize,
 }
 
 /// The kinds of scheduler call the simulator times separately.
@@ -224,6 +234,8 @@ enum Event {
     Kill,
     /// The scheduler's periodic tick.
     Tick,
+    /// The client drops some of its pending outputs.
+    DropOutputs,
 }
 
 /// A wire message wrapped so events can be ordered (by arrival only).
@@ -361,6 +373,8 @@ pub struct Simulation {
     deps: Vec<u32>,
     /// The outcome of each held task, once known.
     outputs: FxHashMap<u32, Option<Result<(), String>>>,
+    /// Outputs the client dropped before they finished.
+    dropped: FxHashSet<u32>,
     pending_outputs: usize,
     epoch: u32,
     /// For each result, one more than the assignment epoch of its last
@@ -392,6 +406,7 @@ impl Simulation {
             dep_start: vec![0],
             deps: Vec::new(),
             outputs: FxHashMap::default(),
+            dropped: FxHashSet::default(),
             pending_outputs: 0,
             epoch: 0,
             computed: Vec::new(),
@@ -409,6 +424,9 @@ impl Simulation {
             sim.push(at, Event::Kill);
         }
         sim.push(1_000_000, Event::Tick);
+        if sim.config.drop_outputs_every.is_some() {
+            sim.push(DROP_AT_US, Event::DropOutputs);
+        }
         sim
     }
 
@@ -596,6 +614,9 @@ impl Simulation {
                 | FromScheduler::Restarted => continue,
             };
             let Some(t) = self.number(&key) else { continue };
+            if self.dropped.contains(&t) {
+                self.report.violations.push(format!("the client was told about {key}, which it had dropped"));
+            }
             if let Some(o) = self.outputs.get_mut(&t) {
                 if o.is_none() {
                     self.pending_outputs -= 1;
@@ -612,6 +633,7 @@ impl Simulation {
             event @ (Event::ToScheduler { .. } | Event::Report { .. }) => self.deliver_to_scheduler(event),
             Event::Done { worker, task, id } => self.task_done(worker, task, id),
             Event::Kill => self.kill(),
+            Event::DropOutputs => self.drop_outputs(),
             Event::Tick => {
                 // Heartbeats are implied: a live simulated worker is never silent.
                 let now = self.now;
@@ -762,6 +784,26 @@ impl Simulation {
             self.push(at, Event::Report { worker });
         }
         self.start_tasks(worker);
+    }
+
+    /// Releases every `n`-th pending output: the scheduler must forget
+    /// what only they needed, tell nobody about them again, and leak
+    /// nothing (checked at the end).
+    fn drop_outputs(&mut self) {
+        let Some(every) = self.config.drop_outputs_every else { return };
+        let mut pending: Vec<u32> = self.outputs.iter().filter(|(_, o)| o.is_none()).map(|(&t, _)| t).collect();
+        pending.sort_unstable();
+        let dropped: Vec<u32> = pending.into_iter().step_by(every.max(1) as usize).collect();
+        for t in &dropped {
+            self.outputs.remove(t);
+            self.dropped.insert(*t);
+        }
+        self.pending_outputs -= dropped.len();
+        self.report.dropped_outputs = dropped.len();
+        let keys = dropped.iter().map(|&t| self.keys[t as usize].clone()).collect();
+        let client = self.client;
+        self.timed(Call::Release, |s| s.scheduler.on_client_message(client, ToScheduler::Release(keys), &mut s.comm));
+        self.dispatch();
     }
 
     fn kill(&mut self) {

@@ -25,6 +25,27 @@ fn a_task_runs_reports_and_is_forgotten_when_released() {
 }
 
 #[test]
+fn dropping_the_last_future_of_pending_work_cancels_it() {
+    let mut e = Env::new();
+    let w = e.worker("a", 1);
+    let mut x = task("x", &[]);
+    x.held = false;
+    e.submit(vec![x, task("y", &["x"])]);
+    assert_eq!(e.computed(), vec![(w, vec!["x".to_string()])]);
+    // y waits on x, which runs; nobody wants either once y is released.
+    let c = e.client;
+    e.s.on_client_message(c, ToScheduler::Release(vec![key("y")]), &mut e.comm);
+    e.s.check_invariants();
+    assert_eq!(e.comm.workers, vec![(w, ToWorker::Release(vec![key("x")]))], "the worker drops x");
+    assert_eq!(e.s.stats().tasks, 0, "both forgotten");
+    // x's late report is answered with a release, and changes nothing.
+    e.finish(w, "x", 8);
+    e.s.check_invariants();
+    assert_eq!(e.s.stats().tasks, 0);
+    assert!(e.client_msgs().is_empty(), "nobody is told about work they dropped");
+}
+
+#[test]
 fn a_dependent_goes_where_its_input_is_and_learns_where_to_fetch() {
     let mut e = Env::new();
     let a = e.worker("a", 1);

@@ -35,12 +35,30 @@ fn a_thousand_workers_run_a_million_task_map_reduce_while_workers_die() {
 }
 
 #[test]
+fn futures_dropped_while_a_million_task_dag_runs_leave_nothing_behind() {
+    let config = SimConfig {
+        workers: 1000,
+        threads: 2,
+        seed: 5,
+        loss_every_us: Some(20_000),
+        drop_outputs_every: Some(4),
+        ..SimConfig::default()
+    };
+    let report = Simulation::new(config).run(graphs::random_dag(1_000_000, 2_000, 5));
+    assert_clean(&report);
+    assert!(report.dropped_outputs > 10_000, "only {} outputs dropped: the test tests little", report.dropped_outputs);
+    assert!(report.losses > 0);
+    assert!(report.finished > 0);
+}
+
+#[test]
 fn without_losses_every_task_runs_exactly_once() {
     for seed in 1..=5 {
         let config = SimConfig { workers: 50, threads: 4, seed, ..SimConfig::default() };
         let report = Simulation::new(config).run(graphs::random_dag(20_000, 500, seed));
         assert_clean(&report);
         assert_eq!(report.runs, 20_000, "seed {seed}: a loss-free run computes each task once");
+        assert_eq!(report.missing_data, 0, "seed {seed}: a task was sent to run before its inputs existed");
     }
 }
 
