@@ -3,6 +3,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -11,8 +13,8 @@ use serde::de::DeserializeOwned;
 use shoal_graph::{Key, Token};
 use shoal_net::{RunningScheduler, SchedulerServerConfig, start_scheduler};
 use shoal_proto::{
-    FinishedMsg, FrameDecoder, FromScheduler, FromWorker, Hello, HelloReply, Role, TaskMsg, ToScheduler, ToWorker,
-    WorkerId, WorkerInfo, encode_message,
+    ArgMsg, FinishedMsg, FrameDecoder, FromScheduler, FromWorker, Hello, HelloReply, Role, TaskId, TaskMsg,
+    ToScheduler, ToWorker, WorkerId, WorkerInfo, encode_message,
 };
 
 struct Peer {
@@ -91,14 +93,24 @@ fn task(i: u128) -> TaskMsg {
 
 /// One task from a client, through the scheduler, to a worker and back.
 fn round_trip(addr: SocketAddr, client: &mut Peer, worker: &mut Peer, i: u128) {
-    client.send(&ToScheduler::Submit(vec![task(i)]));
+    round_trip_of(addr, client, worker, task(i));
+}
+
+/// [`round_trip`] of a task that only the worker named `on` may run.
+fn pinned_round_trip(addr: SocketAddr, client: &mut Peer, worker: &mut Peer, i: u128, on: &str) {
+    round_trip_of(addr, client, worker, TaskMsg { workers: vec![on.into()], ..task(i) });
+}
+
+fn round_trip_of(addr: SocketAddr, client: &mut Peer, worker: &mut Peer, sent: TaskMsg) {
+    let key = sent.key.clone();
+    client.send(&ToScheduler::Submit(vec![sent]));
     let ToWorker::Compute(tasks) = worker.recv::<ToWorker>() else { panic!("expected work") };
-    assert_eq!(tasks[0].key, task(i).key);
+    assert_eq!(tasks[0].key, key);
     let id = tasks[0].id;
-    worker.send(&FromWorker::Finished(vec![FinishedMsg { id, key: task(i).key, nbytes: 8, duration_us: 1 }]));
+    worker.send(&FromWorker::Finished(vec![FinishedMsg { id, key: key.clone(), nbytes: 8, duration_us: 1 }]));
     let msgs: Vec<FromScheduler> = client.recv();
     assert!(
-        matches!(&msgs[..], [FromScheduler::Finished { key, nbytes: 8, holder: Some(_) }] if *key == task(i).key),
+        matches!(&msgs[..], [FromScheduler::Finished { key: k, nbytes: 8, holder: Some(_) }] if *k == key),
         "via {addr}: {msgs:?}"
     );
 }
@@ -164,11 +176,109 @@ fn garbage() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// Held by the tests that count panics, so that one's scheduler panicking
+/// is not counted against another's.
+static COUNTING: Mutex<()> = Mutex::new(());
+
+/// Panics on a scheduler's thread since the process started: tokio
+/// swallows a panicking connection task, and a panicking core stops
+/// answering, so a test must look for it.
+fn scheduler_panics() -> usize {
+    static PANICS: AtomicUsize = AtomicUsize::new(0);
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() == Some("shoal-scheduler") {
+                PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+    });
+    PANICS.load(Ordering::SeqCst)
+}
+
+/// Keys of hostile traffic: a few, so that messages name each other's
+/// tasks; never the keys of the well-behaved client.
+fn evil_key() -> impl Strategy<Value = Key> {
+    (0u128..6).prop_map(|i| Key::scalar("evil", Token(i)))
+}
+
+/// Well-formed tasks with hostile content: unknown or cyclic-looking
+/// dependencies, repeated keys, resources no worker has. They may only run
+/// on the hostile worker, so the well-behaved worker sees none of them.
+fn evil_task() -> impl Strategy<Value = TaskMsg> {
+    (evil_key(), proptest::collection::vec(evil_key(), 0..3), any::<bool>(), any::<i32>(), 0u32..3, any::<bool>())
+        .prop_map(|(key, deps, held, priority, retries, gpu)| TaskMsg {
+            key,
+            func: "evil".into(),
+            args: deps.into_iter().map(ArgMsg::Key).collect(),
+            priority,
+            retries,
+            resources: if gpu { vec![("gpu".into(), 1.0)] } else { vec![] },
+            workers: vec!["evil-worker".into()],
+            held,
+        })
+}
+
+/// A message from a hostile client (`Ok`) or a hostile worker (`Err`).
+fn hostile_message() -> impl Strategy<Value = Result<ToScheduler, FromWorker>> {
+    let keys = || proptest::collection::vec(evil_key(), 0..4);
+    let finished = (0u32..40, 0u32..3, evil_key(), any::<u64>(), any::<u64>()).prop_map(
+        |(slot, generation, key, nbytes, duration_us)| FinishedMsg {
+            id: TaskId::new(slot, generation),
+            key,
+            nbytes,
+            duration_us,
+        },
+    );
+    prop_oneof![
+        proptest::collection::vec(evil_task(), 0..4).prop_map(|t| Ok(ToScheduler::Submit(t))),
+        keys().prop_map(|k| Ok(ToScheduler::Release(k))),
+        keys().prop_map(|k| Ok(ToScheduler::Cancel(k))),
+        keys().prop_map(|k| Ok(ToScheduler::WhoHas(k))),
+        Just(Ok(ToScheduler::Info)),
+        proptest::collection::vec(finished, 0..4).prop_map(|f| Err(FromWorker::Finished(f))),
+        evil_key().prop_map(|key| Err(FromWorker::Failed { key, message: "no".into() })),
+        (evil_key(), keys()).prop_map(|(key, missing)| Err(FromWorker::MissingData { key, missing })),
+        keys().prop_map(|k| Err(FromWorker::Stolen(k))),
+        any::<u64>().prop_map(|memory| Err(FromWorker::Heartbeat { memory })),
+        any::<bool>().prop_map(|p| Err(FromWorker::Paused(p))),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
+    fn well_formed_hostile_messages_leave_other_clients_unaffected(
+        messages in proptest::collection::vec(hostile_message(), 1..24),
+    ) {
+        let _counting = COUNTING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let panics = scheduler_panics();
+        let s = scheduler(None);
+        let (mut worker, _) = Peer::worker(s.address(), "steady");
+        let (mut client, _) = Peer::client(s.address(), None);
+        round_trip(s.address(), &mut client, &mut worker, 1);
+        let (mut evil_client, _) = Peer::client(s.address(), None);
+        let (mut evil_worker, _) = Peer::worker(s.address(), "evil-worker");
+        for message in &messages {
+            match message {
+                Ok(m) => evil_client.send(m),
+                Err(m) => evil_worker.send(m),
+            }
+        }
+        // Pinned: the hostile worker is a worker like any other to place on.
+        pinned_round_trip(s.address(), &mut client, &mut worker, 2, "steady");
+        drop((evil_client, evil_worker));
+        round_trip(s.address(), &mut client, &mut worker, 3);
+        prop_assert_eq!(scheduler_panics(), panics, "the scheduler's thread panicked");
+    }
+
+    #[test]
     fn garbage_closes_one_connection_and_nothing_else(inputs in proptest::collection::vec(garbage(), 1..4)) {
+        let _counting = COUNTING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let panics = scheduler_panics();
         let s = scheduler(None);
         let (mut worker, _) = Peer::worker(s.address(), "steady");
         let (mut client, _) = Peer::client(s.address(), None);
@@ -184,5 +294,6 @@ proptest! {
         round_trip(s.address(), &mut client, &mut worker, 2);
         let (mut late, _) = Peer::client(s.address(), None);
         round_trip(s.address(), &mut late, &mut worker, 3);
+        prop_assert_eq!(scheduler_panics(), panics, "the scheduler's thread panicked");
     }
 }

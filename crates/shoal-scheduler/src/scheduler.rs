@@ -686,7 +686,9 @@ impl Scheduler {
         }
         let group = self.task(i).group as usize;
         let (total, count) = &mut self.durations[group];
-        *total += f.duration_us;
+        // Saturating: a worker's report must not be able to overflow the
+        // scheduler's bookkeeping (a fuzz test sends `u64::MAX`).
+        *total = total.saturating_add(f.duration_us);
         *count += 1;
         self.unassign(i, worker);
         self.task_mut(i).nbytes = f.nbytes;
@@ -964,14 +966,14 @@ impl Scheduler {
         }
         // One pass over the inputs: their total size, and how much of it
         // each holder has already.
-        let mut total = 0;
+        let mut total: u64 = 0;
         let mut held: SmallVec<[(WorkerId, u64); 8]> = SmallVec::new();
         for &d in &t.deps {
             let dep = self.task(d);
-            total += dep.nbytes;
+            total = total.saturating_add(dep.nbytes);
             for &w in &dep.who_has {
                 match held.iter_mut().find(|(h, _)| *h == w) {
-                    Some((_, bytes)) => *bytes += dep.nbytes,
+                    Some((_, bytes)) => *bytes = bytes.saturating_add(dep.nbytes),
                     None => held.push((w, dep.nbytes)),
                 }
             }
@@ -981,7 +983,9 @@ impl Scheduler {
         held.iter()
             .copied()
             .chain(least)
-            .filter_map(|(w, local)| Some((self.loads.load(w)? + (total - local) / bandwidth, w)))
+            .filter_map(|(w, local)| {
+                Some((self.loads.load(w)?.saturating_add(total.saturating_sub(local) / bandwidth), w))
+            })
             .min()
             .map(|(_, w)| w)
     }
@@ -1028,9 +1032,13 @@ impl Scheduler {
     fn finish_estimate(&self, i: u32, w: WorkerId) -> u64 {
         let Some(b) = self.busy(w) else { return u64::MAX };
         let t = self.task(i);
-        let missing_bytes: u64 =
-            t.deps.iter().map(|&d| self.task(d)).filter(|d| !d.who_has.contains(&w)).map(|d| d.nbytes).sum();
-        b.load_key() + missing_bytes / self.config.bandwidth_bytes_per_us.max(1)
+        let missing_bytes: u64 = t
+            .deps
+            .iter()
+            .map(|&d| self.task(d))
+            .filter(|d| !d.who_has.contains(&w))
+            .fold(0, |sum, d| sum.saturating_add(d.nbytes));
+        b.load_key().saturating_add(missing_bytes / self.config.bandwidth_bytes_per_us.max(1))
     }
 
     fn estimate_us(&self, i: u32) -> u64 {
@@ -1052,7 +1060,7 @@ impl Scheduler {
         self.assigned += 1;
         if let Some(b) = self.busy.get_mut(w.0 as usize).filter(|b| b.address.is_some()) {
             b.processing += 1;
-            b.occupancy_us += estimate;
+            b.occupancy_us = b.occupancy_us.saturating_add(estimate);
             self.loads.update(w, b.load_key());
         }
         self.book_resources(i, w, -1.0);
