@@ -204,3 +204,93 @@ fn releases_of_many_futures_go_out_in_batches_and_before_later_messages() {
     assert_eq!(holders.len(), keys.len());
     assert!(holders.iter().all(|(_, at)| at.is_empty()), "released results are forgotten");
 }
+
+/// Panics on the fuzzed worker's service thread since the process started
+/// (tokio swallows a panicking connection task, so the test must look).
+fn fuzzed_worker_panics() -> usize {
+    static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() == Some("shoal-worker-fuzzed") {
+                PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+    });
+    PANICS.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// What a broken or hostile peer sends to a worker's data port: bytes,
+/// then well-formed requests with nonsense in them, or cut short.
+fn peer_garbage() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    fn hello() -> Vec<u8> {
+        let mut f = Vec::new();
+        encode_message(&Hello::new(Role::Peer, "fuzz", None), &mut f).expect("encodes");
+        f
+    }
+    fn request(r: PeerRequest) -> Vec<u8> {
+        let mut f = hello();
+        encode_message(&r, &mut f).expect("encodes");
+        f
+    }
+    let keys = proptest::collection::vec((0u128..4).prop_map(|i| Key::scalar("inc", Token(i))), 0..3);
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..200),
+        proptest::collection::vec(any::<u8>(), 1..200).prop_map(|tail| [hello(), tail].concat()),
+        keys.clone().prop_map(|k| request(PeerRequest::Get(k))),
+        // Values announced, then missing or garbled.
+        (keys, proptest::collection::vec(any::<u8>(), 0..40)).prop_map(|(k, tail)| [
+            request(PeerRequest::Put(k)),
+            tail
+        ]
+        .concat()),
+        ("[a-z:]{0,12}", proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..8), 0..3))
+            .prop_map(|(func, args)| request(PeerRequest::Run { func, args })),
+        (any::<bool>(), proptest::collection::vec(any::<u8>(), 0..8)).prop_map(|(real, args)| {
+            let func = if real { name("inc") } else { "nowhere::at_all".into() };
+            request(PeerRequest::Run { func, args: vec![args] })
+        }),
+        (1usize..30).prop_map(|cut| {
+            let mut f = request(PeerRequest::Get(vec![Key::scalar("inc", Token(1))]));
+            f.truncate(cut.min(f.len() - 1));
+            f
+        }),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 32, ..proptest::prelude::ProptestConfig::default() })]
+
+    /// Garbage at a worker's data port closes that connection and nothing
+    /// else: the worker goes on computing and serving its results.
+    #[test]
+    fn garbage_at_the_data_port_closes_one_connection(inputs in proptest::collection::vec(peer_garbage(), 1..4)) {
+        let panics = fuzzed_worker_panics();
+        let scheduler = start_scheduler(SchedulerServerConfig::default()).expect("scheduler");
+        let address = scheduler.address();
+        let worker = start_worker(WorkerConfig { threads: 1, ..WorkerConfig::new(address, "fuzzed") }).expect("worker");
+        let data = worker.data_address().to_string();
+        let mut client = Peer::open(&address.to_string(), Role::Client);
+        let before = Key::scalar("inc", Token(100));
+        client.send(&ToScheduler::Submit(vec![task(&before, "inc", vec![value(1)], "fuzzed")]));
+        client.outcomes(std::slice::from_ref(&before));
+        for bytes in &inputs {
+            let mut bad = TcpStream::connect(data.trim_start_matches("tcp://")).expect("connects");
+            bad.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            let _ = bad.write_all(bytes);
+            let _ = bad.shutdown(std::net::Shutdown::Write);
+            let mut sink = Vec::new();
+            let _ = bad.read_to_end(&mut sink);
+        }
+        let after = Key::scalar("inc", Token(101));
+        client.send(&ToScheduler::Submit(vec![task(&after, "inc", vec![value(41)], "fuzzed")]));
+        let outcome = client.outcomes(std::slice::from_ref(&after));
+        proptest::prop_assert!(matches!(outcome[..], [FromScheduler::Finished { .. }]), "{outcome:?}");
+        proptest::prop_assert_eq!(fetch(&data, &before), 2);
+        proptest::prop_assert_eq!(fetch(&data, &after), 42);
+        proptest::prop_assert_eq!(fuzzed_worker_panics(), panics, "the worker's service thread panicked");
+    }
+}
