@@ -12,9 +12,11 @@ use shoal_net::{RunningScheduler, SchedulerServerConfig, start_scheduler};
 #[shoal::remote]
 fn who(_x: u64) -> (String, u32, String) {
     let name = std::env::var("SHOAL_WORKER_NAME").unwrap_or_default();
-    let threads = std::env::var("OMP_NUM_THREADS").unwrap_or_default();
-    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-    (name, std::process::id(), format!("{threads} {tunables}"))
+    let vars: Vec<String> = ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "GLIBC_TUNABLES"]
+        .iter()
+        .map(|v| std::env::var(v).unwrap_or_default())
+        .collect();
+    (name, std::process::id(), vars.join(" "))
 }
 
 fn scheduler_at(listen: SocketAddr) -> RunningScheduler {
@@ -74,10 +76,16 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitSt
 fn shoal_worker_runs_the_program_as_a_worker_restarts_it_and_outlives_its_scheduler_for_the_death_timeout() {
     let scheduler = scheduler_at(SocketAddr::from(([127, 0, 0, 1], 0)));
     let address = scheduler.address();
-    let mut worker = start_worker(
+    // The user chose MKL's threads; the other two are shoal's to set.
+    let mut worker = worker_command(
         address,
         &["--name", "cli-w", "--threads", "2", "--resources", "gpu=1, mem=2GB", "--death-timeout", "3"],
-    );
+    )
+    .env("MKL_NUM_THREADS", "3")
+    .env_remove("OMP_NUM_THREADS")
+    .env_remove("OPENBLAS_NUM_THREADS")
+    .spawn()
+    .expect("shoal worker starts");
 
     let client = Client::connect(&address.to_string()).expect("client");
     joined(&client, "cli-w");
@@ -90,8 +98,8 @@ fn shoal_worker_runs_the_program_as_a_worker_restarts_it_and_outlives_its_schedu
     let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_else(|_| "glibc.malloc.hugetlb=1".into());
     assert_eq!(
         (name.as_str(), omp),
-        ("cli-w", format!("1 {tunables}")),
-        "named, one thread per numeric library, and huge pages for malloc unless set otherwise"
+        ("cli-w", format!("1 3 1 {tunables}")),
+        "named, one thread per numeric library unless the user chose, and huge pages for malloc unless set otherwise"
     );
     assert_ne!(first_pid, worker.id(), "the program runs as a child of shoal worker");
 

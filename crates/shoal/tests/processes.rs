@@ -16,6 +16,13 @@ fn slow_square(x: u64) -> u64 {
     x * x
 }
 
+const THREAD_VARS: [&str; 3] = ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"];
+
+#[shoal::remote]
+fn thread_vars() -> Vec<String> {
+    THREAD_VARS.iter().map(|v| std::env::var(v).unwrap_or_default()).collect()
+}
+
 fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -35,6 +42,9 @@ fn worker_processes_run_tasks_and_leave_nothing_behind() {
         assert_eq!(names, vec!["local-0", "local-1"]);
         let values = client.gather(&client.map(square, 0..1000u64)).expect("results");
         assert_eq!(values.iter().sum::<u64>(), (0..1000u64).map(|x| x * x).sum());
+        // One thread per numeric library, unless this process chose.
+        let chosen: Vec<String> = THREAD_VARS.iter().map(|v| std::env::var(v).unwrap_or_else(|_| "1".into())).collect();
+        assert_eq!(client.submit(thread_vars, ()).result().expect("runs"), chosen);
         drop(client);
         if close {
             cluster.close();
