@@ -198,3 +198,47 @@ fn bad_worker_options_are_clear_errors() {
     let err = fails(&["worker", "127.0.0.1:1", "--", "/no/such/program"]);
     assert!(err.contains("/no/such/program"), "{err}");
 }
+
+#[shoal::remote]
+fn pid() -> u32 {
+    std::process::id()
+}
+
+#[shoal::remote]
+fn named(x: u64) -> (String, u64) {
+    (std::env::var("SHOAL_WORKER_NAME").unwrap_or_default(), x)
+}
+
+/// A worker whose process is stopped keeps its connection open but sends
+/// no heartbeats: the scheduler declares it lost after its timeout, and the
+/// tasks it was given run on the other worker.
+#[test]
+fn a_worker_that_stops_answering_is_declared_lost_and_its_tasks_run_elsewhere() {
+    let config = SchedulerServerConfig {
+        scheduler: shoal_scheduler::SchedulerConfig { worker_timeout_us: 1_000_000, ..Default::default() },
+        ..SchedulerServerConfig::default()
+    };
+    let scheduler = start_scheduler(config).expect("scheduler starts");
+    let address = scheduler.address();
+    let mut workers: Vec<Child> = ["hb-a", "hb-b"].iter().map(|n| start_worker(address, &["--name", n])).collect();
+    let client = Client::connect(&address.to_string()).expect("client");
+    joined(&client, "hb-a");
+    joined(&client, "hb-b");
+    let pids = client.run(pid, ()).expect("runs on every worker");
+    let stopped = pids["hb-a"].to_string();
+    let signal = |sig: &str| Command::new("kill").args([sig, &stopped]).status().expect("kill runs");
+    assert!(signal("-STOP").success());
+    let futures = client.map(named, 0..40u64);
+    let done = shoal::wait_timeout(&futures, Duration::from_secs(60));
+    let results = client.gather(&futures);
+    let names: Vec<String> = client.scheduler_info().expect("info").into_iter().map(|w| w.name).collect();
+    signal("-CONT");
+    for w in &mut workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    let _ = Command::new("kill").args(["-KILL", &stopped]).status();
+    done.expect("every task finished although a worker stopped answering");
+    assert!(results.expect("results").iter().all(|(name, _)| name == "hb-b"), "only the answering worker ran them");
+    assert_eq!(names, vec!["hb-b".to_string()], "the silent worker is gone from the cluster");
+}
