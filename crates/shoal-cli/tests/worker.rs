@@ -242,3 +242,33 @@ fn a_worker_that_stops_answering_is_declared_lost_and_its_tasks_run_elsewhere() 
     assert!(results.expect("results").iter().all(|(name, _)| name == "hb-b"), "only the answering worker ran them");
     assert_eq!(names, vec!["hb-b".to_string()], "the silent worker is gone from the cluster");
 }
+
+/// The documented pair: `shoal scheduler` in one process, `shoal worker
+/// tcp://… -- ./prog` in another, and a client of the program attached.
+#[test]
+fn shoal_scheduler_serves_workers_and_clients_started_apart() {
+    use std::io::BufRead;
+    let mut scheduler =
+        shoal().args(["scheduler", "--port", "0"]).stdout(Stdio::piped()).spawn().expect("shoal scheduler starts");
+    let mut line = String::new();
+    let stdout = scheduler.stdout.take().expect("piped");
+    std::io::BufReader::new(stdout).read_line(&mut line).expect("prints its address");
+    let address: SocketAddr = line
+        .trim()
+        .strip_prefix("shoal scheduler at tcp://")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let mut worker = start_worker(address, &["--name", "apart", "--death-timeout", "2"]);
+    let client = Client::connect(&format!("tcp://{address}")).expect("client");
+    joined(&client, "apart");
+    let (name, _) = client.submit(named, (7u64,)).result().expect("runs");
+    assert_eq!(name, "apart");
+    drop(client);
+    let _ = scheduler.kill();
+    let _ = scheduler.wait();
+    let exited = wait_exit(&mut worker, Duration::from_secs(30));
+    if exited.is_none() {
+        let _ = worker.kill();
+    }
+    assert!(exited.is_some(), "the worker outlived its scheduler past the death timeout");
+}

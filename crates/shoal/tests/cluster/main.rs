@@ -94,8 +94,18 @@ fn two_clients_share_a_cluster_and_scale_changes_the_workers() {
     assert_eq!((a.result(), b.result()), (Ok(144), Ok(144)));
     cluster.scale(3).expect("scales up");
     assert_eq!(cluster.worker_count(), 3);
+    // Results spread over three workers, held through the scale-down.
+    let held = one.map(square, 100..130u64);
+    shoal::wait(&held);
     cluster.scale(1).expect("scales down");
     assert_eq!(cluster.worker_count(), 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while one.scheduler_info().expect("info").len() != 1 {
+        assert!(std::time::Instant::now() < deadline, "the scheduler still lists stopped workers");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let again = one.gather(&held).expect("results of stopped workers are computed again");
+    assert_eq!(again, (100..130u64).map(|x| x * x).collect::<Vec<_>>());
     let values = one.gather(&one.map(square, 0..10u64)).expect("still works with one worker");
     assert_eq!(values.iter().sum::<u64>(), 285);
 }
