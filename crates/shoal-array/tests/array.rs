@@ -95,6 +95,24 @@ fn broadcast_partner(shape: &[usize], mask: &[bool], drop: usize) -> Vec<usize> 
     kept.iter().zip(&mask[drop.min(shape.len())..]).map(|(&n, &one)| if one { 1 } else { n }).collect()
 }
 
+/// Two operands that broadcast together, each chunked: `x` of a random
+/// shape, `y` with some of its axes 1 and maybe fewer leading axes.
+fn broadcast_pair() -> impl Strategy<Value = (ArrayD<f64>, Vec<usize>, ArrayD<f64>, usize)> {
+    (
+        data(),
+        proptest::collection::vec(any::<bool>(), 3),
+        0usize..2,
+        1usize..4,
+        proptest::collection::vec(-3.0f64..3.0, 216),
+    )
+        .prop_map(|((x, blocks), mask, drop, other_blocks, values)| {
+            let yshape = broadcast_partner(x.shape(), &mask, drop);
+            let n: usize = yshape.iter().product();
+            let y = ArrayD::from_shape_vec(IxDyn(&yshape), values[..n].to_vec()).expect("sizes agree");
+            (x, blocks, y, other_blocks)
+        })
+}
+
 fn reference_reduce(x: &ArrayD<f64>, axes: &[usize], f: impl Fn(&ArrayD<f64>, Axis) -> ArrayD<f64>) -> ArrayD<f64> {
     let mut sorted = axes.to_vec();
     sorted.sort_unstable();
@@ -123,16 +141,7 @@ proptest! {
     }
 
     #[test]
-    fn binary_operations_broadcast_as_numpy(
-        (x, blocks) in data(),
-        mask in proptest::collection::vec(any::<bool>(), 3),
-        drop in 0usize..2,
-        other_blocks in 1usize..4,
-        values in proptest::collection::vec(-3.0f64..3.0, 216),
-    ) {
-        let yshape = broadcast_partner(x.shape(), &mask, drop);
-        let n: usize = yshape.iter().product();
-        let y = ArrayD::from_shape_vec(IxDyn(&yshape), values[..n].to_vec()).expect("sizes agree");
+    fn binary_operations_broadcast_as_numpy((x, blocks, y, other_blocks) in broadcast_pair()) {
         let a = array::from_ndarray(&x, blocks);
         let b = array::from_ndarray(&y, other_blocks);
         let cases: Vec<(&str, Array<f64>, ArrayD<f64>)> = vec![
@@ -399,19 +408,10 @@ proptest! {
     }
 
     #[test]
-    fn comparisons_and_logic_broadcast(
-        (x, blocks) in data(),
-        mask in proptest::collection::vec(any::<bool>(), 3),
-        drop in 0usize..2,
-        other_blocks in 1usize..4,
-        values in proptest::collection::vec(-3.0f64..3.0, 216),
-    ) {
+    fn comparisons_and_logic_broadcast((x, blocks, y, other_blocks) in broadcast_pair()) {
         // Coarse values, so that equal pairs occur.
         let x = x.mapv(|v| (v * 2.0).round());
-        let yshape = broadcast_partner(x.shape(), &mask, drop);
-        let n: usize = yshape.iter().product();
-        let y = ArrayD::from_shape_vec(IxDyn(&yshape), values[..n].iter().map(|v| v.round()).collect())
-            .expect("sizes agree");
+        let y = y.mapv(f64::round);
         let (a, b) = (array::from_ndarray(&x, blocks), array::from_ndarray(&y, other_blocks));
         let zip = |f: fn(f64, f64) -> bool| ndarray::Zip::from(&x).and_broadcast(&y).map_collect(|p, q| f(*p, *q));
         prop_assert_eq!(compute(&a.equal(&b)), zip(|p, q| p == q));
