@@ -271,6 +271,13 @@ mod tests {
         Task::new(Key::scalar("t", Token(u128::from(n))), 1, Vec::new().into(), 0, n as u32)
     }
 
+    /// Every task pays for its slot's size in memory and cache misses: a
+    /// change that grows it should be a decision, not an accident.
+    #[test]
+    fn a_slot_takes_168_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 168);
+    }
+
     /// Forgotten tasks leave their index entries behind: keys forgotten
     /// and added again, in and out of their old slots, are still found
     /// exactly, and the index stays within a small multiple of the tasks.
