@@ -272,3 +272,29 @@ fn shoal_scheduler_serves_workers_and_clients_started_apart() {
     }
     assert!(exited.is_some(), "the worker outlived its scheduler past the death timeout");
 }
+
+/// A worker running another program than the client's does not have the
+/// client's functions: the task fails with an error that names the
+/// function and the fix, and the worker lives on.
+#[test]
+fn a_function_the_worker_program_lacks_fails_the_task_with_a_clear_error() {
+    let scheduler = scheduler_at(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let address = scheduler.address();
+    // The `shoal` binary itself as the worker program: it links shoal, so
+    // it can be a worker, but none of this test's functions.
+    let mut worker = shoal()
+        .args(["worker", &format!("tcp://{address}"), "--name", "other-program", "--"])
+        .arg(env!("CARGO_BIN_EXE_shoal"))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("shoal worker starts");
+    let client = Client::connect(&address.to_string()).expect("client");
+    joined(&client, "other-program");
+    let outcome = client.submit(named, (1u64,)).result();
+    let again = client.submit(named, (2u64,)).result();
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let message = outcome.expect_err("the worker cannot run it").to_string();
+    assert!(message.contains("named") && message.contains("#[shoal::remote]"), "{message}");
+    assert!(again.is_err(), "still a clear error, from a worker still alive");
+}

@@ -51,7 +51,8 @@ pub enum RemoteError {
     /// No function of this name is registered.
     #[error(
         "function `{name}` is not registered for remote workers: put #[shoal::remote] on it \
-         (closures cannot run in other processes; use a named function)"
+         (closures cannot run in other processes; use a named function), and start workers \
+         from the program that defines it"
     )]
     NotRegistered {
         /// The name asked for.
