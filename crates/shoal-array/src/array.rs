@@ -149,10 +149,9 @@ impl<T: Element> Array<T> {
         assemble(node, chunks)
     }
 
-    /// Computes the array on `client` from its graph as written, without
-    /// culling or fusing it first (Dask's `optimize_graph=False`): one task
-    /// per operation and chunk. The values are the same; this is for
-    /// comparing and debugging.
+    /// Computes the array on `client` without fusing its graph first (as
+    /// Dask's `optimize_graph=False`): one task per operation and chunk. The
+    /// values are the same; this is for comparing and debugging.
     ///
     /// # Errors
     /// The error the array carries, or the first task that failed.

@@ -297,7 +297,8 @@ pub(crate) fn run(
 ) -> Result<(), KernelError> {
     let leaves = prepare(program, at, inputs)?;
     let mut bufs: Vec<Buf> = program.instrs.iter().map(|(_, d)| Buf::new(d.kind())).collect();
-    let mut addresses = Addresses { buf: vec![0u64; BLOCK], of: None, pattern: RowPattern::default() };
+    let patterns = leaves.iter().map(|_| RowPattern::default()).collect();
+    let mut addresses = Addresses { buf: vec![0u64; BLOCK], of: None, patterns };
     let total = at.len();
     let mut first = 0;
     while first < total {
@@ -592,14 +593,16 @@ fn advance(shape: &[usize], layout: &Layout, index: &mut [usize], row: &mut u64,
 struct Addresses {
     buf: Vec<u64>,
     of: Option<usize>,
-    pattern: RowPattern,
+    /// By leaf: leaves of other strides in one program would otherwise
+    /// rebuild a shared pattern at every block.
+    patterns: Vec<RowPattern>,
 }
 
 impl Addresses {
     /// The addresses of elements `first..first + len` under leaf `leaf`'s layout.
     fn get(&mut self, shape: &[usize], layouts: &[Layout], leaf: usize, first: usize, len: usize) -> &[u64] {
         if self.of.is_none_or(|held| layouts[held] != layouts[leaf]) {
-            fill_addresses(shape, &layouts[leaf], first, &mut self.buf[..len], &mut self.pattern);
+            fill_addresses(shape, &layouts[leaf], first, &mut self.buf[..len], &mut self.patterns[leaf]);
             self.of = Some(leaf);
         }
         &self.buf[..len]

@@ -215,7 +215,8 @@ fn named(x: u64) -> (String, u64) {
 #[test]
 fn a_worker_that_stops_answering_is_declared_lost_and_its_tasks_run_elsewhere() {
     let config = SchedulerServerConfig {
-        scheduler: shoal_scheduler::SchedulerConfig { worker_timeout_us: 1_000_000, ..Default::default() },
+        // Heartbeats come every 0.5 s: a loaded machine must not lose the live worker too.
+        scheduler: shoal_scheduler::SchedulerConfig { worker_timeout_us: 3_000_000, ..Default::default() },
         ..SchedulerServerConfig::default()
     };
     let scheduler = start_scheduler(config).expect("scheduler starts");

@@ -616,11 +616,13 @@ impl LocalCluster {
     /// cluster.close();
     /// # Ok::<(), shoal_client::Error>(())
     /// ```
-    pub fn close(mut self) {
-        self.stop();
+    pub fn close(self) {
+        drop(self);
     }
+}
 
-    fn stop(&mut self) {
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
         // The nanny first, so that it starts nothing new while its
         // processes are killed.
         self.nanny.take();
@@ -638,11 +640,5 @@ impl LocalCluster {
             }
         }
         self.scheduler.take();
-    }
-}
-
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        self.stop();
     }
 }

@@ -251,11 +251,12 @@ fn hostile_message() -> impl Strategy<Value = Result<ToScheduler, FromWorker>> {
 /// round trip: the bystanders of a fuzz test. It holds [`COUNTING`] while
 /// it lives and remembers how many panics there were before it.
 struct Bystanders {
-    _counting: MutexGuard<'static, ()>,
     panics: usize,
     scheduler: RunningScheduler,
     worker: Peer,
     client: Peer,
+    /// Last, so that it is released after the scheduler has stopped.
+    _counting: MutexGuard<'static, ()>,
 }
 
 impl Bystanders {
@@ -266,7 +267,7 @@ impl Bystanders {
         let (mut worker, _) = Peer::worker(scheduler.address(), "steady");
         let (mut client, _) = Peer::client(scheduler.address(), None);
         round_trip(scheduler.address(), &mut client, &mut worker, 1);
-        Bystanders { _counting: counting, panics, scheduler, worker, client }
+        Bystanders { panics, scheduler, worker, client, _counting: counting }
     }
 
     fn address(&self) -> SocketAddr {
@@ -297,7 +298,21 @@ proptest! {
         // Pinned: the hostile worker is a worker like any other to place on.
         let address = b.address();
         pinned_round_trip(address, &mut b.client, &mut b.worker, 2, "steady");
+        // Everything hostile handled before the last look: the client's
+        // messages before its answer to Info, the worker's before its leaving.
+        evil_client.send(&ToScheduler::Info);
+        while !evil_client.recv::<Vec<FromScheduler>>().iter().any(|m| matches!(m, FromScheduler::Info(_))) {}
         drop((evil_client, evil_worker));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            b.client.send(&ToScheduler::Info);
+            let answer: Vec<FromScheduler> = b.client.recv();
+            let gone = answer.iter().any(|m| matches!(m, FromScheduler::Info(w) if w.len() == 1));
+            if gone {
+                break;
+            }
+            prop_assert!(std::time::Instant::now() < deadline, "the hostile worker is still listed");
+        }
         round_trip(address, &mut b.client, &mut b.worker, 3);
         prop_assert_eq!(b.new_panics(), 0, "the scheduler's thread panicked");
     }

@@ -752,7 +752,9 @@ impl Scheduler {
     fn fail(&mut self, start: u32, error: TaskErrorMsg) {
         let mut work = vec![(start, error)];
         while let Some((i, error)) = work.pop() {
-            let state = self.task(i).state;
+            // Failing one dependent can cancel and forget another that is
+            // still on the list (nothing wants it any more).
+            let Some(state) = self.tasks.get(i).map(|t| t.state) else { continue };
             if state == TaskState::Erred || state == TaskState::Memory {
                 continue;
             }

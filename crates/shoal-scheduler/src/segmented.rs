@@ -13,8 +13,8 @@ const OFFSET_MASK: usize = SEGMENT - 1;
 /// each time copying everything into freshly allocated memory: in a fresh
 /// process every copied page is first zeroed by the kernel, and profiles of
 /// a million-task submission showed that copying and faulting as a third of
-/// the scheduler's time. Segments are allocated once, filled in place, and
-/// only ever touched as far as they are filled. An element costs one more
+/// the scheduler's time. Segments are allocated once and never copied: each
+/// page is faulted in once, a segment at a time. An element costs one more
 /// load to reach (the segment table is small and stays in cache).
 ///
 /// Segments are whole arrays, filled with `T::default()` when allocated:

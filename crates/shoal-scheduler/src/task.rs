@@ -43,7 +43,7 @@ impl TaskState {
 /// A task's record. What few tasks have (placement constraints, retries, an
 /// error, worker losses) is boxed apart: every task pays for the size of its
 /// record in cache misses, and in page faults when a large graph comes in
-/// (160 bytes with the slot's 8: see [`IdList`]). Lists hold up to three
+/// (160 bytes, 168 with the slot's generation and hash: see [`IdList`]). Lists hold up to three
 /// entries inline, which covers most tasks' inputs and dependents without an
 /// allocation, and functions are numbers.
 ///

@@ -4,7 +4,8 @@
 mod support;
 
 use shoal_proto::{
-    ClientId, ComputeMsg, FinishedMsg, FromScheduler, FromWorker, TaskErrorMsg, TaskId, ToScheduler, ToWorker, WorkerId,
+    ClientId, ComputeMsg, FinishedMsg, FromScheduler, FromWorker, TaskErrorMsg, TaskId, TaskMsg, ToScheduler, ToWorker,
+    WorkerId,
 };
 use shoal_scheduler::TaskState;
 use support::{Env, key, task, worker_info};
@@ -39,10 +40,29 @@ fn dropping_the_last_future_of_pending_work_cancels_it() {
     assert_eq!(e.comm.workers, vec![(w, ToWorker::Release(vec![key("x")]))], "the worker drops x");
     assert_eq!(e.s.stats().tasks, 0, "both forgotten");
     // x's late report is answered with a release, and changes nothing.
+    e.comm.take();
     e.finish(w, "x", 8);
     e.s.check_invariants();
+    assert_eq!(e.comm.workers, vec![(w, ToWorker::Release(vec![key("x")]))]);
     assert_eq!(e.s.stats().tasks, 0);
     assert!(e.client_msgs().is_empty(), "nobody is told about work they dropped");
+}
+
+#[test]
+fn a_failure_that_cancels_part_of_what_it_fails_leaves_a_consistent_scheduler() {
+    let mut e = Env::new();
+    let w = e.worker("a", 1);
+    // a runs; b needs a; c needs a and b; nothing holds b or c.
+    let unheld = |name: &str, deps: &[&str]| TaskMsg { held: false, ..task(name, deps) };
+    e.submit(vec![task("a", &[]), unheld("b", &["a"]), unheld("c", &["a", "b"])]);
+    assert_eq!(e.computed(), vec![(w, vec!["a".to_string()])]);
+    // Failing a fails c, which leaves b wanted by nobody: b is cancelled
+    // and forgotten while it still waits to be failed.
+    let c = e.client;
+    e.s.on_client_message(c, ToScheduler::Cancel(vec![key("a")]), &mut e.comm);
+    e.s.check_invariants();
+    assert_eq!(e.s.task_state(&key("a")), Some(TaskState::Erred));
+    assert_eq!((e.s.task_state(&key("b")), e.s.task_state(&key("c"))), (None, None));
 }
 
 #[test]

@@ -97,6 +97,10 @@ fn two_clients_share_a_cluster_and_scale_changes_the_workers() {
     // Results spread over three workers, held through the scale-down.
     let held = one.map(square, 100..130u64);
     shoal::wait(&held);
+    let mut holders: Vec<String> = one.who_has(&held).expect("who has").into_iter().flatten().collect();
+    holders.sort();
+    holders.dedup();
+    assert!(holders.len() > 1, "the results should be spread over the workers: {holders:?}");
     cluster.scale(1).expect("scales down");
     assert_eq!(cluster.worker_count(), 1);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
