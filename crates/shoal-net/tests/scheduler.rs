@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use shoal_graph::{Key, Token};
 use shoal_net::{RunningScheduler, SchedulerServerConfig, start_scheduler};
 use shoal_proto::{
-    ArgMsg, FinishedMsg, FrameDecoder, FromScheduler, FromWorker, Hello, HelloReply, Role, TaskId, TaskMsg,
-    ToScheduler, ToWorker, WorkerId, WorkerInfo, encode_message,
+    ArgMsg, FinishedMsg, FrameDecoder, FromScheduler, FromWorker, Hello, HelloReply, Role, ScatteredMsg, TaskId,
+    TaskMsg, ToScheduler, ToWorker, WorkerId, WorkerInfo, encode_message,
 };
 
 struct Peer {
@@ -104,7 +104,15 @@ fn pinned_round_trip(addr: SocketAddr, client: &mut Peer, worker: &mut Peer, i: 
 fn round_trip_of(addr: SocketAddr, client: &mut Peer, worker: &mut Peer, sent: TaskMsg) {
     let key = sent.key.clone();
     client.send(&ToScheduler::Submit(vec![sent]));
-    let ToWorker::Compute(tasks) = worker.recv::<ToWorker>() else { panic!("expected work") };
+    // A worker may also be told to drop results it does not have (a
+    // client's scatter can name any worker): those are not the work.
+    let tasks = loop {
+        match worker.recv::<ToWorker>() {
+            ToWorker::Compute(tasks) => break tasks,
+            ToWorker::Release(_) => {}
+            other => panic!("expected work, got {other:?}"),
+        }
+    };
     assert_eq!(tasks[0].key, key);
     let id = tasks[0].id;
     worker.send(&FromWorker::Finished(vec![FinishedMsg { id, key: key.clone(), nbytes: 8, duration_us: 1 }]));
@@ -238,6 +246,10 @@ fn hostile_message() -> impl Strategy<Value = Result<ToScheduler, FromWorker>> {
         keys().prop_map(|k| Ok(ToScheduler::Cancel(k))),
         keys().prop_map(|k| Ok(ToScheduler::WhoHas(k))),
         Just(Ok(ToScheduler::Info)),
+        proptest::collection::vec((evil_key(), 0u32..3, any::<u64>()), 0..3).prop_map(|items| {
+            let items = items.into_iter().map(|(key, w, nbytes)| ScatteredMsg { key, worker: WorkerId(w), nbytes });
+            Ok(ToScheduler::Scatter(items.collect()))
+        }),
         proptest::collection::vec(finished, 0..4).prop_map(|f| Err(FromWorker::Finished(f))),
         evil_key().prop_map(|key| Err(FromWorker::Failed { key, message: "no".into() })),
         (evil_key(), keys()).prop_map(|(key, missing)| Err(FromWorker::MissingData { key, missing })),
