@@ -418,6 +418,26 @@ pub fn wait<T>(futures: &[Future<T>]) {
     }
 }
 
+/// Keeps the futures' tasks running after the futures are dropped (Dask's
+/// `fire_and_forget`), for work done for its side effects. On a cluster,
+/// dropping the last future of a task that has not finished cancels it;
+/// after this, each task runs to its end and its result is then let go.
+/// On the in-process executors a submitted task always runs to its end, so
+/// this changes nothing there.
+///
+/// ```
+/// use shoal_client::{Client, fire_and_forget};
+/// fn log_line(line: String) -> usize { line.len() }
+/// let client = Client::threads()?;
+/// fire_and_forget(&[client.submit(log_line, ("written".to_string(),))]);
+/// # Ok::<(), shoal_client::Error>(())
+/// ```
+pub fn fire_and_forget<T>(futures: &[Future<T>]) {
+    for f in futures {
+        f.handle().fire_and_forget();
+    }
+}
+
 /// Waits until every future is done or `timeout` has passed.
 ///
 /// # Errors

@@ -43,7 +43,9 @@ mod progress;
 mod remote;
 
 pub use args::{ArgContext, IntoArg, IntoArgs};
-pub use client::{AsCompleted, Client, ClientBuilder, Executor, WorkerInfo, as_completed, gather, wait, wait_timeout};
+pub use client::{
+    AsCompleted, Client, ClientBuilder, Executor, WorkerInfo, as_completed, fire_and_forget, gather, wait, wait_timeout,
+};
 pub use delayed::{Computable, Delayed, compute, delayed, delayed_with, persist};
 pub use error::Error;
 pub use future::{Future, Status};

@@ -595,6 +595,10 @@ impl RemoteHandle {
         self.state.send(&ToScheduler::Cancel(vec![self.key.clone()]));
     }
 
+    pub(crate) fn fire_and_forget(&self) {
+        self.state.send(&ToScheduler::FireAndForget(vec![self.key.clone()]));
+    }
+
     pub(crate) fn subscribe(&self, notify: Arc<dyn Notify>, index: usize) {
         let mut inner = self.state.lock();
         match inner.keys.get_mut(&self.key) {

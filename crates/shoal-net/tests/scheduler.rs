@@ -245,6 +245,7 @@ fn hostile_message() -> impl Strategy<Value = Result<ToScheduler, FromWorker>> {
         keys().prop_map(|k| Ok(ToScheduler::Release(k))),
         keys().prop_map(|k| Ok(ToScheduler::Cancel(k))),
         keys().prop_map(|k| Ok(ToScheduler::WhoHas(k))),
+        keys().prop_map(|k| Ok(ToScheduler::FireAndForget(k))),
         Just(Ok(ToScheduler::Info)),
         proptest::collection::vec((evil_key(), 0u32..3, any::<u64>()), 0..3).prop_map(|items| {
             let items = items.into_iter().map(|(key, w, nbytes)| ScatteredMsg { key, worker: WorkerId(w), nbytes });

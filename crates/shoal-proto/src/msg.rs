@@ -150,6 +150,10 @@ pub enum ToScheduler {
     /// Forget every task, and make every worker start afresh. Every client
     /// hears [`FromScheduler::Restarted`].
     Restart,
+    /// Keep computing these tasks when no future holds them any more
+    /// (Dask's `fire_and_forget`); each is let go once it has finished or
+    /// failed.
+    FireAndForget(Vec<Key>),
 }
 
 /// Why a task has no result, as the scheduler reports it.

@@ -68,6 +68,7 @@ fn to_scheduler() -> impl Strategy<Value = ToScheduler> {
             items.into_iter().map(|(key, w, nbytes)| ScatteredMsg { key, worker: WorkerId(w), nbytes }).collect()
         )),
         Just(ToScheduler::Restart),
+        keys().prop_map(ToScheduler::FireAndForget),
     ]
 }
 

@@ -77,6 +77,11 @@ struct Outbox {
 /// The number of [`SCATTERED_FUNC`].
 const SCATTERED: u32 = 0;
 
+/// The holder a fire-and-forget task gets in place of a client: it keeps
+/// the task wanted until it has finished or failed. Clients are numbered
+/// from 0 and never reach it.
+const FOREVER: ClientId = ClientId(u32::MAX);
+
 /// Counters describing the scheduler now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SchedulerStats {
@@ -232,6 +237,16 @@ impl Scheduler {
             ToScheduler::Restart => {
                 self.restart(comm);
                 return;
+            }
+            ToScheduler::FireAndForget(keys) => {
+                for key in keys {
+                    let Some(i) = self.tasks.find(&key) else { continue };
+                    let t = self.task(i);
+                    let settled = matches!(t.state, TaskState::Memory | TaskState::Erred);
+                    if !settled && !t.holders.contains(&FOREVER) {
+                        self.task_mut(i).holders.push(FOREVER);
+                    }
+                }
             }
         }
         self.flush(comm);
@@ -821,11 +836,14 @@ impl Scheduler {
         })
     }
 
+    /// Tells the task's holders its outcome; a fire-and-forget hold ends
+    /// here (the caller then releases what nobody else wants).
     fn notify_holders(&mut self, i: u32) {
         if self.task(i).holders.is_empty() {
             return;
         }
         let Some(msg) = self.outcome(i) else { return };
+        self.task_mut(i).holders.remove_one(FOREVER);
         let t = self.task(i);
         let holders = SmallVec::<[ClientId; 2]>::from_slice(&t.holders);
         for c in holders {

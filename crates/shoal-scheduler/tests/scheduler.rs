@@ -49,6 +49,25 @@ fn dropping_the_last_future_of_pending_work_cancels_it() {
 }
 
 #[test]
+fn fire_and_forget_keeps_dropped_work_running_until_it_is_done() {
+    let mut e = Env::new();
+    let w = e.worker("a", 1);
+    e.submit(vec![task("x", &[])]);
+    assert_eq!(e.computed(), vec![(w, vec!["x".to_string()])]);
+    let c = e.client;
+    e.s.on_client_message(c, ToScheduler::FireAndForget(vec![key("x")]), &mut e.comm);
+    e.s.on_client_message(c, ToScheduler::Release(vec![key("x")]), &mut e.comm);
+    e.s.check_invariants();
+    assert!(e.comm.take().workers.is_empty(), "x keeps running");
+    assert_eq!(e.s.task_state(&key("x")), Some(TaskState::Processing(w)));
+    e.finish(w, "x", 8);
+    e.s.check_invariants();
+    assert_eq!(e.comm.workers, vec![(w, ToWorker::Release(vec![key("x")]))], "done: its result is let go");
+    assert_eq!(e.s.stats().tasks, 0);
+    assert!(e.client_msgs().is_empty(), "the client that let go hears nothing");
+}
+
+#[test]
 fn a_failure_that_cancels_part_of_what_it_fails_leaves_a_consistent_scheduler() {
     let mut e = Env::new();
     let w = e.worker("a", 1);

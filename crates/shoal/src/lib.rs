@@ -52,8 +52,8 @@
 
 pub use shoal_client::{
     ArgContext, AsCompleted, Client, ClientBuilder, Computable, Delayed, Error, Executor, Future, IntoArg, IntoArgs,
-    ProgressBar, Status, TaskOptions, as_completed, compute, delayed, delayed_with, gather, progress, wait,
-    wait_timeout,
+    ProgressBar, Status, TaskOptions, as_completed, compute, delayed, delayed_with, fire_and_forget, gather, progress,
+    wait, wait_timeout,
 };
 pub use shoal_deploy::{LocalCluster, LocalClusterBuilder};
 pub use shoal_graph::{Blob, Key, TaskError, TaskOutput, Token, VisualizeError, task_output};

@@ -210,3 +210,43 @@ fn persisted_delayed_values_stay_on_the_cluster_and_feed_later_work() {
     drop(lazy);
     assert_eq!(client.known_keys(), 0);
 }
+
+#[shoal::remote]
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[shoal::remote]
+fn touch(path: String) -> bool {
+    std::fs::write(path, b"done").is_ok()
+}
+
+/// Dropping the last future of a task that has not started cancels it;
+/// `fire_and_forget` keeps one running to its end.
+#[test]
+fn dropped_futures_cancel_queued_work_unless_fired_and_forgotten() {
+    let cluster = processes(1);
+    let client = cluster.client().expect("client");
+    let dir = std::env::temp_dir().join(format!("shoal-fire-and-forget-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    // The only worker thread is busy, so both side effects wait in line.
+    let blocker = client.submit(sleep_ms, (800u64,));
+    let dropped = client.submit(touch, (path("dropped"),));
+    let fired = client.submit(touch, (path("fired"),));
+    shoal::fire_and_forget(std::slice::from_ref(&fired));
+    drop((dropped, fired));
+    assert_eq!(blocker.result(), Ok(800));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::path::Path::new(&path("fired")).exists() {
+        assert!(Instant::now() < deadline, "the fire-and-forget task never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The worker ran its queue in order: the cancelled task's turn is past.
+    let after = client.submit(sleep_ms, (1u64,)).result();
+    let cancelled_ran = std::path::Path::new(&path("dropped")).exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(after, Ok(1));
+    assert!(!cancelled_ran, "a task whose futures were all dropped before it started still ran");
+}
