@@ -34,9 +34,7 @@ fn dropping_the_last_future_of_pending_work_cancels_it() {
     e.submit(vec![x, task("y", &["x"])]);
     assert_eq!(e.computed(), vec![(w, vec!["x".to_string()])]);
     // y waits on x, which runs; nobody wants either once y is released.
-    let c = e.client;
-    e.s.on_client_message(c, ToScheduler::Release(vec![key("y")]), &mut e.comm);
-    e.s.check_invariants();
+    e.send(ToScheduler::Release(vec![key("y")]));
     assert_eq!(e.comm.workers, vec![(w, ToWorker::Release(vec![key("x")]))], "the worker drops x");
     assert_eq!(e.s.stats().tasks, 0, "both forgotten");
     // x's late report is answered with a release, and changes nothing.
@@ -54,10 +52,8 @@ fn fire_and_forget_keeps_dropped_work_running_until_it_is_done() {
     let w = e.worker("a", 1);
     e.submit(vec![task("x", &[])]);
     assert_eq!(e.computed(), vec![(w, vec!["x".to_string()])]);
-    let c = e.client;
-    e.s.on_client_message(c, ToScheduler::FireAndForget(vec![key("x")]), &mut e.comm);
-    e.s.on_client_message(c, ToScheduler::Release(vec![key("x")]), &mut e.comm);
-    e.s.check_invariants();
+    e.send(ToScheduler::FireAndForget(vec![key("x")]));
+    e.send(ToScheduler::Release(vec![key("x")]));
     assert!(e.comm.take().workers.is_empty(), "x keeps running");
     assert_eq!(e.s.task_state(&key("x")), Some(TaskState::Processing(w)));
     e.finish(w, "x", 8);
@@ -77,9 +73,7 @@ fn a_failure_that_cancels_part_of_what_it_fails_leaves_a_consistent_scheduler() 
     assert_eq!(e.computed(), vec![(w, vec!["a".to_string()])]);
     // Failing a fails c, which leaves b wanted by nobody: b is cancelled
     // and forgotten while it still waits to be failed.
-    let c = e.client;
-    e.s.on_client_message(c, ToScheduler::Cancel(vec![key("a")]), &mut e.comm);
-    e.s.check_invariants();
+    e.send(ToScheduler::Cancel(vec![key("a")]));
     assert_eq!(e.s.task_state(&key("a")), Some(TaskState::Erred));
     assert_eq!((e.s.task_state(&key("b")), e.s.task_state(&key("c"))), (None, None));
 }
