@@ -143,10 +143,7 @@ impl<T: Element> Array<T> {
     /// # Errors
     /// The error the array carries, or the first task that failed.
     pub fn compute_with(&self, client: &Client) -> Result<ArrayD<T>, ArrayError> {
-        let node = self.node()?;
-        let tasks = self.lower(true)?;
-        let chunks = shoal_client::Computable::compute_on(&tasks, client)?;
-        assemble(node, chunks)
+        self.compute_lowered(client, true)
     }
 
     /// Computes the array on `client` without fusing its graph first (as
@@ -156,8 +153,12 @@ impl<T: Element> Array<T> {
     /// # Errors
     /// The error the array carries, or the first task that failed.
     pub fn compute_unoptimized_with(&self, client: &Client) -> Result<ArrayD<T>, ArrayError> {
+        self.compute_lowered(client, false)
+    }
+
+    fn compute_lowered(&self, client: &Client, fuse: bool) -> Result<ArrayD<T>, ArrayError> {
         let node = self.node()?;
-        let tasks = self.lower(false)?;
+        let tasks = self.lower(fuse)?;
         let chunks = shoal_client::Computable::compute_on(&tasks, client)?;
         assemble(node, chunks)
     }

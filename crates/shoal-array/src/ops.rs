@@ -611,8 +611,7 @@ macro_rules! reductions {
             $(#[$doc])*
             /// With options: `keepdims`, `split_every`.
             pub fn $with(&self, axes: impl Into<Axes>, options: Reduction) -> Array<$out> {
-                let axes = axes.into();
-                Array::from_result(self.node().and_then(|n| reduce_node($op, n, &axes, options)))
+                self.reduce($op, axes.into(), options)
             }
         )*}
     };
@@ -651,8 +650,7 @@ impl<T: Element> Array<T> {
 
     /// [`Array::var`] with options: `keepdims`, `split_every`.
     pub fn var_with(&self, axes: impl Into<Axes>, ddof: u32, options: Reduction) -> Array<f64> {
-        let axes = axes.into();
-        Array::from_result(self.node().and_then(|n| reduce_node(ReduceOp::Var(ddof), n, &axes, options)))
+        self.reduce(ReduceOp::Var(ddof), axes.into(), options)
     }
 
     /// Standard deviation over `axes` with `ddof` delta degrees of freedom.
@@ -662,7 +660,10 @@ impl<T: Element> Array<T> {
 
     /// [`Array::std`] with options: `keepdims`, `split_every`.
     pub fn std_with(&self, axes: impl Into<Axes>, ddof: u32, options: Reduction) -> Array<f64> {
-        let axes = axes.into();
-        Array::from_result(self.node().and_then(|n| reduce_node(ReduceOp::Std(ddof), n, &axes, options)))
+        self.reduce(ReduceOp::Std(ddof), axes.into(), options)
+    }
+
+    fn reduce<U: Element>(&self, op: ReduceOp, axes: Axes, options: Reduction) -> Array<U> {
+        Array::from_result(self.node().and_then(|n| reduce_node(op, n, &axes, options)))
     }
 }

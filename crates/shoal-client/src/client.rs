@@ -433,9 +433,14 @@ pub fn wait<T>(futures: &[Future<T>]) {
 /// # Ok::<(), shoal_client::Error>(())
 /// ```
 pub fn fire_and_forget<T>(futures: &[Future<T>]) {
-    for f in futures {
-        f.handle().fire_and_forget();
-    }
+    let remote: Vec<&crate::remote::RemoteHandle> = futures
+        .iter()
+        .filter_map(|f| match f.handle() {
+            crate::future::FutureHandle::Remote(h) => Some(h),
+            crate::future::FutureHandle::Local(_) => None,
+        })
+        .collect();
+    crate::remote::RemoteHandle::fire_and_forget(&remote);
 }
 
 /// Waits until every future is done or `timeout` has passed.

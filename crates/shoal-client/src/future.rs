@@ -45,13 +45,6 @@ impl FutureHandle {
         }
     }
 
-    /// Local tasks run to their end whoever holds them.
-    pub(crate) fn fire_and_forget(&self) {
-        if let FutureHandle::Remote(h) = self {
-            h.fire_and_forget();
-        }
-    }
-
     pub(crate) fn wait(&self) {
         match self {
             FutureHandle::Local(h) => {

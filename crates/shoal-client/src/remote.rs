@@ -595,8 +595,16 @@ impl RemoteHandle {
         self.state.send(&ToScheduler::Cancel(vec![self.key.clone()]));
     }
 
-    pub(crate) fn fire_and_forget(&self) {
-        self.state.send(&ToScheduler::FireAndForget(vec![self.key.clone()]));
+    /// Asks each handle's scheduler to keep its task running: one message
+    /// per cluster, however many futures.
+    pub(crate) fn fire_and_forget(handles: &[&RemoteHandle]) {
+        let mut left = handles.to_vec();
+        while let Some(&first) = left.first() {
+            let (same, other): (Vec<&RemoteHandle>, Vec<&RemoteHandle>) =
+                left.into_iter().partition(|h| h.same_cluster(first));
+            first.state.send(&ToScheduler::FireAndForget(same.iter().map(|h| h.key.clone()).collect()));
+            left = other;
+        }
     }
 
     pub(crate) fn subscribe(&self, notify: Arc<dyn Notify>, index: usize) {
