@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use shoal_proto::{
-    ClientId, FromScheduler, FromWorker, HelloReply, Role, ToScheduler, ToWorker, WorkerId, WorkerInfo, check_hello,
-    decode_hello, decode_message, encode_message,
+    ClientId, FromScheduler, FromWorker, HelloReply, KeysRef, Role, ToScheduler, ToWorker, WorkerId, WorkerInfo,
+    check_hello, decode_hello, decode_message, encode_message,
 };
 use shoal_scheduler::{Assigned, Comm, Scheduler, SchedulerConfig};
 
@@ -127,6 +127,10 @@ impl Comm for NetComm {
 
     fn compute(&mut self, worker: WorkerId, tasks: &Assigned<'_>) {
         send_encoded(self.workers.get(&worker), tasks, worker);
+    }
+
+    fn keys(&mut self, worker: WorkerId, msg: KeysRef<'_>) {
+        send_encoded(self.workers.get(&worker), &msg, worker);
     }
 
     fn to_client(&mut self, client: ClientId, msgs: Vec<FromScheduler>) {

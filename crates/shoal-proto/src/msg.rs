@@ -363,6 +363,50 @@ pub enum ToWorker {
     Restart,
 }
 
+/// A [`ToWorker::Release`] or [`ToWorker::Steal`] message borrowed from
+/// the sender's buffer: it encodes exactly as the owned message, so a
+/// scheduler can send its batches and keep their memory.
+///
+/// ```
+/// use shoal_graph::{Key, Token};
+/// use shoal_proto::{encode_message, KeysRef, ToWorker};
+///
+/// let keys = vec![Key::scalar("inc", Token(1)), Key::scalar("add", Token(2))];
+/// for message in [KeysRef::Release(&keys), KeysRef::Steal(&keys)] {
+///     let (mut borrowed, mut owned) = (Vec::new(), Vec::new());
+///     encode_message(&message, &mut borrowed).unwrap();
+///     encode_message(&message.to_msg(), &mut owned).unwrap();
+///     assert_eq!(borrowed, owned);
+/// }
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub enum KeysRef<'a> {
+    /// As [`ToWorker::Release`].
+    Release(&'a [Key]),
+    /// As [`ToWorker::Steal`].
+    Steal(&'a [Key]),
+}
+
+impl KeysRef<'_> {
+    /// The owned message.
+    pub fn to_msg(self) -> ToWorker {
+        match self {
+            KeysRef::Release(keys) => ToWorker::Release(keys.to_vec()),
+            KeysRef::Steal(keys) => ToWorker::Steal(keys.to_vec()),
+        }
+    }
+}
+
+impl Serialize for KeysRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Variant indices as in `ToWorker`; a test checks they agree.
+        match self {
+            KeysRef::Release(keys) => serializer.serialize_newtype_variant("ToWorker", 1, "Release", keys),
+            KeysRef::Steal(keys) => serializer.serialize_newtype_variant("ToWorker", 2, "Steal", keys),
+        }
+    }
+}
+
 /// A result a worker reports.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FinishedMsg {

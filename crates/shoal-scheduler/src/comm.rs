@@ -1,7 +1,7 @@
 //! How the scheduler speaks: a small trait the I/O shell implements, and a
 //! recording implementation for tests and the simulator.
 
-use shoal_proto::{ClientId, FromScheduler, ToWorker, WorkerId};
+use shoal_proto::{ClientId, FromScheduler, KeysRef, ToWorker, WorkerId};
 
 use crate::assigned::Assigned;
 
@@ -13,6 +13,12 @@ pub trait Comm {
     /// Sends tasks to a worker: a [`ToWorker::Compute`] message, borrowed
     /// from the scheduler's records ([`Assigned`] encodes as one).
     fn compute(&mut self, worker: WorkerId, tasks: &Assigned<'_>);
+    /// Sends a [`ToWorker::Release`] or [`ToWorker::Steal`] message,
+    /// borrowed from the scheduler's batch (which it keeps for the next
+    /// event).
+    fn keys(&mut self, worker: WorkerId, msg: KeysRef<'_>) {
+        self.to_worker(worker, msg.to_msg());
+    }
     /// Sends messages to a client (one batch per event).
     fn to_client(&mut self, client: ClientId, msgs: Vec<FromScheduler>);
 }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use rustc_hash::{FxHashMap, FxHashSet};
 use shoal_graph::{Key, Prefix};
 use shoal_proto::{
-    ArgMsg, ClientId, FinishedMsg, FromScheduler, FromWorker, SCATTERED_FUNC, TaskErrorMsg, TaskId, TaskMsg,
-    ToScheduler, ToWorker, WorkerId, WorkerInfo,
+    ArgMsg, ClientId, FinishedMsg, FromScheduler, FromWorker, KeysRef, SCATTERED_FUNC, TaskErrorMsg, TaskId, TaskMsg,
+    ToScheduler, WorkerId, WorkerInfo,
 };
 use smallvec::SmallVec;
 
@@ -1222,7 +1222,7 @@ impl Scheduler {
     /// message is sent, one batch per peer.
     fn flush(&mut self, comm: &mut impl Comm) {
         self.fill_workers();
-        self.outbox.release.send(|w, keys| comm.to_worker(w, ToWorker::Release(keys)));
+        self.outbox.release.send_each(|w, keys| comm.keys(w, KeysRef::Release(keys)));
         let (tasks, funcs, busy) = (&self.tasks, &self.funcs, &self.busy);
         self.outbox.compute.send_each(|w, slots| {
             slots.retain(|&i| tasks.get(i).is_some_and(|t| t.state == TaskState::Processing(w)));
@@ -1230,7 +1230,7 @@ impl Scheduler {
                 comm.compute(w, &Assigned::new(tasks, funcs, busy, slots));
             }
         });
-        self.outbox.steal.send(|w, keys| comm.to_worker(w, ToWorker::Steal(keys)));
+        self.outbox.steal.send_each(|w, keys| comm.keys(w, KeysRef::Steal(keys)));
         self.outbox.clients.send(|c, msgs| comm.to_client(c, msgs));
     }
 

@@ -11,14 +11,15 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use shoal_graph::{Key, KeyHashMap, Token};
 use shoal_proto::{
-    ArgMsg, ClientId, FinishedMsg, FromScheduler, FromWorker, TaskId, TaskMsg, ToScheduler, ToWorker, WorkerId,
-    WorkerInfo,
+    ArgMsg, ClientId, FinishedMsg, FromScheduler, FromWorker, KeysRef, TaskId, TaskMsg, ToScheduler, ToWorker,
+    WorkerId, WorkerInfo,
 };
 
 use crate::assigned::Assigned;
@@ -244,9 +245,9 @@ struct SimFromWorker(FromWorker);
 /// A message to a virtual worker, as the simulator records it from the
 /// scheduler ([`SimOut`]) and as it delivers it ([`SimToWorker`]).
 enum WorkerMsg<T, K> {
-    Compute(Vec<T>),
-    Release(Vec<K>),
-    Steal(Vec<K>),
+    Compute(T),
+    Release(K),
+    Steal(K),
     Shutdown,
     Restart,
 }
@@ -254,26 +255,43 @@ enum WorkerMsg<T, K> {
 /// What the scheduler sent: a task is its id and key, copied out of the
 /// borrowed message (no reference counts, no allocation per task: about
 /// what a network shell's encoding reads).
-type SimOut = WorkerMsg<(TaskId, Key), Key>;
+type SimOut = WorkerMsg<Range<usize>, Range<usize>>;
 
 /// In the simulator's terms, tasks by number. The scheduler's message is
 /// converted and dropped as soon as it is sent, as a network shell encodes
 /// and drops what it sends: keeping thousands of them in flight would make
 /// the scheduler's allocations look slower than they are.
-type SimToWorker = WorkerMsg<(u32, TaskId), u32>;
+type SimToWorker = WorkerMsg<Vec<(u32, TaskId)>, Vec<u32>>;
 
 #[derive(Default)]
 struct SimComm {
     workers: Vec<(WorkerId, SimOut)>,
     clients: Vec<(ClientId, FromScheduler)>,
+    /// The tasks of compute messages and the keys of release and steal
+    /// messages, which name their ranges here: copied into buffers that
+    /// are kept, as a network shell encodes into buffers it keeps.
+    tasks: Vec<(TaskId, Key)>,
+    keys: Vec<Key>,
+}
+
+impl SimComm {
+    fn keys_range(&mut self, keys: &[Key]) -> Range<usize> {
+        let start = self.keys.len();
+        self.keys.extend_from_slice(keys);
+        start..self.keys.len()
+    }
 }
 
 impl Comm for SimComm {
     fn to_worker(&mut self, worker: WorkerId, msg: ToWorker) {
         let msg = match msg {
-            ToWorker::Compute(tasks) => SimOut::Compute(tasks.into_iter().map(|t| (t.id, t.key)).collect()),
-            ToWorker::Release(keys) => SimOut::Release(keys),
-            ToWorker::Steal(keys) => SimOut::Steal(keys),
+            ToWorker::Compute(tasks) => {
+                let start = self.tasks.len();
+                self.tasks.extend(tasks.into_iter().map(|t| (t.id, t.key)));
+                SimOut::Compute(start..self.tasks.len())
+            }
+            ToWorker::Release(keys) => SimOut::Release(self.keys_range(&keys)),
+            ToWorker::Steal(keys) => SimOut::Steal(self.keys_range(&keys)),
             ToWorker::Shutdown => SimOut::Shutdown,
             ToWorker::Restart => SimOut::Restart,
         };
@@ -281,7 +299,17 @@ impl Comm for SimComm {
     }
 
     fn compute(&mut self, worker: WorkerId, tasks: &Assigned<'_>) {
-        self.workers.push((worker, SimOut::Compute(tasks.ids().map(|(id, key)| (id, key.clone())).collect())));
+        let start = self.tasks.len();
+        self.tasks.extend(tasks.ids().map(|(id, key)| (id, key.clone())));
+        self.workers.push((worker, SimOut::Compute(start..self.tasks.len())));
+    }
+
+    fn keys(&mut self, worker: WorkerId, msg: KeysRef<'_>) {
+        let msg = match msg {
+            KeysRef::Release(keys) => SimOut::Release(self.keys_range(keys)),
+            KeysRef::Steal(keys) => SimOut::Steal(self.keys_range(keys)),
+        };
+        self.workers.push((worker, msg));
     }
 
     fn to_client(&mut self, client: ClientId, msgs: Vec<FromScheduler>) {
@@ -544,6 +572,10 @@ impl Simulation {
         self.numbers.get(key).copied()
     }
 
+    fn numbers_of(&self, keys: Range<usize>) -> Vec<u32> {
+        self.comm.keys[keys].iter().filter_map(|k| self.number(k)).collect()
+    }
+
     fn deps_of(&self, task: u32) -> &[u32] {
         let t = task as usize;
         &self.deps[self.dep_start[t] as usize..self.dep_start[t + 1] as usize]
@@ -580,13 +612,14 @@ impl Simulation {
     fn dispatch(&mut self) {
         let at = self.now + self.config.latency_us;
         let mut workers = std::mem::take(&mut self.comm.workers);
+        let mut assigned = std::mem::take(&mut self.comm.tasks);
         for (worker, msg) in workers.drain(..) {
             let msg = match msg {
-                SimOut::Compute(tasks) => SimToWorker::Compute(
-                    tasks
-                        .into_iter()
-                        .filter_map(|(id, key)| match self.number_of_task(id, &key) {
-                            Some(n) => Some((n, id)),
+                SimOut::Compute(range) => SimToWorker::Compute(
+                    assigned[range]
+                        .iter()
+                        .filter_map(|(id, key)| match self.number_of_task(*id, key) {
+                            Some(n) => Some((n, *id)),
                             None => {
                                 self.report.violations.push(format!("{key} was never submitted"));
                                 None
@@ -594,14 +627,17 @@ impl Simulation {
                         })
                         .collect(),
                 ),
-                SimOut::Release(keys) => SimToWorker::Release(keys.iter().filter_map(|k| self.number(k)).collect()),
-                SimOut::Steal(keys) => SimToWorker::Steal(keys.iter().filter_map(|k| self.number(k)).collect()),
+                SimOut::Release(keys) => SimToWorker::Release(self.numbers_of(keys)),
+                SimOut::Steal(keys) => SimToWorker::Steal(self.numbers_of(keys)),
                 SimOut::Shutdown => SimToWorker::Shutdown,
                 SimOut::Restart => SimToWorker::Restart,
             };
             self.push(at, Event::ToWorker { worker, msg, epoch: self.epoch });
         }
         self.comm.workers = workers;
+        self.comm.keys.clear();
+        assigned.clear();
+        self.comm.tasks = assigned;
         let mut clients = std::mem::take(&mut self.comm.clients);
         for (_, msg) in clients.drain(..) {
             let (key, outcome) = match msg {
