@@ -193,8 +193,15 @@ impl Scheduler {
         match msg {
             ToScheduler::Submit(tasks) => self.submit(client, tasks),
             ToScheduler::Release(keys) => {
-                for key in keys {
-                    if let Some(i) = self.tasks.find(&key) {
+                // As in `submit`: the index entries a few keys ahead are
+                // on their way while this one is released.
+                const AHEAD: usize = 8;
+                keys.iter().take(AHEAD).for_each(|k| self.tasks.prefetch_key(k));
+                for (n, key) in keys.iter().enumerate() {
+                    if let Some(ahead) = keys.get(n + AHEAD) {
+                        self.tasks.prefetch_key(ahead);
+                    }
+                    if let Some(i) = self.tasks.find(key) {
                         self.task_mut(i).holders.remove_one(client);
                         self.consider_release(i);
                     }
@@ -915,6 +922,11 @@ impl Scheduler {
                 && t.dependents.is_empty();
             if !forgettable {
                 continue;
+            }
+            // Their records are read next, after this one's is dropped
+            // (which frees its arguments): let the misses overlap.
+            for &d in t.deps.iter() {
+                self.tasks.prefetch(d);
             }
             let Some(deps) = self.tasks.remove(i) else { continue };
             for d in deps {
