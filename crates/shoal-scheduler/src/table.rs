@@ -1,9 +1,10 @@
 //! The scheduler's tasks: records in a slab, found by key through an index.
 
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use shoal_graph::{Key, KeyBuildHasher};
-use shoal_proto::{TaskId, WorkerId};
+use shoal_proto::{ArgMsg, TaskId, WorkerId};
 
 use crate::idlist::IdList;
 use crate::index::{KeyIndex, prefetch_line};
@@ -34,7 +35,6 @@ use crate::task::{Task, TaskState};
 /// found by scanning it (when the worker dies, or to steal from it: rare
 /// events), instead of keeping per-worker sets that every assignment,
 /// completion and release would update at a random place in memory.
-#[derive(Default)]
 pub(crate) struct TaskTable {
     slots: Segmented<Slot>,
     places: Vec<Place>,
@@ -43,12 +43,40 @@ pub(crate) struct TaskTable {
     index: KeyIndex,
     /// Tasks in the table (the index also holds entries of forgotten ones).
     live: usize,
+    /// Arguments of tasks just forgotten, freed in batches: a forgotten
+    /// task's arguments (a separate allocation, last read when it was
+    /// submitted) are a cache miss to free, and freeing them at once
+    /// would stall the cascade of forgetting on each. Here their lines
+    /// are asked for as the task is forgotten and freed some tasks later,
+    /// when they have arrived.
+    dying_args: Vec<Arc<[ArgMsg]>>,
+    /// An empty argument list shared by records being taken apart.
+    no_args: Arc<[ArgMsg]>,
     /// By slot: the slot is vacant and the index still has the entry of
     /// its last task (under `Slot::hash`).
     stale: Vec<bool>,
 }
 
+impl Default for TaskTable {
+    fn default() -> TaskTable {
+        TaskTable {
+            slots: Segmented::default(),
+            places: Vec::new(),
+            free: Vec::new(),
+            index: KeyIndex::default(),
+            live: 0,
+            stale: Vec::new(),
+            dying_args: Vec::with_capacity(DYING_ARGS),
+            no_args: Arc::from([]),
+        }
+    }
+}
+
 const NOWHERE: u32 = u32::MAX;
+
+/// How many forgotten tasks' arguments wait to be freed (see
+/// `TaskTable::dying_args`): enough for their cache misses to overlap.
+const DYING_ARGS: usize = 32;
 
 /// Where a task is, by worker number (`NOWHERE`: none).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -189,6 +217,18 @@ impl TaskTable {
         let slot = self.slots.get_mut(i as usize)?;
         let task = slot.task.as_mut()?;
         let deps = std::mem::take(&mut task.deps);
+        // The arguments are freed a little later, with others (see
+        // `dying_args`); the rest of the record is in cache already.
+        let args = std::mem::replace(&mut task.args, Arc::clone(&self.no_args));
+        let start = Arc::as_ptr(&args).cast::<i8>();
+        // The arguments and the reference count in front of them.
+        for line in (0..16 + std::mem::size_of_val(&*args)).step_by(64) {
+            prefetch_line(start.wrapping_sub(16).wrapping_add(line));
+        }
+        if self.dying_args.len() == DYING_ARGS {
+            self.dying_args.clear();
+        }
+        self.dying_args.push(args);
         slot.task = None;
         slot.generation = slot.generation.wrapping_add(1);
         self.places[i as usize] = EMPTY;
