@@ -74,6 +74,46 @@ struct Outbox {
     clients: Batches<ClientId, FromScheduler>,
 }
 
+/// The slots of a burst's finished tasks, in the order they are handled,
+/// and how far handling has got: each completion asks for the records the
+/// ones a few places later will read, so that their cache misses (the
+/// records were last touched when the tasks were sent, long before)
+/// overlap with the work, a bounded distance ahead. Prefetching the whole
+/// burst up front instead lets a large burst's first records leave the
+/// cache before they are read.
+#[derive(Default)]
+struct Lookahead {
+    slots: Vec<u32>,
+    next: usize,
+}
+
+impl Lookahead {
+    /// Records are asked for this many completions ahead, their
+    /// dependents' half as many (by then the record has arrived).
+    const RECORDS: usize = 16;
+    const DEPENDENTS: usize = 8;
+
+    fn step(&mut self, tasks: &TaskTable) {
+        let n = self.next;
+        self.next += 1;
+        let dependents = |i: u32| {
+            if let Some(t) = tasks.get(i) {
+                t.dependents.iter().for_each(|&d| tasks.prefetch(d));
+            }
+        };
+        if n == 0 {
+            self.slots.iter().take(Self::RECORDS).for_each(|&i| tasks.prefetch(i));
+            self.slots.iter().take(Self::DEPENDENTS).for_each(|&i| dependents(i));
+        }
+        if let Some(&i) = self.slots.get(n + Self::RECORDS) {
+            tasks.prefetch(i);
+        }
+        if let Some(&i) = self.slots.get(n + Self::DEPENDENTS) {
+            dependents(i);
+        }
+    }
+}
+
 /// The number of [`SCATTERED_FUNC`].
 const SCATTERED: u32 = 0;
 
@@ -306,7 +346,7 @@ impl Scheduler {
 
     /// A message from a worker.
     pub fn on_worker_message(&mut self, worker: WorkerId, msg: FromWorker, now_us: u64, comm: &mut impl Comm) {
-        self.worker_message(worker, msg, now_us);
+        self.worker_message(worker, msg, now_us, &mut Lookahead::default());
         self.flush(comm);
     }
 
@@ -315,35 +355,18 @@ impl Scheduler {
     /// sending) is done once for the burst instead of once per message, and
     /// workers get their new tasks in fewer, larger messages.
     pub fn on_worker_messages(&mut self, msgs: Vec<(WorkerId, FromWorker)>, now_us: u64, comm: &mut impl Comm) {
-        self.prefetch_finished(&msgs);
+        let finished = msgs.iter().flat_map(|(_, m)| match m {
+            FromWorker::Finished(done) => done.as_slice(),
+            _ => &[],
+        });
+        let mut lookahead = Lookahead { slots: finished.map(|f| f.id.slot()).collect(), next: 0 };
         for (worker, msg) in msgs {
-            self.worker_message(worker, msg, now_us);
+            self.worker_message(worker, msg, now_us, &mut lookahead);
         }
         self.flush(comm);
     }
 
-    /// Prefetches (see [`TaskTable::prefetch`]) the records a burst of
-    /// completions will read: the finished tasks', then their dependents'.
-    fn prefetch_finished(&self, msgs: &[(WorkerId, FromWorker)]) {
-        let finished = || {
-            msgs.iter().flat_map(|(_, m)| match m {
-                FromWorker::Finished(done) => done.as_slice(),
-                _ => &[],
-            })
-        };
-        for f in finished() {
-            self.tasks.prefetch(f.id.slot());
-        }
-        for f in finished() {
-            if let Some(t) = self.tasks.get(f.id.slot()) {
-                for &d in t.dependents.iter() {
-                    self.tasks.prefetch(d);
-                }
-            }
-        }
-    }
-
-    fn worker_message(&mut self, worker: WorkerId, msg: FromWorker, now_us: u64) {
+    fn worker_message(&mut self, worker: WorkerId, msg: FromWorker, now_us: u64, lookahead: &mut Lookahead) {
         let Some(w) = self.workers.get_mut(&worker) else {
             return;
         };
@@ -354,6 +377,7 @@ impl Scheduler {
             FromWorker::Paused(paused) => self.set_paused(worker, paused),
             FromWorker::Finished(done) => {
                 for f in done {
+                    lookahead.step(&self.tasks);
                     self.finished(worker, f);
                 }
             }
