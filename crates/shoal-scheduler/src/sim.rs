@@ -9,8 +9,7 @@
 //! not the scheduler's view: no task runs without its inputs, and no task is
 //! computed twice from assignments made in one loss-free epoch.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -232,12 +231,11 @@ impl Rng {
     }
 }
 
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     /// A worker finished a task (if it is still the same incarnation).
     Done { worker: WorkerId, task: u32, id: TaskId },
     /// A message reaches the scheduler.
-    ToScheduler { worker: WorkerId, msg: SimFromWorker },
+    ToScheduler { worker: WorkerId, msg: FromWorker },
     /// A message reaches a worker (sent in this loss epoch).
     ToWorker { worker: WorkerId, msg: SimToWorker, epoch: u32 },
     /// A worker sends the completions it gathered.
@@ -250,8 +248,38 @@ enum Event {
     DropOutputs,
 }
 
-/// A wire message wrapped so events can be ordered (by arrival only).
-struct SimFromWorker(FromWorker);
+/// Events by virtual time, each moment's in the order they were pushed.
+///
+/// Events happen at few distinct moments (durations and delays are
+/// fixed), so a map of moments to queues is small and each push or pop
+/// touches one queue's end: a binary heap of every pending event instead
+/// sifted through memory at each pop (a sixth of the simulation's time),
+/// evicting the scheduler's data between its calls.
+#[derive(Default)]
+struct Events {
+    at: BTreeMap<u64, VecDeque<Event>>,
+}
+
+impl Events {
+    fn push(&mut self, at: u64, event: Event) {
+        self.at.entry(at).or_default().push_back(event);
+    }
+
+    fn pop(&mut self) -> Option<(u64, Event)> {
+        let mut first = self.at.first_entry()?;
+        let at = *first.key();
+        let event = first.get_mut().pop_front();
+        if first.get().is_empty() {
+            first.remove();
+        }
+        event.map(|e| (at, e))
+    }
+
+    fn peek(&self) -> Option<(u64, &Event)> {
+        let (&at, queue) = self.at.first_key_value()?;
+        queue.front().map(|e| (at, e))
+    }
+}
 
 /// A message to a virtual worker, as the simulator records it from the
 /// scheduler ([`SimOut`]) and as it delivers it ([`SimToWorker`]).
@@ -328,29 +356,6 @@ impl Comm for SimComm {
     }
 }
 
-macro_rules! ordered_by_arrival {
-    ($t:ty) => {
-        impl PartialEq for $t {
-            fn eq(&self, _: &$t) -> bool {
-                true
-            }
-        }
-        impl Eq for $t {}
-        impl PartialOrd for $t {
-            fn partial_cmp(&self, other: &$t) -> Option<std::cmp::Ordering> {
-                Some(self.cmp(other))
-            }
-        }
-        impl Ord for $t {
-            fn cmp(&self, _: &$t) -> std::cmp::Ordering {
-                std::cmp::Ordering::Equal
-            }
-        }
-    };
-}
-ordered_by_arrival!(SimFromWorker);
-ordered_by_arrival!(SimToWorker);
-
 /// A queued task on a virtual worker: its number in the simulation, its
 /// scheduler id, and the loss epoch it was assigned in.
 #[derive(Clone, Copy)]
@@ -394,8 +399,7 @@ pub struct Simulation {
     scheduler: Scheduler,
     comm: SimComm,
     now: u64,
-    seq: u64,
-    events: BinaryHeap<Reverse<(u64, u64, Event)>>,
+    events: Events,
     workers: FxHashMap<WorkerId, SimWorker>,
     rng: Rng,
     client: ClientId,
@@ -434,8 +438,7 @@ impl Simulation {
             scheduler: Scheduler::new(SchedulerConfig::default()),
             comm: SimComm::default(),
             now: 0,
-            seq: 0,
-            events: BinaryHeap::new(),
+            events: Events::default(),
             workers: FxHashMap::default(),
             rng: Rng(config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
             client: ClientId(0),
@@ -508,7 +511,7 @@ impl Simulation {
             self.dispatch();
         }
         while self.pending_outputs > 0 {
-            let Some(Reverse((at, _, event))) = self.events.pop() else {
+            let Some((at, event)) = self.events.pop() else {
                 self.report.violations.push("the simulation stalled: outputs pending, nothing left to happen".into());
                 break;
             };
@@ -536,7 +539,7 @@ impl Simulation {
         self.timed(Call::Release, |s| s.scheduler.on_client_message(client, ToScheduler::Release(keys), &mut s.comm));
         self.dispatch();
         // Let the releases reach the workers.
-        while let Some(Reverse((at, _, event))) = self.events.pop() {
+        while let Some((at, event)) = self.events.pop() {
             self.now = at;
             if matches!(event, Event::ToWorker { .. }) {
                 self.handle(event);
@@ -560,8 +563,7 @@ impl Simulation {
     }
 
     fn push(&mut self, at: u64, event: Event) {
-        self.seq += 1;
-        self.events.push(Reverse((at, self.seq, event)));
+        self.events.push(at, event);
     }
 
     fn number_of_task(&mut self, id: TaskId, key: &Key) -> Option<u32> {
@@ -710,7 +712,7 @@ impl Simulation {
         let mut next = Some(first);
         while let Some(event) = next.take() {
             match event {
-                Event::ToScheduler { worker, msg } if self.workers.contains_key(&worker) => burst.push((worker, msg.0)),
+                Event::ToScheduler { worker, msg } if self.workers.contains_key(&worker) => burst.push((worker, msg)),
                 Event::Report { worker } => {
                     if let Some(done) = self.unreported.remove(&worker) {
                         if self.workers.contains_key(&worker) {
@@ -720,11 +722,12 @@ impl Simulation {
                 }
                 _ => {}
             }
-            let same_moment = self.events.peek().is_some_and(|Reverse((at, _, e))| {
-                *at == self.now && matches!(e, Event::ToScheduler { .. } | Event::Report { .. })
-            });
+            let same_moment = self
+                .events
+                .peek()
+                .is_some_and(|(at, e)| at == self.now && matches!(e, Event::ToScheduler { .. } | Event::Report { .. }));
             if same_moment {
-                next = self.events.pop().map(|Reverse((_, _, e))| e);
+                next = self.events.pop().map(|(_, e)| e);
             }
         }
         if burst.is_empty() {
@@ -780,7 +783,7 @@ impl Simulation {
                 }
                 let given = given.into_iter().map(|t| self.keys[t as usize].clone()).collect();
                 let at = self.now + self.config.latency_us;
-                self.push(at, Event::ToScheduler { worker: id, msg: SimFromWorker(FromWorker::Stolen(given)) });
+                self.push(at, Event::ToScheduler { worker: id, msg: FromWorker::Stolen(given) });
             }
             SimToWorker::Shutdown | SimToWorker::Restart => {}
         }
@@ -805,7 +808,7 @@ impl Simulation {
                 self.report.missing_data += 1;
                 let msg = FromWorker::MissingData { key: self.keys[q.task as usize].clone(), missing };
                 let at = self.now + self.config.latency_us;
-                self.push(at, Event::ToScheduler { worker: id, msg: SimFromWorker(msg) });
+                self.push(at, Event::ToScheduler { worker: id, msg });
                 continue;
             }
             if let Some(w) = self.workers.get_mut(&id) {
