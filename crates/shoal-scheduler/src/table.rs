@@ -78,17 +78,20 @@ const NOWHERE: u32 = u32::MAX;
 /// `TaskTable::dying_args`): enough for their cache misses to overlap.
 const DYING_ARGS: usize = 32;
 
-/// Where a task is, by worker number (`NOWHERE`: none).
+/// Where a task is, by worker number (`NOWHERE`: none), in eight bytes:
+/// a worker's loss scans the whole array.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Place {
     processing: u32,
-    /// The first worker in `who_has`.
+    /// The worker in `who_has`, or `SEVERAL` when it has more than one.
     holder: u32,
-    /// `who_has` has more workers than the first.
-    replicated: bool,
 }
 
-const EMPTY: Place = Place { processing: NOWHERE, holder: NOWHERE, replicated: false };
+/// The holder of a result kept on several workers: which ones, the record
+/// says.
+const SEVERAL: u32 = u32::MAX - 1;
+
+const EMPTY: Place = Place { processing: NOWHERE, holder: NOWHERE };
 
 impl Place {
     fn of(task: &Task) -> Place {
@@ -97,8 +100,11 @@ impl Place {
                 TaskState::Processing(w) => w.0,
                 _ => NOWHERE,
             },
-            holder: task.who_has.first().map_or(NOWHERE, |w| w.0),
-            replicated: task.who_has.len() > 1,
+            holder: match *task.who_has {
+                [] => NOWHERE,
+                [w] => w.0,
+                _ => SEVERAL,
+            },
         }
     }
 }
@@ -284,12 +290,17 @@ impl TaskTable {
         let mut held = Vec::new();
         let mut processing = Vec::new();
         for (i, p) in self.places.iter().enumerate() {
-            let i = i as u32;
-            if (p.holder == w.0 || p.replicated) && self.get(i).is_some_and(|t| t.who_has.contains(&w)) {
-                held.push(i);
-            }
-            if p.processing == w.0 {
-                processing.push(i);
+            // One rarely taken branch per place: a worker has a sliver of
+            // the tasks.
+            let holds = (p.holder == w.0) | (p.holder == SEVERAL);
+            if holds | (p.processing == w.0) {
+                let i = i as u32;
+                if holds && self.get(i).is_some_and(|t| t.who_has.contains(&w)) {
+                    held.push(i);
+                }
+                if p.processing == w.0 {
+                    processing.push(i);
+                }
             }
         }
         (held, processing)
