@@ -50,8 +50,6 @@ pub(crate) struct TaskTable {
     /// are asked for as the task is forgotten and freed some tasks later,
     /// when they have arrived.
     dying_args: Vec<Arc<[ArgMsg]>>,
-    /// An empty argument list shared by records being taken apart.
-    no_args: Arc<[ArgMsg]>,
     /// By slot: the slot is vacant and the index still has the entry of
     /// its last task (under `Slot::hash`).
     stale: Vec<bool>,
@@ -67,7 +65,6 @@ impl Default for TaskTable {
             live: 0,
             stale: Vec::new(),
             dying_args: Vec::with_capacity(DYING_ARGS),
-            no_args: Arc::from([]),
         }
     }
 }
@@ -217,15 +214,13 @@ impl TaskTable {
     }
 
     /// Forgets a task, returning its dependencies; its slot goes to a later
-    /// task under a new generation. The record is dropped where it is, not
-    /// moved out; its index entry stays (see the type's notes).
+    /// task under a new generation. Its index entry stays (see the type's
+    /// notes).
     pub(crate) fn remove(&mut self, i: u32) -> Option<IdList<u32>> {
         let slot = self.slots.get_mut(i as usize)?;
-        let task = slot.task.as_mut()?;
-        let deps = std::mem::take(&mut task.deps);
         // The arguments are freed a little later, with others (see
         // `dying_args`); the rest of the record is in cache already.
-        let args = std::mem::replace(&mut task.args, Arc::clone(&self.no_args));
+        let Task { deps, args, .. } = slot.task.take()?;
         let start = Arc::as_ptr(&args).cast::<i8>();
         // The arguments and the reference count in front of them.
         for line in (0..16 + std::mem::size_of_val(&*args)).step_by(64) {
@@ -235,7 +230,6 @@ impl TaskTable {
             self.dying_args.clear();
         }
         self.dying_args.push(args);
-        slot.task = None;
         slot.generation = slot.generation.wrapping_add(1);
         self.places[i as usize] = EMPTY;
         self.stale[i as usize] = true;
