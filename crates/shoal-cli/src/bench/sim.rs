@@ -9,7 +9,7 @@
 //! The figure is the scheduler's steady state: the simulation runs twice in
 //! the process and the second run is measured. The first run of a fresh
 //! process also pays for the kernel handing it a few hundred megabytes of
-//! fresh memory (on a virtual machine, a third more on top of the
+//! fresh memory (on a virtual machine, up to a third more on top of the
 //! scheduler's own cost); that run's figure is reported as
 //! `cold_ns_per_task`.
 
