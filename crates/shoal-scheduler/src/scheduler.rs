@@ -93,23 +93,34 @@ impl Lookahead {
     const RECORDS: usize = 16;
     const DEPENDENTS: usize = 8;
 
+    /// The lookahead over a burst's completions, with the first ones'
+    /// records and dependents asked for already.
+    fn new(msgs: &[(WorkerId, FromWorker)], tasks: &TaskTable) -> Lookahead {
+        let finished = msgs.iter().flat_map(|(_, m)| match m {
+            FromWorker::Finished(done) => done.as_slice(),
+            _ => &[],
+        });
+        let slots: Vec<u32> = finished.map(|f| f.id.slot()).collect();
+        slots.iter().take(Self::RECORDS).for_each(|&i| tasks.prefetch(i));
+        slots.iter().take(Self::DEPENDENTS).for_each(|&i| Self::prefetch_dependents(tasks, i));
+        Lookahead { slots, next: 0 }
+    }
+
+    /// Before the next completion is handled.
     fn step(&mut self, tasks: &TaskTable) {
         let n = self.next;
         self.next += 1;
-        let dependents = |i: u32| {
-            if let Some(t) = tasks.get(i) {
-                t.dependents.iter().for_each(|&d| tasks.prefetch(d));
-            }
-        };
-        if n == 0 {
-            self.slots.iter().take(Self::RECORDS).for_each(|&i| tasks.prefetch(i));
-            self.slots.iter().take(Self::DEPENDENTS).for_each(|&i| dependents(i));
-        }
         if let Some(&i) = self.slots.get(n + Self::RECORDS) {
             tasks.prefetch(i);
         }
         if let Some(&i) = self.slots.get(n + Self::DEPENDENTS) {
-            dependents(i);
+            Self::prefetch_dependents(tasks, i);
+        }
+    }
+
+    fn prefetch_dependents(tasks: &TaskTable, i: u32) {
+        if let Some(t) = tasks.get(i) {
+            t.dependents.iter().for_each(|&d| tasks.prefetch(d));
         }
     }
 }
@@ -355,11 +366,7 @@ impl Scheduler {
     /// sending) is done once for the burst instead of once per message, and
     /// workers get their new tasks in fewer, larger messages.
     pub fn on_worker_messages(&mut self, msgs: Vec<(WorkerId, FromWorker)>, now_us: u64, comm: &mut impl Comm) {
-        let finished = msgs.iter().flat_map(|(_, m)| match m {
-            FromWorker::Finished(done) => done.as_slice(),
-            _ => &[],
-        });
-        let mut lookahead = Lookahead { slots: finished.map(|f| f.id.slot()).collect(), next: 0 };
+        let mut lookahead = Lookahead::new(&msgs, &self.tasks);
         for (worker, msg) in msgs {
             self.worker_message(worker, msg, now_us, &mut lookahead);
         }

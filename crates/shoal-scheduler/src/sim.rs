@@ -329,8 +329,8 @@ impl Comm for SimComm {
                 self.tasks.extend(tasks.into_iter().map(|t| (t.id, t.key)));
                 SimOut::Compute(start..self.tasks.len())
             }
-            ToWorker::Release(keys) => SimOut::Release(self.keys_range(&keys)),
-            ToWorker::Steal(keys) => SimOut::Steal(self.keys_range(&keys)),
+            ToWorker::Release(keys) => return self.keys(worker, KeysRef::Release(&keys)),
+            ToWorker::Steal(keys) => return self.keys(worker, KeysRef::Steal(&keys)),
             ToWorker::Shutdown => SimOut::Shutdown,
             ToWorker::Restart => SimOut::Restart,
         };

@@ -283,7 +283,8 @@ impl TaskTable {
     pub(crate) fn on_worker(&self, w: WorkerId) -> (Vec<u32>, Vec<u32>) {
         let mut held = Vec::new();
         let mut processing = Vec::new();
-        let concerns = |p: &Place| (p.holder == w.0) | (p.holder == SEVERAL) | (p.processing == w.0);
+        let holds = |p: &Place| (p.holder == w.0) | (p.holder == SEVERAL);
+        let concerns = |p: &Place| holds(p) | (p.processing == w.0);
         // Eight places at a time without a branch (the compiler makes it a
         // few vector compares): a worker has a sliver of the tasks.
         for (c, chunk) in self.places.chunks(8).enumerate() {
@@ -292,7 +293,7 @@ impl TaskTable {
             }
             for (k, p) in chunk.iter().enumerate() {
                 let i = (c * 8 + k) as u32;
-                if ((p.holder == w.0) | (p.holder == SEVERAL)) && self.get(i).is_some_and(|t| t.who_has.contains(&w)) {
+                if holds(p) && self.get(i).is_some_and(|t| t.who_has.contains(&w)) {
                     held.push(i);
                 }
                 if p.processing == w.0 {
