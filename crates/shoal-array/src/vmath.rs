@@ -6,6 +6,16 @@
 //!
 //! Accuracy target: at most 2 ulp from Rust's `f64` methods (the platform libm) over the whole domain,
 //! with the same special values (signed zeros, infinities, NaN).
+//!
+//! Written by hand, not taken from a library, because the libraries measured slower at this accuracy. On
+//! the 2-core EPYC (Zen 3, AVX2) development machine, 4 096 uniform inputs in [0, 1) kept in L1, one core:
+//!
+//! | ns per element | asin | acos |
+//! |---|---|---|
+//! | these kernels (≤ 2 ulp) | 2.2–2.3 | 2.0–2.1 |
+//! | SLEEF 3.5.1 `Sleef_asind4_u10avx2` / `acosd4_u10avx2` (1 ulp) | 3.4–3.6 | 3.9 |
+//! | SLEEF 3.5.1 `u35` variants (3.5 ulp: too coarse here) | 1.6–1.7 | 1.8–2.0 |
+//! | Rust's `f64::asin` / `acos` (glibc, scalar) | 8.1 | 8.7 |
 
 #[cfg(target_arch = "x86_64")]
 use std::sync::OnceLock;
