@@ -15,5 +15,6 @@ mod worker;
 pub use client::{ClientConnection, ClientError, OnMessages};
 pub use scheduler::{RunningScheduler, SchedulerServerConfig, ServerError, start_scheduler};
 pub use worker::{
-    RunningWorker, SameHostTransfer, WorkerConfig, WorkerError, WorkerExit, remove_shared_files_of, start_worker,
+    DEFAULT_INLINE_MAX, RunningWorker, SameHostTransfer, WorkerConfig, WorkerError, WorkerExit, remove_shared_files_of,
+    start_worker,
 };

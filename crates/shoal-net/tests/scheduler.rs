@@ -115,7 +115,13 @@ fn round_trip_of(addr: SocketAddr, client: &mut Peer, worker: &mut Peer, sent: T
     };
     assert_eq!(tasks[0].key, key);
     let id = tasks[0].id;
-    worker.send(&FromWorker::Finished(vec![FinishedMsg { id, key: key.clone(), nbytes: 8, duration_us: 1 }]));
+    worker.send(&FromWorker::Finished(vec![FinishedMsg {
+        id,
+        key: key.clone(),
+        nbytes: 8,
+        duration_us: 1,
+        inline: None,
+    }]));
     let msgs: Vec<FromScheduler> = client.recv();
     assert!(
         matches!(&msgs[..], [FromScheduler::Finished { key: k, nbytes: 8, holder: Some(_) }] if *k == key),
@@ -232,12 +238,14 @@ fn evil_task() -> impl Strategy<Value = TaskMsg> {
 /// A message from a hostile client (`Ok`) or a hostile worker (`Err`).
 fn hostile_message() -> impl Strategy<Value = Result<ToScheduler, FromWorker>> {
     let keys = || proptest::collection::vec(evil_key(), 0..4);
-    let finished = (0u32..40, 0u32..3, evil_key(), any::<u64>(), any::<u64>()).prop_map(
-        |(slot, generation, key, nbytes, duration_us)| FinishedMsg {
+    let inline = proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64));
+    let finished = (0u32..40, 0u32..3, evil_key(), any::<u64>(), any::<u64>(), inline).prop_map(
+        |(slot, generation, key, nbytes, duration_us, inline)| FinishedMsg {
             id: TaskId::new(slot, generation),
             key,
             nbytes,
             duration_us,
+            inline,
         },
     );
     prop_oneof![

@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use shoal_graph::{Key, Token};
 use shoal_net::{SchedulerServerConfig, WorkerConfig, start_scheduler, start_worker};
 use shoal_proto::{
-    ArgMsg, FrameDecoder, FrameKind, FromScheduler, Hello, HelloReply, PeerReply, PeerRequest, Role, TaskErrorMsg,
-    TaskMsg, ToScheduler, encode_message,
+    ArgMsg, FrameDecoder, FrameKind, FromScheduler, FromWorker, Hello, HelloReply, PeerReply, PeerRequest, Role,
+    TaskErrorMsg, TaskMsg, ToScheduler, ToWorker, WorkerId, WorkerInfo, encode_message,
 };
 
 #[shoal::remote]
@@ -113,18 +113,27 @@ fn fetch(address: &str, key: &Key) -> i64 {
 }
 
 fn cluster() -> (shoal_net::RunningScheduler, Vec<shoal_net::RunningWorker>, SocketAddr) {
+    cluster_with(shoal_net::DEFAULT_INLINE_MAX)
+}
+
+/// A scheduler and workers `w0` and `w1` whose results up to `inline_max`
+/// bytes travel through the scheduler.
+fn cluster_with(inline_max: usize) -> (shoal_net::RunningScheduler, Vec<shoal_net::RunningWorker>, SocketAddr) {
     let scheduler = start_scheduler(SchedulerServerConfig::default()).expect("scheduler");
     let address = scheduler.address();
     let workers = ["w0", "w1"]
         .into_iter()
-        .map(|n| start_worker(WorkerConfig { threads: 1, ..WorkerConfig::new(address, n) }).expect("worker"))
+        .map(|n| {
+            start_worker(WorkerConfig { threads: 1, inline_max, ..WorkerConfig::new(address, n) }).expect("worker")
+        })
         .collect();
     (scheduler, workers, address)
 }
 
 #[test]
 fn a_dependency_crosses_workers_peer_to_peer() {
-    let (_scheduler, workers, address) = cluster();
+    // No result goes through the scheduler: w1 fetches from w0.
+    let (_scheduler, workers, address) = cluster_with(0);
     let mut client = Peer::open(&address.to_string(), Role::Client);
     let a = Key::scalar("inc", Token(1));
     let b = Key::scalar("double", Token(2));
@@ -146,6 +155,73 @@ fn a_dependency_crosses_workers_peer_to_peer() {
     assert_eq!(holder.name, "w1");
     assert_eq!(holder.data_address, workers[1].data_address().to_string());
     assert_eq!(fetch(&holder.data_address, &b), 4, "double(inc(1)), computed on w1 from w0's result");
+}
+
+/// A small result goes to the scheduler with its worker's report, and on to
+/// the worker of the task that reads it inside that task's compute message.
+#[test]
+fn a_small_result_travels_with_the_task_that_reads_it() {
+    let scheduler = start_scheduler(SchedulerServerConfig::default()).expect("scheduler");
+    let address = scheduler.address();
+    let _w0 = start_worker(WorkerConfig { threads: 1, ..WorkerConfig::new(address, "w0") }).expect("worker");
+    // A stand-in for the second worker, to see what it is sent.
+    let stream = TcpStream::connect(address).expect("connects");
+    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut w1 = Peer { stream, decoder: FrameDecoder::default() };
+    w1.send(&Hello::new(Role::Worker, "w1", None));
+    w1.send(&FromWorker::Register(WorkerInfo {
+        id: WorkerId(0),
+        name: "w1".into(),
+        data_address: "tcp://127.0.0.1:9".into(),
+        threads: 1,
+        memory_limit: 0,
+        memory: 0,
+        resources: vec![],
+    }));
+    assert!(matches!(w1.recv::<HelloReply>(), HelloReply::Welcome { .. }));
+    let mut client = Peer::open(&address.to_string(), Role::Client);
+    let a = Key::scalar("inc", Token(1));
+    let b = Key::scalar("double", Token(2));
+    client.send(&ToScheduler::Submit(vec![
+        task(&a, "inc", vec![value(1)], "w0"),
+        task(&b, "double", vec![ArgMsg::Key(a.clone())], "w1"),
+    ]));
+    let tasks = loop {
+        if let ToWorker::Compute(tasks) = w1.recv::<ToWorker>() {
+            break tasks;
+        }
+    };
+    assert_eq!(tasks[0].key, b);
+    assert_eq!(tasks[0].deps[0].key, a);
+    assert_eq!(tasks[0].deps[0].inline, Some(postcard::to_allocvec(&2i64).expect("encodes")), "inc(1), encoded");
+}
+
+/// A chain across two workers whose links all travel through the scheduler
+/// comes out right.
+#[test]
+fn a_chain_of_small_results_across_workers_comes_out_right() {
+    let (_scheduler, _workers, address) = cluster();
+    let mut client = Peer::open(&address.to_string(), Role::Client);
+    let keys: Vec<Key> = (0..20).map(|i| Key::scalar("inc", Token(100 + i))).collect();
+    let mut tasks = vec![task(&keys[0], "inc", vec![value(0)], "w0")];
+    for i in 1..keys.len() {
+        tasks.push(task(&keys[i], "inc", vec![ArgMsg::Key(keys[i - 1].clone())], if i % 2 == 0 { "w0" } else { "w1" }));
+    }
+    client.send(&ToScheduler::Submit(tasks));
+    let last = keys.last().expect("a chain").clone();
+    let outcomes = client.outcomes(std::slice::from_ref(&last));
+    let holder = outcomes
+        .iter()
+        .find_map(|m| match m {
+            FromScheduler::Finished { key, holder: Some(w), .. } if *key == last => Some(*w),
+            _ => None,
+        })
+        .expect("the last link finished");
+    client.send(&ToScheduler::WhoHas(vec![last.clone()]));
+    let answer: Vec<FromScheduler> = client.recv();
+    let [FromScheduler::WhoHas { workers, .. }] = answer.as_slice() else { panic!("expected who_has, got {answer:?}") };
+    let address = &workers.iter().find(|w| w.id == holder).expect("the holder is known").data_address;
+    assert_eq!(fetch(address, &last), 20, "20 increments of 0");
 }
 
 #[test]

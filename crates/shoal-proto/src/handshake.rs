@@ -24,7 +24,7 @@ use crate::{ProtoError, decode_message};
 
 /// The version of the protocol this build speaks. Bump it on any change to
 /// the layout of a message or frame.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The first four bytes of every [`Hello`] body: tells a shoal peer from
 /// anything else that happened to connect.
@@ -240,14 +240,16 @@ mod tests {
     #[test]
     fn hello_has_a_known_layout_starting_with_the_magic() {
         let body = body_of(&Hello::new(Role::Worker, "w", None));
-        assert_eq!(body, [b'S', b'H', b'O', b'L', 4, 1, 1, b'w', 0]);
+        // The version is a varint: one byte while it is under 128.
+        let v = PROTOCOL_VERSION as u8;
+        assert_eq!(body, [b'S', b'H', b'O', b'L', v, 1, 1, b'w', 0]);
         let body = body_of(&Hello::new(Role::Peer, "", Some("t")));
-        assert_eq!(body, [b'S', b'H', b'O', b'L', 4, 2, 0, 1, 1, b't']);
+        assert_eq!(body, [b'S', b'H', b'O', b'L', v, 2, 0, 1, 1, b't']);
     }
 
     #[test]
     fn reply_layout() {
-        assert_eq!(body_of(&HelloReply::welcome(5)), [0, 4, 5]);
+        assert_eq!(body_of(&HelloReply::welcome(5)), [0, PROTOCOL_VERSION as u8, 5]);
         assert_eq!(body_of(&HelloReply::Rejected { reason: "no".into() }), [1, 2, b'n', b'o']);
     }
 
@@ -267,11 +269,15 @@ mod tests {
             role: u8,
             features: Vec<u64>,
         }
-        let body = body_of(&FutureHello { magic: MAGIC, version: 5, role: 9, features: vec![1 << 40] });
-        let err = decode_hello(&body).expect_err("version 5");
+        let future = PROTOCOL_VERSION + 1;
+        let body = body_of(&FutureHello { magic: MAGIC, version: future, role: 9, features: vec![1 << 40] });
+        let err = decode_hello(&body).expect_err("a later version");
         assert_eq!(err.to_string(), "handshake failed");
         let source = std::error::Error::source(&err).expect("handshake error kept as source");
-        assert_eq!(source.to_string(), "protocol version 5 is not spoken here (this side speaks 4)");
+        assert_eq!(
+            source.to_string(),
+            format!("protocol version {future} is not spoken here (this side speaks {PROTOCOL_VERSION})")
+        );
     }
 
     #[test]
@@ -283,7 +289,8 @@ mod tests {
         );
         assert!(matches!(decode_hello(b"SHO"), Err(ProtoError::Malformed { .. })));
         // Right prefix, broken rest.
-        assert!(matches!(decode_hello(b"SHOL\x04\x07"), Err(ProtoError::Malformed { .. })));
+        let broken = [&b"SHOL"[..], &[PROTOCOL_VERSION as u8, 7]].concat();
+        assert!(matches!(decode_hello(&broken), Err(ProtoError::Malformed { .. })));
     }
 
     #[test]
@@ -295,9 +302,12 @@ mod tests {
         assert_eq!(check_hello(&hello, Some("k")), Err(HandshakeError::WrongToken));
         assert_eq!(check_hello(&hello, Some("kk")), Err(HandshakeError::WrongToken));
         assert_eq!(check_hello(&hello, None), Ok(Role::Worker), "unexpected token is fine");
-        hello.version = 5;
+        hello.version = PROTOCOL_VERSION + 1;
         let err = check_hello(&hello, None).expect_err("version");
-        assert_eq!(err.to_string(), "protocol version 5 is not spoken here (this side speaks 4)");
+        assert_eq!(
+            err.to_string(),
+            format!("protocol version {} is not spoken here (this side speaks {PROTOCOL_VERSION})", hello.version)
+        );
         hello.magic = *b"HTTP";
         let err = check_hello(&hello, None).expect_err("magic first");
         assert_eq!(err.to_string(), r#"not a shoal peer (it began with "HTTP")"#);
@@ -309,8 +319,8 @@ mod tests {
     fn check_reply_maps_each_answer() {
         assert_eq!(check_reply(&HelloReply::welcome(9)), Ok(9));
         assert_eq!(
-            check_reply(&HelloReply::Welcome { version: 5, id: 9 }),
-            Err(HandshakeError::Version { theirs: 5, ours: 4 })
+            check_reply(&HelloReply::Welcome { version: PROTOCOL_VERSION + 1, id: 9 }),
+            Err(HandshakeError::Version { theirs: PROTOCOL_VERSION + 1, ours: PROTOCOL_VERSION })
         );
         let reply = HelloReply::rejected(&HandshakeError::WrongToken);
         let err = check_reply(&reply).expect_err("rejected");

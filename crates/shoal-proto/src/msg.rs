@@ -260,6 +260,10 @@ pub struct DepLocation {
     pub holders: SmallVec<[Arc<str>; 1]>,
     /// Its size in bytes.
     pub nbytes: u64,
+    /// The result itself, encoded, when it is small enough to travel with
+    /// the completion report ([`FinishedMsg::inline`]): the worker then
+    /// needs no round trip to a holder.
+    pub inline: Option<Vec<u8>>,
 }
 
 /// A task a worker is to run.
@@ -289,6 +293,8 @@ pub struct DepRef<'a> {
     pub holders: SmallVec<[&'a str; 1]>,
     /// Its size in bytes.
     pub nbytes: u64,
+    /// The result itself, if the scheduler has it (see [`DepLocation::inline`]).
+    pub inline: Option<&'a [u8]>,
 }
 
 /// A [`ComputeMsg`] borrowed from the scheduler's records: handing out a
@@ -339,6 +345,7 @@ impl ComputeRef<'_> {
                     key: d.key.clone(),
                     holders: d.holders.iter().map(|&h| Arc::from(h)).collect(),
                     nbytes: d.nbytes,
+                    inline: d.inline.map(<[u8]>::to_vec),
                 })
                 .collect(),
             priority: self.priority,
@@ -418,6 +425,12 @@ pub struct FinishedMsg {
     pub nbytes: u64,
     /// How long it ran, in microseconds.
     pub duration_us: u64,
+    /// The result, encoded, if it is small (a worker's `inline_max`): the
+    /// scheduler hands it to the tasks that read it along with their
+    /// compute messages, so a chain of small tasks across workers costs
+    /// one round trip per link through the scheduler instead of that plus
+    /// a fetch from the holder. The holder keeps its copy as usual.
+    pub inline: Option<Vec<u8>>,
 }
 
 /// Worker → scheduler.

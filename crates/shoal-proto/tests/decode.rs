@@ -115,11 +115,14 @@ fn from_scheduler() -> impl Strategy<Value = FromScheduler> {
 }
 
 fn compute() -> impl Strategy<Value = ComputeMsg> {
-    let dep = (key(), vec(text(), 0..3), any::<u64>()).prop_map(|(key, holders, nbytes)| DepLocation {
-        key,
-        holders: holders.into_iter().map(Into::into).collect(),
-        nbytes,
-    });
+    let dep = (key(), vec(text(), 0..3), any::<u64>(), proptest::option::of(vec(any::<u8>(), 0..40))).prop_map(
+        |(key, holders, nbytes, inline)| DepLocation {
+            key,
+            holders: holders.into_iter().map(Into::into).collect(),
+            nbytes,
+            inline,
+        },
+    );
     (any::<u64>(), key(), text(), vec(arg(), 0..3), vec(dep, 0..3), any::<i32>()).prop_map(
         |(id, key, func, args, deps, priority)| ComputeMsg {
             id: TaskId(id),
@@ -143,8 +146,10 @@ fn to_worker() -> impl Strategy<Value = ToWorker> {
 }
 
 fn from_worker() -> impl Strategy<Value = FromWorker> {
-    let finished = (any::<u64>(), key(), any::<u64>(), any::<u64>())
-        .prop_map(|(id, key, nbytes, duration_us)| FinishedMsg { id: TaskId(id), key, nbytes, duration_us });
+    let finished =
+        (any::<u64>(), key(), any::<u64>(), any::<u64>(), proptest::option::of(vec(any::<u8>(), 0..40))).prop_map(
+            |(id, key, nbytes, duration_us, inline)| FinishedMsg { id: TaskId(id), key, nbytes, duration_us, inline },
+        );
     prop_oneof![
         worker_info().prop_map(FromWorker::Register),
         vec(finished, 0..3).prop_map(FromWorker::Finished),
@@ -343,7 +348,12 @@ proptest! {
                 deps: t
                     .deps
                     .iter()
-                    .map(|d| DepRef { key: &d.key, holders: d.holders.iter().map(|h| &**h).collect(), nbytes: d.nbytes })
+                    .map(|d| DepRef {
+                        key: &d.key,
+                        holders: d.holders.iter().map(|h| &**h).collect(),
+                        nbytes: d.nbytes,
+                        inline: d.inline.as_deref(),
+                    })
                     .collect(),
                 priority: t.priority,
             })

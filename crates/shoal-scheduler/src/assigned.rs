@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 use shoal_graph::Key;
 use shoal_proto::{ComputeMsg, ComputeRef, DepRef, TaskId, WorkerId};
@@ -24,13 +25,22 @@ pub struct Assigned<'a> {
     /// Function names by number.
     funcs: &'a [Arc<str>],
     busy: &'a [Busy],
+    /// Small results the scheduler holds, by slot (see
+    /// [`FinishedMsg::inline`](shoal_proto::FinishedMsg::inline)).
+    inline: &'a FxHashMap<u32, Box<[u8]>>,
     /// Tasks processing on the worker (checked by the scheduler).
     slots: &'a [u32],
 }
 
 impl<'a> Assigned<'a> {
-    pub(crate) fn new(tasks: &'a TaskTable, funcs: &'a [Arc<str>], busy: &'a [Busy], slots: &'a [u32]) -> Assigned<'a> {
-        Assigned { tasks, funcs, busy, slots }
+    pub(crate) fn new(
+        tasks: &'a TaskTable,
+        funcs: &'a [Arc<str>],
+        busy: &'a [Busy],
+        inline: &'a FxHashMap<u32, Box<[u8]>>,
+        slots: &'a [u32],
+    ) -> Assigned<'a> {
+        Assigned { tasks, funcs, busy, inline, slots }
     }
 
     /// How many tasks.
@@ -60,13 +70,13 @@ impl<'a> Assigned<'a> {
     }
 
     fn message(&self, i: u32) -> Option<ComputeRef<'a>> {
-        let (tasks, busy) = (self.tasks, self.busy);
+        let (tasks, busy, inline) = (self.tasks, self.busy, self.inline);
         let t = tasks.get(i)?;
         let deps = t
             .deps
             .iter()
-            .filter_map(|&d| tasks.get(d))
-            .map(|dep| DepRef {
+            .filter_map(|&d| Some((d, tasks.get(d)?)))
+            .map(|(d, dep)| DepRef {
                 key: &dep.key,
                 holders: dep
                     .who_has
@@ -74,6 +84,8 @@ impl<'a> Assigned<'a> {
                     .filter_map(|h: &WorkerId| busy.get(h.0 as usize).and_then(|b| b.address.as_deref()))
                     .collect(),
                 nbytes: dep.nbytes,
+                // Most runs hold none: no hashing then.
+                inline: if inline.is_empty() { None } else { inline.get(&d).map(|data| &**data) },
             })
             .collect();
         let func = self.funcs.get(t.func as usize)?;

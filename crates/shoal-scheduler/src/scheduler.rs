@@ -148,6 +148,11 @@ pub struct SchedulerStats {
     pub assigned: u64,
 }
 
+/// The largest result the scheduler keeps to pass on with compute messages
+/// (see [`FinishedMsg::inline`]); a larger one is fetched from its holder
+/// as usual, whatever a worker sends.
+const INLINE_KEPT_MAX: usize = 64 * 1024;
+
 /// The scheduler: tasks, workers, clients, and the rules between them.
 pub struct Scheduler {
     config: SchedulerConfig,
@@ -185,6 +190,11 @@ pub struct Scheduler {
     /// were first seen stuck (`None` until the next tick), by id so that
     /// a slot reused meanwhile is not taken for the stuck task.
     stuck: FxHashMap<TaskId, Option<u64>>,
+    /// Small results, by slot, of tasks in memory that other tasks were
+    /// waiting for when they finished: they go out with those tasks'
+    /// compute messages (see [`FinishedMsg::inline`]), and are dropped
+    /// when no active task reads them any more or the task leaves memory.
+    inline: FxHashMap<u32, Box<[u8]>>,
 }
 
 impl Scheduler {
@@ -212,6 +222,7 @@ impl Scheduler {
             assigned: 0,
             paused: FxHashSet::default(),
             stuck: FxHashMap::default(),
+            inline: FxHashMap::default(),
         }
     }
 
@@ -757,6 +768,9 @@ impl Scheduler {
         self.task_mut(i).nbytes = f.nbytes;
         self.add_replica(i, worker);
         self.set_state(i, TaskState::Memory);
+        if let Some(data) = f.inline.filter(|data| data.len() <= INLINE_KEPT_MAX && self.task(i).waiters > 0) {
+            self.inline.insert(i, data.into_boxed_slice());
+        }
         self.notify_holders(i);
         for k in 0..self.task(i).dependents.len() {
             // Placing a dependent never changes this task's dependents.
@@ -985,6 +999,9 @@ impl Scheduler {
     fn set_state(&mut self, i: u32, state: TaskState) {
         let old = self.task(i).state;
         self.task_mut(i).state = state;
+        if old == TaskState::Memory && state != TaskState::Memory && !self.inline.is_empty() {
+            self.inline.remove(&i);
+        }
         if matches!(old, TaskState::Processing(_)) || matches!(state, TaskState::Processing(_)) {
             self.tasks.update_place(i);
         }
@@ -999,6 +1016,10 @@ impl Scheduler {
                     dep.waiters += 1;
                 } else {
                     dep.waiters -= 1;
+                    // Nothing left to pass its small result on to.
+                    if dep.waiters == 0 && !self.inline.is_empty() {
+                        self.inline.remove(&d);
+                    }
                 }
             }
         }
@@ -1276,11 +1297,11 @@ impl Scheduler {
     fn flush(&mut self, comm: &mut impl Comm) {
         self.fill_workers();
         self.outbox.release.send_each(|w, keys| comm.keys(w, KeysRef::Release(keys)));
-        let (tasks, funcs, busy) = (&self.tasks, &self.funcs, &self.busy);
+        let (tasks, funcs, busy, inline) = (&self.tasks, &self.funcs, &self.busy, &self.inline);
         self.outbox.compute.send_each(|w, slots| {
             slots.retain(|&i| tasks.get(i).is_some_and(|t| t.state == TaskState::Processing(w)));
             if !slots.is_empty() {
-                comm.compute(w, &Assigned::new(tasks, funcs, busy, slots));
+                comm.compute(w, &Assigned::new(tasks, funcs, busy, inline, slots));
             }
         });
         self.outbox.steal.send_each(|w, keys| comm.keys(w, KeysRef::Steal(keys)));

@@ -835,7 +835,7 @@ impl Simulation {
             self.report.violations.push(format!("{key} computed twice from assignments of loss epoch {epoch}"));
         }
         let batch = self.unreported.entry(worker).or_default();
-        batch.push(FinishedMsg { id, key, nbytes: 8, duration_us: self.config.task_us });
+        batch.push(FinishedMsg { id, key, nbytes: 8, duration_us: self.config.task_us, inline: None });
         if batch.len() == 1 {
             let at = self.now + self.config.latency_us;
             self.push(at, Event::Report { worker });

@@ -273,12 +273,12 @@ fn a_report_is_matched_by_the_id_it_was_sent_with_or_else_by_key() {
     assert_eq!(e.s.task_state(&key("x")), Some(TaskState::Memory));
     // An id the scheduler never gave (a stale one, after the task was
     // forgotten and submitted again) falls back to the key.
-    let stale = FinishedMsg { id: TaskId(u64::MAX), key: key("y"), nbytes: 8, duration_us: 10 };
+    let stale = FinishedMsg { id: TaskId(u64::MAX), key: key("y"), nbytes: 8, duration_us: 10, inline: None };
     e.s.on_worker_message(w, FromWorker::Finished(vec![stale]), 1, &mut e.comm);
     e.s.check_invariants();
     assert_eq!(e.s.task_state(&key("y")), Some(TaskState::Memory));
     // Another task's id with this key is not taken for that task.
-    let crossed = FinishedMsg { id: e.ids["x"], key: key("z"), nbytes: 8, duration_us: 10 };
+    let crossed = FinishedMsg { id: e.ids["x"], key: key("z"), nbytes: 8, duration_us: 10, inline: None };
     e.s.on_worker_message(w, FromWorker::Finished(vec![crossed]), 1, &mut e.comm);
     e.s.check_invariants();
     assert_eq!(e.s.task_state(&key("z")), None);
@@ -301,7 +301,7 @@ fn a_forgotten_task_s_slot_goes_to_the_next_under_a_new_id() {
     assert_eq!(first.slot(), second.slot(), "the slot is reused");
     assert_ne!(first, second, "under a new generation");
     // A late duplicate report of x names a slot that now holds y.
-    let late = FinishedMsg { id: first, key: key("x"), nbytes: 8, duration_us: 10 };
+    let late = FinishedMsg { id: first, key: key("x"), nbytes: 8, duration_us: 10, inline: None };
     e.s.on_worker_message(w, FromWorker::Finished(vec![late]), 1, &mut e.comm);
     e.s.check_invariants();
     assert!(matches!(e.s.task_state(&key("y")), Some(TaskState::Processing(_))), "y is not taken for done");
@@ -339,7 +339,7 @@ fn assigned_tasks_encode_as_an_owned_compute_message() {
     e.s.on_client_message(c, ToScheduler::Submit(vec![task("x", &[]), task("y", &[])]), &mut comm);
     for (k, nbytes) in [("x", 8), ("y", 16)] {
         let Some(TaskState::Processing(w)) = e.s.task_state(&key(k)) else { panic!("{k} is not processing") };
-        let done = FinishedMsg { id: TaskId(u64::MAX), key: key(k), nbytes, duration_us: 10 };
+        let done = FinishedMsg { id: TaskId(u64::MAX), key: key(k), nbytes, duration_us: 10, inline: None };
         e.s.on_worker_message(w, FromWorker::Finished(vec![done]), 1, &mut comm);
     }
     e.s.on_client_message(c, ToScheduler::Submit(vec![task("z", &["x", "y"])]), &mut comm);
@@ -363,4 +363,58 @@ fn a_burst_of_reports_is_answered_with_one_message_per_worker() {
     e.s.check_invariants();
     assert_eq!(e.computed(), vec![(w, vec!["p".to_string(), "q".to_string()])], "both dependents in one message");
     assert_eq!(e.s.workers()[0].memory, 16);
+}
+
+/// The compute messages sent since the last look, with each task's id
+/// noted as a worker keeps it.
+fn compute_msgs(e: &mut Env) -> Vec<(WorkerId, ComputeMsg)> {
+    let mut sent = Vec::new();
+    for (w, m) in std::mem::take(&mut e.comm.workers) {
+        if let ToWorker::Compute(tasks) = m {
+            for t in tasks {
+                e.ids.insert(t.key.prefix().to_string(), t.id);
+                sent.push((w, t));
+            }
+        }
+    }
+    sent
+}
+
+/// `name` reading `deps`, to run on worker `on` only.
+fn task_on(name: &str, deps: &[&str], on: &str) -> TaskMsg {
+    TaskMsg { workers: vec![on.into()], ..task(name, deps) }
+}
+
+/// A small result that a waiting task reads goes to that task's worker with
+/// its compute message (no fetch from the holder); the scheduler lets go of
+/// it once no active task reads it, and never keeps an oversized one.
+#[test]
+fn small_results_travel_with_the_tasks_that_read_them() {
+    let mut e = Env::new();
+    let a = e.worker("a", 1);
+    let b = e.worker("b", 1);
+    e.submit(vec![task_on("x", &[], "a"), task_on("y", &["x"], "b")]);
+    compute_msgs(&mut e);
+    let done = FinishedMsg { inline: Some(vec![1, 2, 3]), ..e.report("x", 3, 10) };
+    e.worker_says(a, FromWorker::Finished(vec![done]));
+    let sent = compute_msgs(&mut e);
+    let [(to, y)] = sent.as_slice() else { panic!("expected y's compute message, got {sent:?}") };
+    assert_eq!((*to, y.key.prefix()), (b, "y"));
+    assert_eq!(y.deps[0].inline.as_deref(), Some(&[1u8, 2, 3][..]));
+    assert_eq!(&*y.deps[0].holders[0], "tcp://a:1", "the holder is named too");
+
+    e.finish(b, "y", 8);
+    e.submit(vec![task_on("z", &["x"], "b")]);
+    let sent = compute_msgs(&mut e);
+    let [(_, z)] = sent.as_slice() else { panic!("expected z's compute message, got {sent:?}") };
+    assert_eq!(z.deps[0].inline, None, "nothing was waiting for x once y was done");
+    assert_eq!(&*z.deps[0].holders[0], "tcp://a:1");
+
+    e.submit(vec![task_on("big", &[], "a"), task_on("reader", &["big"], "b")]);
+    compute_msgs(&mut e);
+    let done = FinishedMsg { inline: Some(vec![0; 70_000]), ..e.report("big", 70_000, 10) };
+    e.worker_says(a, FromWorker::Finished(vec![done]));
+    let sent = compute_msgs(&mut e);
+    let [(_, reader)] = sent.as_slice() else { panic!("expected the reader's compute message, got {sent:?}") };
+    assert_eq!(reader.deps[0].inline, None, "a result past the scheduler's limit is fetched");
 }

@@ -108,6 +108,7 @@ impl Scheduler {
         self.paused.clear();
         self.stuck.clear();
         self.stealing.clear();
+        self.inline.clear();
         self.tasks = TaskTable::default();
         self.queued = ReadyQueue::default();
         // Messages about tasks that no longer exist are not sent.

@@ -93,7 +93,7 @@ impl Env {
 
     /// A worker's report that a task it was sent is done, after `duration_us`.
     pub(crate) fn report(&self, name: &str, nbytes: u64, duration_us: u64) -> FinishedMsg {
-        FinishedMsg { id: self.ids[name], key: key(name), nbytes, duration_us }
+        FinishedMsg { id: self.ids[name], key: key(name), nbytes, duration_us, inline: None }
     }
 
     /// The same report, taking 1 µs.
