@@ -52,6 +52,10 @@ struct Entry {
     version: u64,
     /// A worker that held the result when the scheduler reported it.
     holder: Option<WorkerId>,
+    /// The result itself, when it was small enough to come with the report
+    /// (see [`FinishedMsg::inline`](shoal_proto::FinishedMsg::inline)):
+    /// reading it needs no fetch.
+    inline: Option<Arc<[u8]>>,
 }
 
 #[derive(Default)]
@@ -139,10 +143,11 @@ impl RemoteState {
             Some(msgs) => {
                 for msg in msgs {
                     match msg {
-                        FromScheduler::Finished { key, holder, .. } => {
+                        FromScheduler::Finished { key, holder, inline, .. } => {
                             if let Some(e) = inner.keys.get_mut(&key) {
                                 e.status = RemoteStatus::Finished;
                                 e.holder = holder;
+                                e.inline = inline.map(Arc::from);
                                 e.pending_reason = None;
                                 e.version += 1;
                                 told.append(&mut e.listeners);
@@ -280,6 +285,7 @@ impl RemoteState {
                         pending_reason: None,
                         version: 0,
                         holder: None,
+                        inline: None,
                     });
                     if entry.holders == 0 || matches!(entry.status, RemoteStatus::Erred(Error::Restarted { .. })) {
                         // New, or submitted again after a restart dropped it.
@@ -371,6 +377,7 @@ impl RemoteState {
                 pending_reason: None,
                 version: 0,
                 holder: None,
+                inline: None,
             });
             entry.holders += 1;
             handles.push(RemoteHandle { key: key.clone(), state: self.clone() });
@@ -503,24 +510,33 @@ impl RemoteState {
     /// The results of many tasks: one location query, then one request per
     /// worker for all it holds of them.
     pub(crate) fn values(&self, handles: &[&RemoteHandle]) -> Vec<Result<Value, Error>> {
-        let waited: Vec<(Result<Decoder, Error>, Option<WorkerId>)> = handles
+        let waited: Vec<Located> = handles
             .iter()
-            .map(|h| h.wait_located(None).unwrap_or_else(|| (Err(Error::Shutdown { key: h.key.to_string() }), None)))
+            .map(|h| {
+                h.wait_located(None).unwrap_or_else(|| Located {
+                    outcome: Err(Error::Shutdown { key: h.key.to_string() }),
+                    holder: None,
+                    inline: None,
+                })
+            })
             .collect();
         // Where the scheduler said each result was; the scheduler is asked
         // only about results whose holder is not (or no longer) a worker.
-        let any_finished = waited.iter().any(|(outcome, _)| outcome.is_ok());
-        let workers = if any_finished { self.info().unwrap_or_default() } else { Vec::new() };
+        // Results that came with their reports need neither.
+        let to_fetch = |l: &Located| l.outcome.is_ok() && l.inline.is_none();
+        let workers = if waited.iter().any(to_fetch) { self.info().unwrap_or_default() } else { Vec::new() };
         let address_of: FxHashMap<WorkerId, &str> = workers.iter().map(|w| (w.id, w.data_address.as_str())).collect();
         // Positions, not keys: a hash lookup per result costs a cache miss
         // each once there are many.
         let mut by_worker: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
         let mut unplaced = Vec::new();
-        for (i, (outcome, holder)) in waited.iter().enumerate() {
-            match (outcome, holder.and_then(|w| address_of.get(&w))) {
-                (Ok(_), Some(address)) => by_worker.entry(address).or_default().push(i),
-                (Ok(_), None) => unplaced.push(i),
-                (Err(_), _) => {}
+        for (i, located) in waited.iter().enumerate() {
+            if !to_fetch(located) {
+                continue;
+            }
+            match located.holder.and_then(|w| address_of.get(&w)) {
+                Some(address) => by_worker.entry(address).or_default().push(i),
+                None => unplaced.push(i),
             }
         }
         let keys: Vec<Key> = unplaced.iter().map(|&i| handles[i].key.clone()).collect();
@@ -543,16 +559,18 @@ impl RemoteState {
         }
         handles
             .iter()
-            .zip(waited.into_iter().map(|(outcome, _)| outcome))
+            .zip(waited)
             .zip(bytes)
-            .map(|((h, outcome), bytes)| {
-                let producer = outcome?;
-                match bytes {
-                    Some(b) => {
-                        producer.decode(&b).map_err(|message| Error::TaskFailed { key: h.key.to_string(), message })
-                    }
+            .map(|((h, located), fetched)| {
+                let producer = located.outcome?;
+                let decode = |b: &[u8]| {
+                    producer.decode(b).map_err(|message| Error::TaskFailed { key: h.key.to_string(), message })
+                };
+                match (located.inline, fetched) {
+                    (Some(b), _) => decode(&b),
+                    (None, Some(b)) => decode(&b),
                     // Moved or lost meanwhile: fetch it on its own.
-                    None => h.fetch(producer),
+                    (None, None) => h.fetch(producer),
                 }
             })
             .collect()
@@ -620,18 +638,23 @@ impl RemoteHandle {
 
     /// Waits until the task is done, at most until `deadline`; `None` on timeout.
     fn wait_done(&self, deadline: Option<Instant>) -> Option<Result<Decoder, Error>> {
-        self.wait_located(deadline).map(|(outcome, _)| outcome)
+        self.wait_located(deadline).map(|l| l.outcome)
     }
 
-    /// [`RemoteHandle::wait_done`], with the worker that held the result
-    /// when it was reported.
-    fn wait_located(&self, deadline: Option<Instant>) -> Option<(Result<Decoder, Error>, Option<WorkerId>)> {
+    /// [`RemoteHandle::wait_done`], with where the result is.
+    fn wait_located(&self, deadline: Option<Instant>) -> Option<Located> {
         let mut inner = self.state.lock();
         loop {
             let entry = inner.keys.get(&self.key)?;
             match &entry.status {
-                RemoteStatus::Finished => return entry.producer.map(|p| (Ok(p), entry.holder)),
-                RemoteStatus::Erred(e) => return Some((Err(e.clone()), None)),
+                RemoteStatus::Finished => {
+                    return entry.producer.map(|p| Located {
+                        outcome: Ok(p),
+                        holder: entry.holder,
+                        inline: entry.inline.clone(),
+                    });
+                }
+                RemoteStatus::Erred(e) => return Some(Located { outcome: Err(e.clone()), holder: None, inline: None }),
                 RemoteStatus::Pending => {}
             }
             inner = match deadline {
@@ -648,14 +671,21 @@ impl RemoteHandle {
         let _ = self.wait_done(None);
     }
 
-    /// The result, fetched from a worker that holds it and decoded.
+    /// The result, decoded: as it came with the report if it was small,
+    /// else fetched from a worker that holds it.
     pub(crate) fn value(&self, timeout: Option<Duration>) -> Option<Result<Value, Error>> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let producer = match self.wait_done(deadline)? {
+        let located = self.wait_located(deadline)?;
+        let producer = match located.outcome {
             Ok(p) => p,
             Err(e) => return Some(Err(e)),
         };
-        Some(self.fetch(producer))
+        Some(match located.inline {
+            Some(bytes) => {
+                producer.decode(&bytes).map_err(|message| Error::TaskFailed { key: self.key.to_string(), message })
+            }
+            None => self.fetch(producer),
+        })
     }
 
     /// Fetches the result from a worker that holds it. When none does —
@@ -714,6 +744,15 @@ impl RemoteHandle {
             inner = self.state.changed.wait_timeout(inner, left).unwrap_or_else(|p| p.into_inner()).0;
         }
     }
+}
+
+/// A finished task's outcome and where its result is.
+struct Located {
+    outcome: Result<Decoder, Error>,
+    /// A worker that held it when the scheduler reported it.
+    holder: Option<WorkerId>,
+    /// The result itself, if it came with the report.
+    inline: Option<Arc<[u8]>>,
 }
 
 /// Rounds of asking holders that turn out not to have a result before a

@@ -124,7 +124,7 @@ fn round_trip_of(addr: SocketAddr, client: &mut Peer, worker: &mut Peer, sent: T
     }]));
     let msgs: Vec<FromScheduler> = client.recv();
     assert!(
-        matches!(&msgs[..], [FromScheduler::Finished { key: k, nbytes: 8, holder: Some(_) }] if *k == key),
+        matches!(&msgs[..], [FromScheduler::Finished { key: k, nbytes: 8, holder: Some(_), .. }] if *k == key),
         "via {addr}: {msgs:?}"
     );
 }

@@ -143,7 +143,9 @@ fn a_dependency_crosses_workers_peer_to_peer() {
     ]));
     let outcomes = client.outcomes(&[a.clone(), b.clone()]);
     assert!(
-        outcomes.iter().any(|m| matches!(m, FromScheduler::Finished { key, nbytes: 1, holder: Some(_) } if *key == b)),
+        outcomes
+            .iter()
+            .any(|m| matches!(m, FromScheduler::Finished { key, nbytes: 1, holder: Some(_), .. } if *key == b)),
         "{outcomes:?}"
     );
     client.send(&ToScheduler::WhoHas(vec![b.clone()]));
@@ -158,7 +160,8 @@ fn a_dependency_crosses_workers_peer_to_peer() {
 }
 
 /// A small result goes to the scheduler with its worker's report, and on to
-/// the worker of the task that reads it inside that task's compute message.
+/// the worker of the task that reads it inside that task's compute message,
+/// and to the client holding it with the news that it finished.
 #[test]
 fn a_small_result_travels_with_the_task_that_reads_it() {
     let scheduler = start_scheduler(SchedulerServerConfig::default()).expect("scheduler");
@@ -193,7 +196,16 @@ fn a_small_result_travels_with_the_task_that_reads_it() {
     };
     assert_eq!(tasks[0].key, b);
     assert_eq!(tasks[0].deps[0].key, a);
-    assert_eq!(tasks[0].deps[0].inline, Some(postcard::to_allocvec(&2i64).expect("encodes")), "inc(1), encoded");
+    let two = postcard::to_allocvec(&2i64).expect("encodes");
+    assert_eq!(tasks[0].deps[0].inline.as_ref(), Some(&two), "inc(1), encoded");
+    // The client holding `a` has the result with the news, without a fetch.
+    let outcomes = client.outcomes(std::slice::from_ref(&a));
+    assert!(
+        outcomes
+            .iter()
+            .any(|m| matches!(m, FromScheduler::Finished { key, inline: Some(data), .. } if *key == a && *data == two)),
+        "{outcomes:?}"
+    );
 }
 
 /// A chain across two workers whose links all travel through the scheduler

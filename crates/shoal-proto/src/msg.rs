@@ -220,6 +220,9 @@ pub enum FromScheduler {
         /// A worker that holds it now (a gather fetches from it without
         /// asking where the result is).
         holder: Option<WorkerId>,
+        /// The result itself, encoded, when it is small (see
+        /// [`FinishedMsg::inline`]): the client then has it without a fetch.
+        inline: Option<Vec<u8>>,
     },
     /// A task will have no result.
     Erred {
@@ -427,9 +430,11 @@ pub struct FinishedMsg {
     pub duration_us: u64,
     /// The result, encoded, if it is small (a worker's `inline_max`): the
     /// scheduler hands it to the tasks that read it along with their
-    /// compute messages, so a chain of small tasks across workers costs
-    /// one round trip per link through the scheduler instead of that plus
-    /// a fetch from the holder. The holder keeps its copy as usual.
+    /// compute messages, and to the clients that hold the task with the
+    /// news that it finished. So a chain of small tasks across workers
+    /// costs one round trip per link through the scheduler instead of that
+    /// plus a fetch from the holder, and a client has a small result as
+    /// soon as it hears of it. The holder keeps its copy as usual.
     pub inline: Option<Vec<u8>>,
 }
 

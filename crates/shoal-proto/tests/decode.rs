@@ -103,8 +103,13 @@ fn worker_info() -> impl Strategy<Value = WorkerInfo> {
 
 fn from_scheduler() -> impl Strategy<Value = FromScheduler> {
     prop_oneof![
-        (key(), any::<u64>(), proptest::option::of(any::<u32>()))
-            .prop_map(|(key, nbytes, holder)| FromScheduler::Finished { key, nbytes, holder: holder.map(WorkerId) }),
+        (key(), any::<u64>(), proptest::option::of(any::<u32>()), proptest::option::of(vec(any::<u8>(), 0..40)))
+            .prop_map(|(key, nbytes, holder, inline)| FromScheduler::Finished {
+                key,
+                nbytes,
+                holder: holder.map(WorkerId),
+                inline
+            }),
         (key(), task_error()).prop_map(|(key, error)| FromScheduler::Erred { key, error }),
         (vec(worker_info(), 0..3), vec((key(), vec(any::<u32>(), 0..3)), 0..3))
             .prop_map(|(workers, holders)| FromScheduler::WhoHas { workers, holders }),

@@ -194,6 +194,7 @@ pub struct Scheduler {
     /// waiting for when they finished: they go out with those tasks'
     /// compute messages (see [`FinishedMsg::inline`]), and are dropped
     /// when no active task reads them any more or the task leaves memory.
+    /// (A client holding the task gets it with the news that it finished.)
     inline: FxHashMap<u32, Box<[u8]>>,
 }
 
@@ -588,6 +589,10 @@ impl Scheduler {
                 assert!(!t.dependents.is_empty(), "{}: released, unwanted and unneeded yet not forgotten", t.key);
             }
         }
+        for &i in self.inline.keys() {
+            let t = self.tasks.get(i).expect("a small result kept for a forgotten task");
+            assert!(t.state == TaskState::Memory && t.waiters > 0, "{}: small result kept with no reader", t.key);
+        }
         let mut processing: FxHashMap<WorkerId, usize> = FxHashMap::default();
         for (_, t) in self.tasks.iter() {
             if let TaskState::Processing(w) = t.state {
@@ -768,10 +773,14 @@ impl Scheduler {
         self.task_mut(i).nbytes = f.nbytes;
         self.add_replica(i, worker);
         self.set_state(i, TaskState::Memory);
-        if let Some(data) = f.inline.filter(|data| data.len() <= INLINE_KEPT_MAX && self.task(i).waiters > 0) {
+        if let Some(data) = f.inline.filter(|data| data.len() <= INLINE_KEPT_MAX && self.task(i).wanted()) {
             self.inline.insert(i, data.into_boxed_slice());
         }
         self.notify_holders(i);
+        // Kept on only for the tasks that will read it.
+        if self.task(i).waiters == 0 && !self.inline.is_empty() {
+            self.inline.remove(&i);
+        }
         for k in 0..self.task(i).dependents.len() {
             // Placing a dependent never changes this task's dependents.
             let d = self.task(i).dependents[k];
@@ -887,9 +896,12 @@ impl Scheduler {
     fn outcome(&self, i: u32) -> Option<FromScheduler> {
         let t = self.task(i);
         Some(match t.state {
-            TaskState::Memory => {
-                FromScheduler::Finished { key: t.key.clone(), nbytes: t.nbytes, holder: t.who_has.first().copied() }
-            }
+            TaskState::Memory => FromScheduler::Finished {
+                key: t.key.clone(),
+                nbytes: t.nbytes,
+                holder: t.who_has.first().copied(),
+                inline: if self.inline.is_empty() { None } else { self.inline.get(&i).map(|data| data.to_vec()) },
+            },
             TaskState::Erred => FromScheduler::Erred {
                 key: t.key.clone(),
                 error: t.error().cloned().unwrap_or(TaskErrorMsg::Cancelled),

@@ -46,6 +46,11 @@ pub struct SimConfig {
     /// runs, the client drops every `n`-th of its outputs (by submission
     /// order) that is still pending, as a program dropping futures.
     pub drop_outputs_every: Option<u32>,
+    /// Virtual workers send every result along with its report (its key's
+    /// token, 16 bytes), as real workers send small ones; every compute
+    /// message is then checked to carry only the right bytes for its
+    /// inputs. Off in benchmarks: the check is not the scheduler's cost.
+    pub inline_results: bool,
 }
 
 /// When the client drops outputs (see [`SimConfig::drop_outputs_every`]).
@@ -62,6 +67,7 @@ impl Default for SimConfig {
             task_us: 100,
             latency_us: 50,
             drop_outputs_every: None,
+            inline_results: false,
         }
     }
 }
@@ -97,6 +103,9 @@ pub struct SimReport {
     pub missing_data: u64,
     /// Outputs the client dropped before they finished.
     pub dropped_outputs: usize,
+    /// Inputs of compute messages that came with their data (see
+    /// [`SimConfig::inline_results`]).
+    pub inline_inputs: u64,
 }
 
 /// The kinds of scheduler call the simulator times separately.
@@ -311,6 +320,11 @@ struct SimComm {
     /// are kept, as a network shell encodes into buffers it keeps.
     tasks: Vec<(TaskId, Key)>,
     keys: Vec<Key>,
+    /// Whether to check the data that inputs come with (see
+    /// [`SimConfig::inline_results`]), and what the checks found.
+    check_inline: bool,
+    inline_inputs: u64,
+    wrong_inline: Vec<String>,
 }
 
 impl SimComm {
@@ -338,6 +352,17 @@ impl Comm for SimComm {
     }
 
     fn compute(&mut self, worker: WorkerId, tasks: &Assigned<'_>) {
+        if self.check_inline {
+            for task in tasks.iter() {
+                for dep in task.deps.iter() {
+                    let Some(data) = dep.inline else { continue };
+                    self.inline_inputs += 1;
+                    if data != dep.key.token().0.to_le_bytes() {
+                        self.wrong_inline.push(format!("{} came with the data of another task", dep.key));
+                    }
+                }
+            }
+        }
         let start = self.tasks.len();
         self.tasks.extend(tasks.ids().map(|(id, key)| (id, key.clone())));
         self.workers.push((worker, SimOut::Compute(start..self.tasks.len())));
@@ -436,7 +461,7 @@ impl Simulation {
     pub fn new(config: SimConfig) -> Simulation {
         let mut sim = Simulation {
             scheduler: Scheduler::new(SchedulerConfig::default()),
-            comm: SimComm::default(),
+            comm: SimComm { check_inline: config.inline_results, ..SimComm::default() },
             now: 0,
             events: Events::default(),
             workers: FxHashMap::default(),
@@ -546,6 +571,8 @@ impl Simulation {
             }
         }
         self.scheduler.check_invariants();
+        self.report.inline_inputs = self.comm.inline_inputs;
+        self.report.violations.append(&mut self.comm.wrong_inline);
         self.report.leaked_tasks = self.scheduler.stats().tasks;
         self.report.leaked_results = self.workers.values().map(|w| w.data.len()).sum();
         self.report.virtual_us = self.now;
@@ -835,7 +862,8 @@ impl Simulation {
             self.report.violations.push(format!("{key} computed twice from assignments of loss epoch {epoch}"));
         }
         let batch = self.unreported.entry(worker).or_default();
-        batch.push(FinishedMsg { id, key, nbytes: 8, duration_us: self.config.task_us, inline: None });
+        let inline = self.config.inline_results.then(|| key.token().0.to_le_bytes().to_vec());
+        batch.push(FinishedMsg { id, key, nbytes: 8, duration_us: self.config.task_us, inline });
         if batch.len() == 1 {
             let at = self.now + self.config.latency_us;
             self.push(at, Event::Report { worker });

@@ -189,7 +189,7 @@ fn a_client_submitting_a_key_already_computed_hears_at_once() {
     e.s.on_client_message(late, ToScheduler::Submit(vec![task("x", &[])]), &mut e.comm);
     assert_eq!(
         e.comm.clients,
-        vec![(late, FromScheduler::Finished { key: key("x"), nbytes: 8, holder: Some(w) })],
+        vec![(late, FromScheduler::Finished { key: key("x"), nbytes: 8, holder: Some(w), inline: None })],
         "only the newcomer"
     );
     assert!(e.computed().is_empty(), "not run again");

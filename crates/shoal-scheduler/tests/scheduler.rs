@@ -17,7 +17,10 @@ fn a_task_runs_reports_and_is_forgotten_when_released() {
     e.submit(vec![task("x", &[])]);
     assert_eq!(e.computed(), vec![(w, vec!["x".to_string()])]);
     e.finish(w, "x", 8);
-    assert_eq!(e.client_msgs(), vec![FromScheduler::Finished { key: key("x"), nbytes: 8, holder: Some(w) }]);
+    assert_eq!(
+        e.client_msgs(),
+        vec![FromScheduler::Finished { key: key("x"), nbytes: 8, holder: Some(w), inline: None }]
+    );
     let c = e.client;
     e.s.on_client_message(c, ToScheduler::Release(vec![key("x")]), &mut e.comm);
     assert_eq!(e.comm.workers, vec![(w, ToWorker::Release(vec![key("x")]))]);

@@ -71,3 +71,22 @@ fn simulations_are_deterministic() {
     };
     assert_eq!(run(), run());
 }
+
+/// Results that travel through the scheduler reach exactly the tasks that
+/// read them, with their own bytes, while workers die and results are
+/// recomputed; nothing of them stays behind.
+#[test]
+fn small_results_passed_on_by_the_scheduler_stay_right_while_workers_die() {
+    let config = SimConfig {
+        workers: 200,
+        threads: 2,
+        seed: 5,
+        loss_every_us: Some(10_000),
+        inline_results: true,
+        ..SimConfig::default()
+    };
+    let report = Simulation::new(config).run(graphs::random_dag(100_000, 500, 5));
+    assert_clean(&report);
+    assert!(report.losses > 0, "no worker was lost: the test tests nothing");
+    assert!(report.inline_inputs > 50_000, "only {} inputs came with their data", report.inline_inputs);
+}

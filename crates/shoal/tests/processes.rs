@@ -75,10 +75,12 @@ fn pid(_x: u64) -> u32 {
     std::process::id()
 }
 
+/// `x * x`, 4 096 times: too big to travel with its report, so only its
+/// worker holds it.
 #[shoal::remote]
-fn slower_square(x: u64) -> u64 {
+fn slower_square(x: u64) -> Vec<u64> {
     std::thread::sleep(Duration::from_millis(300));
-    x * x
+    vec![x * x; 4096]
 }
 
 #[test]
@@ -99,7 +101,32 @@ fn finished_results_lost_with_a_killed_worker_are_recomputed_when_gathered() {
     assert!(killed.success());
     // Gathered at once: the scheduler may not even know yet that the worker is gone.
     let values = client.gather(&futures).expect("lost results are computed again");
-    assert_eq!(values, (0..6u64).map(|x| x * x).collect::<Vec<_>>());
+    assert_eq!(values, (0..6u64).map(|x| vec![x * x; 4096]).collect::<Vec<_>>());
     let now = client.who_has(&futures).expect("who has");
     assert!(now.iter().all(|h| !h.is_empty() && !h.contains(&victim_name)), "{now:?}");
+}
+
+#[shoal::remote]
+fn cube(x: u64) -> u64 {
+    x * x * x
+}
+
+/// Small results come to the client with the news that they finished: once
+/// reported, they are read without their worker.
+#[test]
+fn small_results_reported_to_the_client_outlive_their_worker() {
+    let cluster = LocalCluster::builder().processes(true).workers(2).threads_per_worker(1).build().expect("cluster");
+    let client = cluster.client().expect("client");
+    let futures = client.map(cube, 0..6u64);
+    shoal::wait(&futures);
+    for pid in cluster.worker_pids() {
+        let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
+        assert!(killed.success());
+    }
+    // Without a worker nothing could be fetched or computed again: a
+    // timeout here means the client went looking for them.
+    let values: Vec<u64> =
+        futures.iter().map(|f| f.result_timeout(Duration::from_secs(10)).expect("read where it came")).collect();
+    assert_eq!(values, (0..6u64).map(|x| x * x * x).collect::<Vec<_>>());
+    assert_eq!(client.gather(&futures[..2]).expect("gathered where they came"), vec![0, 1]);
 }
