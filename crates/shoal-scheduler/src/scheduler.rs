@@ -778,7 +778,7 @@ impl Scheduler {
         }
         self.notify_holders(i);
         // Kept on only for the tasks that will read it.
-        if self.task(i).waiters == 0 && !self.inline.is_empty() {
+        if !self.inline.is_empty() && self.task(i).waiters == 0 {
             self.inline.remove(&i);
         }
         for k in 0..self.task(i).dependents.len() {
@@ -1011,9 +1011,6 @@ impl Scheduler {
     fn set_state(&mut self, i: u32, state: TaskState) {
         let old = self.task(i).state;
         self.task_mut(i).state = state;
-        if old == TaskState::Memory && state != TaskState::Memory && !self.inline.is_empty() {
-            self.inline.remove(&i);
-        }
         if matches!(old, TaskState::Processing(_)) || matches!(state, TaskState::Processing(_)) {
             self.tasks.update_place(i);
         }
@@ -1028,10 +1025,29 @@ impl Scheduler {
                     dep.waiters += 1;
                 } else {
                     dep.waiters -= 1;
-                    // Nothing left to pass its small result on to.
-                    if dep.waiters == 0 && !self.inline.is_empty() {
-                        self.inline.remove(&d);
-                    }
+                }
+            }
+        }
+        if !self.inline.is_empty() {
+            self.drop_unread_results(i, old, before && !after);
+        }
+    }
+
+    /// After task `i` left state `old`: drops the small results kept for
+    /// readers that no longer need them, its own if it left memory and its
+    /// inputs' if it `stopped_reading` them and they have no reader left.
+    /// Apart from [`Scheduler::set_state`], which calls it only while some
+    /// are kept: most runs keep none, and the hot path stays as it was.
+    #[cold]
+    fn drop_unread_results(&mut self, i: u32, old: TaskState, stopped_reading: bool) {
+        if old == TaskState::Memory && self.task(i).state != TaskState::Memory {
+            self.inline.remove(&i);
+        }
+        if stopped_reading {
+            for k in 0..self.task(i).deps.len() {
+                let d = self.task(i).deps[k];
+                if self.task(d).waiters == 0 {
+                    self.inline.remove(&d);
                 }
             }
         }
