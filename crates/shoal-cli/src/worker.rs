@@ -45,6 +45,11 @@ pub(crate) struct WorkerArgs {
     /// /dev/shm) or tcp.
     #[arg(long, default_value = "read")]
     same_host_transfer: shoal::SameHostTransfer,
+    /// Results up to this many bytes (1024, 64KiB) also travel with their
+    /// report through the scheduler to the tasks and clients that read them,
+    /// sparing a fetch from this worker; 0 sends none.
+    #[arg(long, default_value = "1024")]
+    inline_max: String,
     /// Cluster token.
     #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -94,6 +99,7 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
             bail!("--memory-target {t}: give a fraction above 0 and at most 1, or none");
         }
     }
+    let inline_max = shoal::deploy::parse_bytes(&args.inline_max).context("--inline-max")?;
     let name = args.name.clone().unwrap_or_else(|| format!("{}-{}", host_name(), std::process::id()));
     let mut command = Command::new(program);
     command
@@ -104,6 +110,7 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         .env(env::MEMORY_LIMIT, memory_limit.to_string())
         .env(env::DEATH_TIMEOUT, args.death_timeout.to_string())
         .env(env::SAME_HOST_TRANSFER, args.same_host_transfer.name())
+        .env(env::INLINE_MAX, inline_max.to_string())
         .env(env::NANNY, "1");
     if let Some(threads) = args.threads {
         command.env(env::WORKER_THREADS, threads.to_string());

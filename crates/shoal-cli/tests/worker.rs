@@ -193,6 +193,8 @@ fn bad_worker_options_are_clear_errors() {
     assert!(err.contains("--death-timeout"), "{err}");
     let err = fails(&["worker", "127.0.0.1:1", "--memory-target", "2", "--", "/bin/true"]);
     assert!(err.contains("--memory-target 2"), "{err}");
+    let err = fails(&["worker", "127.0.0.1:1", "--inline-max", "small", "--", "/bin/true"]);
+    assert!(err.contains("--inline-max") && err.contains("\"small\""), "{err}");
     let err = fails(&["worker", "127.0.0.1:1"]);
     assert!(err.contains("needs the program"), "{err}");
     let err = fails(&["worker", "127.0.0.1:1", "--", "/no/such/program"]);

@@ -65,6 +65,10 @@ pub mod env {
     /// How large results move between workers of one host: `read`
     /// (default), `file` or `tcp` (see `SameHostTransfer`).
     pub const SAME_HOST_TRANSFER: &str = "SHOAL_SAME_HOST_TRANSFER";
+    /// Bytes (`1024`, `64KiB`): results up to this size also travel with
+    /// their completion report through the scheduler to the tasks and
+    /// clients that read them (default 1 KiB; 0: none).
+    pub const INLINE_MAX: &str = "SHOAL_INLINE_MAX";
 }
 
 /// Sets what a worker process should run with, where the user has not set
@@ -107,6 +111,7 @@ pub struct LocalClusterBuilder {
     local_directory: Option<PathBuf>,
     no_worker_timeout: Option<Duration>,
     same_host_transfer: SameHostTransfer,
+    inline_max: usize,
 }
 
 impl LocalClusterBuilder {
@@ -252,6 +257,21 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// Results up to this many bytes (encoded) also travel with their
+    /// completion report through the scheduler, which passes them to the
+    /// tasks and clients that read them: no fetch from the worker that
+    /// holds them (default 1 KiB; 0: every result is fetched).
+    ///
+    /// ```
+    /// use shoal::LocalCluster;
+    /// let cluster = LocalCluster::builder().workers(1).inline_max(0).build()?;
+    /// # Ok::<(), shoal::Error>(())
+    /// ```
+    pub fn inline_max(mut self, bytes: usize) -> LocalClusterBuilder {
+        self.inline_max = bytes;
+        self
+    }
+
     /// How long a task that no worker may run (it needs resources or
     /// workers the cluster lacks) waits for such a worker to join before it
     /// fails with `Error::Rejected` saying what is missing (default: it
@@ -310,6 +330,7 @@ impl LocalClusterBuilder {
             memory_target: self.memory_target,
             local_directory: self.local_directory,
             same_host_transfer: self.same_host_transfer,
+            inline_max: self.inline_max,
             exe: if self.processes {
                 Some(
                     std::env::current_exe()
@@ -350,6 +371,7 @@ struct Spec {
     memory_target: Option<f64>,
     local_directory: Option<PathBuf>,
     same_host_transfer: SameHostTransfer,
+    inline_max: usize,
     /// This program, when workers are processes.
     exe: Option<PathBuf>,
 }
@@ -374,6 +396,7 @@ impl Spec {
             memory_target_fraction: self.memory_target,
             local_directory: self.local_directory.clone(),
             same_host_transfer: self.same_host_transfer,
+            inline_max: self.inline_max,
             ..WorkerConfig::new(self.address, Spec::name(index))
         }
     }
@@ -409,6 +432,7 @@ impl Spec {
             .env(env::DEATH_TIMEOUT, "0")
             .env(env::NANNY, "1")
             .env(env::SAME_HOST_TRANSFER, self.same_host_transfer.name())
+            .env(env::INLINE_MAX, self.inline_max.to_string())
             .stdin(Stdio::null());
         if let Some(token) = &self.token {
             command.env(env::TOKEN, token);
@@ -508,6 +532,7 @@ impl LocalCluster {
             local_directory: None,
             same_host_transfer: SameHostTransfer::default(),
             no_worker_timeout: None,
+            inline_max: shoal_net::DEFAULT_INLINE_MAX,
         }
     }
 

@@ -96,6 +96,10 @@ fn run_worker(address: &str) -> Result<WorkerExit, String> {
     if let Some(t) = var(env::SAME_HOST_TRANSFER) {
         config.same_host_transfer = t.parse().map_err(|e| format!("{}: {e}", env::SAME_HOST_TRANSFER))?;
     }
+    if let Some(m) = var(env::INLINE_MAX) {
+        let bytes = shoal_deploy::parse_bytes(&m).map_err(|e| format!("{}: {e}", env::INLINE_MAX))?;
+        config.inline_max = usize::try_from(bytes).map_err(|_| format!("{}={m:?} is too large", env::INLINE_MAX))?;
+    }
     config.exit_on_restart = std::env::var_os(env::NANNY).is_some();
     config.token = var(env::TOKEN);
     let worker = shoal_net::start_worker(config).map_err(|e| e.to_string())?;
