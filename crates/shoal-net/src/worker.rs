@@ -630,7 +630,12 @@ fn prepare_here(
             ArgMsg::Value(bytes) => remote.decode_arg(position, bytes).map_err(StoreError::from),
             ArgMsg::Key(dep) => match lock(&ctx.state).get(dep).map(|s| s.value_for(remote, position)) {
                 Some(value) => value,
-                None => return Some((task, remote)),
+                // Sent along by the scheduler: decoded here, with no detour
+                // through the fetching path.
+                None => match task.deps.iter().find(|d| d.key == *dep).and_then(|d| d.inline.as_deref()) {
+                    Some(bytes) => remote.decode_arg(position, bytes).map_err(StoreError::from),
+                    None => return Some((task, remote)),
+                },
             },
             ArgMsg::List(_) => return Some((task, remote)),
         };
