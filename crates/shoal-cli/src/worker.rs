@@ -47,7 +47,7 @@ pub(crate) struct WorkerArgs {
     same_host_transfer: shoal::SameHostTransfer,
     /// Results up to this many bytes (1024, 64KiB) also travel with their
     /// report through the scheduler to the tasks and clients that read them,
-    /// sparing a fetch from this worker; 0 sends none.
+    /// sparing a fetch from this worker; 0 sends none, at most 64KiB.
     #[arg(long, default_value = "1024")]
     inline_max: String,
     /// Cluster token.

@@ -67,7 +67,7 @@ pub mod env {
     pub const SAME_HOST_TRANSFER: &str = "SHOAL_SAME_HOST_TRANSFER";
     /// Bytes (`1024`, `64KiB`): results up to this size also travel with
     /// their completion report through the scheduler to the tasks and
-    /// clients that read them (default 1 KiB; 0: none).
+    /// clients that read them (default 1 KiB; 0: none; at most 64 KiB).
     pub const INLINE_MAX: &str = "SHOAL_INLINE_MAX";
 }
 
@@ -260,7 +260,8 @@ impl LocalClusterBuilder {
     /// Results up to this many bytes (encoded) also travel with their
     /// completion report through the scheduler, which passes them to the
     /// tasks and clients that read them: no fetch from the worker that
-    /// holds them (default 1 KiB; 0: every result is fetched).
+    /// holds them (default 1 KiB; 0: every result is fetched; at most
+    /// 64 KiB).
     ///
     /// ```
     /// use shoal::LocalCluster;

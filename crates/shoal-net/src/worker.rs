@@ -89,9 +89,10 @@ pub struct WorkerConfig {
     /// with the completion report, which hands them to the tasks waiting
     /// for them along with their compute messages: those tasks start
     /// without a round trip to this worker, so a chain of small tasks
-    /// across workers runs about twice as fast. 0 sends none. The default,
-    /// [`DEFAULT_INLINE_MAX`], covers numbers, short strings and small
-    /// structs; bulk data always moves worker to worker.
+    /// across workers runs about twice as fast. 0 sends none; more than
+    /// [`INLINE_LIMIT`](shoal_proto::INLINE_LIMIT) (64 KiB) counts as that.
+    /// The default, [`DEFAULT_INLINE_MAX`], covers numbers, short strings
+    /// and small structs; bulk data always moves worker to worker.
     pub inline_max: usize,
 }
 
@@ -768,7 +769,11 @@ fn complete(state: &Shared, key: Key, inline_max: usize) -> Option<Result<Finish
     let report = match handle.try_outcome()? {
         Ok(value) => {
             let nbytes = producer.result_size(&value).unwrap_or(0);
-            let inline = if nbytes <= inline_max as u64 { producer.encode_result(&value).ok() } else { None };
+            let inline = if inline_max > 0 && nbytes <= inline_max.min(shoal_proto::INLINE_LIMIT) as u64 {
+                producer.encode_result(&value).ok()
+            } else {
+                None
+            };
             st.keep(key.clone(), Stored::new(Held::Value { value, producer }, nbytes));
             // Time on this worker, queueing included: what the scheduler
             // should expect a task of this group to occupy a slot for.

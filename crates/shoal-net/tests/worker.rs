@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use shoal_graph::{Key, Token};
 use shoal_net::{SchedulerServerConfig, WorkerConfig, start_scheduler, start_worker};
 use shoal_proto::{
-    ArgMsg, FrameDecoder, FrameKind, FromScheduler, FromWorker, Hello, HelloReply, PeerReply, PeerRequest, Role,
-    TaskErrorMsg, TaskMsg, ToScheduler, ToWorker, WorkerId, WorkerInfo, encode_message,
+    ArgMsg, FinishedMsg, FrameDecoder, FrameKind, FromScheduler, FromWorker, Hello, HelloReply, PeerReply, PeerRequest,
+    Role, TaskErrorMsg, TaskMsg, ToScheduler, ToWorker, WorkerId, WorkerInfo, encode_message,
 };
 
 #[shoal::remote]
@@ -168,20 +168,7 @@ fn a_small_result_travels_with_the_task_that_reads_it() {
     let address = scheduler.address();
     let _w0 = start_worker(WorkerConfig { threads: 1, ..WorkerConfig::new(address, "w0") }).expect("worker");
     // A stand-in for the second worker, to see what it is sent.
-    let stream = TcpStream::connect(address).expect("connects");
-    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-    let mut w1 = Peer { stream, decoder: FrameDecoder::default() };
-    w1.send(&Hello::new(Role::Worker, "w1", None));
-    w1.send(&FromWorker::Register(WorkerInfo {
-        id: WorkerId(0),
-        name: "w1".into(),
-        data_address: "tcp://127.0.0.1:9".into(),
-        threads: 1,
-        memory_limit: 0,
-        memory: 0,
-        resources: vec![],
-    }));
-    assert!(matches!(w1.recv::<HelloReply>(), HelloReply::Welcome { .. }));
+    let mut w1 = stand_in_worker(address, "w1");
     let mut client = Peer::open(&address.to_string(), Role::Client);
     let a = Key::scalar("inc", Token(1));
     let b = Key::scalar("double", Token(2));
@@ -206,6 +193,59 @@ fn a_small_result_travels_with_the_task_that_reads_it() {
             .any(|m| matches!(m, FromScheduler::Finished { key, inline: Some(data), .. } if *key == a && *data == two)),
         "{outcomes:?}"
     );
+}
+
+/// A stand-in worker registered with `scheduler` under `name`, whose data
+/// address nobody listens on.
+fn stand_in_worker(scheduler: SocketAddr, name: &str) -> Peer {
+    let stream = TcpStream::connect(scheduler).expect("connects");
+    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut worker = Peer { stream, decoder: FrameDecoder::default() };
+    worker.send(&Hello::new(Role::Worker, name, None));
+    worker.send(&FromWorker::Register(WorkerInfo {
+        id: WorkerId(0),
+        name: name.into(),
+        data_address: "tcp://127.0.0.1:9".into(),
+        threads: 1,
+        memory_limit: 0,
+        memory: 0,
+        resources: vec![],
+    }));
+    assert!(matches!(worker.recv::<HelloReply>(), HelloReply::Welcome { .. }));
+    worker
+}
+
+/// A real worker reads an input that came with its compute message: its
+/// holder cannot be reached, so a fetch would fail.
+#[test]
+fn an_input_that_came_inline_needs_no_holder() {
+    let scheduler = start_scheduler(SchedulerServerConfig::default()).expect("scheduler");
+    let address = scheduler.address();
+    let mut w0 = stand_in_worker(address, "w0");
+    let w1 = start_worker(WorkerConfig { threads: 1, ..WorkerConfig::new(address, "w1") }).expect("worker");
+    let mut client = Peer::open(&address.to_string(), Role::Client);
+    let a = Key::scalar("inc", Token(1));
+    let b = Key::scalar("double", Token(2));
+    client.send(&ToScheduler::Submit(vec![
+        task(&a, "inc", vec![value(4)], "w0"),
+        task(&b, "double", vec![ArgMsg::Key(a.clone())], "w1"),
+    ]));
+    let tasks = loop {
+        if let ToWorker::Compute(tasks) = w0.recv::<ToWorker>() {
+            break tasks;
+        }
+    };
+    let inline = Some(postcard::to_allocvec(&5i64).expect("encodes"));
+    w0.send(&FromWorker::Finished(vec![FinishedMsg {
+        id: tasks[0].id,
+        key: a.clone(),
+        nbytes: 1,
+        duration_us: 1,
+        inline,
+    }]));
+    let outcomes = client.outcomes(std::slice::from_ref(&b));
+    assert!(outcomes.iter().any(|m| matches!(m, FromScheduler::Finished { key, .. } if *key == b)), "{outcomes:?}");
+    assert_eq!(fetch(&w1.data_address().to_string(), &b), 10, "double(5), with 5 from the compute message");
 }
 
 /// A chain across two workers whose links all travel through the scheduler

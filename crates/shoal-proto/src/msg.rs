@@ -417,6 +417,17 @@ impl Serialize for KeysRef<'_> {
     }
 }
 
+/// The largest result that travels inline ([`FinishedMsg::inline`]): a
+/// worker configured for more sends at most this, and a scheduler keeps no
+/// larger one, whatever it is sent.
+pub const INLINE_LIMIT: usize = 64 * 1024;
+
+/// How many bytes of inline results one message from the scheduler carries
+/// at most (a compute message's inputs, or a client's batch of outcomes);
+/// past it, the rest name their holders only and are fetched. Far below
+/// the frame cap, however many tasks read one result.
+pub const INLINE_MESSAGE_BUDGET: usize = 16 * 1024 * 1024;
+
 /// A result a worker reports.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FinishedMsg {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 use shoal_graph::Key;
-use shoal_proto::{ComputeMsg, ComputeRef, DepRef, TaskId, WorkerId};
+use shoal_proto::{ComputeMsg, ComputeRef, DepRef, INLINE_MESSAGE_BUDGET, TaskId, WorkerId};
 
 use crate::table::TaskTable;
 use crate::task::Busy;
@@ -59,9 +59,12 @@ impl<'a> Assigned<'a> {
         self.slots.iter().filter_map(move |&i| Some((tasks.id(i), &tasks.get(i)?.key)))
     }
 
-    /// Each task's message, borrowed.
+    /// Each task's message, borrowed. Inputs' kept results come along
+    /// until the message holds [`INLINE_MESSAGE_BUDGET`] bytes of them
+    /// (the same ones however often it is walked).
     pub fn iter(&self) -> impl Iterator<Item = ComputeRef<'a>> + '_ {
-        self.slots.iter().filter_map(|&i| self.message(i))
+        let mut budget = INLINE_MESSAGE_BUDGET;
+        self.slots.iter().filter_map(move |&i| self.message(i, &mut budget))
     }
 
     /// The owned messages (for tests and recordings).
@@ -69,7 +72,7 @@ impl<'a> Assigned<'a> {
         self.iter().map(|m| m.to_msg()).collect()
     }
 
-    fn message(&self, i: u32) -> Option<ComputeRef<'a>> {
+    fn message(&self, i: u32, budget: &mut usize) -> Option<ComputeRef<'a>> {
         let (tasks, busy, inline) = (self.tasks, self.busy, self.inline);
         let t = tasks.get(i)?;
         let deps = t
@@ -85,7 +88,14 @@ impl<'a> Assigned<'a> {
                     .collect(),
                 nbytes: dep.nbytes,
                 // Most runs hold none: no hashing then.
-                inline: if inline.is_empty() { None } else { inline.get(&d).map(|data| &**data) },
+                inline: if inline.is_empty() {
+                    None
+                } else {
+                    inline.get(&d).filter(|data| data.len() <= *budget).map(|data| {
+                        *budget -= data.len();
+                        &**data
+                    })
+                },
             })
             .collect();
         let func = self.funcs.get(t.func as usize)?;

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use rustc_hash::{FxHashMap, FxHashSet};
 use shoal_graph::{Key, Prefix};
 use shoal_proto::{
-    ArgMsg, ClientId, FinishedMsg, FromScheduler, FromWorker, KeysRef, SCATTERED_FUNC, TaskErrorMsg, TaskId, TaskMsg,
-    ToScheduler, WorkerId, WorkerInfo,
+    ArgMsg, ClientId, FinishedMsg, FromScheduler, FromWorker, INLINE_LIMIT, INLINE_MESSAGE_BUDGET, KeysRef,
+    SCATTERED_FUNC, TaskErrorMsg, TaskId, TaskMsg, ToScheduler, WorkerId, WorkerInfo,
 };
 use smallvec::SmallVec;
 
@@ -148,10 +148,9 @@ pub struct SchedulerStats {
     pub assigned: u64,
 }
 
-/// The largest result the scheduler keeps to pass on with compute messages
-/// (see [`FinishedMsg::inline`]); a larger one is fetched from its holder
-/// as usual, whatever a worker sends.
-const INLINE_KEPT_MAX: usize = 64 * 1024;
+/// Bytes of small results the scheduler keeps at most, all together (see
+/// [`Scheduler::inline`]); past it, new ones are fetched from their holders.
+const INLINE_KEPT_TOTAL: usize = 256 * 1024 * 1024;
 
 /// The scheduler: tasks, workers, clients, and the rules between them.
 pub struct Scheduler {
@@ -195,7 +194,14 @@ pub struct Scheduler {
     /// compute messages (see [`FinishedMsg::inline`]), and are dropped
     /// when no active task reads them any more or the task leaves memory.
     /// (A client holding the task gets it with the news that it finished.)
+    /// Each message carries at most [`INLINE_MESSAGE_BUDGET`] bytes of them,
+    /// and all together they are at most [`INLINE_KEPT_TOTAL`].
     inline: FxHashMap<u32, Box<[u8]>>,
+    /// Their total size.
+    inline_bytes: usize,
+    /// Bytes of inline results in this event's messages to clients, against
+    /// [`INLINE_MESSAGE_BUDGET`].
+    inline_to_clients: usize,
 }
 
 impl Scheduler {
@@ -224,6 +230,8 @@ impl Scheduler {
             paused: FxHashSet::default(),
             stuck: FxHashMap::default(),
             inline: FxHashMap::default(),
+            inline_bytes: 0,
+            inline_to_clients: 0,
         }
     }
 
@@ -773,13 +781,16 @@ impl Scheduler {
         self.task_mut(i).nbytes = f.nbytes;
         self.add_replica(i, worker);
         self.set_state(i, TaskState::Memory);
-        if let Some(data) = f.inline.filter(|data| data.len() <= INLINE_KEPT_MAX && self.task(i).wanted()) {
+        if let Some(data) = f.inline.filter(|data| {
+            data.len() <= INLINE_LIMIT && self.inline_bytes + data.len() <= INLINE_KEPT_TOTAL && self.task(i).wanted()
+        }) {
+            self.inline_bytes += data.len();
             self.inline.insert(i, data.into_boxed_slice());
         }
         self.notify_holders(i);
         // Kept on only for the tasks that will read it.
         if !self.inline.is_empty() && self.task(i).waiters == 0 {
-            self.inline.remove(&i);
+            self.drop_inline(i);
         }
         for k in 0..self.task(i).dependents.len() {
             // Placing a dependent never changes this task's dependents.
@@ -893,14 +904,16 @@ impl Scheduler {
 
     /// What a holder of a decided task hears: finished or erred; `None`
     /// while it is undecided.
-    fn outcome(&self, i: u32) -> Option<FromScheduler> {
+    /// `copies`: how many clients it goes to.
+    fn outcome(&mut self, i: u32, copies: usize) -> Option<FromScheduler> {
+        let inline = self.inline_for_clients(i, copies);
         let t = self.task(i);
         Some(match t.state {
             TaskState::Memory => FromScheduler::Finished {
                 key: t.key.clone(),
                 nbytes: t.nbytes,
                 holder: t.who_has.first().copied(),
-                inline: if self.inline.is_empty() { None } else { self.inline.get(&i).map(|data| data.to_vec()) },
+                inline,
             },
             TaskState::Erred => FromScheduler::Erred {
                 key: t.key.clone(),
@@ -910,13 +923,29 @@ impl Scheduler {
         })
     }
 
+    /// A kept small result for `copies` clients' messages, while this
+    /// event's messages to clients are within [`INLINE_MESSAGE_BUDGET`].
+    fn inline_for_clients(&mut self, i: u32, copies: usize) -> Option<Vec<u8>> {
+        if self.inline.is_empty() {
+            return None;
+        }
+        let data = self.inline.get(&i)?;
+        let cost = data.len() * copies;
+        if self.inline_to_clients + cost > INLINE_MESSAGE_BUDGET {
+            return None;
+        }
+        self.inline_to_clients += cost;
+        Some(data.to_vec())
+    }
+
     /// Tells the task's holders its outcome; a fire-and-forget hold ends
     /// here (the caller then releases what nobody else wants).
     fn notify_holders(&mut self, i: u32) {
         if self.task(i).holders.is_empty() {
             return;
         }
-        let Some(msg) = self.outcome(i) else { return };
+        let copies = self.task(i).holders.iter().filter(|&&c| c != FOREVER).count();
+        let Some(msg) = self.outcome(i, copies) else { return };
         self.task_mut(i).holders.remove_one(FOREVER);
         let t = self.task(i);
         let holders = SmallVec::<[ClientId; 2]>::from_slice(&t.holders);
@@ -1041,15 +1070,21 @@ impl Scheduler {
     #[cold]
     fn drop_unread_results(&mut self, i: u32, old: TaskState, stopped_reading: bool) {
         if old == TaskState::Memory && self.task(i).state != TaskState::Memory {
-            self.inline.remove(&i);
+            self.drop_inline(i);
         }
         if stopped_reading {
             for k in 0..self.task(i).deps.len() {
                 let d = self.task(i).deps[k];
                 if self.task(d).waiters == 0 {
-                    self.inline.remove(&d);
+                    self.drop_inline(d);
                 }
             }
+        }
+    }
+
+    fn drop_inline(&mut self, i: u32) {
+        if let Some(data) = self.inline.remove(&i) {
+            self.inline_bytes -= data.len();
         }
     }
 
@@ -1334,6 +1369,7 @@ impl Scheduler {
         });
         self.outbox.steal.send_each(|w, keys| comm.keys(w, KeysRef::Steal(keys)));
         self.outbox.clients.send(|c, msgs| comm.to_client(c, msgs));
+        self.inline_to_clients = 0;
     }
 
     fn resource_index(&mut self, name: &str) -> u32 {

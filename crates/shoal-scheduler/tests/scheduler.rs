@@ -421,3 +421,79 @@ fn small_results_travel_with_the_tasks_that_read_them() {
     let [(_, reader)] = sent.as_slice() else { panic!("expected the reader's compute message, got {sent:?}") };
     assert_eq!(reader.deps[0].inline, None, "a result past the scheduler's limit is fetched");
 }
+
+/// A kept small result goes when its worker does: the recomputed one, with
+/// its own bytes, is what the reader gets next, never the old bytes.
+#[test]
+fn a_small_result_lost_with_its_worker_is_passed_on_anew_when_recomputed() {
+    let mut e = Env::new();
+    let a = e.worker("a", 1);
+    e.worker("b", 1);
+    e.submit(vec![task_on("x", &[], "a"), task_on("y", &["x"], "b")]);
+    compute_msgs(&mut e);
+    let done = FinishedMsg { inline: Some(vec![1, 2, 3]), ..e.report("x", 3, 10) };
+    e.worker_says(a, FromWorker::Finished(vec![done]));
+    compute_msgs(&mut e);
+    // The holder dies before y is done: y must wait for x again.
+    e.s.on_worker_lost(a, &mut e.comm);
+    e.s.check_invariants();
+    assert_eq!(e.s.task_state(&key("x")), Some(TaskState::Queued), "x waits for a worker named a");
+    let a2 = e.worker("a", 1);
+    let sent = compute_msgs(&mut e);
+    assert!(sent.iter().any(|(w, t)| *w == a2 && t.key == key("x")), "{sent:?}");
+    let done = FinishedMsg { inline: Some(vec![7]), ..e.report("x", 1, 10) };
+    e.worker_says(a2, FromWorker::Finished(vec![done]));
+    let sent = compute_msgs(&mut e);
+    let [(_, y)] = sent.as_slice() else { panic!("expected y's compute message, got {sent:?}") };
+    assert_eq!((y.key.prefix(), y.deps[0].inline.as_deref()), ("y", Some(&[7u8][..])));
+}
+
+/// However many tasks on one worker read one kept result, their compute
+/// message carries at most its budget of inline bytes; the rest fetch.
+#[test]
+fn a_compute_message_carries_a_bounded_amount_of_inline_results() {
+    let mut e = Env::new();
+    let a = e.worker("a", 1);
+    e.worker("b", 1000);
+    let readers: Vec<String> = (0..300).map(|n| format!("r{n}")).collect();
+    let mut tasks = vec![task_on("x", &[], "a")];
+    tasks.extend(readers.iter().map(|r| task_on(r, &["x"], "b")));
+    e.submit(tasks);
+    compute_msgs(&mut e);
+    let data = vec![5u8; shoal_proto::INLINE_LIMIT];
+    let done = FinishedMsg { inline: Some(data), ..e.report("x", shoal_proto::INLINE_LIMIT as u64, 10) };
+    e.worker_says(a, FromWorker::Finished(vec![done]));
+    let sent = compute_msgs(&mut e);
+    assert_eq!(sent.len(), 300);
+    let carried: usize = sent.iter().filter_map(|(_, t)| t.deps[0].inline.as_ref()).map(Vec::len).sum();
+    let with = sent.iter().filter(|(_, t)| t.deps[0].inline.is_some()).count();
+    assert!(carried <= shoal_proto::INLINE_MESSAGE_BUDGET, "{carried} bytes inline in one message");
+    assert!(with > 0 && with < 300, "{with} of 300 readers got the data inline");
+    assert!(sent.iter().all(|(_, t)| &*t.deps[0].holders[0] == "tcp://a:1"), "the others are told where it is");
+}
+
+/// The outcomes sent to clients in one event carry a bounded amount of
+/// inline results; the rest are fetched.
+#[test]
+fn outcomes_to_clients_carry_a_bounded_amount_of_inline_results() {
+    let mut e = Env::new();
+    let a = e.worker("a", 1000);
+    let names: Vec<String> = (0..300).map(|n| format!("t{n}")).collect();
+    e.submit(names.iter().map(|n| task(n, &[])).collect());
+    compute_msgs(&mut e);
+    let reports = names
+        .iter()
+        .map(|n| FinishedMsg { inline: Some(vec![1; shoal_proto::INLINE_LIMIT]), ..e.done(n, 65_536) })
+        .collect();
+    e.worker_says(a, FromWorker::Finished(reports));
+    let told = e.client_msgs();
+    assert_eq!(told.len(), 300);
+    let carried: usize = told
+        .iter()
+        .filter_map(|m| match m {
+            FromScheduler::Finished { inline: Some(data), .. } => Some(data.len()),
+            _ => None,
+        })
+        .sum();
+    assert!(carried > 0 && carried <= shoal_proto::INLINE_MESSAGE_BUDGET, "{carried} bytes inline to the client");
+}

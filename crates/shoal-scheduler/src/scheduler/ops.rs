@@ -47,7 +47,7 @@ impl Scheduler {
     /// Tells one client how a decided task ended (another client's
     /// submission of it ended earlier).
     pub(super) fn tell_outcome(&mut self, i: u32, client: ClientId) {
-        if let Some(msg) = self.outcome(i) {
+        if let Some(msg) = self.outcome(i, 1) {
             self.outbox.clients.to(client).push(msg);
         }
     }
@@ -109,6 +109,7 @@ impl Scheduler {
         self.stuck.clear();
         self.stealing.clear();
         self.inline.clear();
+        self.inline_bytes = 0;
         self.tasks = TaskTable::default();
         self.queued = ReadyQueue::default();
         // Messages about tasks that no longer exist are not sent.
