@@ -135,12 +135,7 @@ fn a_dependency_crosses_workers_peer_to_peer() {
     // No result goes through the scheduler: w1 fetches from w0.
     let (_scheduler, workers, address) = cluster_with(0);
     let mut client = Peer::open(&address.to_string(), Role::Client);
-    let a = Key::scalar("inc", Token(1));
-    let b = Key::scalar("double", Token(2));
-    client.send(&ToScheduler::Submit(vec![
-        task(&a, "inc", vec![value(1)], "w0"),
-        task(&b, "double", vec![ArgMsg::Key(a.clone())], "w1"),
-    ]));
+    let (a, b) = submit_inc_then_double(&mut client, 1);
     let outcomes = client.outcomes(&[a.clone(), b.clone()]);
     assert!(
         outcomes
@@ -170,17 +165,8 @@ fn a_small_result_travels_with_the_task_that_reads_it() {
     // A stand-in for the second worker, to see what it is sent.
     let mut w1 = stand_in_worker(address, "w1");
     let mut client = Peer::open(&address.to_string(), Role::Client);
-    let a = Key::scalar("inc", Token(1));
-    let b = Key::scalar("double", Token(2));
-    client.send(&ToScheduler::Submit(vec![
-        task(&a, "inc", vec![value(1)], "w0"),
-        task(&b, "double", vec![ArgMsg::Key(a.clone())], "w1"),
-    ]));
-    let tasks = loop {
-        if let ToWorker::Compute(tasks) = w1.recv::<ToWorker>() {
-            break tasks;
-        }
-    };
+    let (a, b) = submit_inc_then_double(&mut client, 1);
+    let tasks = next_compute(&mut w1);
     assert_eq!(tasks[0].key, b);
     assert_eq!(tasks[0].deps[0].key, a);
     let two = postcard::to_allocvec(&2i64).expect("encodes");
@@ -193,6 +179,26 @@ fn a_small_result_travels_with_the_task_that_reads_it() {
             .any(|m| matches!(m, FromScheduler::Finished { key, inline: Some(data), .. } if *key == a && *data == two)),
         "{outcomes:?}"
     );
+}
+
+/// Submits `a` = inc(`x`) on w0 and `b` = double(`a`) on w1.
+fn submit_inc_then_double(client: &mut Peer, x: i64) -> (Key, Key) {
+    let a = Key::scalar("inc", Token(1));
+    let b = Key::scalar("double", Token(2));
+    client.send(&ToScheduler::Submit(vec![
+        task(&a, "inc", vec![value(x)], "w0"),
+        task(&b, "double", vec![ArgMsg::Key(a.clone())], "w1"),
+    ]));
+    (a, b)
+}
+
+/// The tasks of the next compute message a stand-in worker gets.
+fn next_compute(worker: &mut Peer) -> Vec<shoal_proto::ComputeMsg> {
+    loop {
+        if let ToWorker::Compute(tasks) = worker.recv::<ToWorker>() {
+            return tasks;
+        }
+    }
 }
 
 /// A stand-in worker registered with `scheduler` under `name`, whose data
@@ -224,17 +230,8 @@ fn an_input_that_came_inline_needs_no_holder() {
     let mut w0 = stand_in_worker(address, "w0");
     let w1 = start_worker(WorkerConfig { threads: 1, ..WorkerConfig::new(address, "w1") }).expect("worker");
     let mut client = Peer::open(&address.to_string(), Role::Client);
-    let a = Key::scalar("inc", Token(1));
-    let b = Key::scalar("double", Token(2));
-    client.send(&ToScheduler::Submit(vec![
-        task(&a, "inc", vec![value(4)], "w0"),
-        task(&b, "double", vec![ArgMsg::Key(a.clone())], "w1"),
-    ]));
-    let tasks = loop {
-        if let ToWorker::Compute(tasks) = w0.recv::<ToWorker>() {
-            break tasks;
-        }
-    };
+    let (a, b) = submit_inc_then_double(&mut client, 4);
+    let tasks = next_compute(&mut w0);
     let inline = Some(postcard::to_allocvec(&5i64).expect("encodes"));
     w0.send(&FromWorker::Finished(vec![FinishedMsg {
         id: tasks[0].id,
