@@ -633,7 +633,7 @@ fn prepare_here(
                 Some(value) => value,
                 // Sent along by the scheduler: decoded here, with no detour
                 // through the fetching path.
-                None => match task.deps.iter().find(|d| d.key == *dep).and_then(|d| d.inline.as_deref()) {
+                None => match peer::inline_input(dep, &task.deps) {
                     Some(bytes) => remote.decode_arg(position, bytes).map_err(StoreError::from),
                     None => return Some((task, remote)),
                 },

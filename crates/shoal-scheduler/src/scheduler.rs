@@ -193,7 +193,8 @@ pub struct Scheduler {
     /// waiting for when they finished: they go out with those tasks'
     /// compute messages (see [`FinishedMsg::inline`]), and are dropped
     /// when no active task reads them any more or the task leaves memory.
-    /// (A client holding the task gets it with the news that it finished.)
+    /// (A client holding the task gets it with the news that it finished,
+    /// kept or not.)
     /// Each message carries at most [`INLINE_MESSAGE_BUDGET`] bytes of them,
     /// and all together they are at most [`INLINE_KEPT_TOTAL`].
     inline: FxHashMap<u32, Box<[u8]>>,
@@ -781,16 +782,14 @@ impl Scheduler {
         self.task_mut(i).nbytes = f.nbytes;
         self.add_replica(i, worker);
         self.set_state(i, TaskState::Memory);
-        if let Some(data) = f.inline.filter(|data| {
-            data.len() <= INLINE_LIMIT && self.inline_bytes + data.len() <= INLINE_KEPT_TOTAL && self.task(i).wanted()
-        }) {
+        let inline = f.inline.filter(|data| data.len() <= INLINE_LIMIT);
+        self.notify_holders(i, inline.as_deref());
+        // Kept on only for the tasks that will read it.
+        if let Some(data) =
+            inline.filter(|data| self.task(i).waiters > 0 && self.inline_bytes + data.len() <= INLINE_KEPT_TOTAL)
+        {
             self.inline_bytes += data.len();
             self.inline.insert(i, data.into_boxed_slice());
-        }
-        self.notify_holders(i);
-        // Kept on only for the tasks that will read it.
-        if !self.inline.is_empty() && self.task(i).waiters == 0 {
-            self.drop_inline(i);
         }
         for k in 0..self.task(i).dependents.len() {
             // Placing a dependent never changes this task's dependents.
@@ -860,7 +859,7 @@ impl Scheduler {
             }
             self.task_mut(i).extra_mut().error = Some(error);
             self.set_state(i, TaskState::Erred);
-            self.notify_holders(i);
+            self.notify_holders(i, None);
             let dependents = SmallVec::<[u32; 4]>::from_slice(&self.task(i).dependents);
             for d in dependents {
                 if self.task(d).state.is_active() || self.task(d).state == TaskState::Released {
@@ -902,11 +901,12 @@ impl Scheduler {
         }
     }
 
-    /// What a holder of a decided task hears: finished or erred; `None`
-    /// while it is undecided.
+    /// What a holder of a decided task hears: finished (with its small
+    /// result `inline`, within this event's budget) or erred; `None` while
+    /// it is undecided.
     /// `copies`: how many clients it goes to.
-    fn outcome(&mut self, i: u32, copies: usize) -> Option<FromScheduler> {
-        let inline = self.inline_for_clients(i, copies);
+    fn outcome(&mut self, i: u32, copies: usize, inline: Option<&[u8]>) -> Option<FromScheduler> {
+        let inline = self.inline_for_clients(inline, copies);
         let t = self.task(i);
         Some(match t.state {
             TaskState::Memory => FromScheduler::Finished {
@@ -923,13 +923,10 @@ impl Scheduler {
         })
     }
 
-    /// A kept small result for `copies` clients' messages, while this
-    /// event's messages to clients are within [`INLINE_MESSAGE_BUDGET`].
-    fn inline_for_clients(&mut self, i: u32, copies: usize) -> Option<Vec<u8>> {
-        if self.inline.is_empty() {
-            return None;
-        }
-        let data = self.inline.get(&i)?;
+    /// A small result for `copies` clients' messages, while this event's
+    /// messages to clients are within [`INLINE_MESSAGE_BUDGET`].
+    fn inline_for_clients(&mut self, data: Option<&[u8]>, copies: usize) -> Option<Vec<u8>> {
+        let data = data?;
         let cost = data.len() * copies;
         if self.inline_to_clients + cost > INLINE_MESSAGE_BUDGET {
             return None;
@@ -938,14 +935,15 @@ impl Scheduler {
         Some(data.to_vec())
     }
 
-    /// Tells the task's holders its outcome; a fire-and-forget hold ends
-    /// here (the caller then releases what nobody else wants).
-    fn notify_holders(&mut self, i: u32) {
+    /// Tells the task's holders its outcome (with its small result, if the
+    /// worker sent one); a fire-and-forget hold ends here (the caller then
+    /// releases what nobody else wants).
+    fn notify_holders(&mut self, i: u32, inline: Option<&[u8]>) {
         if self.task(i).holders.is_empty() {
             return;
         }
         let copies = self.task(i).holders.iter().filter(|&&c| c != FOREVER).count();
-        let Some(msg) = self.outcome(i, copies) else { return };
+        let Some(msg) = self.outcome(i, copies, inline) else { return };
         self.task_mut(i).holders.remove_one(FOREVER);
         let t = self.task(i);
         let holders = SmallVec::<[ClientId; 2]>::from_slice(&t.holders);

@@ -30,9 +30,16 @@ const COPY_BELOW_BYTES: usize = 64 << 10;
 /// the (pooled) TCP connection.
 const SHARE_MIN_BYTES: u64 = 1 << 20;
 
-/// Fetches a result from one of the workers that hold it. From a holder on
-/// this host a large result is read from its memory, else through a
-/// shared-memory file; everything else comes over TCP.
+/// The result `key` as it came inside the compute message (see
+/// [`DepLocation::inline`]), if it did.
+pub(crate) fn inline_input<'a>(key: &Key, deps: &'a [DepLocation]) -> Option<&'a [u8]> {
+    deps.iter().find(|d| d.key == *key)?.inline.as_deref()
+}
+
+/// Fetches a result from one of the workers that hold it (or takes it from
+/// the compute message, if it came inline). From a holder on this host a
+/// large result is read from its memory, else through a shared-memory
+/// file; everything else comes over TCP.
 pub(crate) async fn fetch(
     key: &Key,
     deps: &[DepLocation],
@@ -40,11 +47,11 @@ pub(crate) async fn fetch(
     token: Option<&str>,
     max_frame: usize,
 ) -> Option<Bytes> {
-    let dep = deps.iter().find(|d| d.key == *key);
-    if let Some(data) = dep.and_then(|d| d.inline.as_ref()) {
+    if let Some(data) = inline_input(key, deps) {
         // The scheduler sent it along: no round trip.
         return Some(Bytes::copy_from_slice(data));
     }
+    let dep = deps.iter().find(|d| d.key == *key);
     let holders = dep.map(|d| d.holders.clone()).unwrap_or_default();
     // A loan or a file costs a round trip and several system calls: worth it
     // for bulk results only, never for the many small ones.

@@ -47,7 +47,8 @@ impl Scheduler {
     /// Tells one client how a decided task ended (another client's
     /// submission of it ended earlier).
     pub(super) fn tell_outcome(&mut self, i: u32, client: ClientId) {
-        if let Some(msg) = self.outcome(i, 1) {
+        let kept = self.inline.get(&i).cloned();
+        if let Some(msg) = self.outcome(i, 1, kept.as_deref()) {
             self.outbox.clients.to(client).push(msg);
         }
     }
