@@ -307,16 +307,16 @@ pub struct DepRef<'a> {
 ///
 /// ```
 /// use shoal_graph::{Key, Token};
-/// use shoal_proto::{ComputeRef, TaskId, encode_message};
+/// use shoal_proto::{ArgsRef, ComputeRef, TaskId, encode_message};
 ///
 /// let key = Key::scalar("inc", Token(1));
-/// let task = ComputeRef { id: TaskId::new(0, 1), key: &key, func: "inc", args: &[], deps: Default::default(), priority: 0 };
+/// let task = ComputeRef { id: TaskId::new(0, 1), key: &key, func: "inc", args: ArgsRef::Given(&[]), deps: Default::default(), priority: 0 };
 /// let (mut borrowed, mut owned) = (Vec::new(), Vec::new());
 /// encode_message(&task, &mut borrowed).unwrap();
 /// encode_message(&task.to_msg(), &mut owned).unwrap();
 /// assert_eq!(borrowed, owned);
 /// ```
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct ComputeRef<'a> {
     /// Its id, to send back with its result.
     pub id: TaskId,
@@ -325,7 +325,7 @@ pub struct ComputeRef<'a> {
     /// The registered name of its function.
     pub func: &'a str,
     /// Its arguments.
-    pub args: &'a [ArgMsg],
+    pub args: ArgsRef<'a>,
     /// Where its key arguments are.
     pub deps: SmallVec<[DepRef<'a>; 2]>,
     /// Higher runs first.
@@ -340,7 +340,10 @@ impl ComputeRef<'_> {
             id: self.id,
             key: self.key.clone(),
             func: self.func.into(),
-            args: self.args.into(),
+            args: match self.args {
+                ArgsRef::Given(args) => args.into(),
+                ArgsRef::Deps => self.deps.iter().map(|d| ArgMsg::Key(d.key.clone())).collect(),
+            },
             deps: self
                 .deps
                 .iter()
@@ -353,6 +356,59 @@ impl ComputeRef<'_> {
                 .collect(),
             priority: self.priority,
         }
+    }
+}
+
+impl Serialize for ComputeRef<'_> {
+    /// As the derived encoding of [`ComputeMsg`], field by field (a test
+    /// pins the two equal).
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("ComputeMsg", 6)?;
+        s.serialize_field("id", &self.id)?;
+        s.serialize_field("key", self.key)?;
+        s.serialize_field("func", self.func)?;
+        match self.args {
+            ArgsRef::Given(args) => s.serialize_field("args", args)?,
+            ArgsRef::Deps => s.serialize_field("args", &DepKeysAsArgs(&self.deps))?,
+        }
+        s.serialize_field("deps", &self.deps)?;
+        s.serialize_field("priority", &self.priority)?;
+        s.end()
+    }
+}
+
+/// The arguments of a [`ComputeRef`].
+#[derive(Clone, Copy, Debug)]
+pub enum ArgsRef<'a> {
+    /// As submitted.
+    Given(&'a [ArgMsg]),
+    /// Each of [`ComputeRef::deps`] is one argument, in order: the commonest
+    /// arguments of a task graph, which the scheduler does not keep a
+    /// second time (it knows the dependencies already).
+    Deps,
+}
+
+/// Dependencies' keys, encoded as arguments (`ArgMsg::Key` each).
+struct DepKeysAsArgs<'s, 'a>(&'s [DepRef<'a>]);
+
+impl Serialize for DepKeysAsArgs<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for dep in self.0 {
+            seq.serialize_element(&KeyArg(dep.key))?;
+        }
+        seq.end()
+    }
+}
+
+/// A key encoded as `ArgMsg::Key`.
+struct KeyArg<'a>(&'a Key);
+
+impl Serialize for KeyArg<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_newtype_variant("ArgMsg", 1, "Key", self.0)
     }
 }
 

@@ -342,14 +342,22 @@ proptest! {
     fn from_worker_round_trips(msg in from_worker()) { round_trip(&msg)?; }
 
     #[test]
-    fn borrowed_compute_messages_encode_as_owned_ones(tasks in vec(compute(), 0..4)) {
+    fn borrowed_compute_messages_encode_as_owned_ones(mut tasks in vec(compute(), 0..4), keys_only in vec(any::<bool>(), 4)) {
+        // Some tasks' arguments are exactly their dependencies' keys: the
+        // scheduler sends those from the dependencies.
+        for (t, &keys_only) in tasks.iter_mut().zip(&keys_only) {
+            if keys_only {
+                t.args = t.deps.iter().map(|d| ArgMsg::Key(d.key.clone())).collect();
+            }
+        }
         let refs: Vec<ComputeRef<'_>> = tasks
             .iter()
-            .map(|t| ComputeRef {
+            .zip(&keys_only)
+            .map(|(t, &keys_only)| ComputeRef {
                 id: t.id,
                 key: &t.key,
                 func: &t.func,
-                args: &t.args,
+                args: if keys_only { ArgsRef::Deps } else { ArgsRef::Given(&t.args) },
                 deps: t
                     .deps
                     .iter()

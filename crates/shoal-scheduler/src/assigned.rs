@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 use shoal_graph::Key;
-use shoal_proto::{ComputeMsg, ComputeRef, DepRef, INLINE_MESSAGE_BUDGET, TaskId, WorkerId};
+use shoal_proto::{ArgsRef, ComputeMsg, ComputeRef, DepRef, INLINE_MESSAGE_BUDGET, TaskId, WorkerId};
 
 use crate::table::TaskTable;
 use crate::task::Busy;
@@ -99,7 +99,8 @@ impl<'a> Assigned<'a> {
             })
             .collect();
         let func = self.funcs.get(t.func as usize)?;
-        Some(ComputeRef { id: tasks.id(i), key: &t.key, func, args: &t.args, deps, priority: t.priority })
+        let args = t.args.as_deref().map_or(ArgsRef::Deps, ArgsRef::Given);
+        Some(ComputeRef { id: tasks.id(i), key: &t.key, func, args, deps, priority: t.priority })
     }
 }
 

@@ -684,16 +684,25 @@ impl Scheduler {
     fn wire(&mut self, i: u32) {
         let mut deps: IdList<u32> = IdList::default();
         let mut unknown = None;
-        for arg in self.task(i).args.iter() {
+        let args = self.task(i).args.as_deref().unwrap_or_default();
+        // Whether each argument is one dependency's key, each once.
+        let mut deps_only = true;
+        for arg in args {
             let keys = match arg {
                 ArgMsg::Key(k) => std::slice::from_ref(k),
-                ArgMsg::List(ks) => ks.as_slice(),
-                ArgMsg::Value(_) => &[],
+                ArgMsg::List(ks) => {
+                    deps_only = false;
+                    ks.as_slice()
+                }
+                ArgMsg::Value(_) => {
+                    deps_only = false;
+                    &[]
+                }
             };
             for k in keys {
                 match self.tasks.find(k) {
                     Some(d) if !deps.contains(&d) => deps.push(d),
-                    Some(_) => {}
+                    Some(_) => deps_only = false,
                     None => unknown = Some(k.clone()),
                 }
             }
@@ -701,7 +710,12 @@ impl Scheduler {
         for &d in &deps {
             self.task_mut(d).dependents.push(i);
         }
-        self.task_mut(i).deps = deps;
+        let t = self.task_mut(i);
+        if deps_only && unknown.is_none() {
+            // Freed here, in cache, rather than cold when the task goes.
+            t.args = None;
+        }
+        t.deps = deps;
         if let Some(k) = unknown {
             self.fail(i, TaskErrorMsg::UnknownDependency(k));
             return;

@@ -221,15 +221,17 @@ impl TaskTable {
         // The arguments are freed a little later, with others (see
         // `dying_args`); the rest of the record is in cache already.
         let Task { deps, args, .. } = slot.task.take()?;
-        let start = Arc::as_ptr(&args).cast::<i8>();
-        // The arguments and the reference count in front of them.
-        for line in (0..16 + std::mem::size_of_val(&*args)).step_by(64) {
-            prefetch_line(start.wrapping_sub(16).wrapping_add(line));
+        if let Some(args) = args {
+            let start = Arc::as_ptr(&args).cast::<i8>();
+            // The arguments and the reference count in front of them.
+            for line in (0..16 + std::mem::size_of_val(&*args)).step_by(64) {
+                prefetch_line(start.wrapping_sub(16).wrapping_add(line));
+            }
+            if self.dying_args.len() == DYING_ARGS {
+                self.dying_args.clear();
+            }
+            self.dying_args.push(args);
         }
-        if self.dying_args.len() == DYING_ARGS {
-            self.dying_args.clear();
-        }
-        self.dying_args.push(args);
         slot.generation = slot.generation.wrapping_add(1);
         self.places[i as usize] = EMPTY;
         self.stale[i as usize] = true;

@@ -76,7 +76,11 @@ pub(crate) struct Task {
     pub(crate) seq: u32,
     /// Its function, by number (see `Scheduler::func_number`).
     pub(crate) func: u32,
-    pub(crate) args: Arc<[ArgMsg]>,
+    /// Its arguments as submitted; `None` once they are known to be its
+    /// dependencies' keys, one argument each, in order (the usual shape
+    /// of a task graph): `deps` says the same, and the submitted copy, a
+    /// hundred bytes or more, is freed at once instead of with the task.
+    pub(crate) args: Option<Arc<[ArgMsg]>>,
 }
 
 /// The rarely used part of a task's record.
@@ -98,7 +102,7 @@ impl Task {
         Task {
             key,
             func,
-            args,
+            args: Some(args),
             deps: IdList::default(),
             dependents: IdList::default(),
             state: TaskState::Released,

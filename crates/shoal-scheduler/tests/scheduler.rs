@@ -3,9 +3,12 @@
 
 mod support;
 
+use std::collections::HashMap;
+
+use shoal_graph::Key;
 use shoal_proto::{
-    ClientId, ComputeMsg, FinishedMsg, FromScheduler, FromWorker, TaskErrorMsg, TaskId, TaskMsg, ToScheduler, ToWorker,
-    WorkerId,
+    ArgMsg, ClientId, ComputeMsg, FinishedMsg, FromScheduler, FromWorker, TaskErrorMsg, TaskId, TaskMsg, ToScheduler,
+    ToWorker, WorkerId,
 };
 use shoal_scheduler::TaskState;
 use support::{Env, key, task, worker_info};
@@ -366,6 +369,35 @@ fn a_burst_of_reports_is_answered_with_one_message_per_worker() {
     e.s.check_invariants();
     assert_eq!(e.computed(), vec![(w, vec!["p".to_string(), "q".to_string()])], "both dependents in one message");
     assert_eq!(e.s.workers()[0].memory, 16);
+}
+
+/// A worker gets each task's arguments exactly as submitted, whatever
+/// their shape: the scheduler keeps no copy of arguments that are just the
+/// dependencies' keys, and rebuilds those from the dependencies.
+#[test]
+fn compute_messages_carry_the_arguments_as_submitted() {
+    let mut e = Env::new();
+    let w = e.worker("a", 8);
+    e.submit(vec![task("a", &[]), task("b", &[])]);
+    compute_msgs(&mut e);
+    e.finish(w, "a", 8);
+    e.finish(w, "b", 8);
+    let with_args = |name: &str, args: Vec<ArgMsg>| TaskMsg { args: args.into(), ..task(name, &[]) };
+    let shapes = vec![
+        with_args("keys", vec![ArgMsg::Key(key("b")), ArgMsg::Key(key("a"))]),
+        with_args("twice", vec![ArgMsg::Key(key("a")), ArgMsg::Key(key("a"))]),
+        with_args("mixed", vec![ArgMsg::Value(vec![7]), ArgMsg::Key(key("a"))]),
+        with_args("list", vec![ArgMsg::List(vec![key("a"), key("b")])]),
+        with_args("none", vec![]),
+    ];
+    let submitted: HashMap<Key, Vec<ArgMsg>> = shapes.iter().map(|t| (t.key.clone(), t.args.to_vec())).collect();
+    e.submit(shapes);
+    let sent = compute_msgs(&mut e);
+    assert_eq!(sent.len(), submitted.len());
+    for (_, t) in sent {
+        assert_eq!(t.args.to_vec(), submitted[&t.key], "{}", t.key);
+    }
+    e.s.check_invariants();
 }
 
 /// The compute messages sent since the last look, with each task's id
