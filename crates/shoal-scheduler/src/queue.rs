@@ -25,7 +25,14 @@ pub(crate) struct Ready {
 pub(crate) struct ReadyQueue {
     /// Never holds an empty lane.
     lanes: BTreeMap<Reverse<i32>, Lane>,
+    /// The last lane emptied, kept for the next new one: a queue that
+    /// empties and fills again at every burst would otherwise grow a fresh
+    /// FIFO each time. Kept only up to [`SPARE_ROOM`] entries of room, so
+    /// that an idle scheduler does not hold the room of its longest queue.
+    spare: Option<Lane>,
 }
+
+const SPARE_ROOM: usize = 1 << 16;
 
 #[derive(Default)]
 struct Lane {
@@ -57,7 +64,7 @@ impl Lane {
 
 impl ReadyQueue {
     pub(crate) fn push(&mut self, priority: i32, ready: Ready) {
-        let lane = self.lanes.entry(Reverse(priority)).or_default();
+        let lane = self.lanes.entry(Reverse(priority)).or_insert_with(|| self.spare.take().unwrap_or_default());
         if lane.in_order.back().is_none_or(|last| *last < ready) {
             lane.in_order.push_back(ready);
         } else {
@@ -76,7 +83,10 @@ impl ReadyQueue {
         let priority = lane.key().0;
         let ready = lane.get_mut().take_first();
         if lane.get().is_empty() {
-            lane.remove();
+            let lane = lane.remove();
+            if lane.in_order.capacity() <= SPARE_ROOM {
+                self.spare = Some(lane);
+            }
         }
         ready.map(|r| (priority, r))
     }

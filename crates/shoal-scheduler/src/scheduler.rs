@@ -960,10 +960,13 @@ impl Scheduler {
         let Some(msg) = self.outcome(i, copies, inline) else { return };
         self.task_mut(i).holders.remove_one(FOREVER);
         let t = self.task(i);
-        let holders = SmallVec::<[ClientId; 2]>::from_slice(&t.holders);
+        let mut holders = SmallVec::<[ClientId; 2]>::from_slice(&t.holders);
+        // The last holder (usually the only one) gets the message itself.
+        let Some(last) = holders.pop() else { return };
         for c in holders {
             self.outbox.clients.to(c).push(msg.clone());
         }
+        self.outbox.clients.to(last).push(msg);
     }
 
     /// Frees a result nobody wants any more (its spec stays while dependents
