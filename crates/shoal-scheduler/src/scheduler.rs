@@ -269,10 +269,14 @@ impl Scheduler {
                 // on their way while this one is released.
                 const AHEAD: usize = 8;
                 keys.iter().take(AHEAD).for_each(|k| self.tasks.prefetch_key(k));
+                keys.iter().take(AHEAD / 2).for_each(|k| self.tasks.prefetch_record_of(k));
                 let mut released = Vec::with_capacity(keys.len());
                 for (n, key) in keys.iter().enumerate() {
                     if let Some(ahead) = keys.get(n + AHEAD) {
                         self.tasks.prefetch_key(ahead);
+                    }
+                    if let Some(ahead) = keys.get(n + AHEAD / 2) {
+                        self.tasks.prefetch_record_of(ahead);
                     }
                     if let Some(i) = self.tasks.find(key) {
                         self.task_mut(i).holders.remove_one(client);
@@ -368,8 +372,9 @@ impl Scheduler {
             processing: 0,
             threads: u64::from(info.threads.max(1)),
             address: Some(info.data_address.as_str().into()),
+            last_seen_us: now_us,
         };
-        let worker = Worker { info, available, last_seen_us: now_us };
+        let worker = Worker { info, available };
         self.loads.insert(id, 0);
         self.workers.insert(id, worker);
         self.flush(comm);
@@ -395,13 +400,17 @@ impl Scheduler {
     }
 
     fn worker_message(&mut self, worker: WorkerId, msg: FromWorker, now_us: u64, lookahead: &mut Lookahead) {
-        let Some(w) = self.workers.get_mut(&worker) else {
+        let Some(b) = self.busy.get_mut(worker.0 as usize).filter(|b| b.address.is_some()) else {
             return;
         };
-        w.last_seen_us = now_us;
+        b.last_seen_us = now_us;
         match msg {
             FromWorker::Register(_) => {}
-            FromWorker::Heartbeat { memory } => w.info.memory = memory,
+            FromWorker::Heartbeat { memory } => {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.info.memory = memory;
+                }
+            }
             FromWorker::Paused(paused) => self.set_paused(worker, paused),
             FromWorker::Finished(done) => {
                 for f in done {
@@ -517,8 +526,13 @@ impl Scheduler {
     /// Time passes: workers silent for too long are lost, idle workers steal.
     pub fn on_tick(&mut self, now_us: u64, comm: &mut impl Comm) {
         let timeout = self.config.worker_timeout_us;
-        let silent: Vec<WorkerId> =
-            self.workers.values().filter(|w| now_us.saturating_sub(w.last_seen_us) > timeout).map(Worker::id).collect();
+        let mut silent: Vec<WorkerId> = self
+            .workers
+            .keys()
+            .copied()
+            .filter(|w| self.busy(*w).is_some_and(|b| now_us.saturating_sub(b.last_seen_us) > timeout))
+            .collect();
+        silent.sort_unstable();
         for w in silent {
             self.on_worker_lost(w, comm);
         }
@@ -626,9 +640,15 @@ impl Scheduler {
         for ahead in msgs.as_slice().iter().take(AHEAD) {
             self.prefetch_msg(ahead);
         }
+        for ahead in msgs.as_slice().iter().take(AHEAD / 2) {
+            self.prefetch_inputs(ahead);
+        }
         while let Some(msg) = msgs.next() {
             if let Some(ahead) = msgs.as_slice().get(AHEAD - 1) {
                 self.prefetch_msg(ahead);
+            }
+            if let Some(ahead) = msgs.as_slice().get(AHEAD / 2 - 1) {
+                self.prefetch_inputs(ahead);
             }
             if let Some(i) = self.tasks.find(&msg.key) {
                 // A key the cluster knows: share it, and bring it back if its
@@ -646,6 +666,19 @@ impl Scheduler {
             }
             let i = self.insert_task(client, msg);
             self.wire(i);
+        }
+    }
+
+    /// The records of a task's inputs, for `wire` to find them (their
+    /// index entries were asked for by [`Scheduler::prefetch_msg`] a few
+    /// tasks earlier).
+    fn prefetch_inputs(&self, msg: &TaskMsg) {
+        for arg in msg.args.iter() {
+            match arg {
+                ArgMsg::Key(k) => self.tasks.prefetch_record_of(k),
+                ArgMsg::List(ks) => ks.iter().for_each(|k| self.tasks.prefetch_record_of(k)),
+                ArgMsg::Value(_) => {}
+            }
         }
     }
 

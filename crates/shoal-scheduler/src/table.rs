@@ -151,6 +151,15 @@ impl TaskTable {
         self.index.prefetch(hash_of(key));
     }
 
+    /// Starts loading the record of the task with this key, once its
+    /// index entry is in cache (asked for with [`TaskTable::prefetch_key`]
+    /// a little earlier): the look-up then finds both without waiting.
+    pub(crate) fn prefetch_record_of(&self, key: &Key) {
+        if let Some(i) = self.index.candidate(hash_of(key)) {
+            self.prefetch(i);
+        }
+    }
+
     pub(crate) fn get_mut(&mut self, i: u32) -> Option<&mut Task> {
         self.slots.get_mut(i as usize).and_then(|s| s.task.as_mut())
     }

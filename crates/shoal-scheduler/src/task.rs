@@ -159,13 +159,6 @@ pub(crate) struct Worker {
     pub(crate) info: WorkerInfo,
     /// Resources not used by its processing tasks, by resource index.
     pub(crate) available: Vec<f64>,
-    pub(crate) last_seen_us: u64,
-}
-
-impl Worker {
-    pub(crate) fn id(&self) -> WorkerId {
-        self.info.id
-    }
 }
 
 /// How busy a worker is and where peers reach it: what every assignment
@@ -183,6 +176,10 @@ pub(crate) struct Busy {
     /// Its data address, shared by the compute messages that name it;
     /// `None` once the worker is gone.
     pub(crate) address: Option<Arc<str>>,
+    /// When it was last heard from: set by every message, so kept here
+    /// rather than in the map of workers (a look-up there per message was
+    /// a cache miss on a large entry).
+    pub(crate) last_seen_us: u64,
 }
 
 impl Busy {
