@@ -88,10 +88,13 @@ struct Lookahead {
 }
 
 impl Lookahead {
-    /// Records are asked for this many completions ahead, their
-    /// dependents' half as many (by then the record has arrived).
+    /// Records are asked for this many completions ahead, their inputs'
+    /// and dependents' half as many (by then the record has arrived), and
+    /// the inputs of the dependents that the completion makes ready half as
+    /// many again (they are read to place those dependents).
     const RECORDS: usize = 16;
     const DEPENDENTS: usize = 8;
+    const SIBLINGS: usize = 4;
 
     /// The lookahead over a burst's completions, with the first ones'
     /// records and dependents asked for already.
@@ -103,6 +106,7 @@ impl Lookahead {
         let slots: Vec<u32> = finished.map(|f| f.id.slot()).collect();
         slots.iter().take(Self::RECORDS).for_each(|&i| tasks.prefetch(i));
         slots.iter().take(Self::DEPENDENTS).for_each(|&i| Self::prefetch_dependents(tasks, i));
+        slots.iter().take(Self::SIBLINGS).for_each(|&i| Self::prefetch_siblings(tasks, i));
         Lookahead { slots, next: 0 }
     }
 
@@ -116,11 +120,24 @@ impl Lookahead {
         if let Some(&i) = self.slots.get(n + Self::DEPENDENTS) {
             Self::prefetch_dependents(tasks, i);
         }
+        if let Some(&i) = self.slots.get(n + Self::SIBLINGS) {
+            Self::prefetch_siblings(tasks, i);
+        }
     }
 
     fn prefetch_dependents(tasks: &TaskTable, i: u32) {
         if let Some(t) = tasks.get(i) {
-            t.dependents.iter().for_each(|&d| tasks.prefetch(d));
+            t.deps.iter().chain(t.dependents.iter()).for_each(|&d| tasks.prefetch(d));
+        }
+    }
+
+    /// The inputs of the dependents that task `i` is the last input of.
+    fn prefetch_siblings(tasks: &TaskTable, i: u32) {
+        let Some(t) = tasks.get(i) else { return };
+        for d in t.dependents.iter().filter_map(|&d| tasks.get(d)) {
+            if d.state == TaskState::Waiting && d.missing == 1 {
+                d.deps.iter().for_each(|&s| tasks.prefetch(s));
+            }
         }
     }
 }
