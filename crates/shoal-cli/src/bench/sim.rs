@@ -12,6 +12,12 @@
 //! fresh memory (on a virtual machine, up to a third more on top of the
 //! scheduler's own cost); that run's figure is reported as
 //! `cold_ns_per_task`.
+//!
+//! Most of that cost is waiting for memory, and on a shared host that wait
+//! varies with the other tenants' load (the same build measured 0.94 µs per
+//! DAG task on a quiet day and 1.3–1.8 µs on a loaded one). So each sample
+//! also reports `memory_latency_ns`, a random read from memory timed in the
+//! same run, as `net-rtt` is the floor reported beside the cluster figures.
 
 use anyhow::Context;
 use serde_json::{Map, Value, json};
@@ -71,6 +77,7 @@ fn run(params: &Value) -> anyhow::Result<Sample> {
     extra.insert("losses".into(), json!(report.losses));
     extra.insert("simulation_s".into(), json!(wall));
     extra.insert("ns_per_task".into(), json!((scheduler_s / count as f64 * 1e9).round()));
+    extra.insert("memory_latency_ns".into(), json!((memory_latency_ns() * 10.0).round() / 10.0));
     let by_call: Map<String, Value> = Call::ALL
         .iter()
         .map(|&call| {
@@ -83,4 +90,69 @@ fn run(params: &Value) -> anyhow::Result<Sample> {
         Call::ALL.iter().map(|&call| (call.name().to_string(), json!(report.scheduler_calls[call as usize]))).collect();
     extra.insert("calls".into(), Value::Object(calls));
     Ok(Sample { seconds: scheduler_s, items: Some(count as f64), extra })
+}
+
+/// Elements in the buffer `memory_latency_ns` reads: 128 MiB, far more
+/// than any cache, as the scheduler's records of a million tasks are.
+const LATENCY_BUFFER: usize = 32 << 20;
+
+/// Reads that `memory_latency_ns` times.
+const LATENCY_READS: usize = 2_000_000;
+
+/// Nanoseconds per read from memory when each read's address depends on
+/// the one before (a walk of one random cycle through a large buffer, so
+/// that neither the caches nor the prefetchers help).
+fn memory_latency_ns() -> f64 {
+    let next = random_cycle(LATENCY_BUFFER);
+    let started = std::time::Instant::now();
+    let mut at = 0u32;
+    for _ in 0..LATENCY_READS {
+        at = next[at as usize];
+    }
+    let elapsed = started.elapsed();
+    std::hint::black_box(at);
+    elapsed.as_secs_f64() * 1e9 / LATENCY_READS as f64
+}
+
+/// `next[i]` for a single cycle through `0..n` in random order (shuffled
+/// with a fixed xorshift generator: the same walk every run).
+fn random_cycle(n: usize) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..n).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let mut next = vec![0u32; n];
+    for pair in order.windows(2) {
+        next[pair[0] as usize] = pair[1];
+    }
+    if let (Some(&last), Some(&first)) = (order.last(), order.first()) {
+        next[last as usize] = first;
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::random_cycle;
+
+    /// The walk visits every element once before it comes back: no short
+    /// loop that would stay in cache.
+    #[test]
+    fn the_walk_is_one_cycle_through_every_element() {
+        let n = 10_007;
+        let next = random_cycle(n);
+        let mut seen = vec![false; n];
+        let mut at = 0usize;
+        for _ in 0..n {
+            assert!(!seen[at], "{at} visited twice");
+            seen[at] = true;
+            at = next[at] as usize;
+        }
+        assert_eq!(at, 0);
+        assert!(seen.iter().all(|&s| s));
+    }
 }
