@@ -22,7 +22,8 @@ impl Peer for ClientId {
 const NONE: u32 = u32::MAX;
 
 /// Messages a handed-over batch's replacement has room for at most: an
-/// idle scheduler should not keep the room of its busiest event.
+/// idle scheduler keeps, per peer its busiest event wrote to, room for
+/// this many messages at most, not the room of that event.
 const ROOM: usize = 1024;
 
 /// Batches of messages by peer.

@@ -27,8 +27,9 @@ pub(crate) struct ReadyQueue {
     lanes: BTreeMap<Reverse<i32>, Lane>,
     /// The last lane emptied, kept for the next new one: a queue that
     /// empties and fills again at every burst would otherwise grow a fresh
-    /// FIFO each time. Kept only up to [`SPARE_ROOM`] entries of room, so
-    /// that an idle scheduler does not hold the room of its longest queue.
+    /// FIFO each time. Kept only while its FIFO and its heap each have room
+    /// for at most [`SPARE_ROOM`] entries, so that an idle scheduler does
+    /// not hold the room of its longest queue.
     spare: Option<Lane>,
 }
 
@@ -84,7 +85,7 @@ impl ReadyQueue {
         let ready = lane.get_mut().take_first();
         if lane.get().is_empty() {
             let lane = lane.remove();
-            if lane.in_order.capacity() <= SPARE_ROOM {
+            if lane.in_order.capacity() <= SPARE_ROOM && lane.late.capacity() <= SPARE_ROOM {
                 self.spare = Some(lane);
             }
         }
@@ -120,5 +121,32 @@ mod tests {
         }
         assert_eq!(out, vec![(1, 3), (1, 9), (0, 2), (0, 5), (0, 6), (0, 7), (0, 8), (-1, 1)]);
         assert!(q.is_empty());
+    }
+
+    /// An emptied lane is kept for the next one only while it is small:
+    /// neither a long FIFO nor a long heap of tasks queued again stays
+    /// behind in an idle scheduler.
+    #[test]
+    fn only_a_small_emptied_lane_is_kept() {
+        let drain = |q: &mut ReadyQueue| while q.pop().is_some() {};
+        let mut q = ReadyQueue::default();
+        for seq in 0..10 {
+            q.push(0, Ready { seq, task: seq });
+        }
+        drain(&mut q);
+        assert!(q.spare.is_some(), "a small lane is kept");
+        let n = 2 * SPARE_ROOM as u32;
+        // Out of order after the first: all but one go to the heap.
+        q.push(0, Ready { seq: n, task: n });
+        for seq in 0..n {
+            q.push(0, Ready { seq, task: seq });
+        }
+        drain(&mut q);
+        assert!(q.spare.is_none(), "a lane with a long heap is dropped");
+        for seq in 0..n {
+            q.push(0, Ready { seq, task: seq });
+        }
+        drain(&mut q);
+        assert!(q.spare.is_none(), "a lane with a long FIFO is dropped");
     }
 }
