@@ -70,23 +70,6 @@ impl KeyIndex {
         }
     }
 
-    /// The first slot under `hash`, unchecked: where a look-up will most
-    /// likely end, to load its record early.
-    pub(crate) fn candidate(&self, hash: u32) -> Option<u32> {
-        let mask = self.entries.len().checked_sub(1)?;
-        let mut p = hash as usize & mask;
-        loop {
-            let e = self.entries[p];
-            if e == VACANT {
-                return None;
-            }
-            if hash_of(e) == hash {
-                return Some(slot_of(e));
-            }
-            p = (p + 1) & mask;
-        }
-    }
-
     /// Starts loading the entry where a look-up of `hash` begins.
     pub(crate) fn prefetch(&self, hash: u32) {
         if let Some(e) = self.entries.get(hash as usize & self.entries.len().wrapping_sub(1)) {

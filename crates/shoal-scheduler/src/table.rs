@@ -155,7 +155,9 @@ impl TaskTable {
     /// index entry is in cache (asked for with [`TaskTable::prefetch_key`]
     /// a little earlier): the look-up then finds both without waiting.
     pub(crate) fn prefetch_record_of(&self, key: &Key) {
-        if let Some(i) = self.index.candidate(hash_of(key)) {
+        // The first slot under the key's hash, unchecked: where the
+        // look-up will most likely end.
+        if let Some(i) = self.index.find(hash_of(key), |_| true) {
             self.prefetch(i);
         }
     }
