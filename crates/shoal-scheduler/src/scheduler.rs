@@ -105,7 +105,7 @@ impl Lookahead {
         });
         let slots: Vec<u32> = finished.map(|f| f.id.slot()).collect();
         slots.iter().take(Self::RECORDS).for_each(|&i| tasks.prefetch(i));
-        slots.iter().take(Self::DEPENDENTS).for_each(|&i| Self::prefetch_dependents(tasks, i));
+        slots.iter().take(Self::DEPENDENTS).for_each(|&i| Self::prefetch_neighbours(tasks, i));
         slots.iter().take(Self::SIBLINGS).for_each(|&i| Self::prefetch_siblings(tasks, i));
         Lookahead { slots, next: 0 }
     }
@@ -118,14 +118,15 @@ impl Lookahead {
             tasks.prefetch(i);
         }
         if let Some(&i) = self.slots.get(n + Self::DEPENDENTS) {
-            Self::prefetch_dependents(tasks, i);
+            Self::prefetch_neighbours(tasks, i);
         }
         if let Some(&i) = self.slots.get(n + Self::SIBLINGS) {
             Self::prefetch_siblings(tasks, i);
         }
     }
 
-    fn prefetch_dependents(tasks: &TaskTable, i: u32) {
+    /// The records of task `i`'s inputs and dependents.
+    fn prefetch_neighbours(tasks: &TaskTable, i: u32) {
         if let Some(t) = tasks.get(i) {
             t.deps.iter().chain(t.dependents.iter()).for_each(|&d| tasks.prefetch(d));
         }
@@ -138,6 +139,19 @@ impl Lookahead {
             if d.state == TaskState::Waiting && d.missing == 1 {
                 d.deps.iter().for_each(|&s| tasks.prefetch(s));
             }
+        }
+    }
+}
+
+/// Calls `f` with each key a task's arguments name, in order, repeats
+/// included. A plain loop: as a `flat_map` iterator it cost 70 more
+/// instructions per task on the submission path.
+fn for_each_input_key<'a>(args: &'a [ArgMsg], mut f: impl FnMut(&'a Key)) {
+    for arg in args {
+        match arg {
+            ArgMsg::Key(k) => f(k),
+            ArgMsg::List(ks) => ks.iter().for_each(&mut f),
+            ArgMsg::Value(_) => {}
         }
     }
 }
@@ -690,24 +704,12 @@ impl Scheduler {
     /// index entries were asked for by [`Scheduler::prefetch_msg`] a few
     /// tasks earlier).
     fn prefetch_inputs(&self, msg: &TaskMsg) {
-        for arg in msg.args.iter() {
-            match arg {
-                ArgMsg::Key(k) => self.tasks.prefetch_record_of(k),
-                ArgMsg::List(ks) => ks.iter().for_each(|k| self.tasks.prefetch_record_of(k)),
-                ArgMsg::Value(_) => {}
-            }
-        }
+        for_each_input_key(&msg.args, |k| self.tasks.prefetch_record_of(k));
     }
 
     fn prefetch_msg(&self, msg: &TaskMsg) {
         self.tasks.prefetch_key(&msg.key);
-        for arg in msg.args.iter() {
-            match arg {
-                ArgMsg::Key(k) => self.tasks.prefetch_key(k),
-                ArgMsg::List(ks) => ks.iter().for_each(|k| self.tasks.prefetch_key(k)),
-                ArgMsg::Value(_) => {}
-            }
-        }
+        for_each_input_key(&msg.args, |k| self.tasks.prefetch_key(k));
     }
 
     fn insert_task(&mut self, client: ClientId, msg: TaskMsg) -> u32 {

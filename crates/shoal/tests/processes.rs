@@ -57,6 +57,13 @@ fn worker_processes_run_tasks_and_leave_nothing_behind() {
     }
 }
 
+/// Sends SIGKILL to a worker process, as an operator or the kernel's
+/// out-of-memory killer would.
+fn kill(pid: u32) {
+    let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill runs");
+    assert!(killed.success(), "kill -9 {pid}");
+}
+
 #[test]
 fn a_worker_killed_mid_computation_does_not_change_the_result() {
     let cluster = LocalCluster::builder().processes(true).workers(2).threads_per_worker(1).build().expect("cluster");
@@ -64,8 +71,7 @@ fn a_worker_killed_mid_computation_does_not_change_the_result() {
     let futures = client.map(slow_square, 0..40u64);
     std::thread::sleep(Duration::from_millis(150));
     let victim = cluster.worker_pids()[0];
-    let killed = std::process::Command::new("kill").args(["-9", &victim.to_string()]).status().expect("kill runs");
-    assert!(killed.success());
+    kill(victim);
     let values = client.gather(&futures).expect("every task still finishes");
     assert_eq!(values, (0..40u64).map(|x| x * x).collect::<Vec<_>>());
 }
@@ -96,9 +102,7 @@ fn finished_results_lost_with_a_killed_worker_are_recomputed_when_gathered() {
     let victim_holds = holders.iter().filter(|h| h.contains(&victim_name)).count();
     assert!(victim_holds > 0);
     let pids = client.run(pid, (0u64,)).expect("runs");
-    let killed =
-        std::process::Command::new("kill").args(["-9", &pids[&victim_name].to_string()]).status().expect("kill");
-    assert!(killed.success());
+    kill(pids[&victim_name]);
     // Gathered at once: the scheduler may not even know yet that the worker is gone.
     let values = client.gather(&futures).expect("lost results are computed again");
     assert_eq!(values, (0..6u64).map(|x| vec![x * x; 4096]).collect::<Vec<_>>());
@@ -120,8 +124,7 @@ fn small_results_reported_to_the_client_outlive_their_worker() {
     let futures = client.map(cube, 0..6u64);
     shoal::wait(&futures);
     for pid in cluster.worker_pids() {
-        let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
-        assert!(killed.success());
+        kill(pid);
     }
     // Without a worker nothing could be fetched or computed again: if the
     // client went looking for them, it would wait for ever.
