@@ -81,8 +81,8 @@ impl<'a> Assigned<'a> {
             .filter_map(|&d| Some((d, tasks.get(d)?)))
             .map(|(d, dep)| DepRef {
                 key: &dep.key,
-                holders: dep
-                    .who_has
+                holders: tasks
+                    .who_has(d)
                     .iter()
                     .filter_map(|h: &WorkerId| busy.get(h.0 as usize).and_then(|b| b.address.as_deref()))
                     .collect(),
@@ -99,7 +99,7 @@ impl<'a> Assigned<'a> {
             })
             .collect();
         let func = self.funcs.get(t.func as usize)?;
-        let args = t.args.as_deref().map_or(ArgsRef::Deps, ArgsRef::Given);
+        let args = tasks.args(i).map_or(ArgsRef::Deps, ArgsRef::Given);
         Some(ComputeRef { id: tasks.id(i), key: &t.key, func, args, deps, priority: t.priority })
     }
 }

@@ -2,8 +2,6 @@
 
 use std::ops::Deref;
 
-use shoal_proto::{ClientId, WorkerId};
-
 /// A four-byte id.
 pub(crate) trait Id: Copy + PartialEq {
     /// A filler for unused inline places.
@@ -14,24 +12,17 @@ impl Id for u32 {
     const FILL: u32 = 0;
 }
 
-impl Id for WorkerId {
-    const FILL: WorkerId = WorkerId(0);
-}
-
-impl Id for ClientId {
-    const FILL: ClientId = ClientId(0);
-}
-
 /// A list of ids: up to three inline, more on the heap.
 ///
-/// A task record holds four of these (inputs, dependents, holders of its
-/// result, clients holding it), and a million-task graph keeps a million
-/// records: each byte of a record is a megabyte of memory, and first touches
-/// of fresh memory are the largest cost of a large submission (a page fault
-/// each, measured at 3.4 ns per byte on a virtual machine that hands pages
-/// out lazily). At 16 bytes instead of a `SmallVec`'s 24, and with three
-/// ids inline (most tasks have at most three inputs and dependents), the
-/// four lists save 32 bytes a task.
+/// A task record holds two of these (inputs and dependents), and a
+/// million-task graph keeps a million records: each byte of a record is a
+/// megabyte of memory, and first touches of fresh memory are the largest
+/// cost of a large submission (a page fault each, measured at 3.4 ns per
+/// byte on a virtual machine that hands pages out lazily). At 16 bytes
+/// instead of a `SmallVec`'s 24, and with three ids inline (most tasks have
+/// at most three inputs and dependents), the two lists save 16 bytes a
+/// task. (Lists that hold one id nearly always are smaller still: see
+/// [`crate::spill`].)
 #[derive(Clone, Debug)]
 pub(crate) enum IdList<T: Id> {
     Inline(u8, [T; 3]),
@@ -59,10 +50,6 @@ impl<T: Id> Deref for IdList<T> {
 }
 
 impl<T: Id> IdList<T> {
-    pub(crate) fn one(id: T) -> IdList<T> {
-        IdList::Inline(1, [id; 3])
-    }
-
     pub(crate) fn push(&mut self, id: T) {
         match self {
             IdList::Inline(len, items) if (*len as usize) < items.len() => {
@@ -94,17 +81,6 @@ impl<T: Id> IdList<T> {
             }
             IdList::Heap(items) => items.retain(keep),
         }
-    }
-
-    /// Removes the first occurrence of `id`; whether there was one.
-    pub(crate) fn remove_one(&mut self, id: T) -> bool {
-        let Some(pos) = self.iter().position(|x| *x == id) else { return false };
-        let mut at = 0;
-        self.retain(|_| {
-            at += 1;
-            at - 1 != pos
-        });
-        true
     }
 }
 
@@ -165,21 +141,18 @@ mod tests {
     #[test]
     fn it_is_sixteen_bytes() {
         assert_eq!(std::mem::size_of::<IdList<u32>>(), 16);
-        assert_eq!(std::mem::size_of::<IdList<WorkerId>>(), 16);
     }
 
     #[derive(Clone, Debug)]
     enum Op {
         Push(u32),
         Retain(u32),
-        RemoveOne(u32),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             3 => (0u32..8).prop_map(Op::Push),
             1 => (1u32..4).prop_map(Op::Retain),
-            1 => (0u32..8).prop_map(Op::RemoveOne),
         ]
     }
 
@@ -197,10 +170,6 @@ mod tests {
                     Op::Retain(m) => {
                         list.retain(|x| x % m == 0);
                         model.retain(|x| x % m == 0);
-                    }
-                    Op::RemoveOne(x) => {
-                        let found = model.iter().position(|y| *y == x).map(|p| model.remove(p)).is_some();
-                        prop_assert_eq!(list.remove_one(x), found);
                     }
                 }
                 prop_assert_eq!(&*list, model.as_slice());

@@ -60,6 +60,7 @@ mod queue;
 mod scheduler;
 mod segmented;
 pub mod sim;
+mod spill;
 mod table;
 mod task;
 

@@ -22,6 +22,7 @@ use crate::idlist::IdList;
 use crate::load::LoadIndex;
 use crate::outbox::Batches;
 use crate::queue::{Ready, ReadyQueue};
+use crate::spill::Marked;
 use crate::table::TaskTable;
 use crate::task::{Busy, Extra, Task, TaskState, Worker};
 
@@ -282,9 +283,11 @@ impl Scheduler {
         if !self.clients.remove(&client) {
             return;
         }
-        let held: Vec<u32> = self.tasks.iter().filter(|(_, t)| t.holders.contains(&client)).map(|(i, _)| i).collect();
+        let tasks = &self.tasks;
+        let held: Vec<u32> =
+            tasks.iter().filter(|&(i, _)| tasks.holders(i).contains(&client)).map(|(i, _)| i).collect();
         for i in held {
-            self.task_mut(i).holders.retain(|c| *c != client);
+            self.tasks.retain_holders(i, |c| *c != client);
             self.consider_release(i);
         }
         self.outbox.clients.discard(client);
@@ -310,7 +313,7 @@ impl Scheduler {
                         self.tasks.prefetch_record_of(ahead);
                     }
                     if let Some(i) = self.tasks.find(key) {
-                        self.task_mut(i).holders.remove_one(client);
+                        self.tasks.remove_holder(i, client);
                         released.push(i);
                     }
                 }
@@ -339,7 +342,7 @@ impl Scheduler {
                     .map(|k| {
                         let mut at = Vec::new();
                         if let Some(i) = self.tasks.find(&k) {
-                            for w in &self.task(i).who_has {
+                            for w in self.tasks.who_has(i) {
                                 let Some(worker) = self.workers.get(w) else { continue };
                                 let position = *positions.entry(*w).or_insert_with(|| {
                                     workers.push(worker.info.clone());
@@ -365,10 +368,9 @@ impl Scheduler {
             ToScheduler::FireAndForget(keys) => {
                 for key in keys {
                     let Some(i) = self.tasks.find(&key) else { continue };
-                    let t = self.task(i);
-                    let settled = matches!(t.state, TaskState::Memory | TaskState::Erred);
-                    if !settled && !t.holders.contains(&FOREVER) {
-                        self.task_mut(i).holders.push(FOREVER);
+                    let settled = matches!(self.task(i).state, TaskState::Memory | TaskState::Erred);
+                    if !settled && !self.tasks.holders(i).contains(&FOREVER) {
+                        self.tasks.add_holder(i, FOREVER);
                     }
                 }
             }
@@ -470,9 +472,8 @@ impl Scheduler {
                 // worker, and run the task again once its inputs exist.
                 for m in missing {
                     let Some(d) = self.tasks.find(&m) else { continue };
-                    self.task_mut(d).who_has.retain(|x| *x == worker);
-                    self.tasks.update_place(d);
-                    if self.task(d).state == TaskState::Memory && self.task(d).who_has.is_empty() {
+                    self.tasks.retain_who_has(d, |x| *x == worker);
+                    if self.task(d).state == TaskState::Memory && self.tasks.who_has(d).is_empty() {
                         self.data_lost(d);
                     }
                 }
@@ -527,9 +528,8 @@ impl Scheduler {
             if self.tasks.get(i).is_none() {
                 continue;
             }
-            self.task_mut(i).who_has.retain(|h| *h != worker);
-            self.tasks.update_place(i);
-            if self.task(i).state == TaskState::Memory && self.task(i).who_has.is_empty() {
+            self.tasks.retain_who_has(i, |h| *h != worker);
+            if self.task(i).state == TaskState::Memory && self.tasks.who_has(i).is_empty() {
                 self.data_lost(i);
             }
         }
@@ -581,7 +581,7 @@ impl Scheduler {
 
     /// Workers holding a task's result.
     pub fn who_has(&self, key: &Key) -> Vec<WorkerId> {
-        self.tasks.find(key).map_or_else(Vec::new, |i| self.task(i).who_has.to_vec())
+        self.tasks.find(key).map_or_else(Vec::new, |i| self.tasks.who_has(i).to_vec())
     }
 
     /// The connected workers.
@@ -629,13 +629,15 @@ impl Scheduler {
                 TaskState::Queued | TaskState::Processing(_) => {
                     assert_eq!(missing, 0, "{}: runs before its inputs exist", t.key)
                 }
-                TaskState::Memory => assert!(!t.who_has.is_empty(), "{}: in memory nowhere", t.key),
-                TaskState::Released | TaskState::Erred => assert!(t.who_has.is_empty(), "{}: data kept", t.key),
+                TaskState::Memory => assert!(!self.tasks.who_has(i).is_empty(), "{}: in memory nowhere", t.key),
+                TaskState::Released | TaskState::Erred => {
+                    assert!(self.tasks.who_has(i).is_empty(), "{}: data kept", t.key)
+                }
             }
             if let TaskState::Processing(w) = t.state {
                 assert!(self.workers.contains_key(&w), "{}: processing on {w}, which is gone", t.key);
             }
-            for w in &t.who_has {
+            for w in self.tasks.who_has(i) {
                 assert!(self.workers.contains_key(w), "{}: held by {w}, which is gone", t.key);
             }
             assert!(self.tasks.place_is_current(i), "{}: place", t.key);
@@ -684,8 +686,8 @@ impl Scheduler {
             if let Some(i) = self.tasks.find(&msg.key) {
                 // A key the cluster knows: share it, and bring it back if its
                 // result was released.
-                if msg.held && !self.task(i).holders.contains(&client) {
-                    self.task_mut(i).holders.push(client);
+                if msg.held && !self.tasks.holders(i).contains(&client) {
+                    self.tasks.add_holder(i, client);
                 }
                 if self.task(i).state == TaskState::Released {
                     self.ensure_computed(i);
@@ -695,8 +697,8 @@ impl Scheduler {
                 }
                 continue;
             }
-            let i = self.insert_task(client, msg);
-            self.wire(i);
+            let (i, args) = self.insert_task(client, msg);
+            self.wire(i, args);
         }
     }
 
@@ -712,7 +714,9 @@ impl Scheduler {
         for_each_input_key(&msg.args, |k| self.tasks.prefetch_key(k));
     }
 
-    fn insert_task(&mut self, client: ClientId, msg: TaskMsg) -> u32 {
+    /// Adds a task's record; returns its slot and its arguments, which
+    /// `wire` keeps or drops.
+    fn insert_task(&mut self, client: ClientId, msg: TaskMsg) -> (u32, Arc<[ArgMsg]>) {
         let TaskMsg { key, func, args, priority, retries, resources, workers, held } = msg;
         let group = self.group_index(key.shared_prefix());
         let extra = if resources.is_empty() && workers.is_empty() && retries == 0 {
@@ -724,22 +728,22 @@ impl Scheduler {
         let seq = self.next_seq;
         self.next_seq = seq.wrapping_add(1);
         let func = self.func_number(func);
-        self.tasks.insert(Task {
+        let i = self.tasks.insert(Task {
             extra,
-            holders: if held { IdList::one(client) } else { IdList::default() },
+            holder: if held { client } else { ClientId::NONE },
             group,
-            ..Task::new(key, func, args, priority, seq)
-        })
+            ..Task::new(key, func, priority, seq)
+        });
+        (i, args)
     }
 
     /// Links a new task to its dependencies and starts it on its way.
-    fn wire(&mut self, i: u32) {
+    fn wire(&mut self, i: u32, args: Arc<[ArgMsg]>) {
         let mut deps: IdList<u32> = IdList::default();
         let mut unknown = None;
-        let args = self.task(i).args.as_deref().unwrap_or_default();
         // Whether each argument is one dependency's key, each once.
         let mut deps_only = true;
-        for arg in args {
+        for arg in args.iter() {
             let keys = match arg {
                 ArgMsg::Key(k) => std::slice::from_ref(k),
                 ArgMsg::List(ks) => {
@@ -762,12 +766,12 @@ impl Scheduler {
         for &d in &deps {
             self.task_mut(d).dependents.push(i);
         }
-        let t = self.task_mut(i);
-        if deps_only && unknown.is_none() {
-            // Freed here, in cache, rather than cold when the task goes.
-            t.args = None;
+        // Otherwise they are dropped here, in cache, rather than cold when
+        // the task goes.
+        if !deps_only || unknown.is_some() {
+            self.tasks.keep_args(i, args);
         }
-        t.deps = deps;
+        self.task_mut(i).deps = deps;
         if let Some(k) = unknown {
             self.fail(i, TaskErrorMsg::UnknownDependency(k));
             return;
@@ -830,10 +834,10 @@ impl Scheduler {
             return;
         };
         if self.task(i).state != TaskState::Processing(worker) {
-            if self.task(i).state == TaskState::Memory && !self.task(i).who_has.contains(&worker) {
+            if self.task(i).state == TaskState::Memory && !self.tasks.who_has(i).contains(&worker) {
                 // A stolen task ran on both: keep the extra copy.
                 self.add_replica(i, worker);
-            } else if !self.task(i).who_has.contains(&worker) {
+            } else if !self.tasks.who_has(i).contains(&worker) {
                 self.outbox.release.to(worker).push(f.key);
             }
             return;
@@ -879,8 +883,7 @@ impl Scheduler {
     }
 
     fn add_replica(&mut self, i: u32, worker: WorkerId) {
-        self.task_mut(i).who_has.push(worker);
-        self.tasks.update_place(i);
+        self.tasks.add_who_has(i, worker);
     }
 
     /// The only copies of a result are gone.
@@ -978,7 +981,7 @@ impl Scheduler {
             TaskState::Memory => FromScheduler::Finished {
                 key: t.key.clone(),
                 nbytes: t.nbytes,
-                holder: t.who_has.first().copied(),
+                holder: self.tasks.who_has(i).first().copied(),
                 inline,
             },
             TaskState::Erred => FromScheduler::Erred {
@@ -1005,14 +1008,13 @@ impl Scheduler {
     /// worker sent one); a fire-and-forget hold ends here (the caller then
     /// releases what nobody else wants).
     fn notify_holders(&mut self, i: u32, inline: Option<&[u8]>) {
-        if self.task(i).holders.is_empty() {
+        if !self.task(i).held() {
             return;
         }
-        let copies = self.task(i).holders.iter().filter(|&&c| c != FOREVER).count();
+        let copies = self.tasks.holders(i).iter().filter(|&&c| c != FOREVER).count();
         let Some(msg) = self.outcome(i, copies, inline) else { return };
-        self.task_mut(i).holders.remove_one(FOREVER);
-        let t = self.task(i);
-        let mut holders = SmallVec::<[ClientId; 2]>::from_slice(&t.holders);
+        self.tasks.remove_holder(i, FOREVER);
+        let mut holders = SmallVec::<[ClientId; 2]>::from_slice(self.tasks.holders(i));
         // The last holder (usually the only one) gets the message itself.
         let Some(last) = holders.pop() else { return };
         for c in holders {
@@ -1033,9 +1035,7 @@ impl Scheduler {
         }
         match t.state {
             TaskState::Memory => {
-                let holders = std::mem::take(&mut self.task_mut(i).who_has);
-                self.tasks.update_place(i);
-                for w in holders {
+                for w in self.tasks.take_who_has(i) {
                     let key = self.task(i).key.clone();
                     self.outbox.release.to(w).push(key);
                 }
@@ -1080,9 +1080,8 @@ impl Scheduler {
         let mut stack: SmallVec<[u32; 8]> = smallvec::smallvec![start];
         while let Some(i) = stack.pop() {
             let Some(t) = self.tasks.get(i) else { continue };
-            let forgettable = matches!(t.state, TaskState::Released | TaskState::Erred)
-                && t.holders.is_empty()
-                && t.dependents.is_empty();
+            let forgettable =
+                matches!(t.state, TaskState::Released | TaskState::Erred) && !t.held() && t.dependents.is_empty();
             if !forgettable {
                 continue;
             }
@@ -1195,7 +1194,7 @@ impl Scheduler {
         for &d in &t.deps {
             let dep = self.task(d);
             total = total.saturating_add(dep.nbytes);
-            for &w in &dep.who_has {
+            for &w in self.tasks.who_has(d) {
                 match held.iter_mut().find(|(h, _)| *h == w) {
                     Some((_, bytes)) => *bytes = bytes.saturating_add(dep.nbytes),
                     None => held.push((w, dep.nbytes)),
@@ -1259,9 +1258,8 @@ impl Scheduler {
         let missing_bytes: u64 = t
             .deps
             .iter()
-            .map(|&d| self.task(d))
-            .filter(|d| !d.who_has.contains(&w))
-            .fold(0, |sum, d| sum.saturating_add(d.nbytes));
+            .filter(|&&d| !self.tasks.who_has(d).contains(&w))
+            .fold(0, |sum, &d| sum.saturating_add(self.task(d).nbytes));
         b.load_key().saturating_add(missing_bytes / self.config.bandwidth_bytes_per_us.max(1))
     }
 

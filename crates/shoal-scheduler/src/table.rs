@@ -4,11 +4,13 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use shoal_graph::{Key, KeyBuildHasher};
-use shoal_proto::{ArgMsg, TaskId, WorkerId};
+use shoal_proto::{ArgMsg, ClientId, TaskId, WorkerId};
+use smallvec::SmallVec;
 
 use crate::idlist::IdList;
 use crate::index::{KeyIndex, prefetch_line};
 use crate::segmented::Segmented;
+use crate::spill::{Marked, Spilled};
 use crate::task::{Task, TaskState};
 
 /// Tasks by slot, and slots by key.
@@ -31,13 +33,20 @@ use crate::task::{Task, TaskState};
 /// swept out when the index would otherwise grow.
 ///
 /// Beside the records, a dense array says which worker each task is
-/// processing on and which worker holds its result. A worker's tasks are
+/// processing on and which worker holds its result (the workers, when
+/// several hold it, are in a map beside it: see [`Spilled`]). A worker's tasks are
 /// found by scanning it (when the worker dies, or to steal from it: rare
 /// events), instead of keeping per-worker sets that every assignment,
 /// completion and release would update at a random place in memory.
 pub(crate) struct TaskTable {
     slots: Segmented<Slot>,
     places: Vec<Place>,
+    /// Results held on several workers: which ones.
+    who_has: Spilled<WorkerId>,
+    /// Futures held by several clients: which ones.
+    holders: Spilled<ClientId>,
+    /// By slot: arguments kept as submitted (see `Task::args_kept`).
+    args: Vec<Option<Arc<[ArgMsg]>>>,
     /// Vacant slots, the most recently vacated (still in cache) last.
     free: Vec<u32>,
     index: KeyIndex,
@@ -60,6 +69,9 @@ impl Default for TaskTable {
         TaskTable {
             slots: Segmented::default(),
             places: Vec::new(),
+            who_has: Spilled::default(),
+            holders: Spilled::default(),
+            args: Vec::new(),
             free: Vec::new(),
             index: KeyIndex::default(),
             live: 0,
@@ -80,35 +92,24 @@ const DYING_ARGS: usize = 32;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Place {
     processing: u32,
-    /// The worker in `who_has`, or `SEVERAL` when it has more than one.
-    holder: u32,
+    /// The worker holding its result, [`Marked::NONE`] or
+    /// [`Marked::SEVERAL`] (then they are in `TaskTable::who_has`).
+    holder: WorkerId,
 }
 
-/// The holder of a result kept on several workers: which ones, the record
-/// says.
-const SEVERAL: u32 = u32::MAX - 1;
+const EMPTY: Place = Place { processing: NOWHERE, holder: WorkerId::NONE };
 
-const EMPTY: Place = Place { processing: NOWHERE, holder: NOWHERE };
-
-impl Place {
-    fn of(task: &Task) -> Place {
-        Place {
-            processing: match task.state {
-                TaskState::Processing(w) => w.0,
-                _ => NOWHERE,
-            },
-            holder: match *task.who_has {
-                [] => NOWHERE,
-                [w] => w.0,
-                _ => SEVERAL,
-            },
-        }
+fn processing_of(task: &Task) -> u32 {
+    match task.state {
+        TaskState::Processing(w) => w.0,
+        _ => NOWHERE,
     }
 }
 
-/// Generation and hash in front of the record's hot fields (see [`Task`]).
+/// Generation and hash in front of the record's hot fields (see [`Task`]),
+/// 128 bytes aligned to the cache lines they fill.
 #[derive(Default)]
-#[repr(C)]
+#[repr(C, align(64))]
 struct Slot {
     /// Bumped each time the slot is vacated, so old ids stop matching.
     generation: u32,
@@ -199,6 +200,7 @@ impl TaskTable {
             None => {
                 self.slots.push(Slot { generation: 0, hash, task: None });
                 self.places.push(EMPTY);
+                self.args.push(None);
                 self.stale.push(false);
                 (self.slots.len() - 1) as u32
             }
@@ -231,7 +233,15 @@ impl TaskTable {
         let slot = self.slots.get_mut(i as usize)?;
         // The arguments are freed a little later, with others (see
         // `dying_args`); the rest of the record is in cache already.
-        let Task { deps, args, .. } = slot.task.take()?;
+        let mut task = slot.task.take()?;
+        if task.holder == ClientId::SEVERAL {
+            self.holders.take(i, &mut task.holder);
+        }
+        let place = &mut self.places[i as usize];
+        if place.holder == WorkerId::SEVERAL {
+            self.who_has.take(i, &mut place.holder);
+        }
+        let args = if task.args_kept { self.args[i as usize].take() } else { None };
         if let Some(args) = args {
             let start = Arc::as_ptr(&args).cast::<i8>();
             // The arguments and the reference count in front of them.
@@ -248,7 +258,7 @@ impl TaskTable {
         self.stale[i as usize] = true;
         self.live -= 1;
         self.free.push(i);
-        Some(deps)
+        Some(task.deps)
     }
 
     /// Drops the index entries that match no task: those of vacant slots,
@@ -269,17 +279,91 @@ impl TaskTable {
         self.stale.fill(false);
     }
 
-    /// Records a change of a task's state or of its `who_has` in the array
-    /// of places.
+    /// Records a change of a task's state in the array of places.
     pub(crate) fn update_place(&mut self, i: u32) {
         if let Some(t) = self.get(i) {
-            self.places[i as usize] = Place::of(t);
+            self.places[i as usize].processing = processing_of(t);
         }
     }
 
     /// Whether the array of places agrees with the record.
     pub(crate) fn place_is_current(&self, i: u32) -> bool {
-        self.get(i).is_some_and(|t| self.places[i as usize] == Place::of(t))
+        self.get(i).is_some_and(|t| self.places[i as usize].processing == processing_of(t))
+    }
+
+    /// The workers holding task `i`'s result.
+    pub(crate) fn who_has(&self, i: u32) -> &[WorkerId] {
+        match self.places.get(i as usize) {
+            Some(place) => self.who_has.get(i, &place.holder),
+            None => &[],
+        }
+    }
+
+    pub(crate) fn add_who_has(&mut self, i: u32, w: WorkerId) {
+        if let Some(place) = self.places.get_mut(i as usize) {
+            self.who_has.push(i, &mut place.holder, w);
+        }
+    }
+
+    /// Keeps the holders of task `i`'s result for which `keep` is true.
+    pub(crate) fn retain_who_has(&mut self, i: u32, keep: impl FnMut(&WorkerId) -> bool) {
+        if let Some(place) = self.places.get_mut(i as usize) {
+            self.who_has.retain(i, &mut place.holder, keep);
+        }
+    }
+
+    /// Empties the list of workers holding task `i`'s result, returning it.
+    pub(crate) fn take_who_has(&mut self, i: u32) -> SmallVec<[WorkerId; 2]> {
+        match self.places.get_mut(i as usize) {
+            Some(place) => self.who_has.take(i, &mut place.holder),
+            None => SmallVec::new(),
+        }
+    }
+
+    /// The clients holding task `i`'s future.
+    pub(crate) fn holders(&self, i: u32) -> &[ClientId] {
+        match self.get(i) {
+            Some(t) => self.holders.get(i, &t.holder),
+            None => &[],
+        }
+    }
+
+    pub(crate) fn add_holder(&mut self, i: u32, c: ClientId) {
+        if let Some(t) = self.slots.get_mut(i as usize).and_then(|s| s.task.as_mut()) {
+            self.holders.push(i, &mut t.holder, c);
+        }
+    }
+
+    /// Removes one hold of `c` on task `i`; whether it had one.
+    pub(crate) fn remove_holder(&mut self, i: u32, c: ClientId) -> bool {
+        match self.slots.get_mut(i as usize).and_then(|s| s.task.as_mut()) {
+            Some(t) => self.holders.remove_one(i, &mut t.holder, c),
+            None => false,
+        }
+    }
+
+    /// Keeps the holds on task `i` for which `keep` is true.
+    pub(crate) fn retain_holders(&mut self, i: u32, keep: impl FnMut(&ClientId) -> bool) {
+        if let Some(t) = self.slots.get_mut(i as usize).and_then(|s| s.task.as_mut()) {
+            self.holders.retain(i, &mut t.holder, keep);
+        }
+    }
+
+    /// Task `i`'s arguments as submitted, if they are kept (`None`: they
+    /// are its dependencies' keys, see `Task::args_kept`).
+    pub(crate) fn args(&self, i: u32) -> Option<&[ArgMsg]> {
+        if !self.get(i)?.args_kept {
+            return None;
+        }
+        self.args.get(i as usize)?.as_deref()
+    }
+
+    /// Keeps task `i`'s arguments as submitted.
+    pub(crate) fn keep_args(&mut self, i: u32, args: Arc<[ArgMsg]>) {
+        if let Some(t) = self.slots.get_mut(i as usize).and_then(|s| s.task.as_mut()) {
+            t.args_kept = true;
+            self.args[i as usize] = Some(args);
+        }
     }
 
     /// Every processing task with its worker, in slot order.
@@ -296,7 +380,7 @@ impl TaskTable {
     pub(crate) fn on_worker(&self, w: WorkerId) -> (Vec<u32>, Vec<u32>) {
         let mut held = Vec::new();
         let mut processing = Vec::new();
-        let holds = |p: &Place| (p.holder == w.0) | (p.holder == SEVERAL);
+        let holds = |p: &Place| (p.holder == w) | (p.holder == WorkerId::SEVERAL);
         let concerns = |p: &Place| holds(p) | (p.processing == w.0);
         // Eight places at a time without a branch (the compiler makes it a
         // few vector compares): a worker has a sliver of the tasks.
@@ -306,7 +390,7 @@ impl TaskTable {
             }
             for (k, p) in chunk.iter().enumerate() {
                 let i = (c * 8 + k) as u32;
-                if holds(p) && self.get(i).is_some_and(|t| t.who_has.contains(&w)) {
+                if holds(p) && self.who_has(i).contains(&w) {
                     held.push(i);
                 }
                 if p.processing == w.0 {
@@ -330,14 +414,15 @@ mod tests {
     use super::*;
 
     fn task(n: u64) -> Task {
-        Task::new(Key::scalar("t", Token(u128::from(n))), 1, Vec::new().into(), 0, n as u32)
+        Task::new(Key::scalar("t", Token(u128::from(n))), 1, 0, n as u32)
     }
 
     /// Every task pays for its slot's size in memory and cache misses: a
     /// change that grows it should be a decision, not an accident.
     #[test]
-    fn a_slot_takes_168_bytes() {
-        assert_eq!(std::mem::size_of::<Slot>(), 168);
+    fn a_slot_is_two_cache_lines() {
+        assert_eq!(std::mem::size_of::<Slot>(), 128);
+        assert_eq!(std::mem::align_of::<Slot>(), 64);
     }
 
     /// Forgotten tasks leave their index entries behind: keys forgotten

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use shoal_graph::Key;
-use shoal_proto::{ArgMsg, ClientId, TaskErrorMsg, WorkerId, WorkerInfo};
+use shoal_proto::{ClientId, TaskErrorMsg, WorkerId, WorkerInfo};
 
 use crate::idlist::IdList;
+use crate::spill::Marked;
 
 /// Where a task is.
 ///
@@ -42,16 +43,27 @@ impl TaskState {
 
 /// A task's record. What few tasks have (placement constraints, retries, an
 /// error, worker losses) is boxed apart: every task pays for the size of its
-/// record in cache misses, and in page faults when a large graph comes in
-/// (160 bytes, 168 with the slot's generation and hash: see [`IdList`]). Lists hold up to three
-/// entries inline, which covers most tasks' inputs and dependents without an
-/// allocation, and functions are numbers.
+/// record in cache misses, and in page faults when a large graph comes in.
+/// With the slot's generation and hash it is 128 bytes, two cache lines,
+/// and slots are aligned to them: a record read whole touches two lines,
+/// where the 168 bytes it was touched three or four.
+///
+/// To fit, what is usually short or absent lives apart:
+/// - the workers holding the result are in the table's array of places
+///   (one inline, several in a map beside it, see [`crate::spill`]);
+/// - the clients holding it are one inline here, several in a map;
+/// - arguments kept as submitted are in an array beside the records,
+///   flagged by `args_kept` (most tasks' arguments are just their inputs'
+///   keys, and those are not kept at all).
+///
+/// Lists of inputs and dependents hold up to three entries inline, which
+/// covers most tasks without an allocation, and functions are numbers.
 ///
 /// The fields are laid out by hand (`repr(C)`), in the order the hot paths
-/// read them: after the slot's generation and hash (see `table::Slot`)
-/// come what every look-up and completion reads (state, counters, key,
-/// duration group), then sizes, holders and the graph's edges, and last
-/// what only the compute message needs.
+/// read them: after the slot's generation and hash (see `table::Slot`), the
+/// first line has what every look-up and completion reads (state, counters,
+/// key, duration group, function), the second the sizes and the graph's
+/// edges.
 #[repr(C)]
 pub(crate) struct Task {
     pub(crate) state: TaskState,
@@ -61,26 +73,27 @@ pub(crate) struct Task {
     pub(crate) waiters: u32,
     pub(crate) key: Key,
     pub(crate) group: u32,
+    /// Its function, by number (see `Scheduler::func_number`).
+    pub(crate) func: u32,
     pub(crate) priority: i32,
-    pub(crate) nbytes: u64,
-    pub(crate) who_has: IdList<WorkerId>,
-    /// Tasks (not forgotten) that depend on this one.
-    pub(crate) dependents: IdList<u32>,
-    /// Dependencies, each once.
-    pub(crate) deps: IdList<u32>,
-    pub(crate) extra: Option<Box<Extra>>,
-    pub(crate) holders: IdList<ClientId>,
     /// Submission number, wrapping: it orders equal priorities first come,
     /// first served, and tells a stale ready-queue entry from a live one
     /// (entries leave the queue long before four billion more tasks come).
     pub(crate) seq: u32,
-    /// Its function, by number (see `Scheduler::func_number`).
-    pub(crate) func: u32,
-    /// Its arguments as submitted; `None` once they are known to be its
-    /// dependencies' keys, one argument each, in order (the usual shape
-    /// of a task graph): `deps` says the same, and the submitted copy, a
-    /// hundred bytes or more, is freed at once instead of with the task.
-    pub(crate) args: Option<Arc<[ArgMsg]>>,
+    pub(crate) nbytes: u64,
+    /// Tasks (not forgotten) that depend on this one.
+    pub(crate) dependents: IdList<u32>,
+    /// Dependencies, each once.
+    pub(crate) deps: IdList<u32>,
+    /// The client holding its future, [`Marked::NONE`] or
+    /// [`Marked::SEVERAL`] (see `TaskTable::holders`).
+    pub(crate) holder: ClientId,
+    /// Whether its arguments are kept beside the record (see
+    /// `TaskTable::args`): not when they are its dependencies' keys, one
+    /// argument each, in order (the usual shape of a task graph), which
+    /// `deps` says already.
+    pub(crate) args_kept: bool,
+    pub(crate) extra: Option<Box<Extra>>,
 }
 
 /// The rarely used part of a task's record.
@@ -98,21 +111,20 @@ pub(crate) struct Extra {
 
 impl Task {
     /// A task just submitted: released, linked to nothing, held by nobody.
-    pub(crate) fn new(key: Key, func: u32, args: Arc<[ArgMsg]>, priority: i32, seq: u32) -> Task {
+    pub(crate) fn new(key: Key, func: u32, priority: i32, seq: u32) -> Task {
         Task {
             key,
             func,
-            args: Some(args),
             deps: IdList::default(),
             dependents: IdList::default(),
             state: TaskState::Released,
             missing: 0,
             waiters: 0,
-            who_has: IdList::default(),
             nbytes: 0,
             priority,
             seq,
-            holders: IdList::default(),
+            holder: ClientId::NONE,
+            args_kept: false,
             group: 0,
             extra: None,
         }
@@ -131,7 +143,12 @@ impl Task {
     }
 
     pub(crate) fn wanted(&self) -> bool {
-        !self.holders.is_empty() || self.waiters > 0
+        self.held() || self.waiters > 0
+    }
+
+    /// Whether some client holds its future.
+    pub(crate) fn held(&self) -> bool {
+        self.holder != ClientId::NONE
     }
 
     pub(crate) fn resources(&self) -> &[(u32, f64)] {

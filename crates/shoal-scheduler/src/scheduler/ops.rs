@@ -59,13 +59,12 @@ impl Scheduler {
             if let Some(i) = self.tasks.find(&item.key) {
                 // A key the cluster knows already: share it, and keep the
                 // new copy if the worker is known and did not hold it.
-                if !self.task(i).holders.contains(&client) {
-                    self.task_mut(i).holders.push(client);
+                if !self.tasks.holders(i).contains(&client) {
+                    self.tasks.add_holder(i, client);
                 }
-                let t = self.task(i);
-                if t.state == TaskState::Memory
+                if self.task(i).state == TaskState::Memory
                     && self.workers.contains_key(&item.worker)
-                    && !t.who_has.contains(&item.worker)
+                    && !self.tasks.who_has(i).contains(&item.worker)
                 {
                     self.add_replica(i, item.worker);
                 }
@@ -81,7 +80,7 @@ impl Scheduler {
                 workers: Vec::new(),
                 held: true,
             };
-            let i = self.insert_task(client, msg);
+            let (i, _) = self.insert_task(client, msg);
             if self.workers.contains_key(&item.worker) {
                 self.task_mut(i).nbytes = item.nbytes;
                 self.add_replica(i, item.worker);
@@ -146,7 +145,7 @@ impl Scheduler {
             let reason =
                 if t == i { reason.to_string() } else { format!("it waits for {key}, which cannot run: {reason}") };
             let notice = FromScheduler::NoWorker { key: task.key.clone(), reason };
-            let holders = task.holders.clone();
+            let holders = self.tasks.holders(t).to_vec();
             for c in holders {
                 let outbox = self.outbox.clients.to(c);
                 if !outbox.contains(&notice) {
