@@ -45,6 +45,12 @@ impl KeyIndex {
         self.len
     }
 
+    /// Places for entries, vacant or not.
+    #[cfg(test)]
+    pub(crate) fn entries_len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Whether one more entry needs a rebuild first.
     pub(crate) fn is_full(&self) -> bool {
         2 * (self.len + 1) > self.entries.len()

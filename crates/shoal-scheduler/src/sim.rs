@@ -42,8 +42,8 @@ pub struct SimConfig {
     pub task_us: u64,
     /// Virtual network delay of each message (microseconds).
     pub latency_us: u64,
-    /// When `Some(n)`: at virtual time [`DROP_AT_US`], while the graph
-    /// runs, the client drops every `n`-th of its outputs (by submission
+    /// When `Some(n)`: [`DROP_AT_US`] of virtual time into a graph, while
+    /// it runs, the client drops every `n`-th of its outputs (by submission
     /// order) that is still pending, as a program dropping futures.
     pub drop_outputs_every: Option<u32>,
     /// Virtual workers send every result along with its report (its key's
@@ -81,7 +81,7 @@ pub struct SimReport {
     pub runs: u64,
     /// Workers killed.
     pub losses: u32,
-    /// Virtual time at the end (microseconds).
+    /// Virtual time the graph took (microseconds).
     pub virtual_us: u64,
     /// Wall time spent inside the scheduler's `on_*` functions.
     pub scheduler_time: Duration,
@@ -156,12 +156,14 @@ pub mod graphs {
         }
     }
 
-    fn key(prefix: &str, i: u64) -> Key {
-        Key::scalar(prefix, Token(u128::from(i) + 1))
+    /// The key of task `i` of graph number `graph`.
+    fn key(prefix: &str, graph: u64, i: u64) -> Key {
+        Key::scalar(prefix, Token((u128::from(graph) << 64) + u128::from(i) + 1))
     }
 
     /// A random layered DAG of `n` tasks: each depends on up to three of
     /// the `window` tasks before it. Tasks nothing depends on are held.
+    /// Keys carry the seed: graphs of different seeds share none.
     pub fn random_dag(n: u64, window: u64, seed: u64) -> Vec<TaskMsg> {
         let mut rng = Rng(seed | 1);
         let mut deps: Vec<Vec<u64>> = Vec::with_capacity(n as usize);
@@ -183,24 +185,24 @@ pub mod graphs {
         deps.into_iter()
             .enumerate()
             .map(|(i, d)| {
-                let deps = d.into_iter().map(|j| key("dag", j)).collect();
-                task(key("dag", i as u64), deps, !has_dependent[i], &func)
+                let deps = d.into_iter().map(|j| key("dag", seed, j)).collect();
+                task(key("dag", seed, i as u64), deps, !has_dependent[i], &func)
             })
             .collect()
     }
 
     /// `n` independent map tasks reduced by a tree of `fanin`-way sums; the
-    /// root is held.
-    pub fn map_reduce(n: u64, fanin: usize) -> Vec<TaskMsg> {
+    /// root is held. Graphs of different numbers `graph` share no key.
+    pub fn map_reduce(n: u64, fanin: usize, graph: u64) -> Vec<TaskMsg> {
         let func: Arc<str> = "sim".into();
-        let mut out: Vec<TaskMsg> = (0..n).map(|i| task(key("map", i), vec![], false, &func)).collect();
+        let mut out: Vec<TaskMsg> = (0..n).map(|i| task(key("map", graph, i), vec![], false, &func)).collect();
         let mut level: Vec<Key> = out.iter().map(|t| t.key.clone()).collect();
-        // Numbered on from the maps: task n has the token n + 1.
+        // Numbered on from the maps: task n has the token n + 1 (in its graph).
         let mut next_id = n;
         while level.len() > 1 {
             let mut up = Vec::new();
             for chunk in level.chunks(fanin.max(2)) {
-                let k = key("reduce", next_id);
+                let k = key("reduce", graph, next_id);
                 next_id += 1;
                 out.push(task(k.clone(), chunk.to_vec(), false, &func));
                 up.push(k);
@@ -453,6 +455,10 @@ pub struct Simulation {
     /// Completions each worker has not reported yet (workers report in
     /// batches, as real ones do once per event-loop turn).
     unreported: FxHashMap<WorkerId, Vec<FinishedMsg>>,
+    /// Graphs run so far on this scheduler.
+    graphs: u32,
+    /// Virtual time the current graph started at.
+    graph_start_us: u64,
     report: SimReport,
 }
 
@@ -479,6 +485,8 @@ impl Simulation {
             computed: Vec::new(),
             copies: Vec::new(),
             unreported: FxHashMap::default(),
+            graphs: 0,
+            graph_start_us: 0,
             report: SimReport::default(),
             config,
         };
@@ -486,20 +494,23 @@ impl Simulation {
         for _ in 0..sim.config.workers {
             sim.add_worker();
         }
-        if let Some(every) = sim.config.loss_every_us {
-            let at = sim.rng.below(2 * every) + 1;
-            sim.push(at, Event::Kill);
-        }
-        sim.push(1_000_000, Event::Tick);
-        if sim.config.drop_outputs_every.is_some() {
-            sim.push(DROP_AT_US, Event::DropOutputs);
-        }
         sim
     }
 
     /// Submits tasks (dependencies first), runs until every held task is
     /// done, releases them, and reports.
     pub fn run(mut self, tasks: Vec<TaskMsg>) -> SimReport {
+        self.run_graph(tasks)
+    }
+
+    /// Runs a graph as [`Simulation::run`] does, on the scheduler and
+    /// workers that ran the graphs before: a long-running scheduler's
+    /// steady state, which reuses the memory of the tasks it forgot
+    /// instead of asking the kernel for more. A graph's keys must not be
+    /// those of an earlier graph's outputs (every task is forgotten by the
+    /// end of a run, so any other key is new again).
+    pub fn run_graph(&mut self, tasks: Vec<TaskMsg>) -> SimReport {
+        self.start_graph();
         self.report.tasks = tasks.len();
         self.numbers.reserve(tasks.len());
         for t in &tasks {
@@ -549,7 +560,34 @@ impl Simulation {
         self.finish()
     }
 
-    fn finish(mut self) -> SimReport {
+    /// Clears what the last graph left (its events ended with it) and
+    /// starts this graph's clock-driven events, in virtual time from now.
+    fn start_graph(&mut self) {
+        if self.graphs > 0 {
+            self.report = SimReport::default();
+            self.numbers.clear();
+            self.keys.clear();
+            self.by_slot.clear();
+            self.dep_start = vec![0];
+            self.deps.clear();
+            self.outputs.clear();
+            self.dropped.clear();
+            self.events = Events::default();
+        }
+        self.graphs += 1;
+        let now = self.now;
+        self.graph_start_us = now;
+        if let Some(every) = self.config.loss_every_us {
+            let at = now + self.rng.below(2 * every) + 1;
+            self.push(at, Event::Kill);
+        }
+        self.push(now + 1_000_000, Event::Tick);
+        if self.config.drop_outputs_every.is_some() {
+            self.push(now + DROP_AT_US, Event::DropOutputs);
+        }
+    }
+
+    fn finish(&mut self) -> SimReport {
         let mut outputs: Vec<(u32, Option<Result<(), String>>)> = self.outputs.drain().collect();
         outputs.sort_unstable_by_key(|(t, _)| *t);
         for (t, outcome) in &outputs {
@@ -575,8 +613,8 @@ impl Simulation {
         self.report.violations.append(&mut self.comm.wrong_inline);
         self.report.leaked_tasks = self.scheduler.stats().tasks;
         self.report.leaked_results = self.workers.values().map(|w| w.data.len()).sum();
-        self.report.virtual_us = self.now;
-        self.report
+        self.report.virtual_us = self.now - self.graph_start_us;
+        std::mem::take(&mut self.report)
     }
 
     fn timed<T>(&mut self, call: Call, f: impl FnOnce(&mut Simulation) -> T) -> T {

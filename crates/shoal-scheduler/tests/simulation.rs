@@ -28,7 +28,7 @@ fn a_thousand_workers_run_a_million_task_dag_while_workers_die() {
 #[test]
 fn a_thousand_workers_run_a_million_task_map_reduce_while_workers_die() {
     let config = SimConfig { workers: 1000, threads: 2, seed: 11, loss_every_us: Some(20_000), ..SimConfig::default() };
-    let report = Simulation::new(config).run(graphs::map_reduce(1_000_000, 8));
+    let report = Simulation::new(config).run(graphs::map_reduce(1_000_000, 8, 0));
     assert_clean(&report);
     assert!(report.losses > 0);
     assert_eq!(report.finished, 1);
@@ -89,4 +89,29 @@ fn small_results_passed_on_by_the_scheduler_stay_right_while_workers_die() {
     assert_clean(&report);
     assert!(report.losses > 0, "no worker was lost: the test tests nothing");
     assert!(report.inline_inputs > 50_000, "only {} inputs came with their data", report.inline_inputs);
+}
+
+/// A long-running scheduler: graph after graph on the same scheduler and
+/// workers (while workers die), including one that
+/// brings back an earlier graph's keys after they were all forgotten. Each
+/// graph ends clean, and the memory of forgotten tasks is reused: the
+/// scheduler holds nothing between graphs.
+#[test]
+fn graph_after_graph_on_one_scheduler_each_ends_clean() {
+    let config = SimConfig { workers: 200, threads: 2, seed: 9, loss_every_us: Some(10_000), ..SimConfig::default() };
+    let mut sim = Simulation::new(config);
+    let graphs = [
+        graphs::random_dag(50_000, 500, 1),
+        graphs::map_reduce(50_000, 8, 2),
+        graphs::random_dag(50_000, 500, 3),
+        graphs::random_dag(50_000, 500, 1),
+    ];
+    for (n, graph) in graphs.into_iter().enumerate() {
+        let tasks = graph.len();
+        let report = sim.run_graph(graph);
+        assert_clean(&report);
+        assert_eq!(report.tasks, tasks, "graph {n}");
+        assert!(report.runs >= tasks as u64, "graph {n}: {} runs for {tasks} tasks", report.runs);
+        assert!(report.finished > 0, "graph {n}: no output finished");
+    }
 }

@@ -6,12 +6,17 @@
 //! is kept cheap besides so that it disturbs the scheduler's caches little.
 //! The whole run, simulator included, is reported as `simulation_s`.
 //!
-//! The figure is the scheduler's steady state: the simulation runs twice in
-//! the process and the second run is measured. The first run of a fresh
-//! process also pays for the kernel handing it a few hundred megabytes of
-//! fresh memory (on a virtual machine, up to a third more on top of the
-//! scheduler's own cost); that run's figure is reported as
-//! `cold_ns_per_task`.
+//! The figure is the scheduler's steady state: a second graph of the same
+//! size and shape (other keys) on the scheduler and workers that ran the
+//! first, as a long-running scheduler serves graph after graph, reusing
+//! the memory of the tasks it forgot. Two more figures go beside it:
+//! - `fresh_ns_per_task`: the graph on a new scheduler in the same, warm
+//!   process, whose task table asks the kernel for fresh memory again
+//!   (zeroed pages, faulted in inside the scheduler's calls);
+//! - `cold_ns_per_task`: the first graph of the process, which also pays
+//!   for the kernel handing it a few hundred megabytes for the first time
+//!   (on a virtual machine, up to a third more on top of the scheduler's
+//!   own cost).
 //!
 //! Most of that cost is waiting for memory, and on a shared host that wait
 //! varies with the other tenants' load (the same build measured 0.94 µs per
@@ -53,30 +58,38 @@ fn run(params: &Value) -> anyhow::Result<Sample> {
     let loss_every_us = params.get("loss_every_us").map(|_| param_u64(params, "loss_every_us")).transpose()?;
     let shape = params.get("shape").and_then(Value::as_str).context("parameter shape missing")?;
     let config = SimConfig { workers, threads: 2, seed: 7, loss_every_us, ..SimConfig::default() };
-    let simulate = || -> anyhow::Result<(usize, SimReport, f64)> {
-        let tasks = match shape {
-            "dag" => graphs::random_dag(n, 2_000, 7),
-            "map-reduce" => graphs::map_reduce(n, 8),
-            other => anyhow::bail!("unknown shape {other:?}: dag or map-reduce"),
-        };
+    // Graph `number` of the shape: the same shape and size, other keys.
+    let graph = |number: u64| match shape {
+        "dag" => Ok(graphs::random_dag(n, 2_000, 7 + number)),
+        "map-reduce" => Ok(graphs::map_reduce(n, 8, number)),
+        other => anyhow::bail!("unknown shape {other:?}: dag or map-reduce"),
+    };
+    let simulate = |sim: &mut Simulation, number: u64| -> anyhow::Result<(usize, SimReport, f64)> {
+        let tasks = graph(number)?;
         let count = tasks.len();
         let started = std::time::Instant::now();
-        let report = Simulation::new(config.clone()).run(tasks);
+        let report = sim.run_graph(tasks);
         let wall = started.elapsed().as_secs_f64();
         anyhow::ensure!(report.violations.is_empty(), "simulation violations: {:?}", report.violations.first());
         anyhow::ensure!(report.failed.is_empty(), "outputs failed: {:?}", report.failed.first());
+        anyhow::ensure!(report.leaked_tasks == 0, "{} tasks left in the scheduler", report.leaked_tasks);
         Ok((count, report, wall))
     };
-    let (_, cold, _) = simulate()?;
-    let (count, report, wall) = simulate()?;
+    let mut sim = Simulation::new(config.clone());
+    let (_, cold, _) = simulate(&mut sim, 0)?;
+    let (count, report, wall) = simulate(&mut sim, 1)?;
+    drop(sim);
+    let (_, fresh, _) = simulate(&mut Simulation::new(config.clone()), 0)?;
     let scheduler_s = report.scheduler_time.as_secs_f64();
+    let per_task_ns = |r: &SimReport| (r.scheduler_time.as_secs_f64() / count as f64 * 1e9).round();
     let mut extra = Map::new();
-    extra.insert("cold_ns_per_task".into(), json!((cold.scheduler_time.as_secs_f64() / count as f64 * 1e9).round()));
+    extra.insert("cold_ns_per_task".into(), json!(per_task_ns(&cold)));
+    extra.insert("fresh_ns_per_task".into(), json!(per_task_ns(&fresh)));
     extra.insert("tasks".into(), json!(count));
     extra.insert("runs".into(), json!(report.runs));
     extra.insert("losses".into(), json!(report.losses));
     extra.insert("simulation_s".into(), json!(wall));
-    extra.insert("ns_per_task".into(), json!((scheduler_s / count as f64 * 1e9).round()));
+    extra.insert("ns_per_task".into(), json!(per_task_ns(&report)));
     extra.insert("memory_latency_ns".into(), json!((memory_latency_ns() * 10.0).round() / 10.0));
     let by_call: Map<String, Value> = Call::ALL
         .iter()
