@@ -323,7 +323,15 @@ impl Scheduler {
                 // down (a fifth faster on a million-task release than in
                 // the order the client named them).
                 released.sort_unstable_by(|a, b| b.cmp(a));
-                for i in released {
+                // Forgetting a task reads its inputs' records: ask for a
+                // task's record a few tasks ahead, then for its inputs'.
+                for (n, &i) in released.iter().enumerate() {
+                    if let Some(&ahead) = released.get(n + AHEAD) {
+                        self.tasks.prefetch(ahead);
+                    }
+                    if let Some(&ahead) = released.get(n + AHEAD / 2) {
+                        self.tasks.prefetch_deps(ahead);
+                    }
                     self.consider_release(i);
                 }
             }
@@ -1094,7 +1102,12 @@ impl Scheduler {
             for d in deps {
                 let dep = self.task_mut(d);
                 dep.dependents.retain(|x| *x != i);
+                if dep.dependents.is_empty() && !dep.wanted() {
+                    // It goes next, reading its own inputs' records.
+                    self.tasks.prefetch_deps(d);
+                }
                 stack.push(d);
+                let dep = self.task(d);
                 if dep.state == TaskState::Memory && !dep.wanted() {
                     self.consider_release(d);
                 }
