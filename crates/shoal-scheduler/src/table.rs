@@ -397,24 +397,28 @@ impl TaskTable {
     }
 
     pub(crate) fn add_holder(&mut self, i: u32, c: ClientId) {
-        if let Some(t) = self.slots.get_mut(i as usize).and_then(|s| s.task.as_mut()) {
-            self.holders.push(i, &mut t.holder, c);
+        if let Some((t, holders)) = self.task_and_holders(i) {
+            holders.push(i, &mut t.holder, c);
         }
     }
 
     /// Removes one hold of `c` on task `i`; whether it had one.
     pub(crate) fn remove_holder(&mut self, i: u32, c: ClientId) -> bool {
-        match self.slots.get_mut(i as usize).and_then(|s| s.task.as_mut()) {
-            Some(t) => self.holders.remove_one(i, &mut t.holder, c),
-            None => false,
-        }
+        self.task_and_holders(i).is_some_and(|(t, holders)| holders.remove_one(i, &mut t.holder, c))
     }
 
     /// Keeps the holds on task `i` for which `keep` is true.
     pub(crate) fn retain_holders(&mut self, i: u32, keep: impl FnMut(&ClientId) -> bool) {
-        if let Some(t) = self.slots.get_mut(i as usize).and_then(|s| s.task.as_mut()) {
-            self.holders.retain(i, &mut t.holder, keep);
+        if let Some((t, holders)) = self.task_and_holders(i) {
+            holders.retain(i, &mut t.holder, keep);
         }
+    }
+
+    /// Task `i`'s record and the lists of several holders, borrowed
+    /// together to change its holders.
+    fn task_and_holders(&mut self, i: u32) -> Option<(&mut Task, &mut Spilled<ClientId>)> {
+        let t = self.slots.get_mut(i as usize)?.task.as_mut()?;
+        Some((t, &mut self.holders))
     }
 
     /// Task `i`'s arguments as submitted, if they are kept (`None`: they
@@ -428,7 +432,7 @@ impl TaskTable {
 
     /// Keeps task `i`'s arguments as submitted.
     pub(crate) fn keep_args(&mut self, i: u32, args: Arc<[ArgMsg]>) {
-        if let Some(t) = self.slots.get_mut(i as usize).and_then(|s| s.task.as_mut()) {
+        if let Some(t) = self.get_mut(i) {
             t.args_kept = true;
             self.args[i as usize] = Some(args);
         }
