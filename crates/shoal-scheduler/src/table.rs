@@ -45,8 +45,9 @@ pub(crate) struct TaskTable {
     who_has: Spilled<WorkerId>,
     /// Futures held by several clients: which ones.
     holders: Spilled<ClientId>,
-    /// By slot: arguments kept as submitted (see `Task::args_kept`).
-    args: Vec<Option<Arc<[ArgMsg]>>>,
+    /// By slot: arguments kept as submitted (see `Task::args_kept`). In
+    /// segments, as the records are, so that growing it copies nothing.
+    args: Segmented<Option<Arc<[ArgMsg]>>>,
     /// Vacant slots, taken from the end: first those vacated lately, the
     /// most recent (still in cache) last, after `free[..sorted]`, which is
     /// in descending order, so that older ones are taken in address order.
@@ -82,7 +83,7 @@ impl Default for TaskTable {
             places: Vec::new(),
             who_has: Spilled::default(),
             holders: Spilled::default(),
-            args: Vec::new(),
+            args: Segmented::default(),
             free: Vec::new(),
             sorted: 0,
             index: KeyIndex::default(),
