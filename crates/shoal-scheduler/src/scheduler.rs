@@ -441,7 +441,7 @@ impl Scheduler {
     }
 
     fn worker_message(&mut self, worker: WorkerId, msg: FromWorker, now_us: u64, lookahead: &mut Lookahead) {
-        let Some(b) = self.busy.get_mut(worker.0 as usize).filter(|b| b.address.is_some()) else {
+        let Some(b) = Busy::of_mut(&mut self.busy, worker) else {
             return;
         };
         b.last_seen_us = now_us;
@@ -1293,7 +1293,7 @@ impl Scheduler {
         self.outbox.compute.to(w).push(i);
         self.set_state(i, TaskState::Processing(w));
         self.assigned += 1;
-        if let Some(b) = self.busy.get_mut(w.0 as usize).filter(|b| b.address.is_some()) {
+        if let Some(b) = Busy::of_mut(&mut self.busy, w) {
             b.processing += 1;
             b.occupancy_us = b.occupancy_us.saturating_add(estimate);
             self.loads.update(w, b.load_key());
@@ -1339,7 +1339,7 @@ impl Scheduler {
         if !self.stealing.is_empty() {
             self.stealing.remove(&i);
         }
-        if let Some(b) = self.busy.get_mut(w.0 as usize).filter(|b| b.address.is_some()) {
+        if let Some(b) = Busy::of_mut(&mut self.busy, w) {
             b.processing -= 1;
             b.occupancy_us = b.occupancy_us.saturating_sub(estimate);
             self.loads.update(w, b.load_key());
