@@ -10,7 +10,9 @@ use shoal_graph::remote::{RemoteFunc, require};
 use shoal_graph::{Arg, Key, KeyHashMap, Task, Value};
 use shoal_local::Notify;
 use shoal_net::ClientConnection;
-use shoal_proto::{ArgMsg, FromScheduler, ScatteredMsg, TaskErrorMsg, TaskMsg, ToScheduler, WorkerId, WorkerInfo};
+use shoal_proto::{
+    ArgList, ArgMsg, FromScheduler, ScatteredMsg, TaskErrorMsg, TaskMsg, ToScheduler, WorkerId, WorkerInfo,
+};
 
 use crate::error::Error;
 use crate::future::Status;
@@ -492,11 +494,11 @@ fn encode(
                 None => ArgMsg::Key(k.clone()),
             }),
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<ArgList, _>>()?;
     let msg = TaskMsg {
         key: task.key.clone(),
         func: task.func.name().into(),
-        args: args.into(),
+        args,
         priority: placement.priority,
         retries,
         resources: placement.resources,

@@ -82,7 +82,7 @@ fn task(i: u128) -> TaskMsg {
     TaskMsg {
         key: Key::scalar("inc", Token(i)),
         func: "inc".into(),
-        args: [].into(),
+        args: Default::default(),
         priority: 0,
         retries: 0,
         resources: vec![],

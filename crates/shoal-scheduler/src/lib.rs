@@ -39,7 +39,7 @@
 //! let w = s.on_worker_registered(info, 0, &mut comm);
 //! let client = s.on_client_connected();
 //! let key = Key::scalar("inc", Token(1));
-//! let task = TaskMsg { key: key.clone(), func: "inc".into(), args: [].into(), priority: 0, retries: 0,
+//! let task = TaskMsg { key: key.clone(), func: "inc".into(), args: Default::default(), priority: 0, retries: 0,
 //!                      resources: vec![], workers: vec![], held: true };
 //! s.on_client_message(client, ToScheduler::Submit(vec![task]), &mut comm);
 //! let ToWorker::Compute(sent) = &comm.workers[0].1 else { panic!("expected a compute message") };

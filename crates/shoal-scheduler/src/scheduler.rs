@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rustc_hash::{FxHashMap, FxHashSet};
 use shoal_graph::{Key, Prefix};
 use shoal_proto::{
-    ArgMsg, ClientId, FinishedMsg, FromScheduler, FromWorker, INLINE_LIMIT, INLINE_MESSAGE_BUDGET, KeysRef,
+    ArgList, ArgMsg, ClientId, FinishedMsg, FromScheduler, FromWorker, INLINE_LIMIT, INLINE_MESSAGE_BUDGET, KeysRef,
     SCATTERED_FUNC, TaskErrorMsg, TaskId, TaskMsg, ToScheduler, WorkerId, WorkerInfo,
 };
 use smallvec::SmallVec;
@@ -724,7 +724,7 @@ impl Scheduler {
 
     /// Adds a task's record; returns its slot and its arguments, which
     /// `wire` keeps or drops.
-    fn insert_task(&mut self, client: ClientId, msg: TaskMsg) -> (u32, Arc<[ArgMsg]>) {
+    fn insert_task(&mut self, client: ClientId, msg: TaskMsg) -> (u32, ArgList) {
         let TaskMsg { key, func, args, priority, retries, resources, workers, held } = msg;
         let group = self.group_index(key.shared_prefix());
         let extra = if resources.is_empty() && workers.is_empty() && retries == 0 {
@@ -746,7 +746,7 @@ impl Scheduler {
     }
 
     /// Links a new task to its dependencies and starts it on its way.
-    fn wire(&mut self, i: u32, args: Arc<[ArgMsg]>) {
+    fn wire(&mut self, i: u32, args: ArgList) {
         let mut deps: IdList<u32> = IdList::default();
         let mut unknown = None;
         // Whether each argument is one dependency's key, each once.
@@ -774,10 +774,8 @@ impl Scheduler {
         for &d in &deps {
             self.task_mut(d).dependents.push(i);
         }
-        // Otherwise they are dropped here, in cache, rather than cold when
-        // the task goes.
         if !deps_only || unknown.is_some() {
-            self.tasks.keep_args(i, args);
+            self.tasks.keep_args(i, args.into_vec().into_boxed_slice());
         }
         self.task_mut(i).deps = deps;
         if let Some(k) = unknown {

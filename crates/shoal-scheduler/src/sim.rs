@@ -217,11 +217,11 @@ pub mod graphs {
 }
 
 /// A task as the scheduler gets it from a network shell: decoded from its
-/// frame just before, into memory allocated then (its arguments above
-/// all), not built with the rest of a million-task graph long before and
-/// long gone from the caches. Without this the simulator would charge
-/// the scheduler with cache misses on its input that a shell's scheduler
-/// does not have.
+/// frame just before, into memory allocated then (its arguments, which
+/// spill to the heap past three, above all), not built with the rest of a
+/// million-task graph long before and long gone from the caches. Without
+/// this the simulator would charge the scheduler with cache misses on its
+/// input that a shell's scheduler does not have.
 fn decoded(task: TaskMsg) -> TaskMsg {
     TaskMsg { args: task.args.iter().cloned().collect(), ..task }
 }

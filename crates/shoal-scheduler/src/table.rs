@@ -1,7 +1,6 @@
 //! The scheduler's tasks: records in a slab, found by key through an index.
 
 use std::hash::BuildHasher;
-use std::sync::Arc;
 
 use shoal_graph::{Key, KeyBuildHasher};
 use shoal_proto::{ArgMsg, ClientId, TaskId, WorkerId};
@@ -47,7 +46,7 @@ pub(crate) struct TaskTable {
     holders: Spilled<ClientId>,
     /// By slot: arguments kept as submitted (see `Task::args_kept`). In
     /// segments, as the records are, so that growing it copies nothing.
-    args: Segmented<Option<Arc<[ArgMsg]>>>,
+    args: Segmented<Option<Box<[ArgMsg]>>>,
     /// Vacant slots, taken from the end: first those vacated lately, the
     /// most recent (still in cache) last, after `free[..sorted]`, which is
     /// in descending order, so that older ones are taken in address order.
@@ -70,7 +69,7 @@ pub(crate) struct TaskTable {
     /// would stall the cascade of forgetting on each. Here their lines
     /// are asked for as the task is forgotten and freed some tasks later,
     /// when they have arrived.
-    dying_args: Vec<Arc<[ArgMsg]>>,
+    dying_args: Vec<Box<[ArgMsg]>>,
     /// By slot: the slot is vacant and the index still has the entry of
     /// its last task (under `Slot::hash`).
     stale: Vec<bool>,
@@ -312,10 +311,9 @@ impl TaskTable {
         }
         let args = if task.args_kept { self.args[i as usize].take() } else { None };
         if let Some(args) = args {
-            let start = Arc::as_ptr(&args).cast::<i8>();
-            // The arguments and the reference count in front of them.
-            for line in (0..16 + std::mem::size_of_val(&*args)).step_by(64) {
-                prefetch_line(start.wrapping_sub(16).wrapping_add(line));
+            let start = args.as_ptr().cast::<i8>();
+            for line in (0..std::mem::size_of_val(&*args)).step_by(64) {
+                prefetch_line(start.wrapping_add(line));
             }
             if self.dying_args.len() == DYING_ARGS {
                 self.dying_args.clear();
@@ -432,7 +430,7 @@ impl TaskTable {
     }
 
     /// Keeps task `i`'s arguments as submitted.
-    pub(crate) fn keep_args(&mut self, i: u32, args: Arc<[ArgMsg]>) {
+    pub(crate) fn keep_args(&mut self, i: u32, args: Box<[ArgMsg]>) {
         if let Some(t) = self.get_mut(i) {
             t.args_kept = true;
             self.args[i as usize] = Some(args);

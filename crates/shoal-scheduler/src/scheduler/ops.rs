@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use rustc_hash::FxHashSet;
 use shoal_proto::{
-    ClientId, FromScheduler, SCATTERED_FUNC, ScatteredMsg, TaskErrorMsg, TaskId, TaskMsg, ToWorker, WorkerId,
+    ArgList, ClientId, FromScheduler, SCATTERED_FUNC, ScatteredMsg, TaskErrorMsg, TaskId, TaskMsg, ToWorker, WorkerId,
 };
 
 use super::{Outbox, Scheduler};
@@ -73,7 +73,7 @@ impl Scheduler {
             let msg = TaskMsg {
                 key: item.key,
                 func: SCATTERED_FUNC.into(),
-                args: Vec::new().into(),
+                args: ArgList::new(),
                 priority: 0,
                 retries: 0,
                 resources: Vec::new(),
