@@ -25,8 +25,8 @@ use shoal_graph::remote::{RemoteFunc, require};
 use shoal_graph::{Arg, Func, Key, Task, Value};
 use shoal_local::{Notify, Runtime, Submission};
 use shoal_proto::{
-    ArgMsg, ComputeMsg, FinishedMsg, FromWorker, Hello, HelloReply, Resources, Role, ToWorker, WorkerId, WorkerInfo,
-    check_reply, decode_message, encode_message,
+    ArgMsg, ComputeMsg, FinishedList, FinishedMsg, FromWorker, Hello, HelloReply, Resources, Role, ToWorker, WorkerId,
+    WorkerInfo, check_reply, decode_message, encode_message,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -485,7 +485,7 @@ impl Ctx {
                 }
                 Some(first) = done_rx.recv() => {
                     // Everything finished by now goes in one report.
-                    let mut finished = Vec::new();
+                    let mut finished = FinishedList::new();
                     let mut key = Some(first);
                     while let Some(k) = key {
                         if let Some(report) = complete(&self.state, k, self.config.inline_max) {

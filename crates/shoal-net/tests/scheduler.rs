@@ -115,13 +115,9 @@ fn round_trip_of(addr: SocketAddr, client: &mut Peer, worker: &mut Peer, sent: T
     };
     assert_eq!(tasks[0].key, key);
     let id = tasks[0].id;
-    worker.send(&FromWorker::Finished(vec![FinishedMsg {
-        id,
-        key: key.clone(),
-        nbytes: 8,
-        duration_us: 1,
-        inline: None,
-    }]));
+    worker.send(&FromWorker::Finished(
+        vec![FinishedMsg { id, key: key.clone(), nbytes: 8, duration_us: 1, inline: None }].into(),
+    ));
     let msgs: Vec<FromScheduler> = client.recv();
     assert!(
         matches!(&msgs[..], [FromScheduler::Finished { key: k, nbytes: 8, holder: Some(_), .. }] if *k == key),
@@ -259,7 +255,7 @@ fn hostile_message() -> impl Strategy<Value = Result<ToScheduler, FromWorker>> {
             let items = items.into_iter().map(|(key, w, nbytes)| ScatteredMsg { key, worker: WorkerId(w), nbytes });
             Ok(ToScheduler::Scatter(items.collect()))
         }),
-        proptest::collection::vec(finished, 0..4).prop_map(|f| Err(FromWorker::Finished(f))),
+        proptest::collection::vec(finished, 0..4).prop_map(|f| Err(FromWorker::Finished(f.into()))),
         evil_key().prop_map(|key| Err(FromWorker::Failed { key, message: "no".into() })),
         (evil_key(), keys()).prop_map(|(key, missing)| Err(FromWorker::MissingData { key, missing })),
         keys().prop_map(|k| Err(FromWorker::Stolen(k))),

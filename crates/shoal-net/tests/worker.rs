@@ -233,13 +233,9 @@ fn an_input_that_came_inline_needs_no_holder() {
     let (a, b) = submit_inc_then_double(&mut client, 4);
     let tasks = next_compute(&mut w0);
     let inline = Some(postcard::to_allocvec(&5i64).expect("encodes"));
-    w0.send(&FromWorker::Finished(vec![FinishedMsg {
-        id: tasks[0].id,
-        key: a.clone(),
-        nbytes: 1,
-        duration_us: 1,
-        inline,
-    }]));
+    w0.send(&FromWorker::Finished(
+        vec![FinishedMsg { id: tasks[0].id, key: a.clone(), nbytes: 1, duration_us: 1, inline }].into(),
+    ));
     let outcomes = client.outcomes(std::slice::from_ref(&b));
     assert!(outcomes.iter().any(|m| matches!(m, FromScheduler::Finished { key, .. } if *key == b)), "{outcomes:?}");
     assert_eq!(fetch(&w1.data_address().to_string(), &b), 10, "double(5), with 5 from the compute message");

@@ -157,7 +157,7 @@ fn from_worker() -> impl Strategy<Value = FromWorker> {
         );
     prop_oneof![
         worker_info().prop_map(FromWorker::Register),
-        vec(finished, 0..3).prop_map(FromWorker::Finished),
+        vec(finished, 0..4).prop_map(|f| FromWorker::Finished(f.into())),
         (key(), text()).prop_map(|(key, message)| FromWorker::Failed { key, message }),
         keys().prop_map(FromWorker::Stolen),
         any::<u64>().prop_map(|memory| FromWorker::Heartbeat { memory }),

@@ -45,7 +45,7 @@
 //! let ToWorker::Compute(sent) = &comm.workers[0].1 else { panic!("expected a compute message") };
 //! // The worker reports the task under the id it was sent with.
 //! let done = FinishedMsg { id: sent[0].id, key: key.clone(), nbytes: 8, duration_us: 3, inline: None };
-//! s.on_worker_message(w, FromWorker::Finished(vec![done]), 1, &mut comm);
+//! s.on_worker_message(w, FromWorker::Finished(vec![done].into()), 1, &mut comm);
 //! assert_eq!(s.task_state(&key), Some(TaskState::Memory));
 //! assert_eq!(comm.clients[0].1, FromScheduler::Finished { key, nbytes: 8, holder: Some(w), inline: None });
 //! ```

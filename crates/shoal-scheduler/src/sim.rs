@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use rustc_hash::{FxHashMap, FxHashSet};
 use shoal_graph::{Key, KeyHashMap, Token};
 use shoal_proto::{
-    ArgMsg, ClientId, FinishedMsg, FromScheduler, FromWorker, KeysRef, TaskId, TaskMsg, ToScheduler, ToWorker,
-    WorkerId, WorkerInfo,
+    ArgMsg, ClientId, FinishedList, FinishedMsg, FromScheduler, FromWorker, KeysRef, TaskId, TaskMsg, ToScheduler,
+    ToWorker, WorkerId, WorkerInfo,
 };
 
 use crate::assigned::Assigned;
@@ -454,7 +454,7 @@ pub struct Simulation {
     copies: Vec<u32>,
     /// Completions each worker has not reported yet (workers report in
     /// batches, as real ones do once per event-loop turn).
-    unreported: FxHashMap<WorkerId, Vec<FinishedMsg>>,
+    unreported: FxHashMap<WorkerId, FinishedList>,
     /// Graphs run so far on this scheduler.
     graphs: u32,
     /// Virtual time the current graph started at.

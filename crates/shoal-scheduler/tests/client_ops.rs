@@ -23,7 +23,7 @@ fn scattered_data_is_in_memory_where_it_was_put_and_released_there() {
 
     e.send(ToScheduler::Release(vec![key("data")]));
     assert_eq!(e.s.task_state(&key("data")), Some(TaskState::Memory), "a running task still needs it");
-    e.worker_says(b, FromWorker::Finished(vec![e.done("use", 8)]));
+    e.worker_says(b, FromWorker::Finished(vec![e.done("use", 8)].into()));
     assert_eq!(e.s.task_state(&key("data")), Some(TaskState::Released), "released once nothing needs it");
     assert!(e.comm.workers.contains(&(b, ToWorker::Release(vec![key("data")]))), "{:?}", e.comm.workers);
 }
@@ -83,7 +83,7 @@ fn restart_forgets_everything_and_tells_every_worker_and_client() {
     e.comm.take();
 
     // Late reports of the old workers are ignored; new workers get new work.
-    e.worker_says(a, FromWorker::Finished(vec![e.done("x", 8)]));
+    e.worker_says(a, FromWorker::Finished(vec![e.done("x", 8)].into()));
     assert!(e.comm.workers.is_empty() && e.comm.clients.is_empty());
     let fresh = e.worker_with("a", &[]);
     assert_ne!(fresh, a, "a restarted worker is a new worker");
@@ -183,7 +183,7 @@ fn a_client_submitting_a_key_already_computed_hears_at_once() {
     let w = e.worker_with("a", &[]);
     e.send(ToScheduler::Submit(vec![task("x", &[])]));
     assert_eq!(e.computed(), vec![(w, vec!["x".to_string()])]);
-    e.worker_says(w, FromWorker::Finished(vec![e.done("x", 8)]));
+    e.worker_says(w, FromWorker::Finished(vec![e.done("x", 8)].into()));
     e.client_msgs();
     let late = e.s.on_client_connected();
     e.s.on_client_message(late, ToScheduler::Submit(vec![task("x", &[])]), &mut e.comm);

@@ -280,12 +280,12 @@ fn a_report_is_matched_by_the_id_it_was_sent_with_or_else_by_key() {
     // An id the scheduler never gave (a stale one, after the task was
     // forgotten and submitted again) falls back to the key.
     let stale = FinishedMsg { id: TaskId(u64::MAX), key: key("y"), nbytes: 8, duration_us: 10, inline: None };
-    e.s.on_worker_message(w, FromWorker::Finished(vec![stale]), 1, &mut e.comm);
+    e.s.on_worker_message(w, FromWorker::Finished(vec![stale].into()), 1, &mut e.comm);
     e.s.check_invariants();
     assert_eq!(e.s.task_state(&key("y")), Some(TaskState::Memory));
     // Another task's id with this key is not taken for that task.
     let crossed = FinishedMsg { id: e.ids["x"], key: key("z"), nbytes: 8, duration_us: 10, inline: None };
-    e.s.on_worker_message(w, FromWorker::Finished(vec![crossed]), 1, &mut e.comm);
+    e.s.on_worker_message(w, FromWorker::Finished(vec![crossed].into()), 1, &mut e.comm);
     e.s.check_invariants();
     assert_eq!(e.s.task_state(&key("z")), None);
     assert_eq!(e.comm.take().workers, vec![(w, ToWorker::Release(vec![key("z")]))], "an unknown result is dropped");
@@ -308,7 +308,7 @@ fn a_forgotten_task_s_slot_goes_to_the_next_under_a_new_id() {
     assert_ne!(first, second, "under a new generation");
     // A late duplicate report of x names a slot that now holds y.
     let late = FinishedMsg { id: first, key: key("x"), nbytes: 8, duration_us: 10, inline: None };
-    e.s.on_worker_message(w, FromWorker::Finished(vec![late]), 1, &mut e.comm);
+    e.s.on_worker_message(w, FromWorker::Finished(vec![late].into()), 1, &mut e.comm);
     e.s.check_invariants();
     assert!(matches!(e.s.task_state(&key("y")), Some(TaskState::Processing(_))), "y is not taken for done");
 }
@@ -346,7 +346,7 @@ fn assigned_tasks_encode_as_an_owned_compute_message() {
     for (k, nbytes) in [("x", 8), ("y", 16)] {
         let Some(TaskState::Processing(w)) = e.s.task_state(&key(k)) else { panic!("{k} is not processing") };
         let done = FinishedMsg { id: TaskId(u64::MAX), key: key(k), nbytes, duration_us: 10, inline: None };
-        e.s.on_worker_message(w, FromWorker::Finished(vec![done]), 1, &mut comm);
+        e.s.on_worker_message(w, FromWorker::Finished(vec![done].into()), 1, &mut comm);
     }
     e.s.on_client_message(c, ToScheduler::Submit(vec![task("z", &["x", "y"])]), &mut comm);
     assert!(matches!(e.s.task_state(&key("z")), Some(TaskState::Processing(_))));
@@ -361,9 +361,9 @@ fn a_burst_of_reports_is_answered_with_one_message_per_worker() {
     e.submit(vec![task("x", &[]), task("y", &[]), task("p", &["x"]), task("q", &["y"])]);
     assert_eq!(e.computed(), vec![(w, vec!["x".to_string(), "y".to_string()])]);
     let burst = vec![
-        (w, FromWorker::Finished(vec![e.report("x", 8, 10)])),
+        (w, FromWorker::Finished(vec![e.report("x", 8, 10)].into())),
         (w, FromWorker::Heartbeat { memory: 16 }),
-        (w, FromWorker::Finished(vec![e.report("y", 8, 10)])),
+        (w, FromWorker::Finished(vec![e.report("y", 8, 10)].into())),
     ];
     e.s.on_worker_messages(burst, 1, &mut e.comm);
     e.s.check_invariants();
@@ -431,7 +431,7 @@ fn small_results_travel_with_the_tasks_that_read_them() {
     e.submit(vec![task_on("x", &[], "a"), task_on("y", &["x"], "b")]);
     compute_msgs(&mut e);
     let done = FinishedMsg { inline: Some(vec![1, 2, 3]), ..e.report("x", 3, 10) };
-    e.worker_says(a, FromWorker::Finished(vec![done]));
+    e.worker_says(a, FromWorker::Finished(vec![done].into()));
     let sent = compute_msgs(&mut e);
     let [(to, y)] = sent.as_slice() else { panic!("expected y's compute message, got {sent:?}") };
     assert_eq!((*to, y.key.prefix()), (b, "y"));
@@ -448,7 +448,7 @@ fn small_results_travel_with_the_tasks_that_read_them() {
     e.submit(vec![task_on("big", &[], "a"), task_on("reader", &["big"], "b")]);
     compute_msgs(&mut e);
     let done = FinishedMsg { inline: Some(vec![0; 70_000]), ..e.report("big", 70_000, 10) };
-    e.worker_says(a, FromWorker::Finished(vec![done]));
+    e.worker_says(a, FromWorker::Finished(vec![done].into()));
     let sent = compute_msgs(&mut e);
     let [(_, reader)] = sent.as_slice() else { panic!("expected the reader's compute message, got {sent:?}") };
     assert_eq!(reader.deps[0].inline, None, "a result past the scheduler's limit is fetched");
@@ -464,7 +464,7 @@ fn a_small_result_lost_with_its_worker_is_passed_on_anew_when_recomputed() {
     e.submit(vec![task_on("x", &[], "a"), task_on("y", &["x"], "b")]);
     compute_msgs(&mut e);
     let done = FinishedMsg { inline: Some(vec![1, 2, 3]), ..e.report("x", 3, 10) };
-    e.worker_says(a, FromWorker::Finished(vec![done]));
+    e.worker_says(a, FromWorker::Finished(vec![done].into()));
     compute_msgs(&mut e);
     // The holder dies before y is done: y must wait for x again.
     e.s.on_worker_lost(a, &mut e.comm);
@@ -474,7 +474,7 @@ fn a_small_result_lost_with_its_worker_is_passed_on_anew_when_recomputed() {
     let sent = compute_msgs(&mut e);
     assert!(sent.iter().any(|(w, t)| *w == a2 && t.key == key("x")), "{sent:?}");
     let done = FinishedMsg { inline: Some(vec![7]), ..e.report("x", 1, 10) };
-    e.worker_says(a2, FromWorker::Finished(vec![done]));
+    e.worker_says(a2, FromWorker::Finished(vec![done].into()));
     let sent = compute_msgs(&mut e);
     let [(_, y)] = sent.as_slice() else { panic!("expected y's compute message, got {sent:?}") };
     assert_eq!((y.key.prefix(), y.deps[0].inline.as_deref()), ("y", Some(&[7u8][..])));
@@ -494,7 +494,7 @@ fn a_compute_message_carries_a_bounded_amount_of_inline_results() {
     compute_msgs(&mut e);
     let data = vec![5u8; shoal_proto::INLINE_LIMIT];
     let done = FinishedMsg { inline: Some(data), ..e.report("x", shoal_proto::INLINE_LIMIT as u64, 10) };
-    e.worker_says(a, FromWorker::Finished(vec![done]));
+    e.worker_says(a, FromWorker::Finished(vec![done].into()));
     let sent = compute_msgs(&mut e);
     assert_eq!(sent.len(), 300);
     let carried: usize = sent.iter().filter_map(|(_, t)| t.deps[0].inline.as_ref()).map(Vec::len).sum();

@@ -103,7 +103,7 @@ impl Env {
 
     /// Worker `w` finishes `name` after 10 µs.
     pub(crate) fn finish(&mut self, w: WorkerId, name: &str, nbytes: u64) {
-        let msg = FromWorker::Finished(vec![self.report(name, nbytes, 10)]);
+        let msg = FromWorker::Finished(vec![self.report(name, nbytes, 10)].into());
         self.worker_says(w, msg);
     }
 
