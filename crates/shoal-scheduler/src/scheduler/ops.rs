@@ -70,7 +70,7 @@ impl Scheduler {
                 }
                 continue;
             }
-            let msg = TaskMsg {
+            let mut msg = TaskMsg {
                 key: item.key,
                 func: SCATTERED_FUNC.into(),
                 args: ArgList::new(),
@@ -80,7 +80,7 @@ impl Scheduler {
                 workers: Vec::new(),
                 held: true,
             };
-            let (i, _) = self.insert_task(client, msg);
+            let i = self.insert_task(client, &mut msg);
             if self.workers.contains_key(&item.worker) {
                 self.task_mut(i).nbytes = item.nbytes;
                 self.add_replica(i, item.worker);
