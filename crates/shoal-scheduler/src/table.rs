@@ -332,10 +332,17 @@ impl TaskTable {
     /// of slots taken since by a key of another hash, and repeats (a slot
     /// that got a key of its old hash back after holding another).
     fn sweep(&mut self) {
-        let slots = &self.slots;
+        let (slots, stale) = (&self.slots, &self.stale);
         let mut kept = vec![false; slots.len()];
         // Room for as many tasks again before the next sweep.
         self.index.rebuild(2 * self.live, |i, h| {
+            // A stale slot is vacant: known without reading it, where the
+            // entries (in hash order) would read the slots at random, a
+            // cache miss each (a graph forgotten whole leaves an entry a
+            // task: 1.4 misses per task of the next graph in callgrind).
+            if stale[i as usize] {
+                return false;
+            }
             let s = &slots[i as usize];
             let current = s.task.is_some() && s.hash == h && !kept[i as usize];
             if current {
