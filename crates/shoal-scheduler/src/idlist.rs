@@ -66,6 +66,15 @@ impl<T: Id> IdList<T> {
         }
     }
 
+    /// A copy of the ids and their number, if they are inline: sixteen
+    /// bytes, where a copy of the whole list may allocate.
+    pub(crate) fn inline(&self) -> Option<([T; 3], usize)> {
+        match self {
+            IdList::Inline(len, items) => Some((*items, *len as usize)),
+            IdList::Heap(_) => None,
+        }
+    }
+
     /// Keeps the ids for which `keep` is true, in order.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
         match self {

@@ -881,23 +881,33 @@ impl Scheduler {
             self.inline_bytes += data.len();
             self.inline.insert(i, data.into_boxed_slice());
         }
-        for k in 0..self.task(i).dependents.len() {
-            // Placing a dependent never changes this task's dependents.
-            let d = self.task(i).dependents[k];
-            if self.task(d).state == TaskState::Waiting {
-                let t = self.task_mut(d);
-                t.missing -= 1;
-                if t.missing == 0 {
-                    self.set_state(d, TaskState::Queued);
-                    self.place(d);
+        // Placing a dependent never changes this task's dependents: over a
+        // copy of them when they are inline, else by position.
+        match self.task(i).dependents.inline() {
+            Some((ids, len)) => ids[..len].iter().for_each(|&d| self.input_ready(d)),
+            None => {
+                for k in 0..self.task(i).dependents.len() {
+                    let d = self.task(i).dependents[k];
+                    self.input_ready(d);
                 }
             }
         }
         self.consider_release(i);
-        if self.tasks.get(i).is_some() {
-            let deps = SmallVec::<[u32; 4]>::from_slice(&self.task(i).deps);
-            for d in deps {
+        if let Some(t) = self.tasks.get(i) {
+            for d in t.deps.clone() {
                 self.consider_release(d);
+            }
+        }
+    }
+
+    /// One more of task `d`'s inputs is in memory.
+    fn input_ready(&mut self, d: u32) {
+        if self.task(d).state == TaskState::Waiting {
+            let t = self.task_mut(d);
+            t.missing -= 1;
+            if t.missing == 0 {
+                self.set_state(d, TaskState::Queued);
+                self.place(d);
             }
         }
     }
@@ -1129,22 +1139,29 @@ impl Scheduler {
 
     /// Changes a task's state, keeping its inputs' count of active readers.
     fn set_state(&mut self, i: u32, state: TaskState) {
-        let old = self.task(i).state;
-        self.task_mut(i).state = state;
-        if matches!(old, TaskState::Processing(_)) || matches!(state, TaskState::Processing(_)) {
-            self.tasks.update_place(i);
-        }
+        let Some(old) = self.tasks.set_state(i, state) else {
+            panic!("scheduler invariant: task {i} is referenced but forgotten");
+        };
         let before = old.is_active();
         let after = state.is_active();
         if before != after {
-            // By position, not over a copy: counting changes no edge.
-            for k in 0..self.task(i).deps.len() {
-                let d = self.task(i).deps[k];
-                let dep = self.task_mut(d);
+            let change = |dep: &mut Task| {
                 if after {
                     dep.waiters += 1;
                 } else {
                     dep.waiters -= 1;
+                }
+            };
+            // Over a copy of the inline ids (by position, each input cost
+            // two more look-ups of this record; a `SmallVec` copy cost
+            // more still), else by position.
+            match self.task(i).deps.inline() {
+                Some((ids, len)) => ids[..len].iter().for_each(|&d| change(self.task_mut(d))),
+                None => {
+                    for k in 0..self.task(i).deps.len() {
+                        let d = self.task(i).deps[k];
+                        change(self.task_mut(d));
+                    }
                 }
             }
         }

@@ -354,10 +354,23 @@ impl TaskTable {
     }
 
     /// Records a change of a task's state in the array of places.
-    pub(crate) fn update_place(&mut self, i: u32) {
+    fn update_place(&mut self, i: u32) {
         if let Some(t) = self.get(i) {
             self.places[i as usize].processing = processing_of(t);
         }
+    }
+
+    /// Changes task `i`'s state, and its place when it starts or stops
+    /// processing; returns the state it had. One look-up of the record,
+    /// where the scheduler's state changes (five in a task's life) had
+    /// looked it up three times each.
+    pub(crate) fn set_state(&mut self, i: u32, state: TaskState) -> Option<TaskState> {
+        let t = self.slots.get_mut(i as usize)?.task.as_mut()?;
+        let old = std::mem::replace(&mut t.state, state);
+        if matches!(old, TaskState::Processing(_)) || matches!(state, TaskState::Processing(_)) {
+            self.places[i as usize].processing = processing_of(t);
+        }
+        Some(old)
     }
 
     /// Whether the array of places agrees with the record.
