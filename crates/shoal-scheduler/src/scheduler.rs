@@ -765,6 +765,10 @@ impl Scheduler {
         let mut unknown = None;
         // Whether each argument is one dependency's key, each once.
         let mut deps_only = true;
+        // Inputs not in memory, and whether each is in memory or on its
+        // way there (none released or failed).
+        let mut missing = 0;
+        let mut settled = true;
         for arg in args.iter() {
             let keys = match arg {
                 ArgMsg::Key(k) => std::slice::from_ref(k),
@@ -779,14 +783,21 @@ impl Scheduler {
             };
             for k in keys {
                 match self.tasks.find(k) {
-                    Some(d) if !deps.contains(&d) => deps.push(d),
+                    Some(d) if !deps.contains(&d) => {
+                        deps.push(d);
+                        // Its record is in cache, read to compare keys.
+                        let dep = self.task_mut(d);
+                        dep.dependents.push(i);
+                        match dep.state {
+                            TaskState::Memory => {}
+                            TaskState::Released | TaskState::Erred => settled = false,
+                            _ => missing += 1,
+                        }
+                    }
                     Some(_) => deps_only = false,
                     None => unknown = Some(k.clone()),
                 }
             }
-        }
-        for &d in &deps {
-            self.task_mut(d).dependents.push(i);
         }
         if !deps_only || unknown.is_some() {
             self.tasks.keep_args(i, std::mem::take(args).into_vec().into_boxed_slice());
@@ -794,9 +805,25 @@ impl Scheduler {
         self.task_mut(i).deps = deps;
         if let Some(k) = unknown {
             self.fail(i, TaskErrorMsg::UnknownDependency(k));
-            return;
+        } else if settled && self.task(i).func != SCATTERED {
+            // Every input computed or being computed: counted above,
+            // without `ensure_computed`'s second look at each.
+            self.start(i, missing);
+        } else {
+            self.ensure_computed(i);
         }
-        self.ensure_computed(i);
+    }
+
+    /// Queues a task whose inputs are all in memory, else makes it wait
+    /// for the `missing` others.
+    fn start(&mut self, i: u32, missing: u32) {
+        self.task_mut(i).missing = missing;
+        if missing == 0 {
+            self.set_state(i, TaskState::Queued);
+            self.place(i);
+        } else {
+            self.set_state(i, TaskState::Waiting);
+        }
     }
 
     /// Makes a released task run again, with whatever of its inputs is
@@ -836,14 +863,8 @@ impl Scheduler {
                 self.fail(i, error);
                 continue;
             }
-            self.task_mut(i).missing = missing;
-            if missing == 0 {
-                self.set_state(i, TaskState::Queued);
-                self.place(i);
-            } else {
-                self.set_state(i, TaskState::Waiting);
-                stack.extend(released);
-            }
+            self.start(i, missing);
+            stack.extend(released);
         }
     }
 
