@@ -231,8 +231,14 @@ fn evil_task() -> impl Strategy<Value = TaskMsg> {
         })
 }
 
-/// A message from a hostile client (`Ok`) or a hostile worker (`Err`).
-fn hostile_message() -> impl Strategy<Value = Result<ToScheduler, FromWorker>> {
+/// A message from a hostile peer.
+#[derive(Debug, Clone)]
+enum Hostile {
+    Client(ToScheduler),
+    Worker(FromWorker),
+}
+
+fn hostile_message() -> impl Strategy<Value = Hostile> {
     let keys = || proptest::collection::vec(evil_key(), 0..4);
     let inline = proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64));
     let finished = (0u32..40, 0u32..3, evil_key(), any::<u64>(), any::<u64>(), inline).prop_map(
@@ -245,22 +251,22 @@ fn hostile_message() -> impl Strategy<Value = Result<ToScheduler, FromWorker>> {
         },
     );
     prop_oneof![
-        proptest::collection::vec(evil_task(), 0..4).prop_map(|t| Ok(ToScheduler::Submit(t))),
-        keys().prop_map(|k| Ok(ToScheduler::Release(k))),
-        keys().prop_map(|k| Ok(ToScheduler::Cancel(k))),
-        keys().prop_map(|k| Ok(ToScheduler::WhoHas(k))),
-        keys().prop_map(|k| Ok(ToScheduler::FireAndForget(k))),
-        Just(Ok(ToScheduler::Info)),
+        proptest::collection::vec(evil_task(), 0..4).prop_map(|t| Hostile::Client(ToScheduler::Submit(t))),
+        keys().prop_map(|k| Hostile::Client(ToScheduler::Release(k))),
+        keys().prop_map(|k| Hostile::Client(ToScheduler::Cancel(k))),
+        keys().prop_map(|k| Hostile::Client(ToScheduler::WhoHas(k))),
+        keys().prop_map(|k| Hostile::Client(ToScheduler::FireAndForget(k))),
+        Just(Hostile::Client(ToScheduler::Info)),
         proptest::collection::vec((evil_key(), 0u32..3, any::<u64>()), 0..3).prop_map(|items| {
             let items = items.into_iter().map(|(key, w, nbytes)| ScatteredMsg { key, worker: WorkerId(w), nbytes });
-            Ok(ToScheduler::Scatter(items.collect()))
+            Hostile::Client(ToScheduler::Scatter(items.collect()))
         }),
-        proptest::collection::vec(finished, 0..4).prop_map(|f| Err(FromWorker::Finished(f.into()))),
-        evil_key().prop_map(|key| Err(FromWorker::Failed { key, message: "no".into() })),
-        (evil_key(), keys()).prop_map(|(key, missing)| Err(FromWorker::MissingData { key, missing })),
-        keys().prop_map(|k| Err(FromWorker::Stolen(k))),
-        any::<u64>().prop_map(|memory| Err(FromWorker::Heartbeat { memory })),
-        any::<bool>().prop_map(|p| Err(FromWorker::Paused(p))),
+        proptest::collection::vec(finished, 0..4).prop_map(|f| Hostile::Worker(FromWorker::Finished(f.into()))),
+        evil_key().prop_map(|key| Hostile::Worker(FromWorker::Failed { key, message: "no".into() })),
+        (evil_key(), keys()).prop_map(|(key, missing)| Hostile::Worker(FromWorker::MissingData { key, missing })),
+        keys().prop_map(|k| Hostile::Worker(FromWorker::Stolen(k))),
+        any::<u64>().prop_map(|memory| Hostile::Worker(FromWorker::Heartbeat { memory })),
+        any::<bool>().prop_map(|p| Hostile::Worker(FromWorker::Paused(p))),
     ]
 }
 
@@ -308,8 +314,8 @@ proptest! {
         let (mut evil_worker, _) = Peer::worker(b.address(), "evil-worker");
         for message in &messages {
             match message {
-                Ok(m) => evil_client.send(m),
-                Err(m) => evil_worker.send(m),
+                Hostile::Client(m) => evil_client.send(m),
+                Hostile::Worker(m) => evil_worker.send(m),
             }
         }
         // Pinned: the hostile worker is a worker like any other to place on.
