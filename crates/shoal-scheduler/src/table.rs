@@ -339,7 +339,8 @@ impl TaskTable {
             // A stale slot is vacant: known without reading it, where the
             // entries (in hash order) would read the slots at random, a
             // cache miss each (a graph forgotten whole leaves an entry a
-            // task: 1.4 misses per task of the next graph in callgrind).
+            // task: 1.0 more misses per task of the next graph in
+            // callgrind).
             if stale[i as usize] {
                 return false;
             }
@@ -361,9 +362,7 @@ impl TaskTable {
     }
 
     /// Changes task `i`'s state, and its place when it starts or stops
-    /// processing; returns the state it had. One look-up of the record,
-    /// where the scheduler's state changes (five in a task's life) had
-    /// looked it up three times each.
+    /// processing; returns the state it had.
     pub(crate) fn set_state(&mut self, i: u32, state: TaskState) -> Option<TaskState> {
         let t = self.slots.get_mut(i as usize)?.task.as_mut()?;
         let old = std::mem::replace(&mut t.state, state);
