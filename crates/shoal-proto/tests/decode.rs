@@ -44,7 +44,7 @@ fn arg() -> impl Strategy<Value = ArgMsg> {
 }
 
 fn task() -> impl Strategy<Value = TaskMsg> {
-    (key(), text(), vec(arg(), 0..3), any::<i32>(), any::<u32>(), resources(), vec(text(), 0..2), any::<bool>())
+    (key(), text(), vec(arg(), 0..6), any::<i32>(), any::<u32>(), resources(), vec(text(), 0..2), any::<bool>())
         .prop_map(|(key, func, args, priority, retries, resources, workers, held)| TaskMsg {
             key,
             func: func.into(),
