@@ -1160,11 +1160,14 @@ impl Scheduler {
             for d in deps {
                 let dep = self.task_mut(d);
                 dep.dependents.retain(|x| *x != i);
-                if dep.dependents.is_empty() && !dep.wanted() {
-                    // It goes next, reading its own inputs' records.
-                    self.tasks.prefetch_deps(d);
+                // Only a task nothing depends on can go.
+                if dep.dependents.is_empty() {
+                    if !dep.wanted() {
+                        // It goes next, reading its own inputs' records.
+                        self.tasks.prefetch_deps(d);
+                    }
+                    stack.push(d);
                 }
-                stack.push(d);
                 let dep = self.task(d);
                 if dep.state == TaskState::Memory && !dep.wanted() {
                     self.consider_release(d);
