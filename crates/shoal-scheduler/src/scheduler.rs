@@ -905,10 +905,10 @@ impl Scheduler {
         // Placing a dependent never changes this task's dependents.
         self.for_each_linked(i, |t| &t.dependents, Scheduler::input_ready);
         self.consider_release(i);
-        if let Some(t) = self.tasks.get(i) {
-            for d in t.deps.clone() {
-                self.consider_release(d);
-            }
+        if self.tasks.get(i).is_some() {
+            // Releasing an input never changes this task's inputs (it
+            // depends on them, so they stay).
+            self.for_each_linked(i, |t| &t.deps, Scheduler::consider_release);
         }
     }
 

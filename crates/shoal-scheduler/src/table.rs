@@ -234,12 +234,12 @@ impl TaskTable {
                 (self.slots.len() - 1) as u32
             }
         };
+        self.places[i as usize].processing = processing_of(&task);
         let slot = &mut self.slots[i as usize];
         let reuse = std::mem::replace(&mut self.stale[i as usize], false) && slot.hash == hash;
         slot.hash = hash;
         slot.task = Some(task);
         self.live += 1;
-        self.update_place(i);
         if !reuse {
             if self.index.len() >= 4 * (self.live + STALE_SLACK) {
                 // Mostly entries of forgotten tasks (a graph forgotten
@@ -352,13 +352,6 @@ impl TaskTable {
             current
         });
         self.stale.fill(false);
-    }
-
-    /// Records a change of a task's state in the array of places.
-    fn update_place(&mut self, i: u32) {
-        if let Some(t) = self.get(i) {
-            self.places[i as usize].processing = processing_of(t);
-        }
     }
 
     /// Changes task `i`'s state, and its place when it starts or stops
