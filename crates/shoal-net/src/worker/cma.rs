@@ -9,7 +9,8 @@
 //! holder's memory into a fresh buffer backed by transparent huge pages
 //! takes about 50 ms (35 ms split between two threads; but the kernel
 //! is sometimes slow to hand out that much fresh memory on a VM, up to
-//! several hundred ms). The holder lends the value in place: a `Blob` or a
+//! several hundred ms, which is why a worker keeps its large buffers for
+//! reuse: see the `recycle` module). The holder lends the value in place: a `Blob` or a
 //! vector of numbers is its own encoding (after a short length prefix), so
 //! the one copy is the kernel's.
 //!
@@ -34,10 +35,12 @@ use bytes::Bytes;
 use shoal_graph::Value;
 use shoal_graph::remote::RemoteError;
 
+use super::recycle::Buffer;
 use super::shm::Source;
 
-/// Results at least this large are read into memory advised to use huge
-/// pages: faulting in 4 KiB pages costs more than the copy itself on a VM.
+/// Results at least this large are read into a [`Buffer`]: memory kept
+/// from earlier reads, or fresh memory advised to use huge pages (faulting
+/// in 4 KiB pages costs more than the copy itself on a VM).
 const HUGE_PAGES_FROM: usize = 2 << 20;
 
 /// Set when the kernel refused a read: not tried again by this process.
@@ -146,14 +149,11 @@ pub(crate) fn read(offer: &Offer<'_>, max: usize) -> Result<Bytes, ReadError> {
         read_remote(pid, offer.addr, &mut out[offer.head.len()..])?;
         return Ok(Bytes::from(out));
     }
-    let io = |source| ReadError::Io { pid, source };
-    let mut out = memmap2::MmapMut::map_anon(total).map_err(io)?;
-    // Advice only: where huge pages are off, the read is just slower.
-    #[cfg(target_os = "linux")]
-    let _ = out.advise(memmap2::Advice::HugePage);
-    out[..offer.head.len()].copy_from_slice(offer.head);
-    read_parallel(pid, offer.addr, &mut out[offer.head.len()..])?;
-    Ok(Bytes::from_owner(out.make_read_only().map_err(io)?))
+    let mut out = Buffer::new(total).map_err(|source| ReadError::Io { pid, source })?;
+    let out_bytes = out.as_mut();
+    out_bytes[..offer.head.len()].copy_from_slice(offer.head);
+    read_parallel(pid, offer.addr, &mut out_bytes[offer.head.len()..])?;
+    Ok(out.freeze())
 }
 
 /// Bytes each thread of a parallel read takes at least.
