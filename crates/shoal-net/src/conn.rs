@@ -1,7 +1,10 @@
 //! What every connection shares: reading frames, a writer task, the
 //! reasons a connection ends.
 
+use bytes::Bytes;
 use shoal_proto::{FrameDecoder, FrameKind};
+
+use crate::recycle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
@@ -110,6 +113,39 @@ impl FrameReader {
         }
     }
 
+    /// The next frame's body, which must be raw bytes. A large body is read
+    /// straight from the connection into a [`Buffer`](crate::recycle::Buffer):
+    /// the kernel's copy is the only one, where the decoder's buffer would
+    /// grow by doubling and be copied out of again.
+    pub(crate) async fn next_raw(&mut self) -> Result<Bytes, Closed> {
+        loop {
+            if let Some((kind, len)) = self.decoder.next_header()? {
+                if kind != FrameKind::Raw {
+                    return Err(Closed::Unexpected("a message frame where raw bytes were due"));
+                }
+                if len >= recycle::LARGE {
+                    // Mapped, not filled: memory is only used as bytes arrive
+                    // (the length is within the frame cap, checked above).
+                    let mut body = recycle::Buffer::new(len)?;
+                    let have = self.decoder.take_body_start(body.as_mut());
+                    self.read.read_exact(&mut body.as_mut()[have..]).await.map_err(|e| match e.kind() {
+                        std::io::ErrorKind::UnexpectedEof => Closed::Truncated,
+                        _ => Closed::Io(e),
+                    })?;
+                    return Ok(body.freeze());
+                }
+                if let Some(frame) = self.decoder.next_frame()? {
+                    return Ok(Bytes::from(frame.body));
+                }
+            }
+            let n = self.read.read(&mut self.buf).await?;
+            if n == 0 {
+                return Err(if self.decoder.buffered() > 0 { Closed::Truncated } else { Closed::Eof });
+            }
+            self.decoder.push(&self.buf[..n]);
+        }
+    }
+
     /// The next message frame's body.
     pub(crate) async fn next_message(&mut self) -> Result<Vec<u8>, Closed> {
         let frame = self.next_frame().await?;
@@ -131,5 +167,52 @@ pub(crate) async fn writer(mut write: OwnedWriteHalf, mut out: mpsc::UnboundedRe
         if write.write_all(&batch).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_proto::{encode_message, encode_raw, raw_header};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A reader of what `wire` (written in one go, then closed) holds.
+    async fn reader_of(wire: Vec<u8>) -> FrameReader {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds loopback");
+        let address = listener.local_addr().expect("has an address");
+        tokio::spawn(async move {
+            let mut stream = TcpStream::connect(address).await.expect("connects");
+            stream.write_all(&wire).await.expect("writes");
+        });
+        let (stream, _) = listener.accept().await.expect("accepts");
+        FrameReader::new(stream.into_split().0, 64 << 20)
+    }
+
+    #[tokio::test]
+    async fn raw_bodies_large_and_small_arrive_whole_and_in_order() {
+        let large: Vec<u8> = (0..recycle::LARGE * 3 + 7).map(|i| (i % 251) as u8).collect();
+        let mut wire = Vec::new();
+        encode_raw(b"small", &mut wire).expect("encodes");
+        encode_raw(&large, &mut wire).expect("encodes");
+        encode_message(&7u32, &mut wire).expect("encodes");
+        let mut reader = reader_of(wire).await;
+        assert_eq!(&reader.next_raw().await.expect("small body")[..], b"small");
+        assert!(reader.next_raw().await.expect("large body")[..] == large[..]);
+        assert_eq!(reader.next_message().await.expect("the message after it"), [7]);
+        assert!(matches!(reader.next_raw().await, Err(Closed::Eof)));
+    }
+
+    #[tokio::test]
+    async fn a_large_body_cut_short_or_a_message_where_bytes_were_due_is_an_error() {
+        let mut wire = raw_header(recycle::LARGE as u32 * 2).to_vec();
+        wire.extend_from_slice(&[1; 1000]);
+        let mut reader = reader_of(wire).await;
+        assert!(matches!(reader.next_raw().await, Err(Closed::Truncated)));
+
+        let mut wire = Vec::new();
+        encode_message(&7u32, &mut wire).expect("encodes");
+        let mut reader = reader_of(wire).await;
+        assert!(matches!(reader.next_raw().await, Err(Closed::Unexpected(_))));
     }
 }

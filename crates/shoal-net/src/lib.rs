@@ -9,6 +9,7 @@
 
 mod client;
 mod conn;
+mod recycle;
 mod scheduler;
 mod worker;
 

@@ -35,7 +35,6 @@ use crate::conn::{Background, FrameReader, writer};
 
 mod cma;
 mod peer;
-mod recycle;
 mod shm;
 mod store;
 
@@ -305,7 +304,7 @@ impl Ctx {
     fn new(config: WorkerConfig, data_address: SocketAddr, pool: Runtime) -> Ctx {
         let (done, done_rx) = mpsc::unbounded_channel();
         if config.memory_limit > 0 {
-            recycle::limit_to_memory(config.memory_limit);
+            crate::recycle::limit_to_memory(config.memory_limit);
         }
         let threshold = if config.memory_limit == 0 {
             u64::MAX
@@ -434,7 +433,7 @@ impl Ctx {
                 _ = heartbeat.tick() => {
                     let memory = self.memory.held();
                     send(out, &FromWorker::Heartbeat { memory });
-                    recycle::trim();
+                    crate::recycle::trim();
                 }
                 msg = reader.next_message() => {
                     let msg = match msg.and_then(|body| Ok(decode_message::<ToWorker>(&body)?)) {

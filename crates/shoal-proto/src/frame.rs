@@ -247,24 +247,79 @@ impl FrameDecoder {
     /// it), and [`ProtoError::UnknownFrameKind`] for a kind byte other than
     /// 0 and 1. The body is not looked at.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, ProtoError> {
-        let live = &self.buf[self.start..];
-        let Some((head, rest)) = live.split_first_chunk::<HEADER_LEN>() else {
+        let Some((kind, len)) = self.next_header()? else {
+            return Ok(None);
+        };
+        // Deliberately no `reserve(len)` here: a peer could declare a large
+        // (allowed) frame and then send nothing. The buffer grows with what
+        // actually arrives.
+        let Some(body) = self.buf[self.start + HEADER_LEN..].get(..len) else {
+            return Ok(None);
+        };
+        let frame = Frame { kind, body: body.to_vec() };
+        self.start += HEADER_LEN + len;
+        Ok(Some(frame))
+    }
+
+    /// The kind and body length of the next frame, once its header is
+    /// buffered (whether or not its body is), checked as
+    /// [`next_frame`](FrameDecoder::next_frame) checks them.
+    ///
+    /// With [`take_body_start`](FrameDecoder::take_body_start), a reader
+    /// can read a large body straight from the connection into memory of
+    /// its own instead of through this decoder's buffer.
+    ///
+    /// # Errors
+    ///
+    /// As [`next_frame`](FrameDecoder::next_frame).
+    pub fn next_header(&self) -> Result<Option<(FrameKind, usize)>, ProtoError> {
+        let Some(head) = self.buf[self.start..].first_chunk::<HEADER_LEN>() else {
             return Ok(None);
         };
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
         if len > self.max_frame_len {
             return Err(ProtoError::FrameTooLarge { len, max: self.max_frame_len });
         }
-        let kind = FrameKind::try_from(head[4])?;
-        // Deliberately no `reserve(len)` here: a peer could declare a large
-        // (allowed) frame and then send nothing. The buffer grows with what
-        // actually arrives.
-        let Some(body) = rest.get(..len) else {
-            return Ok(None);
-        };
-        let frame = Frame { kind, body: body.to_vec() };
-        self.start += HEADER_LEN + len;
-        Ok(Some(frame))
+        Ok(Some((FrameKind::try_from(head[4])?, len)))
+    }
+
+    /// Consumes the next frame's header and the part of its body that is
+    /// buffered, which is copied to the start of `body`; returns how many
+    /// bytes that was. `body` is as long as the body
+    /// ([`next_header`](FrameDecoder::next_header) said how long): the
+    /// caller reads the rest from the connection into `body[n..]` before
+    /// it pushes anything more.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shoal_proto::{FrameDecoder, FrameKind, encode_raw};
+    ///
+    /// let mut wire = Vec::new();
+    /// encode_raw(b"a large result", &mut wire)?;
+    /// let mut decoder = FrameDecoder::default();
+    /// decoder.push(&wire[..8]); // the header and the body's first 3 bytes
+    /// let (kind, len) = decoder.next_header()?.expect("the header is here");
+    /// assert_eq!((kind, len), (FrameKind::Raw, 14));
+    /// let mut body = vec![0; len];
+    /// let n = decoder.take_body_start(&mut body);
+    /// body[n..].copy_from_slice(&wire[8..]); // as if read from the socket
+    /// assert_eq!((n, &body[..]), (3, &b"a large result"[..]));
+    /// assert_eq!(decoder.buffered(), 0);
+    /// # Ok::<(), shoal_proto::ProtoError>(())
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If no header is buffered (call [`next_header`](FrameDecoder::next_header)
+    /// first).
+    pub fn take_body_start(&mut self, body: &mut [u8]) -> usize {
+        assert!(self.buffered() >= HEADER_LEN, "take_body_start without a buffered header");
+        let from = self.start + HEADER_LEN;
+        let n = (self.buf.len() - from).min(body.len());
+        body[..n].copy_from_slice(&self.buf[from..from + n]);
+        self.start = from + n;
+        n
     }
 }
 
@@ -477,5 +532,46 @@ mod tests {
             assert_eq!(decoder.buffered(), head.len());
         }
         assert!(decoder.buf.capacity() < 4 * wire.len(), "capacity {}", decoder.buf.capacity());
+    }
+
+    #[test]
+    fn a_body_read_by_the_caller_leaves_the_next_frame_intact_wherever_the_bytes_were_cut() {
+        let body: Vec<u8> = (0..40u8).collect();
+        let mut wire = Vec::new();
+        encode_raw(&body, &mut wire).expect("small");
+        encode_message(&ToScheduler::Release(vec![]), &mut wire).expect("encodes");
+        let first_len = HEADER_LEN + body.len();
+        for cut in HEADER_LEN..=wire.len() {
+            let mut decoder = FrameDecoder::default();
+            decoder.push(&wire[..cut]);
+            assert_eq!(decoder.next_header().expect("valid"), Some((FrameKind::Raw, body.len())));
+            let mut got = vec![0; body.len()];
+            let n = decoder.take_body_start(&mut got);
+            assert_eq!(n, (cut - HEADER_LEN).min(body.len()), "cut at {cut}");
+            // The rest of the body comes straight from the stream.
+            let read_directly = first_len.max(cut);
+            got[n..].copy_from_slice(&wire[cut.min(first_len)..first_len]);
+            assert_eq!(got, body, "cut at {cut}");
+            decoder.push(&wire[read_directly..]);
+            let frames = drain(&mut decoder);
+            assert_eq!(frames.len(), 1, "cut at {cut}");
+            assert_eq!(frames[0].kind, FrameKind::Message);
+            assert_eq!(decoder.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn a_header_is_checked_before_its_body_arrives() {
+        let mut decoder = FrameDecoder::new(10);
+        decoder.push(&[1, 0, 0]);
+        assert_eq!(decoder.next_header().expect("incomplete"), None);
+        decoder.push(&[0, 1]);
+        assert_eq!(decoder.next_header().expect("valid"), Some((FrameKind::Raw, 1)));
+        let mut decoder = FrameDecoder::new(10);
+        decoder.push(&raw_header(11));
+        assert!(matches!(decoder.next_header(), Err(ProtoError::FrameTooLarge { len: 11, max: 10 })));
+        let mut decoder = FrameDecoder::new(10);
+        decoder.push(&[1, 0, 0, 0, 9]);
+        assert!(matches!(decoder.next_header(), Err(ProtoError::UnknownFrameKind(9))));
     }
 }

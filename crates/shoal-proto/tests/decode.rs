@@ -439,6 +439,51 @@ proptest! {
         prop_assert_eq!(decoder.buffered(), 0);
     }
 
+    /// A reader that takes some bodies straight from the stream (as the
+    /// network layer does with large results) gets the same frames, in
+    /// order, as one that lets the decoder buffer them.
+    #[test]
+    fn bodies_read_past_the_decoder_come_back_the_same(
+        msgs in vec(any_msg(), 0..8),
+        cuts in vec(1usize..64, 0..32),
+        direct in vec(any::<bool>(), 8),
+    ) {
+        let mut wire = Vec::new();
+        for msg in &msgs {
+            encode_any(msg, &mut wire);
+        }
+        let mut decoder = FrameDecoder::default();
+        let mut frames = Vec::new();
+        let mut rest = &wire[..];
+        let mut cuts = cuts.into_iter().chain(std::iter::repeat(usize::MAX));
+        while frames.len() < msgs.len() {
+            if let Some((kind, len)) = decoder.next_header().expect("valid stream") {
+                if direct[frames.len()] {
+                    let mut body = vec![0; len];
+                    let n = decoder.take_body_start(&mut body);
+                    let (from_stream, tail) = rest.split_at(len - n);
+                    body[n..].copy_from_slice(from_stream);
+                    rest = tail;
+                    frames.push(Frame { kind, body });
+                    continue;
+                }
+                if let Some(frame) = decoder.next_frame().expect("valid stream") {
+                    frames.push(frame);
+                    continue;
+                }
+            }
+            prop_assert!(!rest.is_empty(), "the stream ended before its frames");
+            let (chunk, tail) = rest.split_at(cuts.next().unwrap_or(usize::MAX).min(rest.len()));
+            decoder.push(chunk);
+            rest = tail;
+        }
+        for (frame, msg) in frames.iter().zip(&msgs) {
+            assert_frame_is(frame, msg)?;
+        }
+        prop_assert_eq!(decoder.buffered(), 0);
+        prop_assert!(rest.is_empty());
+    }
+
     /// A frame holds one message exactly: any bytes after it are reported,
     /// with their count, whatever they are.
     #[test]

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use serde_json::{Map, Value, json};
-use shoal::{Blob, LocalCluster, TaskOptions};
+use shoal::{Blob, LocalCluster, SameHostTransfer, TaskOptions};
 
 use super::{Benchmark, Sample, param_u64, timed};
 
@@ -30,9 +30,13 @@ pub(super) fn benchmarks() -> Vec<Benchmark> {
         },
         Benchmark {
             name: "cluster-transfer",
-            about: "a result of mb megabytes made on worker 0, taken as an argument by a task on worker 1",
+            about: "a result of mb megabytes made on worker 0, taken as an argument by a task on worker 1 \
+                    (via: read from the holder's memory, as workers on one host do, or tcp, as between hosts)",
             unit: "bytes/s",
-            params: |quick| vec![json!({"mb": if quick { 50 } else { 200 }, "workers": 2})],
+            params: |quick| {
+                let mb = if quick { 50 } else { 200 };
+                vec![json!({"mb": mb, "workers": 2, "via": "read"}), json!({"mb": mb, "workers": 2, "via": "tcp"})]
+            },
             run: transfer,
         },
         Benchmark {
@@ -126,7 +130,14 @@ fn transfer(params: &Value) -> anyhow::Result<Sample> {
     let n = param_u64(params, "mb")? * 1_000_000;
     let workers = param_u64(params, "workers")? as usize;
     anyhow::ensure!(workers >= 2, "cluster-transfer needs two workers");
-    let cluster = LocalCluster::builder().workers(workers).threads_per_worker(1).build().context("cluster starts")?;
+    let via = params.get("via").and_then(Value::as_str).unwrap_or("read");
+    let how: SameHostTransfer = via.parse().map_err(|e| anyhow::anyhow!("parameter via: {e}"))?;
+    let cluster = LocalCluster::builder()
+        .workers(workers)
+        .threads_per_worker(1)
+        .same_host_transfer(how)
+        .build()
+        .context("cluster starts")?;
     let client = cluster.client().context("client connects")?;
     // The first move finds the receiver without memory of that size; the
     // timed one is the second, as in a workload that moves large results

@@ -35,13 +35,8 @@ use bytes::Bytes;
 use shoal_graph::Value;
 use shoal_graph::remote::RemoteError;
 
-use super::recycle::Buffer;
 use super::shm::Source;
-
-/// Results at least this large are read into a [`Buffer`]: memory kept
-/// from earlier reads, or fresh memory advised to use huge pages (faulting
-/// in 4 KiB pages costs more than the copy itself on a VM).
-const HUGE_PAGES_FROM: usize = 2 << 20;
+use crate::recycle::{self, Buffer};
 
 /// Set when the kernel refused a read: not tried again by this process.
 static DENIED: AtomicBool = AtomicBool::new(false);
@@ -143,7 +138,7 @@ pub(crate) fn read(offer: &Offer<'_>, max: usize) -> Result<Bytes, ReadError> {
     if identity[..] != expected[..] {
         return Err(ReadError::WrongProcess { pid });
     }
-    if total < HUGE_PAGES_FROM {
+    if total < recycle::LARGE {
         let mut out = vec![0; total];
         out[..offer.head.len()].copy_from_slice(offer.head);
         read_remote(pid, offer.addr, &mut out[offer.head.len()..])?;
@@ -170,7 +165,7 @@ fn read_parallel(pid: u32, addr: u64, out: &mut [u8]) -> Result<(), ReadError> {
         return read_remote(pid, addr, out);
     }
     // Parts end on huge-page boundaries, so no page is faulted in by two.
-    let part = out.len().div_ceil(threads).next_multiple_of(HUGE_PAGES_FROM);
+    let part = out.len().div_ceil(threads).next_multiple_of(recycle::GRAIN);
     std::thread::scope(|scope| {
         let reads: Vec<_> = out
             .chunks_mut(part)

@@ -2,22 +2,22 @@
 //! clients put scattered data on it and run functions on it — and fetching
 //! inputs from other workers' data servers.
 
-use shoal_graph::Key;
-use shoal_graph::remote::require;
+use shoal_graph::remote::{RemoteError, RemoteFunc, require};
+use shoal_graph::{Key, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use shoal_proto::{
-    DepLocation, FrameKind, Hello, HelloReply, Loan, PeerReply, PeerRequest, ProtoError, Role, check_hello,
-    check_reply, decode_hello, decode_message, encode_message, encode_raw, raw_header,
+    DepLocation, Hello, HelloReply, Loan, PeerReply, PeerRequest, ProtoError, Role, check_hello, check_reply,
+    decode_hello, decode_message, encode_message, encode_raw, raw_header,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::SameHostTransfer;
 use super::cma::{self, Pinned};
-use super::shm::{self, shm_dir};
+use super::shm::{self, Source, shm_dir};
 use super::store::{Held, PeerConn, Shared, Stored, lock};
 use crate::conn::{Closed, FrameReader};
 
@@ -209,11 +209,7 @@ async fn request(conn: &mut PeerConn, key: &Key) -> Result<Option<Bytes>, Closed
     if !keys.contains(key) {
         return Ok(None);
     }
-    let frame = conn.reader.next_frame().await?;
-    if frame.kind != FrameKind::Raw {
-        return Err(Closed::UnexpectedRaw);
-    }
-    Ok(Some(Bytes::from(frame.body)))
+    Ok(Some(conn.reader.next_raw().await?))
 }
 
 pub(crate) async fn serve_data(listener: TcpListener, state: Shared, token: Option<String>, max_frame: usize) {
@@ -267,16 +263,19 @@ async fn serve_peer(
                 // not cost a system call each); large ones are written
                 // straight from their buffers, never copied.
                 let bodies = get(&state, wanted, &mut out).await?;
-                for body in bodies {
-                    let len = u32::try_from(body.len())
-                        .map_err(|_| ProtoError::FrameTooLarge { len: body.len(), max: u32::MAX as usize })?;
+                for body in &bodies {
+                    let (head, body) = body.parts()?;
+                    let total = head.len() + body.len();
+                    let len = u32::try_from(total)
+                        .map_err(|_| ProtoError::FrameTooLarge { len: total, max: u32::MAX as usize })?;
                     out.extend_from_slice(&raw_header(len));
+                    out.extend_from_slice(&head);
                     if body.len() < COPY_BELOW_BYTES {
-                        out.extend_from_slice(&body);
+                        out.extend_from_slice(body);
                     } else {
                         write.write_all(&out).await?;
                         out.clear();
-                        write.write_all(&body).await?;
+                        write.write_all(body).await?;
                     }
                 }
             }
@@ -298,11 +297,7 @@ async fn serve_peer(
                 // half-way stores nothing.
                 let mut values = Vec::with_capacity(keys.len());
                 for _ in &keys {
-                    let frame = reader.next_frame().await?;
-                    if frame.kind != FrameKind::Raw {
-                        return Err(Closed::Unexpected("a message where a scattered value was due"));
-                    }
-                    values.push(Bytes::from(frame.body));
+                    values.push(reader.next_raw().await?);
                 }
                 let mut st = lock(&state);
                 for (k, bytes) in keys.iter().zip(values) {
@@ -326,7 +321,39 @@ async fn serve_peer(
 
 /// Writes the reply to a [`PeerRequest::Get`] into `out` and returns the
 /// bodies of the results that follow it, encoded.
-async fn get(state: &Shared, wanted: Vec<Key>, out: &mut Vec<u8>) -> Result<Vec<Bytes>, Closed> {
+/// A result on its way to a peer over TCP.
+enum Outgoing {
+    /// Its encoding.
+    Encoded(Bytes),
+    /// A value whose type is its own encoding (a `Blob`, a vector of
+    /// numbers: see [`RemoteFunc::borrow_result`]): written from the
+    /// value's memory, so a large result is not copied before the kernel
+    /// copies it.
+    InPlace { value: Value, producer: &'static RemoteFunc },
+}
+
+impl Outgoing {
+    fn new(source: Source) -> Result<Outgoing, RemoteError> {
+        if let Source::Value { value, producer } = &source {
+            if producer.borrow_result(value).is_some() {
+                return Ok(Outgoing::InPlace { value: value.clone(), producer });
+            }
+        }
+        Ok(Outgoing::Encoded(source.encode()?))
+    }
+
+    /// The encoding's head (owned, short) and body.
+    fn parts(&self) -> Result<(Vec<u8>, &[u8]), Closed> {
+        match self {
+            Outgoing::Encoded(bytes) => Ok((Vec::new(), bytes)),
+            Outgoing::InPlace { value, producer } => producer
+                .borrow_result(value)
+                .ok_or(Closed::Unexpected("a result that could be written in place no longer can")),
+        }
+    }
+}
+
+async fn get(state: &Shared, wanted: Vec<Key>, out: &mut Vec<u8>) -> Result<Vec<Outgoing>, Closed> {
     let mut keys = Vec::new();
     let mut missing = Vec::new();
     let mut sources = Vec::new();
@@ -349,8 +376,8 @@ async fn get(state: &Shared, wanted: Vec<Key>, out: &mut Vec<u8>) -> Result<Vec<
     // Encoded outside the lock: a large result takes a while.
     let mut bodies = Vec::with_capacity(sources.len());
     for (k, source) in keys.iter().zip(sources) {
-        match source.encode() {
-            Ok(bytes) => bodies.push(bytes),
+        match Outgoing::new(source) {
+            Ok(body) => bodies.push(body),
             Err(e) => {
                 // The reply is not written yet: the key just goes missing.
                 tracing::error!("cannot encode {k}: {e}");

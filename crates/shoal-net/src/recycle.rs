@@ -1,5 +1,6 @@
-//! Receive buffers of large results, kept for the next large fetch once
-//! nothing reads them any more.
+//! Receive buffers of large results (read from a peer's memory or from a
+//! connection), kept for the next large fetch once nothing reads them any
+//! more.
 //!
 //! Why: on the virtual machines shoal is measured on, faulting in fresh
 //! memory costs up to ten times the copy into it. Measured on the 2-core VM,
@@ -31,7 +32,11 @@ const KEPT_FOR: Duration = Duration::from_secs(10);
 
 /// Buffers are mapped in whole huge pages, so results of nearly the same
 /// size fit the same buffer.
-const GRAIN: usize = 2 << 20;
+pub(crate) const GRAIN: usize = 2 << 20;
+
+/// Results at least this large are read into a [`Buffer`]; smaller ones
+/// into the heap, whose allocator reuses memory well at those sizes.
+pub(crate) const LARGE: usize = GRAIN;
 
 /// The buffers this process keeps.
 static POOL: Pool = Pool::new();
@@ -83,19 +88,21 @@ impl Pool {
         drop(expired);
     }
 
-    /// A kept buffer for `len` bytes (at most a quarter larger), else fresh
+    /// A kept buffer for `len` bytes (at most a quarter larger than a fresh
+    /// one would be), else fresh
     /// memory advised to use huge pages.
     fn take(&self, len: usize) -> std::io::Result<MmapMut> {
         let reused = {
             let mut kept = self.lock();
-            let fits = |k: &Kept| k.map.len() >= len && k.map.len() - len <= k.map.len() / 4;
+            let mapped = mapped_len(len);
+            let fits = |k: &Kept| k.map.len() >= len && k.map.len() <= mapped + mapped / 4;
             let best = kept.iter().enumerate().filter(|(_, k)| fits(k)).min_by_key(|(_, k)| k.map.len());
             best.map(|(i, _)| i).map(|i| kept.remove(i).map)
         };
         if let Some(map) = reused {
             return Ok(map);
         }
-        let map = MmapMut::map_anon(len.next_multiple_of(GRAIN).max(GRAIN))?;
+        let map = MmapMut::map_anon(mapped_len(len))?;
         // Advice only: where huge pages are off, faulting is slower.
         #[cfg(target_os = "linux")]
         let _ = map.advise(memmap2::Advice::HugePage);
@@ -122,6 +129,11 @@ impl Pool {
         };
         drop(evicted);
     }
+}
+
+/// What a fresh buffer for `len` bytes maps.
+fn mapped_len(len: usize) -> usize {
+    len.next_multiple_of(GRAIN).max(GRAIN)
 }
 
 /// A buffer to read a large result into (see the module's documentation).
