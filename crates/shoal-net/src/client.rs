@@ -280,6 +280,9 @@ struct DataConn {
     what: String,
 }
 
+/// Raw bodies at least this large are read past the decoder.
+const DIRECT_BODY_BYTES: usize = 1 << 20;
+
 impl DataConn {
     /// Connects and says hello; `what` names the operation in errors, and
     /// `timeout` bounds every wait for an answer (`None`: a `run` may take
@@ -316,15 +319,19 @@ impl DataConn {
             if let Some(frame) = self.decoder.next_frame().map_err(|e| self.proto(e.to_string()))? {
                 return Ok(frame);
             }
-            let n = self
-                .stream
-                .read(&mut self.buf)
-                .map_err(|source| ClientError::Io { what: self.what.clone(), source })?;
-            if n == 0 {
-                return Err(self.proto("the worker closed the connection".into()));
-            }
-            self.decoder.push(&self.buf[..n]);
+            self.read_more()?;
         }
+    }
+
+    /// Reads what the connection has into the decoder.
+    fn read_more(&mut self) -> Result<(), ClientError> {
+        let n =
+            self.stream.read(&mut self.buf).map_err(|source| ClientError::Io { what: self.what.clone(), source })?;
+        if n == 0 {
+            return Err(self.proto("the worker closed the connection".into()));
+        }
+        self.decoder.push(&self.buf[..n]);
+        Ok(())
     }
 
     fn message<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, ClientError> {
@@ -332,12 +339,29 @@ impl DataConn {
         decode_message(&frame.body).map_err(|e| self.proto(e.to_string()))
     }
 
+    /// The next frame's body, which must be raw bytes; a large one is read
+    /// straight from the connection into its own vector (the decoder's
+    /// buffer would grow by doubling and be copied out of again).
     fn raw(&mut self) -> Result<Vec<u8>, ClientError> {
-        let frame = self.frame()?;
-        if frame.kind != FrameKind::Raw {
-            return Err(self.proto("expected a value's bytes".into()));
+        loop {
+            if let Some((kind, len)) = self.decoder.next_header().map_err(|e| self.proto(e.to_string()))? {
+                if kind != FrameKind::Raw {
+                    return Err(self.proto("expected a value's bytes".into()));
+                }
+                if len >= DIRECT_BODY_BYTES {
+                    let mut body = vec![0; len];
+                    let n = self.decoder.take_body_start(&mut body);
+                    self.stream
+                        .read_exact(&mut body[n..])
+                        .map_err(|source| ClientError::Io { what: self.what.clone(), source })?;
+                    return Ok(body);
+                }
+                if let Some(frame) = self.decoder.next_frame().map_err(|e| self.proto(e.to_string()))? {
+                    return Ok(frame.body);
+                }
+            }
+            self.read_more()?;
         }
-        Ok(frame.body)
     }
 
     fn request(&mut self, request: &PeerRequest, raw: &[Vec<u8>]) -> Result<PeerReply, ClientError> {
