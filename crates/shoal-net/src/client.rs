@@ -349,6 +349,8 @@ impl DataConn {
                     return Err(self.proto("expected a value's bytes".into()));
                 }
                 if len >= DIRECT_BODY_BYTES {
+                    // Zeroed memory this large is mapped lazily: its pages are
+                    // used only as bytes arrive (the length is within the cap).
                     let mut body = vec![0; len];
                     let n = self.decoder.take_body_start(&mut body);
                     self.stream

@@ -10,9 +10,9 @@
 //! takes about 50 ms (35 ms split between two threads; but the kernel
 //! is sometimes slow to hand out that much fresh memory on a VM, up to
 //! several hundred ms, which is why a worker keeps its large buffers for
-//! reuse: see the `recycle` module). The holder lends the value in place: a `Blob` or a
-//! vector of numbers is its own encoding (after a short length prefix), so
-//! the one copy is the kernel's.
+//! reuse: see the `recycle` module). The holder lends the value in place:
+//! a `Blob` or a vector of numbers is its own encoding (after a short
+//! length prefix), so the one copy is the kernel's.
 //!
 //! The protocol ([`PeerRequest::Lend`](shoal_proto::PeerRequest::Lend)):
 //! - the holder pins each lent value until the fetcher returns the loan or

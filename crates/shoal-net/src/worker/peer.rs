@@ -319,8 +319,6 @@ async fn serve_peer(
     }
 }
 
-/// Writes the reply to a [`PeerRequest::Get`] into `out` and returns the
-/// bodies of the results that follow it, encoded.
 /// A result on its way to a peer over TCP.
 enum Outgoing {
     /// Its encoding.
@@ -334,12 +332,12 @@ enum Outgoing {
 
 impl Outgoing {
     fn new(source: Source) -> Result<Outgoing, RemoteError> {
-        if let Source::Value { value, producer } = &source {
-            if producer.borrow_result(value).is_some() {
-                return Ok(Outgoing::InPlace { value: value.clone(), producer });
+        match source {
+            Source::Value { value, producer } if producer.borrow_result(&value).is_some() => {
+                Ok(Outgoing::InPlace { value, producer })
             }
+            other => Ok(Outgoing::Encoded(other.encode()?)),
         }
-        Ok(Outgoing::Encoded(source.encode()?))
     }
 
     /// The encoding's head (owned, short) and body.
@@ -353,6 +351,8 @@ impl Outgoing {
     }
 }
 
+/// Writes the reply to a [`PeerRequest::Get`] into `out` and returns the
+/// results that follow it.
 async fn get(state: &Shared, wanted: Vec<Key>, out: &mut Vec<u8>) -> Result<Vec<Outgoing>, Closed> {
     let mut keys = Vec::new();
     let mut missing = Vec::new();
