@@ -142,7 +142,7 @@ pub(crate) fn regular(n: usize, block: usize) -> Vec<usize> {
     }
     let block = if block == 0 || block > n { n } else { block };
     let mut sizes = vec![block; n / block];
-    if n % block != 0 {
+    if !n.is_multiple_of(block) {
         sizes.push(n % block);
     }
     sizes

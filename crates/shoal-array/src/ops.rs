@@ -580,10 +580,10 @@ pub(crate) fn reshape_node(input: &Arc<Node>, shape: &[usize]) -> Result<Arc<Nod
     }
     let aligned = rechunk_node(input, in_chunks);
     let mut out_chunks: Vec<Vec<usize>> = shape.iter().map(|&n| vec![n]).collect();
-    if let Some(first) = out_chunks.first_mut() {
-        if !single_rows {
-            *first = row_blocks.iter().map(|r| r * inner_in / inner_out).collect();
-        }
+    if let Some(first) = out_chunks.first_mut()
+        && !single_rows
+    {
+        *first = row_blocks.iter().map(|r| r * inner_in / inner_out).collect();
     }
     Ok(Node::new(
         Op::Structure { inputs: vec![aligned], structure: Structure::Reshape },

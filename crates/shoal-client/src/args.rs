@@ -50,11 +50,11 @@ impl ArgContext {
 
 impl<T: Serialize + Send + Sync + 'static> IntoArg<T> for T {
     fn into_arg(self, cx: &mut ArgContext) -> Arg {
-        if let Some(t) = &mut cx.token {
-            if t.add_value(&self).is_err() {
-                // A value that refuses to serialise cannot be content-addressed.
-                cx.token = None;
-            }
+        if let Some(t) = &mut cx.token
+            && t.add_value(&self).is_err()
+        {
+            // A value that refuses to serialise cannot be content-addressed.
+            cx.token = None;
         }
         Arg::Value(Arc::new(self))
     }

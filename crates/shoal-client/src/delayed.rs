@@ -63,10 +63,10 @@ impl Drop for DelayedNode {
     fn drop(&mut self) {
         let mut stack = std::mem::take(&mut self.deps);
         while let Some(dep) = stack.pop() {
-            if let Ok(node) = dep.downcast::<DelayedNode>() {
-                if let Some(mut node) = Arc::into_inner(node) {
-                    stack.append(&mut node.deps);
-                }
+            if let Ok(node) = dep.downcast::<DelayedNode>()
+                && let Some(mut node) = Arc::into_inner(node)
+            {
+                stack.append(&mut node.deps);
             }
         }
     }

@@ -172,11 +172,11 @@ impl RemoteState {
                         }
                         FromScheduler::Info(workers) => inner.info = Some(workers),
                         FromScheduler::NoWorker { key, reason } => {
-                            if let Some(e) = inner.keys.get_mut(&key) {
-                                if matches!(e.status, RemoteStatus::Pending) {
-                                    tracing::warn!("task {key} cannot run yet: {reason}");
-                                    e.pending_reason = Some(reason);
-                                }
+                            if let Some(e) = inner.keys.get_mut(&key)
+                                && matches!(e.status, RemoteStatus::Pending)
+                            {
+                                tracing::warn!("task {key} cannot run yet: {reason}");
+                                e.pending_reason = Some(reason);
                             }
                         }
                         FromScheduler::Restarted => {

@@ -145,10 +145,10 @@ impl Graph {
                 continue;
             }
             for key in self.tasks[i].dependencies() {
-                if let Some(j) = self.position(key) {
-                    if !keep[j] {
-                        stack.push(j);
-                    }
+                if let Some(j) = self.position(key)
+                    && !keep[j]
+                {
+                    stack.push(j);
                 }
             }
         }

@@ -199,10 +199,10 @@ async fn write_out(
                 Outgoing::Releases(generation) => {
                     let mut releases = lock(&releases);
                     // An older generation went out with a later message.
-                    if releases.generation == generation {
-                        if let Some(frame) = releases.take_frame() {
-                            batch.extend_from_slice(&frame);
-                        }
+                    if releases.generation == generation
+                        && let Some(frame) = releases.take_frame()
+                    {
+                        batch.extend_from_slice(&frame);
                     }
                 }
             }

@@ -50,11 +50,11 @@ impl Background {
     /// (its last user let go from a callback) it only detaches: a thread
     /// cannot wait for itself.
     pub(crate) fn join(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            if thread.thread().id() != std::thread::current().id() {
-                // A panic on the service thread is already reported by its hook.
-                let _ = thread.join();
-            }
+        if let Some(thread) = self.thread.take()
+            && thread.thread().id() != std::thread::current().id()
+        {
+            // A panic on the service thread is already reported by its hook.
+            let _ = thread.join();
         }
     }
 }

@@ -473,12 +473,11 @@ impl Ctx {
                                     continue;
                                 }
                                 let pending = st.running.get(&k).is_some_and(|(h, ..)| h.phase() == shoal_local::Phase::Pending);
-                                if pending {
-                                    if let Some((handle, ..)) = st.running.remove(&k) {
+                                if pending
+                                    && let Some((handle, ..)) = st.running.remove(&k) {
                                         handle.cancel();
                                         given.push(k);
                                     }
-                                }
                             }
                             drop(st);
                             send(out, &FromWorker::Stolen(given));

@@ -463,18 +463,18 @@ impl Scheduler {
                 }
             }
             FromWorker::Failed { key, message } => {
-                if let Some(i) = self.tasks.find(key) {
-                    if self.task(i).state == TaskState::Processing(worker) {
-                        self.unassign(i, worker);
-                        // Off the worker's books before anything else: it has
-                        // dropped the task already.
-                        self.set_state(i, TaskState::Queued);
-                        if self.task(i).retries_left() > 0 {
-                            self.task_mut(i).extra_mut().retries_left -= 1;
-                            self.place(i);
-                        } else {
-                            self.fail(i, TaskErrorMsg::Failed { message: std::mem::take(message) });
-                        }
+                if let Some(i) = self.tasks.find(key)
+                    && self.task(i).state == TaskState::Processing(worker)
+                {
+                    self.unassign(i, worker);
+                    // Off the worker's books before anything else: it has
+                    // dropped the task already.
+                    self.set_state(i, TaskState::Queued);
+                    if self.task(i).retries_left() > 0 {
+                        self.task_mut(i).extra_mut().retries_left -= 1;
+                        self.place(i);
+                    } else {
+                        self.fail(i, TaskErrorMsg::Failed { message: std::mem::take(message) });
                     }
                 }
             }
@@ -488,18 +488,18 @@ impl Scheduler {
                         self.data_lost(d);
                     }
                 }
-                if let Some(i) = self.tasks.find(key) {
-                    if self.task(i).state == TaskState::Processing(worker) {
-                        self.unassign(i, worker);
-                        self.set_state(i, TaskState::Queued);
-                        let missing =
-                            self.task(i).deps.iter().filter(|&&d| self.task(d).state != TaskState::Memory).count();
-                        if missing > 0 {
-                            self.task_mut(i).missing = missing as u32;
-                            self.set_state(i, TaskState::Waiting);
-                        } else {
-                            self.place(i);
-                        }
+                if let Some(i) = self.tasks.find(key)
+                    && self.task(i).state == TaskState::Processing(worker)
+                {
+                    self.unassign(i, worker);
+                    self.set_state(i, TaskState::Queued);
+                    let missing =
+                        self.task(i).deps.iter().filter(|&&d| self.task(d).state != TaskState::Memory).count();
+                    if missing > 0 {
+                        self.task_mut(i).missing = missing as u32;
+                        self.set_state(i, TaskState::Waiting);
+                    } else {
+                        self.place(i);
                     }
                 }
             }
@@ -1233,11 +1233,11 @@ impl Scheduler {
 
     /// Gives a queued task to the best worker now, or leaves it queued.
     fn place(&mut self, i: u32) {
-        if !self.task(i).is_root() {
-            if let Some(w) = self.best_worker(i) {
-                self.assign(i, w);
-                return;
-            }
+        if !self.task(i).is_root()
+            && let Some(w) = self.best_worker(i)
+        {
+            self.assign(i, w);
+            return;
         }
         let t = self.task(i);
         // Only a task with placement constraints can have nowhere to run.
@@ -1278,10 +1278,10 @@ impl Scheduler {
         }
         let bandwidth = self.config.bandwidth_bytes_per_us.max(1);
         // The least loaded worker too, unless it holds inputs already.
-        if let Some(w) = self.loads.least() {
-            if !held.iter().any(|(h, _)| *h == w) {
-                held.push((w, 0));
-            }
+        if let Some(w) = self.loads.least()
+            && !held.iter().any(|(h, _)| *h == w)
+        {
+            held.push((w, 0));
         }
         // A plain loop: as a chain of iterators it cost 70 more
         // instructions a placement.
@@ -1391,11 +1391,11 @@ impl Scheduler {
     /// message not yet sent is withdrawn, else the worker is told to drop it.
     fn withdraw(&mut self, i: u32, w: WorkerId) {
         self.unassign(i, w);
-        if let Some(pending) = self.outbox.compute.get_mut(w) {
-            if let Some(pos) = pending.iter().position(|&slot| slot == i) {
-                pending.remove(pos);
-                return;
-            }
+        if let Some(pending) = self.outbox.compute.get_mut(w)
+            && let Some(pos) = pending.iter().position(|&slot| slot == i)
+        {
+            pending.remove(pos);
+            return;
         }
         if self.workers.contains_key(&w) {
             let key = self.task(i).key.clone();
@@ -1481,10 +1481,10 @@ impl Scheduler {
         // One scan of the task table for all the victims' tasks.
         let mut candidates: FxHashMap<WorkerId, Vec<u32>> = victims.iter().map(|&(_, v)| (v, Vec::new())).collect();
         for (i, w) in self.tasks.processing() {
-            if let Some(list) = candidates.get_mut(&w) {
-                if !self.stealing.contains(&i) {
-                    list.push(i);
-                }
+            if let Some(list) = candidates.get_mut(&w)
+                && !self.stealing.contains(&i)
+            {
+                list.push(i);
             }
         }
         for (_, v) in victims {
@@ -1544,10 +1544,10 @@ impl Scheduler {
     }
 
     fn group_index(&mut self, prefix: &Prefix) -> u32 {
-        if let Some((last, g)) = &self.last_group {
-            if last == prefix {
-                return *g;
-            }
+        if let Some((last, g)) = &self.last_group
+            && last == prefix
+        {
+            return *g;
         }
         let g = match self.groups.get(prefix) {
             Some(&g) => g,

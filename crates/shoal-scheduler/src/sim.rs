@@ -633,10 +633,10 @@ impl Simulation {
 
     fn number_of_task(&mut self, id: TaskId, key: &Key) -> Option<u32> {
         let slot = id.slot() as usize;
-        if let Some(&(seen, n)) = self.by_slot.get(slot) {
-            if seen == id {
-                return Some(n);
-            }
+        if let Some(&(seen, n)) = self.by_slot.get(slot)
+            && seen == id
+        {
+            return Some(n);
         }
         let n = self.number(key)?;
         if self.by_slot.len() <= slot {
@@ -779,10 +779,10 @@ impl Simulation {
             match event {
                 Event::ToScheduler { worker, msg } if self.workers.contains_key(&worker) => burst.push((worker, msg)),
                 Event::Report { worker } => {
-                    if let Some(done) = self.unreported.remove(&worker) {
-                        if self.workers.contains_key(&worker) {
-                            burst.push((worker, FromWorker::Finished(done)));
-                        }
+                    if let Some(done) = self.unreported.remove(&worker)
+                        && self.workers.contains_key(&worker)
+                    {
+                        burst.push((worker, FromWorker::Finished(done)));
                     }
                 }
                 _ => {}

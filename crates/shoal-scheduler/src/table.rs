@@ -558,13 +558,13 @@ mod tests {
         let mut x = 99u64;
         for round in 0..20_000u64 {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            if live.len() > 50 && (x >> 40) % 2 == 0 {
+            if live.len() > 50 && (x >> 40).is_multiple_of(2) {
                 let (n, i) = live.swap_remove(((x >> 20) as usize) % live.len());
                 assert!(table.remove(i).is_some());
                 assert_eq!(table.find(&task(n).key), None);
             } else {
                 // Half of the new tasks reuse a recently forgotten key.
-                let n = if (x >> 30) % 2 == 0 { round % 64 } else { round };
+                let n = if (x >> 30).is_multiple_of(2) { round % 64 } else { round };
                 if live.iter().any(|(m, _)| *m == n) {
                     continue;
                 }

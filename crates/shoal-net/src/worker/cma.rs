@@ -80,11 +80,11 @@ pub(crate) struct Lendable {
 /// [`RemoteFunc::borrow_result`](shoal_graph::remote::RemoteFunc::borrow_result)),
 /// else encoded once into a buffer that is lent instead.
 pub(crate) fn lendable(source: Source) -> Result<Lendable, RemoteError> {
-    if let Source::Value { value, producer } = &source {
-        if let Some((head, body)) = producer.borrow_result(value) {
-            let (addr, len) = span(body);
-            return Ok(Lendable { head, pinned: Pinned::Value { _held: value.clone() }, addr, len });
-        }
+    if let Source::Value { value, producer } = &source
+        && let Some((head, body)) = producer.borrow_result(value)
+    {
+        let (addr, len) = span(body);
+        return Ok(Lendable { head, pinned: Pinned::Value { _held: value.clone() }, addr, len });
     }
     let bytes = source.encode()?;
     let (addr, len) = span(&bytes);

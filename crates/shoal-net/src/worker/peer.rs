@@ -219,10 +219,10 @@ pub(crate) async fn serve_data(listener: TcpListener, state: Shared, token: Opti
         let token = token.clone();
         tokio::spawn(async move {
             let local = peer.ip().is_loopback();
-            if let Err(e) = serve_peer(stream, state, token.as_deref(), max_frame, local).await {
-                if !matches!(e, Closed::Eof) {
-                    tracing::warn!("closing the data connection from {peer}: {e}");
-                }
+            if let Err(e) = serve_peer(stream, state, token.as_deref(), max_frame, local).await
+                && !matches!(e, Closed::Eof)
+            {
+                tracing::warn!("closing the data connection from {peer}: {e}");
             }
         });
     }

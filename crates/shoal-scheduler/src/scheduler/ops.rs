@@ -37,10 +37,10 @@ impl Scheduler {
             if self.paused.insert(w) {
                 self.loads.remove(w);
             }
-        } else if self.paused.remove(&w) {
-            if let Some(load) = self.busy(w).map(Busy::load_key) {
-                self.loads.insert(w, load);
-            }
+        } else if self.paused.remove(&w)
+            && let Some(load) = self.busy(w).map(Busy::load_key)
+        {
+            self.loads.insert(w, load);
         }
     }
 
