@@ -52,6 +52,9 @@ fn has_avx2() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2"))
 }
 
+#[cfg(target_arch = "x86_64")]
+use crate::vmath::has_avx512;
+
 fn check_len(name: &str, counters: usize, out: usize) {
     assert!(counters == out, "rng::{name}: {counters} counters but output has {out} elements");
 }
@@ -94,17 +97,24 @@ pub(crate) mod avx2 {
     }
 }
 
+/// AVX-512 instances (eight lanes, and 64-bit multiplies and conversions that AVX2 lacks); callers must
+/// check the CPU supports them.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512 {
+    #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2")]
+    pub(crate) unsafe fn bits(key: u64, counters: &[u64], out: &mut [u64]) {
+        super::bits_body(key, counters, out);
+    }
+    #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2")]
+    pub(crate) unsafe fn uniform(key: u64, counters: &[u64], out: &mut [f64]) {
+        super::uniform_body(key, counters, out);
+    }
+}
+
 /// `out[i]` = 64 well-mixed random bits for `(seed, counters[i])`. Panics if the lengths differ.
 pub(crate) fn bits(seed: u64, counters: &[u64], out: &mut [u64]) {
     check_len("bits", counters.len(), out.len());
-    let k = key(seed, 0);
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 (checked at run time just above).
-        unsafe { avx2::bits(k, counters, out) };
-        return;
-    }
-    baseline::bits(k, counters, out);
+    bits_with_key(key(seed, 0), counters, out);
 }
 
 /// `out[i]` uniform in `[0, 1)` (a multiple of 2^-52, never 1.0) for `(seed, counters[i])`; the same bits
@@ -112,6 +122,12 @@ pub(crate) fn bits(seed: u64, counters: &[u64], out: &mut [u64]) {
 pub(crate) fn uniform(seed: u64, counters: &[u64], out: &mut [f64]) {
     check_len("uniform", counters.len(), out.len());
     let k = key(seed, 0);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU supports AVX-512 F, DQ and VL and AVX2 (checked at run time just above).
+        unsafe { avx512::uniform(k, counters, out) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU supports AVX2 (checked at run time just above).
@@ -143,6 +159,12 @@ pub(crate) fn normal(seed: u64, counters: &[u64], out: &mut [f64]) {
 }
 
 fn bits_with_key(k: u64, counters: &[u64], out: &mut [u64]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU supports AVX-512 F, DQ and VL and AVX2 (checked at run time just above).
+        unsafe { avx512::bits(k, counters, out) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU supports AVX2 (checked at run time just above).
@@ -215,6 +237,18 @@ mod tests {
             unsafe {
                 avx2::bits(k, &cs, &mut b);
                 avx2::uniform(k, &cs, &mut v);
+            }
+            assert_eq!(a, b);
+            assert_eq!(u, v);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512() {
+            let mut b = vec![0u64; cs.len()];
+            let mut v = vec![0.0; cs.len()];
+            // SAFETY: the CPU supports AVX-512 F, DQ and VL and AVX2.
+            unsafe {
+                avx512::bits(k, &cs, &mut b);
+                avx512::uniform(k, &cs, &mut v);
             }
             assert_eq!(a, b);
             assert_eq!(u, v);
