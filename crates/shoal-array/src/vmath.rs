@@ -430,7 +430,7 @@ pub(crate) fn has_avx512() -> bool {
     })
 }
 
-/// Defines, for each kernel, the public dispatcher plus its baseline and AVX2+FMA instances.
+/// Defines, for each kernel, the public dispatcher plus its baseline, AVX2+FMA and AVX-512 instances.
 macro_rules! kernels {
     ($($(#[$doc:meta])* $name:ident => $one:ident $(, unless $slow_case:ident use $slow:path)?;)*) => {
         /// Baseline instances (no run-time CPU features).

@@ -123,9 +123,11 @@ impl FrameReader {
                 if kind != FrameKind::Raw {
                     return Err(Closed::Unexpected("a message frame where raw bytes were due"));
                 }
-                if len >= recycle::LARGE {
-                    // Mapped, not filled: memory is only used as bytes arrive
-                    // (the length is within the frame cap, checked above).
+                // Sized from the header (within the frame cap, checked
+                // above), but only once the body has started to arrive: a
+                // peer that declares a large frame and sends nothing more
+                // gets no memory set aside for it.
+                if len >= recycle::LARGE && self.decoder.buffered() > shoal_proto::HEADER_LEN {
                     let mut body = recycle::Buffer::new(len)?;
                     let have = self.decoder.take_body_start(body.as_mut());
                     self.read.read_exact(&mut body.as_mut()[have..]).await.map_err(|e| match e.kind() {
@@ -134,7 +136,9 @@ impl FrameReader {
                     })?;
                     return Ok(body.freeze());
                 }
-                if let Some(frame) = self.decoder.next_frame()? {
+                if len < recycle::LARGE
+                    && let Some(frame) = self.decoder.next_frame()?
+                {
                     return Ok(Bytes::from(frame.body));
                 }
             }
@@ -205,6 +209,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_large_body_cut_short_or_a_message_where_bytes_were_due_is_an_error() {
+        let header_only = raw_header(recycle::LARGE as u32 * 2).to_vec();
+        let mut reader = reader_of(header_only).await;
+        assert!(matches!(reader.next_raw().await, Err(Closed::Truncated)));
+
         let mut wire = raw_header(recycle::LARGE as u32 * 2).to_vec();
         wire.extend_from_slice(&[1; 1000]);
         let mut reader = reader_of(wire).await;

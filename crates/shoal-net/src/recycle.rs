@@ -30,13 +30,13 @@ const KEPT_MAX: usize = 512 << 20;
 /// How long an unused buffer is kept.
 const KEPT_FOR: Duration = Duration::from_secs(10);
 
-/// Buffers are mapped in whole huge pages, so results of nearly the same
+/// Fresh buffers are rounded up to this, so results a few bytes apart in
 /// size fit the same buffer.
-pub(crate) const GRAIN: usize = 2 << 20;
+const GRAIN: usize = 64 << 10;
 
 /// Results at least this large are read into a [`Buffer`]; smaller ones
 /// into the heap, whose allocator reuses memory well at those sizes.
-pub(crate) const LARGE: usize = GRAIN;
+pub(crate) const LARGE: usize = 2 << 20;
 
 /// The buffers this process keeps.
 static POOL: Pool = Pool::new();
@@ -88,14 +88,16 @@ impl Pool {
         drop(expired);
     }
 
-    /// A kept buffer for `len` bytes (at most a quarter larger than a fresh
+    /// A kept buffer for `len` bytes (at most an eighth larger than a fresh
     /// one would be), else fresh
     /// memory advised to use huge pages.
     fn take(&self, len: usize) -> std::io::Result<MmapMut> {
         let reused = {
             let mut kept = self.lock();
             let mapped = mapped_len(len);
-            let fits = |k: &Kept| k.map.len() >= len && k.map.len() <= mapped + mapped / 4;
+            // A result held in a larger buffer takes more memory than the
+            // worker counts for it: an eighth more at most.
+            let fits = |k: &Kept| k.map.len() >= len && k.map.len() <= mapped + mapped / 8;
             let best = kept.iter().enumerate().filter(|(_, k)| fits(k)).min_by_key(|(_, k)| k.map.len());
             best.map(|(i, _)| i).map(|i| kept.remove(i).map)
         };
@@ -210,11 +212,13 @@ mod tests {
         drop(frozen);
         assert!(kept(pool).is_empty(), "kept only when the last clone goes");
         drop(clone);
+        assert_eq!(kept(pool), vec![addr]);
 
         let small = Buffer::from_pool(pool, 1 << 20).expect("maps");
         assert_ne!(small.as_ref().as_ptr(), addr, "a much smaller result maps its own");
         let again = Buffer::from_pool(pool, len - 1000).expect("maps");
         assert_eq!(again.as_ref().as_ptr(), addr, "the kept buffer is reused");
+        assert!(kept(pool).is_empty(), "and is not kept twice");
         assert_eq!(again.as_ref().len(), len - 1000);
     }
 

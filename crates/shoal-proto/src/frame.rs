@@ -312,9 +312,12 @@ impl FrameDecoder {
     /// # Panics
     ///
     /// If no header is buffered (call [`next_header`](FrameDecoder::next_header)
-    /// first).
+    /// first), or `body` is not as long as the header says.
     pub fn take_body_start(&mut self, body: &mut [u8]) -> usize {
-        assert!(self.buffered() >= HEADER_LEN, "take_body_start without a buffered header");
+        let head =
+            self.buf[self.start..].first_chunk::<HEADER_LEN>().expect("take_body_start without a buffered header");
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        assert_eq!(body.len(), len, "take_body_start: the body is {len} bytes long, not {}", body.len());
         let from = self.start + HEADER_LEN;
         let n = (self.buf.len() - from).min(body.len());
         body[..n].copy_from_slice(&self.buf[from..from + n]);
@@ -558,6 +561,14 @@ mod tests {
             assert_eq!(frames[0].kind, FrameKind::Message);
             assert_eq!(decoder.buffered(), 0);
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "the body is 3 bytes long, not 2")]
+    fn a_body_slice_of_another_length_than_the_header_says_is_a_bug() {
+        let mut decoder = FrameDecoder::default();
+        decoder.push(&raw_header(3));
+        decoder.take_body_start(&mut [0; 2]);
     }
 
     #[test]

@@ -151,6 +151,9 @@ pub(crate) fn read(offer: &Offer<'_>, max: usize) -> Result<Bytes, ReadError> {
     Ok(out.freeze())
 }
 
+/// The size of a transparent huge page on x86-64 and most aarch64 kernels.
+const HUGE_PAGE: usize = 2 << 20;
+
 /// Bytes each thread of a parallel read takes at least.
 const PER_THREAD: usize = 16 << 20;
 
@@ -164,8 +167,9 @@ fn read_parallel(pid: u32, addr: u64, out: &mut [u8]) -> Result<(), ReadError> {
     if threads == 1 {
         return read_remote(pid, addr, out);
     }
-    // Parts end on huge-page boundaries, so no page is faulted in by two.
-    let part = out.len().div_ceil(threads).next_multiple_of(recycle::GRAIN);
+    // Parts are whole huge pages long, so the threads share at most the
+    // one huge page at each boundary.
+    let part = out.len().div_ceil(threads).next_multiple_of(HUGE_PAGE);
     std::thread::scope(|scope| {
         let reads: Vec<_> = out
             .chunks_mut(part)
