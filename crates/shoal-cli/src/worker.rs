@@ -2,7 +2,9 @@
 //! starts it again when the cluster restarts (the nanny).
 
 use std::net::ToSocketAddrs;
-use std::process::{Command, ExitCode, ExitStatus};
+use std::path::Path;
+use std::process::{Child, Command, ExitCode, ExitStatus};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use shoal::deploy::env;
@@ -33,6 +35,11 @@ pub(crate) struct WorkerArgs {
     /// (default 0.6; "none" never spills).
     #[arg(long)]
     memory_target: Option<String>,
+    /// The fraction of the memory limit past which the worker's resident
+    /// memory (the whole process's) makes this command kill it and start a
+    /// new one, as Dask's nanny does at 0.95 (default: never).
+    #[arg(long)]
+    memory_terminate: Option<f64>,
     /// Where spilled results go (default: the temporary directory).
     #[arg(long)]
     local_directory: Option<std::path::PathBuf>,
@@ -99,6 +106,12 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
             bail!("--memory-target {t}: give a fraction above 0 and at most 1, or none");
         }
     }
+    if let Some(fraction) = args.memory_terminate {
+        shoal::deploy::check_terminate_fraction("--memory-terminate", fraction).map_err(anyhow::Error::msg)?;
+        if memory_limit == 0 {
+            bail!("--memory-terminate {fraction} needs --memory-limit: it is a fraction of that limit");
+        }
+    }
     let inline_max = shoal::deploy::parse_bytes(&args.inline_max).context("--inline-max")?;
     let name = args.name.clone().unwrap_or_else(|| format!("{}-{}", host_name(), std::process::id()));
     let mut command = Command::new(program);
@@ -126,14 +139,55 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     }
     shoal::deploy::tune_worker_environment(&mut command);
     loop {
-        let status = command.status().with_context(|| {
+        let child = command.spawn().with_context(|| {
             format!("cannot start {program:?} as worker {name} (is it a program linked with shoal?)")
         })?;
+        let terminate = args.memory_terminate.map(|fraction| (memory_limit, fraction));
+        let status = match watch(child, &name, terminate, args.local_directory.as_deref())? {
+            Watched::Exited(status) => status,
+            Watched::OverMemory => continue,
+        };
         if status.code() == Some(shoal::RESTART_EXIT_CODE) {
             eprintln!("shoal worker {name}: the cluster restarted; starting a new process");
             continue;
         }
         return Ok(exit_code(program, &status));
+    }
+}
+
+/// How a worker process ended.
+enum Watched {
+    Exited(ExitStatus),
+    /// Killed for passing its memory limit: a new one takes its place.
+    OverMemory,
+}
+
+/// How often the nanny looks at its worker's memory.
+const MEMORY_POLL: Duration = Duration::from_millis(20);
+
+/// Waits for the worker process to end; with a terminate fraction of a
+/// memory limit, kills it once its resident memory passes that.
+fn watch(
+    mut child: Child,
+    name: &str,
+    terminate: Option<(u64, f64)>,
+    local_directory: Option<&Path>,
+) -> anyhow::Result<Watched> {
+    let Some((memory_limit, fraction)) = terminate else {
+        return Ok(Watched::Exited(child.wait().context("waiting for the worker process")?));
+    };
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for the worker process")? {
+            return Ok(Watched::Exited(status));
+        }
+        if let Some(why) = shoal::deploy::past_memory_terminate(name, child.id(), memory_limit, fraction) {
+            eprintln!("shoal worker: {why}");
+            let _ = child.kill();
+            let _ = child.wait();
+            shoal::deploy::remove_worker_files(child.id(), local_directory);
+            return Ok(Watched::OverMemory);
+        }
+        std::thread::sleep(MEMORY_POLL);
     }
 }
 

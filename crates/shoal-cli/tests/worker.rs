@@ -193,6 +193,10 @@ fn bad_worker_options_are_clear_errors() {
     assert!(err.contains("--death-timeout"), "{err}");
     let err = fails(&["worker", "127.0.0.1:1", "--memory-target", "2", "--", "/bin/true"]);
     assert!(err.contains("--memory-target 2"), "{err}");
+    let err = fails(&["worker", "127.0.0.1:1", "--memory-limit", "1GB", "--memory-terminate", "0", "--", "/bin/true"]);
+    assert!(err.contains("--memory-terminate 0"), "{err}");
+    let err = fails(&["worker", "127.0.0.1:1", "--memory-terminate", "0.95", "--", "/bin/true"]);
+    assert!(err.contains("needs --memory-limit"), "{err}");
     let err = fails(&["worker", "127.0.0.1:1", "--inline-max", "small", "--", "/bin/true"]);
     assert!(err.contains("--inline-max") && err.contains("\"small\""), "{err}");
     let err = fails(&["worker", "127.0.0.1:1"]);
@@ -300,4 +304,45 @@ fn a_function_the_worker_program_lacks_fails_the_task_with_a_clear_error() {
     let message = outcome.expect_err("the worker cannot run it").to_string();
     assert!(message.contains("named") && message.contains("#[shoal::remote]"), "{message}");
     assert!(again.is_err(), "still a clear error, from a worker still alive");
+}
+
+/// Allocates and touches `mb` MiB, holds it a while, and returns a sum.
+#[shoal::remote]
+fn hog(mb: u64) -> u64 {
+    let held = vec![1u8; (mb as usize) << 20];
+    std::thread::sleep(Duration::from_secs(5));
+    held.iter().step_by(4096).map(|&b| u64::from(b)).sum()
+}
+
+#[test]
+fn a_worker_past_its_memory_terminate_fraction_is_killed_and_started_again() {
+    let scheduler = scheduler_at("127.0.0.1:0".parse().expect("address"));
+    let address = scheduler.address();
+    let mut worker = start_worker(
+        address,
+        &[
+            "--name",
+            "frugal",
+            "--threads",
+            "1",
+            "--memory-limit",
+            "150MiB",
+            "--memory-terminate",
+            "0.95",
+            "--death-timeout",
+            "0",
+        ],
+    );
+    let client = Client::connect(&address.to_string()).expect("client connects");
+    joined(&client, "frugal");
+    let first = client.submit(pid, ()).result().expect("a pid");
+    let err = client.submit(hog, (300u64,)).result().expect_err("no worker holds 300 MiB in 150");
+    assert!(matches!(err, shoal::Error::WorkerLost { attempts: 4, .. }), "{err}");
+    // The command started a new process each time, and the last one works.
+    joined(&client, "frugal");
+    let last = client.submit(pid, ()).result().expect("a pid after the restarts");
+    assert_ne!(first, last, "a new process");
+    assert!(worker.try_wait().expect("status").is_none(), "shoal worker itself keeps running");
+    let _ = worker.kill();
+    let _ = worker.wait();
 }

@@ -23,8 +23,10 @@ use shoal_net::{
     start_worker,
 };
 
+mod memory;
 mod spec;
 
+pub use memory::{check_terminate_fraction, past_memory_terminate, resident_bytes};
 pub use spec::{SpecError, detect_gpus, format_resources, gpus_from, parse_bytes, parse_resources, worker_resources};
 
 /// The variable that makes a process a worker (see `shoal::init`).
@@ -108,6 +110,7 @@ pub struct LocalClusterBuilder {
     worker_resources: BTreeMap<usize, Vec<(String, f64)>>,
     memory_limit: u64,
     memory_target: Option<f64>,
+    memory_terminate: Option<f64>,
     local_directory: Option<PathBuf>,
     no_worker_timeout: Option<Duration>,
     same_host_transfer: SameHostTransfer,
@@ -237,6 +240,38 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// The fraction of the memory limit past which a worker process's
+    /// resident memory makes the cluster kill it and start a new one
+    /// (Dask's nanny `terminate`, 0.95 there); its tasks run again
+    /// elsewhere, and one that kills every worker it runs on fails with
+    /// `WorkerLost` once its attempts are spent. Default `None`: the limit
+    /// counts results, and a worker's resident memory includes the program
+    /// itself, so this guard is for limits well above the program's size.
+    /// Worker processes only.
+    ///
+    /// ```
+    /// #[shoal::remote]
+    /// fn hog(mb: u64) -> u64 {
+    ///     let v = vec![1u8; (mb as usize) << 20];
+    ///     std::thread::sleep(std::time::Duration::from_secs(5)); // the nanny acts first
+    ///     v.iter().map(|&b| u64::from(b)).sum()
+    /// }
+    ///
+    /// let cluster = shoal::LocalCluster::builder()
+    ///     .workers(1)
+    ///     .memory_limit(200 << 20)
+    ///     .memory_terminate(Some(0.95))
+    ///     .build()?;
+    /// let client = cluster.client()?;
+    /// let err = client.submit(hog, (400u64,)).result().expect_err("no worker can hold 400 MiB");
+    /// assert!(matches!(err, shoal::Error::WorkerLost { .. }), "{err}");
+    /// # Ok::<(), shoal::Error>(())
+    /// ```
+    pub fn memory_terminate(mut self, fraction: Option<f64>) -> LocalClusterBuilder {
+        self.memory_terminate = fraction;
+        self
+    }
+
     /// The directory workers spill to (each makes its own directory in it,
     /// removed when the worker ends); default: the temporary directory.
     pub fn local_directory(mut self, dir: impl Into<PathBuf>) -> LocalClusterBuilder {
@@ -311,6 +346,14 @@ impl LocalClusterBuilder {
         if let Some(f) = self.memory_target.filter(|f| !(*f > 0.0 && *f <= 1.0)) {
             return Err(Error::Start(format!("memory_target(Some({f})): give a fraction above 0 and at most 1")));
         }
+        if let Some(f) = self.memory_terminate {
+            check_terminate_fraction("memory_terminate", f).map_err(Error::Start)?;
+            if self.memory_limit == 0 {
+                return Err(Error::Start(format!(
+                    "memory_terminate(Some({f})) needs a memory_limit: it is a fraction of that limit"
+                )));
+            }
+        }
         for (name, amount) in self.resources.iter().chain(self.worker_resources.values().flatten()) {
             if name.is_empty() || !amount.is_finite() || *amount < 0.0 {
                 return Err(Error::Start(format!(
@@ -329,6 +372,7 @@ impl LocalClusterBuilder {
             worker_resources: self.worker_resources,
             memory_limit: self.memory_limit,
             memory_target: self.memory_target,
+            memory_terminate: self.memory_terminate,
             local_directory: self.local_directory,
             same_host_transfer: self.same_host_transfer,
             inline_max: self.inline_max,
@@ -370,6 +414,7 @@ struct Spec {
     worker_resources: BTreeMap<usize, Vec<(String, f64)>>,
     memory_limit: u64,
     memory_target: Option<f64>,
+    memory_terminate: Option<f64>,
     local_directory: Option<PathBuf>,
     same_host_transfer: SameHostTransfer,
     inline_max: usize,
@@ -402,20 +447,9 @@ impl Spec {
         }
     }
 
-    /// Removes the spill directories of worker process `pid` (named
-    /// `shoal-worker-<pid>-<name>` in the local directory).
-    fn remove_spill_dirs(&self, pid: u32) {
-        if self.memory_limit == 0 || self.memory_target.is_none() {
-            return;
-        }
-        let base = self.local_directory.clone().unwrap_or_else(std::env::temp_dir);
-        let prefix = format!("shoal-worker-{pid}-");
-        let Ok(entries) = std::fs::read_dir(&base) else { return };
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
+    /// Removes what killed worker process `pid` could not clean up itself.
+    fn clean_after(&self, pid: u32) {
+        remove_worker_files(pid, self.local_directory.as_deref());
     }
 
     /// Starts worker process `index`: this program, which becomes a worker
@@ -446,6 +480,22 @@ impl Spec {
     }
 }
 
+/// Removes what a killed worker process could not: its spill directories
+/// (`shoal-worker-<pid>-<name>` in `local_directory`, or in the system's
+/// temporary directory) and the files it shared with workers of its host.
+pub fn remove_worker_files(pid: u32, local_directory: Option<&std::path::Path>) {
+    let base = local_directory.map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+    let prefix = format!("shoal-worker-{pid}-");
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    shoal_net::remove_shared_files_of(pid);
+}
+
 /// A worker process of a local cluster.
 struct WorkerProcess {
     child: Child,
@@ -453,7 +503,8 @@ struct WorkerProcess {
 }
 
 /// Watches a local cluster's worker processes and starts a new one in the
-/// place of each that exits to restart (Dask's nanny, for all of them).
+/// place of each that exits to restart, or that it kills for passing its
+/// memory limit (Dask's nanny, for all of them).
 struct Nanny {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -473,8 +524,19 @@ impl Nanny {
                 std::thread::sleep(NANNY_POLL);
                 let Ok(mut procs) = processes.lock() else { return };
                 for p in procs.iter_mut() {
-                    let restarting =
+                    let mut restarting =
                         matches!(p.child.try_wait(), Ok(Some(status)) if status.code() == Some(RESTART_EXIT_CODE));
+                    if !restarting
+                        && let Some(fraction) = spec.memory_terminate
+                        && let Some(why) =
+                            past_memory_terminate(&Spec::name(p.index), p.child.id(), spec.memory_limit, fraction)
+                    {
+                        eprintln!("shoal: {why}");
+                        let _ = p.child.kill();
+                        let _ = p.child.wait();
+                        spec.clean_after(p.child.id());
+                        restarting = true;
+                    }
                     if restarting {
                         match spec.spawn(&exe, p.index) {
                             Ok(child) => p.child = child,
@@ -530,6 +592,7 @@ impl LocalCluster {
             worker_resources: BTreeMap::new(),
             memory_limit: 0,
             memory_target: Some(0.6),
+            memory_terminate: None,
             local_directory: None,
             same_host_transfer: SameHostTransfer::default(),
             no_worker_timeout: None,
@@ -593,7 +656,7 @@ impl LocalCluster {
             if let Some(mut p) = children.pop() {
                 let _ = p.child.kill();
                 let _ = p.child.wait();
-                shoal_net::remove_shared_files_of(p.child.id());
+                self.spec.clean_after(p.child.id());
             }
         }
         while children.len() < n {
@@ -659,10 +722,7 @@ impl Drop for LocalCluster {
             for mut p in children.drain(..) {
                 let _ = p.child.kill();
                 let _ = p.child.wait();
-                // A killed worker cannot remove what it spilled, nor
-                // the results it shared with workers of this host.
-                self.spec.remove_spill_dirs(p.child.id());
-                shoal_net::remove_shared_files_of(p.child.id());
+                self.spec.clean_after(p.child.id());
             }
         }
         self.scheduler.take();

@@ -12,8 +12,9 @@
 //! last buffers, as Ray's object store keeps its memory and MPI libraries
 //! keep their large-message buffers.
 //!
-//! What is kept is bounded: at most [`KEPT_MAX`] bytes (an eighth of the
-//! worker's memory limit, if that is less), and no buffer longer than
+//! What is kept is bounded: at most [`KEPT_MAX`] bytes (a sixteenth of the
+//! worker's memory limit, if that is less: its nanny restarts it past 95 %
+//! of the limit), and no buffer longer than
 //! [`KEPT_FOR`] unused ([`trim`] runs on every heartbeat). Kept buffers are
 //! not results, so they do not count toward the memory limit.
 
@@ -52,7 +53,7 @@ struct Kept {
     since: Instant,
 }
 
-/// Lowers what is kept to an eighth of a worker's memory limit (workers
+/// Lowers what is kept to a sixteenth of a worker's memory limit (workers
 /// sharing a process share their buffers, so the lowest limit counts).
 pub(crate) fn limit_to_memory(memory_limit: u64) {
     POOL.limit_to_memory(memory_limit);
@@ -69,8 +70,8 @@ impl Pool {
     }
 
     fn limit_to_memory(&self, memory_limit: u64) {
-        let eighth = usize::try_from(memory_limit / 8).unwrap_or(usize::MAX);
-        self.limit.fetch_min(eighth, Ordering::Relaxed);
+        let share = usize::try_from(memory_limit / 16).unwrap_or(usize::MAX);
+        self.limit.fetch_min(share, Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Kept>> {
@@ -235,7 +236,7 @@ mod tests {
     #[test]
     fn past_the_limit_the_oldest_go_first() {
         let pool = pool();
-        pool.limit_to_memory(8 * (9 << 20));
+        pool.limit_to_memory(16 * (9 << 20));
         let a = Buffer::from_pool(pool, 6 << 20).expect("maps");
         let b = Buffer::from_pool(pool, 6 << 20).expect("maps");
         let b_addr = b.as_ref().as_ptr();

@@ -107,11 +107,13 @@ pub mod array {
     pub use shoal_array::*;
 }
 
-/// Launching workers: the environment a worker process reads, and the
-/// readers of what users write (resources, byte sizes) and GPU detection.
+/// Launching workers: the environment a worker process reads, the readers
+/// of what users write (resources, byte sizes), GPU detection, and the
+/// nanny's memory guard.
 pub mod deploy {
     pub use shoal_deploy::{
-        HUGE_PAGE_MALLOC, SpecError, detect_gpus, env, format_resources, gpus_from, parse_bytes, parse_resources,
+        HUGE_PAGE_MALLOC, SpecError, check_terminate_fraction, detect_gpus, env, format_resources, gpus_from,
+        parse_bytes, parse_resources, past_memory_terminate, remove_worker_files, resident_bytes,
         tune_worker_environment, worker_resources,
     };
 }

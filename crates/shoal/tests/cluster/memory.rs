@@ -126,3 +126,48 @@ fn a_worker_over_its_target_spills_to_disk_and_reads_back() {
     assert!(left.is_empty(), "the cluster removes its workers' spill directories: {left:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Allocates and touches `mb` MiB, holds it for `hold_ms`, and returns a sum.
+#[shoal::remote]
+fn hog(mb: u64, hold_ms: u64) -> u64 {
+    let held = vec![1u8; (mb as usize) << 20];
+    std::thread::sleep(Duration::from_millis(hold_ms));
+    held.iter().step_by(4096).map(|&b| u64::from(b)).sum()
+}
+
+#[test]
+fn a_worker_past_its_memory_terminate_fraction_is_replaced_and_the_hungry_task_fails() {
+    let cluster = LocalCluster::builder()
+        .processes(true)
+        .workers(2)
+        .threads_per_worker(1)
+        .memory_limit(150 << 20)
+        .memory_terminate(Some(0.95))
+        .build()
+        .expect("cluster");
+    let client = cluster.client().expect("client");
+    let before = cluster.worker_pids();
+    let err = client.submit(hog, (300u64, 5_000u64)).result().expect_err("no worker holds 300 MiB in 150");
+    assert!(matches!(err, shoal::Error::WorkerLost { attempts: 4, .. }), "{err}");
+    // Four processes were killed and replaced; the cluster is whole and works.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while client.scheduler_info().expect("info").len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the replacements never joined");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = cluster.worker_pids();
+    assert_eq!(after.len(), 2);
+    assert!(after.iter().any(|p| !before.contains(p)), "new processes: {before:?} -> {after:?}");
+    assert_eq!(client.gather(&client.map(plus_one, 0..4u64)).expect("still works"), vec![1, 2, 3, 4]);
+    // Light tasks are not affected by the guard.
+    let small = client.submit(hog, (10u64, 0u64)).result().expect("10 MiB fits");
+    assert_eq!(small, 10 << 8);
+}
+
+#[test]
+fn a_terminate_fraction_needs_a_limit_and_a_positive_number() {
+    let err = LocalCluster::builder().memory_terminate(Some(0.95)).build().err().expect("no limit");
+    assert!(err.to_string().contains("needs a memory_limit"), "{err}");
+    let err = LocalCluster::builder().memory_limit(1 << 30).memory_terminate(Some(-1.0)).build().err().expect("bad");
+    assert!(err.to_string().contains("memory_terminate -1"), "{err}");
+}
