@@ -1,6 +1,7 @@
 //! The `shoal` command.
 
 mod bench;
+mod efficiency;
 mod scheduler;
 mod worker;
 
@@ -25,6 +26,9 @@ enum Command {
     /// Run a program as a worker of a scheduler (and again after restarts):
     /// shoal worker tcp://host:port [options] -- ./program [arguments].
     Worker(worker::WorkerArgs),
+    /// How well a finished batch job used the cores, memory and time it
+    /// reserved, from sacct (SLURM) or qacct (Grid Engine).
+    Efficiency(efficiency::EfficiencyArgs),
 }
 
 /// glibc's `malloc` uses transparent huge pages only when told so at
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Scheduler(args) => scheduler::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Worker(args) => worker::run(&args),
+        Command::Efficiency(args) => efficiency::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,134 @@
+//! Grid Engine's accounting records, as `qacct -j JOB` prints them.
+
+use anyhow::{Context, bail};
+
+use super::{Usage, parse_clock};
+
+/// The records in `qacct -j` output (one per job or array task; records
+/// are separated by lines of `=`).
+pub(crate) fn parse(text: &str) -> anyhow::Result<Vec<Usage>> {
+    let mut records = Vec::new();
+    let mut fields: Vec<(&str, &str)> = Vec::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("==") {
+            if !fields.is_empty() {
+                records.push(record(&fields)?);
+                fields.clear();
+            }
+            continue;
+        }
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (key, value) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        fields.push((key, value.trim()));
+    }
+    if !fields.is_empty() {
+        records.push(record(&fields)?);
+    }
+    if records.is_empty() {
+        bail!("no accounting record in the qacct output (expected lines such as \"jobnumber 3524073\")");
+    }
+    Ok(records)
+}
+
+fn record(fields: &[(&str, &str)]) -> anyhow::Result<Usage> {
+    let get = |key: &str| fields.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    let need = |key: &str| get(key).with_context(|| format!("the qacct record has no {key:?} line"));
+    let id = need("jobnumber")?.to_string();
+    let task = get("taskid").filter(|t| *t != "undefined");
+    let cores: f64 = need("slots")?.parse().with_context(|| format!("slots {:?} is not a number", get("slots")))?;
+    let wall_s = seconds(need("ru_wallclock")?).context("ru_wallclock")?;
+    let cpu_s = seconds(need("cpu")?).context("cpu")?;
+    let category = get("category").unwrap_or("");
+    let requests = resource_requests(category);
+    let per_slot_memory = requests.iter().find(|(k, _)| *k == "h_vmem").map(|(_, v)| *v).map(bytes).transpose()?;
+    let time_limit_s = requests.iter().find(|(k, _)| *k == "h_rt").map(|(_, v)| parse_clock(v)).transpose()?;
+    let exit_status: Option<i32> =
+        get("exit_status").and_then(|s| s.split_whitespace().next()).and_then(|s| s.parse().ok());
+    let failed = get("failed").map(|f| f.split_whitespace().collect::<Vec<_>>().join(" "));
+    Ok(Usage {
+        id: task.map_or_else(|| id.clone(), |t| format!("{id}.{t}")),
+        name: get("jobname").unwrap_or("").to_string(),
+        cores,
+        wall_s,
+        cpu_s,
+        max_memory: get("maxvmem").map(bytes).transpose().context("maxvmem")?,
+        memory_measure: "maxvmem (peak virtual memory)",
+        requested_memory: per_slot_memory.map(|m| m * cores),
+        time_limit_s,
+        exit_status,
+        failed: failed.filter(|f| !f.starts_with('0')),
+        switches: match (get("ru_nvcsw"), get("ru_nivcsw")) {
+            (Some(v), Some(i)) => v.parse().ok().zip(i.parse().ok()),
+            _ => None,
+        },
+    })
+}
+
+/// `-l` requests in a `category` line (`-l h_rt=600,h_vmem=24G -pe smp 8`).
+fn resource_requests(category: &str) -> Vec<(&str, &str)> {
+    let words: Vec<&str> = category.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "-l")
+        .flat_map(|w| w[1].split(','))
+        .filter_map(|kv| kv.split_once('='))
+        .collect()
+}
+
+/// `766s`, `0.040s`, `21`: seconds.
+fn seconds(text: &str) -> anyhow::Result<f64> {
+    let number = text.trim().trim_end_matches('s');
+    number.parse().with_context(|| format!("{text:?} is not a number of seconds"))
+}
+
+/// `12.973GB`, `4.879KB`, `24G`, `0.000B`: bytes, with Grid Engine's
+/// binary multiples (K = 1024).
+fn bytes(text: &str) -> anyhow::Result<f64> {
+    let t = text.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number.parse().with_context(|| format!("{text:?} is not an amount of memory"))?;
+    let scale = match unit.trim_end_matches(['B', 'b']).to_ascii_uppercase().as_str() {
+        "" => 1.0,
+        "K" => 1024.0,
+        "M" => 1024.0 * 1024.0,
+        "G" => 1024.0 * 1024.0 * 1024.0,
+        "T" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => bail!("{text:?}: unknown unit {unit:?} (expected B, K, M, G or T)"),
+    };
+    Ok(value * scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_and_durations_read_as_grid_engine_writes_them() {
+        assert_eq!(bytes("24G").expect("24G"), 24.0 * (1u64 << 30) as f64);
+        assert_eq!(bytes("4.879KB").expect("KB"), 4.879 * 1024.0);
+        assert_eq!(bytes("0.000B").expect("B"), 0.0);
+        assert!(bytes("12XB").is_err() && bytes("lots").is_err());
+        assert_eq!(seconds("766s").expect("766s"), 766.0);
+        assert_eq!(seconds("0.040s").expect("0.040s"), 0.04);
+        assert!(seconds("soon").is_err());
+    }
+
+    #[test]
+    fn requests_come_from_the_category_line() {
+        let r = resource_requests("-U a,b -l disk=48G,h_rt=3600,h_vmem=48G -pe smp 1");
+        assert_eq!(r, [("disk", "48G"), ("h_rt", "3600"), ("h_vmem", "48G")]);
+        assert!(resource_requests("").is_empty());
+    }
+
+    #[test]
+    fn a_record_without_its_key_lines_is_an_error_naming_them() {
+        let err = parse("jobnumber 1\nslots 2\n").expect_err("no ru_wallclock").to_string();
+        assert!(err.contains("ru_wallclock"), "{err}");
+        let err = parse("\n\n").expect_err("nothing").to_string();
+        assert!(err.contains("no accounting record"), "{err}");
+    }
+}

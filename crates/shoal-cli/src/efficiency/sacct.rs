@@ -1,0 +1,147 @@
+//! SLURM's accounting records, as `sacct --parsable2` prints them.
+
+use anyhow::{Context, bail};
+
+use super::{Usage, parse_clock};
+
+/// The columns asked of `sacct`, in order.
+pub(crate) const FORMAT: &str =
+    "JobID,JobName,State,ExitCode,Elapsed,TotalCPU,AllocCPUS,NNodes,ReqMem,MaxRSS,Timelimit";
+
+/// The jobs in `sacct -P --format=…` output, whose first line names the
+/// columns: one record per job (its steps, such as `123.batch`, add their
+/// peak memory to it).
+pub(crate) fn parse(text: &str) -> anyhow::Result<Vec<Usage>> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next().context("the sacct output is empty")?.split('|').map(str::trim).collect();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .with_context(|| format!("the sacct output has no {name} column: run sacct -P -j JOB --format={FORMAT}"))
+    };
+    let at = Columns {
+        id: column("JobID")?,
+        name: column("JobName")?,
+        state: column("State")?,
+        exit: column("ExitCode")?,
+        elapsed: column("Elapsed")?,
+        cpu: column("TotalCPU")?,
+        cores: column("AllocCPUS")?,
+        nodes: column("NNodes").ok(),
+        req_mem: column("ReqMem")?,
+        max_rss: column("MaxRSS")?,
+        limit: column("Timelimit")?,
+    };
+    let mut jobs: Vec<Usage> = Vec::new();
+    for line in lines {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() != header.len() {
+            bail!("sacct line {line:?} has {} cells for {} columns", cells.len(), header.len());
+        }
+        let id = cells[at.id];
+        let rss = non_empty(cells[at.max_rss]).map(bytes).transpose().with_context(|| format!("{id}: MaxRSS"))?;
+        match id.split_once('.') {
+            Some((job, _step)) => {
+                let Some(usage) = jobs.iter_mut().find(|u| u.id == job) else { continue };
+                if let Some(rss) = rss {
+                    usage.max_memory = Some(usage.max_memory.map_or(rss, |m| m.max(rss)));
+                }
+            }
+            None => jobs.push(job(&cells, &at, rss).with_context(|| format!("sacct record of job {id}"))?),
+        }
+    }
+    if jobs.is_empty() {
+        bail!("no job in the sacct output (only a header, or only steps)");
+    }
+    Ok(jobs)
+}
+
+struct Columns {
+    id: usize,
+    name: usize,
+    state: usize,
+    exit: usize,
+    elapsed: usize,
+    cpu: usize,
+    cores: usize,
+    nodes: Option<usize>,
+    req_mem: usize,
+    max_rss: usize,
+    limit: usize,
+}
+
+fn job(cells: &[&str], at: &Columns, rss: Option<f64>) -> anyhow::Result<Usage> {
+    let cores: f64 = cells[at.cores].parse().with_context(|| format!("AllocCPUS {:?}", cells[at.cores]))?;
+    let nodes: f64 = at.nodes.and_then(|n| cells[n].parse().ok()).unwrap_or(1.0);
+    let state = cells[at.state].to_string();
+    Ok(Usage {
+        id: cells[at.id].to_string(),
+        name: cells[at.name].to_string(),
+        cores,
+        wall_s: parse_clock(cells[at.elapsed]).context("Elapsed")?,
+        cpu_s: parse_clock(cells[at.cpu]).context("TotalCPU")?,
+        max_memory: rss,
+        memory_measure: "MaxRSS (peak resident memory)",
+        requested_memory: non_empty(cells[at.req_mem]).map(|m| requested(m, cores, nodes)).transpose()?,
+        time_limit_s: non_empty(cells[at.limit])
+            .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_digit()))
+            .map(parse_clock)
+            .transpose()
+            .context("Timelimit")?,
+        exit_status: cells[at.exit].split(':').next().and_then(|c| c.parse().ok()),
+        failed: (!state.starts_with("COMPLETED")).then_some(state),
+        switches: None,
+    })
+}
+
+fn non_empty(cell: &str) -> Option<&str> {
+    (!cell.is_empty()).then_some(cell)
+}
+
+/// `ReqMem` for the whole job: `4000Mc` (per core), `24Gn` (per node), or
+/// plain `24G` (per node, as SLURM 21.08 and later print it).
+fn requested(text: &str, cores: f64, nodes: f64) -> anyhow::Result<f64> {
+    match text.strip_suffix('c') {
+        Some(per_core) => Ok(bytes(per_core)? * cores),
+        None => Ok(bytes(text.strip_suffix('n').unwrap_or(text))? * nodes),
+    }
+}
+
+/// `13432M`, `1.5G`, `512K`, `0`: bytes, with SLURM's binary multiples.
+fn bytes(text: &str) -> anyhow::Result<f64> {
+    let t = text.trim();
+    let (number, scale) = match t.chars().last() {
+        Some('K') => (&t[..t.len() - 1], 1024.0),
+        Some('M') => (&t[..t.len() - 1], 1024.0 * 1024.0),
+        Some('G') => (&t[..t.len() - 1], 1024.0 * 1024.0 * 1024.0),
+        Some('T') => (&t[..t.len() - 1], 1024.0 * 1024.0 * 1024.0 * 1024.0),
+        _ => (t, 1.0),
+    };
+    let value: f64 = number.parse().with_context(|| format!("{text:?} is not an amount of memory"))?;
+    Ok(value * scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_requests_per_core_and_per_node() {
+        let g = 1024.0 * 1024.0 * 1024.0;
+        assert_eq!(requested("3Gc", 8.0, 1.0).expect("per core"), 24.0 * g);
+        assert_eq!(requested("24Gn", 8.0, 2.0).expect("per node"), 48.0 * g);
+        assert_eq!(requested("24G", 8.0, 1.0).expect("plain"), 24.0 * g);
+        assert!(requested("much", 1.0, 1.0).is_err());
+        assert_eq!(bytes("512K").expect("K"), 512.0 * 1024.0);
+        assert_eq!(bytes("0").expect("0"), 0.0);
+    }
+
+    #[test]
+    fn output_without_the_needed_columns_says_how_to_get_them() {
+        let err = parse("JobID|State\n1|COMPLETED\n").expect_err("columns missing").to_string();
+        assert!(err.contains("no JobName column") && err.contains("--format="), "{err}");
+        let err = parse("").expect_err("empty").to_string();
+        assert!(err.contains("empty"), "{err}");
+    }
+}
