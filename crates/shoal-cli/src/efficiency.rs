@@ -137,10 +137,10 @@ fn gib(bytes: f64) -> String {
     let g = bytes / (1u64 << 30) as f64;
     if g >= 10.0 {
         format!("{g:.0} GiB")
-    } else if g >= 0.1 {
+    } else if g >= 1.0 {
         format!("{g:.1} GiB")
     } else {
-        format!("{:.1} MiB", bytes / (1u64 << 20) as f64)
+        format!("{:.0} MiB", bytes / (1u64 << 20) as f64)
     }
 }
 
@@ -387,6 +387,21 @@ mod tests {
         assert!(report.contains("time limit: a limit nearer its run time (say 25.5 min)"), "{report}");
     }
 
+    /// Recorded from a real single-node SLURM 22.05 with slurmdbd: a job
+    /// of two cores that kept one busy for 6 s and touched 200 MiB.
+    #[test]
+    fn a_real_sacct_record_of_a_half_busy_job() {
+        let jobs = sacct::parse(include_str!("../tests/data/sacct-slurm-22.05.txt")).expect("sacct records");
+        assert_eq!(jobs.len(), 1);
+        assert_eq!((jobs[0].cores, jobs[0].wall_s, jobs[0].cpu_s), (2.0, 6.0, 6.243));
+        assert_eq!(jobs[0].max_memory, Some(221_056.0 * 1024.0));
+        let report = report(&jobs[0]);
+        assert!(report.contains("52 % CPU efficiency") && report.contains("reserve 1 core instead"), "{report}");
+        assert!(report.contains("216 MiB at most") && report.contains("of 1.0 GiB reserved: 21 %"), "{report}");
+    }
+
+    /// Hand-written in SLURM's layout, for what a test job cannot easily
+    /// show: memory reserved per core, and a job killed for memory.
     #[test]
     fn sacct_jobs_take_their_peak_memory_from_their_steps() {
         let jobs = sacct::parse(include_str!("../tests/data/sacct-example.txt")).expect("sacct records");
