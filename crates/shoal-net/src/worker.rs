@@ -53,7 +53,9 @@ pub struct WorkerConfig {
     pub threads: usize,
     /// The cluster token.
     pub token: Option<String>,
-    /// Address the data server listens on (any free port).
+    /// Address the data server listens on (any free port); the default,
+    /// loopback, becomes the address on the route to the scheduler when
+    /// the scheduler is on another address (see `start_worker`).
     pub listen: IpAddr,
     /// The largest frame accepted.
     pub max_frame: usize,
@@ -261,7 +263,7 @@ pub fn start_worker(config: WorkerConfig) -> Result<RunningWorker, WorkerError> 
         move |source| WorkerError::Io { what, source }
     };
     let pool = Runtime::threads(config.threads).map_err(io("cannot start the worker's threads"))?;
-    let data = std::net::TcpListener::bind((config.listen, 0)).map_err(io("cannot open the data server"))?;
+    let data = std::net::TcpListener::bind((data_server_ip(&config), 0)).map_err(io("cannot open the data server"))?;
     let data_address = data.local_addr().map_err(io("cannot open the data server"))?;
     data.set_nonblocking(true).map_err(io("cannot open the data server"))?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<WorkerId, WorkerError>>();
@@ -277,6 +279,27 @@ pub fn start_worker(config: WorkerConfig) -> Result<RunningWorker, WorkerError> 
         source: std::io::Error::other("worker thread ended"),
     })??;
     Ok(RunningWorker { id, data_address, service, exit })
+}
+
+/// Where the data server listens: `config.listen`, unless that is a
+/// loopback address and the scheduler is not. Then peers on other hosts
+/// must reach it too: it listens on (and the scheduler hands out) the
+/// address of this host's interface that the route to the scheduler takes,
+/// as Dask picks a worker's interface.
+fn data_server_ip(config: &WorkerConfig) -> IpAddr {
+    if !config.listen.is_loopback() || config.scheduler.ip().is_loopback() {
+        return config.listen;
+    }
+    route_to(config.scheduler).unwrap_or(config.listen)
+}
+
+/// This host's address on the route to `target`: a UDP socket "connected"
+/// to it (which sends nothing) is bound to the interface the kernel picks.
+fn route_to(target: SocketAddr) -> Option<IpAddr> {
+    let any: SocketAddr = if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect(target).ok()?;
+    Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
 }
 
 /// How one connection to the scheduler ended.

@@ -415,3 +415,56 @@ proptest::proptest! {
         proptest::prop_assert_eq!(fuzzed_worker_panics(), panics, "the worker's service thread panicked");
     }
 }
+
+#[shoal::remote]
+fn bulk(n: u64) -> Vec<u8> {
+    (0..n).map(|i| (i % 253) as u8).collect()
+}
+
+#[shoal::remote]
+fn checksum(bytes: Vec<u8>) -> u64 {
+    bytes.iter().map(|&b| u64::from(b)).sum()
+}
+
+/// This host's address on its default route, if it has one besides
+/// loopback (connecting a UDP socket sends nothing).
+fn non_loopback_ip() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("198.51.100.1:9").ok()?;
+    Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+}
+
+/// Workers of a scheduler on another address than loopback (as on a
+/// cluster's nodes) listen for their peers where the route to the scheduler
+/// goes, not on loopback, which other hosts cannot reach; results of any
+/// size then cross between them.
+#[test]
+fn workers_of_a_scheduler_on_the_network_serve_their_peers_on_it() {
+    let Some(ip) = non_loopback_ip() else {
+        eprintln!("this host has no address besides loopback: nothing to check");
+        return;
+    };
+    let token = Some("network-token".to_string());
+    let listen = SocketAddr::from(([0, 0, 0, 0], 0));
+    let scheduler = start_scheduler(SchedulerServerConfig { listen, token: token.clone(), ..Default::default() })
+        .expect("scheduler");
+    let address = SocketAddr::new(ip, scheduler.address().port());
+    let workers: Vec<_> = ["near", "far"]
+        .iter()
+        .map(|n| {
+            let config = WorkerConfig { token: token.clone(), ..WorkerConfig::new(address, *n) };
+            start_worker(config).expect("worker")
+        })
+        .collect();
+    for w in &workers {
+        assert_eq!(w.data_address().ip(), ip, "the data server is reachable from other hosts");
+    }
+    let client = shoal::Client::connect_with_token(&address.to_string(), token.as_deref()).expect("client");
+    let info = client.scheduler_info().expect("info");
+    assert!(info.iter().all(|w| w.data_address.starts_with(&ip.to_string())), "{info:?}");
+    let on = |w: &str| shoal::TaskOptions::new().workers([w.to_string()]);
+    let n = 3u64 << 20;
+    let made = client.submit_with(&on("near"), bulk, (n,));
+    let sum = client.submit_with(&on("far"), checksum, (&made,)).result().expect("crossed workers");
+    assert_eq!(sum, (0..n).map(|i| i % 253).sum::<u64>());
+}
