@@ -344,7 +344,7 @@ impl Ctx {
             }
             _ => None,
         };
-        let state = store::shared(threshold, spill, config.same_host_transfer);
+        let state = store::shared(threshold, spill, config.same_host_transfer, data_address.ip());
         let memory = lock(&state).memory.clone();
         Ctx {
             config,

@@ -468,3 +468,49 @@ fn workers_of_a_scheduler_on_the_network_serve_their_peers_on_it() {
     let sum = client.submit_with(&on("far"), checksum, (&made,)).result().expect("crossed workers");
     assert_eq!(sum, (0..n).map(|i| i % 253).sum::<u64>());
 }
+
+/// The shared-memory files of this process (`/dev/shm/shoal-<pid>-<n>`).
+fn own_shared_files() -> usize {
+    let prefix = format!("shoal-{}-", std::process::id());
+    std::fs::read_dir("/dev/shm")
+        .map_or(0, |entries| entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&prefix)).count())
+}
+
+/// Two workers serving on the host's network address know each other as
+/// neighbours (each sees the other on its own address) and move a large
+/// result through shared memory, not through TCP.
+#[test]
+fn workers_serving_on_the_same_network_address_share_memory() {
+    let Some(ip) = non_loopback_ip() else {
+        eprintln!("this host has no address besides loopback: nothing to check");
+        return;
+    };
+    if !std::path::Path::new("/dev/shm").is_dir() {
+        eprintln!("no /dev/shm on this host: nothing to check");
+        return;
+    }
+    let token = Some("neighbour-token".to_string());
+    let listen = SocketAddr::from(([0, 0, 0, 0], 0));
+    let scheduler = start_scheduler(SchedulerServerConfig { listen, token: token.clone(), ..Default::default() })
+        .expect("scheduler");
+    let address = SocketAddr::new(ip, scheduler.address().port());
+    let _workers: Vec<_> = ["left", "right"]
+        .iter()
+        .map(|n| {
+            let config = WorkerConfig {
+                token: token.clone(),
+                same_host_transfer: shoal_net::SameHostTransfer::File,
+                ..WorkerConfig::new(address, *n)
+            };
+            start_worker(config).expect("worker")
+        })
+        .collect();
+    let client = shoal::Client::connect_with_token(&address.to_string(), token.as_deref()).expect("client");
+    let on = |w: &str| shoal::TaskOptions::new().workers([w.to_string()]);
+    let before = own_shared_files();
+    let n = 3u64 << 20;
+    let made = client.submit_with(&on("left"), bulk, (n,));
+    let sum = client.submit_with(&on("right"), checksum, (&made,)).result().expect("crossed workers");
+    assert_eq!(sum, (0..n).map(|i| i % 253).sum::<u64>());
+    assert!(own_shared_files() > before, "the result went through a shared file");
+}

@@ -5,7 +5,7 @@
 use shoal_graph::remote::{RemoteError, RemoteFunc, require};
 use shoal_graph::{Key, Value};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use shoal_proto::{
@@ -56,9 +56,9 @@ pub(crate) async fn fetch(
     // A loan or a file costs a round trip and several system calls: worth it
     // for bulk results only, never for the many small ones.
     let large = dep.is_some_and(|d| d.nbytes >= SHARE_MIN_BYTES);
-    let (shm, read) = {
+    let (shm, read, own) = {
         let st = lock(state);
-        ((large && st.shm.is_some()).then(shm_dir).flatten(), st.same_host == SameHostTransfer::Read)
+        ((large && st.shm.is_some()).then(shm_dir).flatten(), st.same_host == SameHostTransfer::Read, st.own_ip)
     };
     for holder in holders {
         let idle = lock(state).peers.get_mut(&holder).and_then(Vec::pop);
@@ -68,7 +68,7 @@ pub(crate) async fn fetch(
         };
         let result = match conn {
             Ok(mut conn) => {
-                let local = large && same_host(&holder);
+                let local = large && same_host(&holder, own);
                 let mut result = Ok(None);
                 if local && read && !cma::denied() {
                     result = request_lent(&mut conn, key, max_frame).await;
@@ -97,10 +97,18 @@ pub(crate) async fn fetch(
     None
 }
 
-/// Whether a data server's address is on this host: a loopback address
-/// (see the `shm` module for why only that counts).
-fn same_host(address: &str) -> bool {
-    address.trim_start_matches("tcp://").parse::<SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
+/// Whether a data server's address is on this host: a loopback address, or
+/// the address this worker's own data server listens on (see the `shm`
+/// module for why only these count).
+fn same_host(address: &str, own: IpAddr) -> bool {
+    address.trim_start_matches("tcp://").parse::<SocketAddr>().is_ok_and(|a| is_this_host(a.ip(), own))
+}
+
+/// Whether `ip` is this host's, as far as a connection can tell: loopback,
+/// or the address this worker serves on (a TCP peer cannot claim a source
+/// address it does not have).
+pub(crate) fn is_this_host(ip: IpAddr, own: IpAddr) -> bool {
+    ip.is_loopback() || ip == own
 }
 
 /// The encoded result of `key`: from this worker's store, or fetched.
@@ -213,12 +221,13 @@ async fn request(conn: &mut PeerConn, key: &Key) -> Result<Option<Bytes>, Closed
 }
 
 pub(crate) async fn serve_data(listener: TcpListener, state: Shared, token: Option<String>, max_frame: usize) {
+    let own = listener.local_addr().map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
     loop {
         let Ok((stream, peer)) = listener.accept().await else { continue };
         let state = state.clone();
         let token = token.clone();
         tokio::spawn(async move {
-            let local = peer.ip().is_loopback();
+            let local = is_this_host(peer.ip(), own);
             if let Err(e) = serve_peer(stream, state, token.as_deref(), max_frame, local).await
                 && !matches!(e, Closed::Eof)
             {

@@ -10,9 +10,12 @@
 //! [`Blob`](shoal_graph::Blob) argument is then the mapped memory itself.
 //!
 //! *Same host* means: the fetcher reached the holder's data server on a
-//! loopback address (both sides check; a holder never shares with a peer
-//! connected from elsewhere). Workers of one host that talk over a public
-//! interface use TCP, which is always correct.
+//! loopback address, or on the address its own data server listens on
+//! (workers of a scheduler on the network serve on the host's address);
+//! both sides check, and a holder never shares with a peer connected from
+//! another address. A wrong guess costs only the fallback: a file that is
+//! not there, a memory read whose identity check fails; then TCP, which is
+//! always correct.
 //!
 //! Files are named `shoal-<pid>-<n>` after the holder's process. They are
 //! written completely before their name is sent and never changed after,

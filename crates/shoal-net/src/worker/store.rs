@@ -7,6 +7,7 @@
 //! worker starts no new task until it holds less.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -256,10 +257,13 @@ pub(crate) struct State {
     pub(crate) shm: Option<ShmFiles>,
     /// How large results move between this worker and others on its host.
     pub(crate) same_host: SameHostTransfer,
+    /// The address this worker's data server listens on: a peer serving on
+    /// it too is on this host.
+    pub(crate) own_ip: IpAddr,
 }
 
 impl State {
-    pub(crate) fn new(memory: Arc<Memory>, spill: Option<Spill>, same_host: SameHostTransfer) -> State {
+    pub(crate) fn new(memory: Arc<Memory>, spill: Option<Spill>, same_host: SameHostTransfer, own_ip: IpAddr) -> State {
         State {
             store: KeyHashMap::default(),
             memory,
@@ -271,6 +275,7 @@ impl State {
             parked: HashSet::default(),
             shm: if same_host == SameHostTransfer::Tcp { None } else { ShmFiles::new() },
             same_host,
+            own_ip,
         }
     }
 
@@ -394,8 +399,8 @@ impl State {
 pub(crate) type Shared = Arc<Mutex<State>>;
 
 /// A worker's shared state, with its pause threshold and where it spills.
-pub(crate) fn shared(threshold: u64, spill: Option<Spill>, same_host: SameHostTransfer) -> Shared {
-    Arc::new(Mutex::new(State::new(Arc::new(Memory::new(threshold)), spill, same_host)))
+pub(crate) fn shared(threshold: u64, spill: Option<Spill>, same_host: SameHostTransfer, own_ip: IpAddr) -> Shared {
+    Arc::new(Mutex::new(State::new(Arc::new(Memory::new(threshold)), spill, same_host, own_ip)))
 }
 
 pub(crate) fn lock(state: &Shared) -> MutexGuard<'_, State> {
