@@ -229,26 +229,23 @@ mod tests {
         baseline::bits(k, &cs, &mut a);
         let mut u = vec![0.0; cs.len()];
         baseline::uniform(k, &cs, &mut u);
+        type Bits = unsafe fn(u64, &[u64], &mut [u64]);
+        type Uniform = unsafe fn(u64, &[u64], &mut [f64]);
         #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            let mut b = vec![0u64; cs.len()];
-            let mut v = vec![0.0; cs.len()];
-            // SAFETY: the CPU supports AVX2.
-            unsafe {
-                avx2::bits(k, &cs, &mut b);
-                avx2::uniform(k, &cs, &mut v);
+        let instances: [(bool, Bits, Uniform); 2] =
+            [(has_avx2(), avx2::bits, avx2::uniform), (has_avx512(), avx512::bits, avx512::uniform)];
+        #[cfg(not(target_arch = "x86_64"))]
+        let instances: [(bool, Bits, Uniform); 0] = [];
+        for (supported, bits_of, uniform_of) in instances {
+            if !supported {
+                continue;
             }
-            assert_eq!(a, b);
-            assert_eq!(u, v);
-        }
-        #[cfg(target_arch = "x86_64")]
-        if has_avx512() {
             let mut b = vec![0u64; cs.len()];
             let mut v = vec![0.0; cs.len()];
-            // SAFETY: the CPU supports AVX-512 F, DQ and VL and AVX2.
+            // SAFETY: the CPU supports the instance's features (checked just above).
             unsafe {
-                avx512::bits(k, &cs, &mut b);
-                avx512::uniform(k, &cs, &mut v);
+                bits_of(k, &cs, &mut b);
+                uniform_of(k, &cs, &mut v);
             }
             assert_eq!(a, b);
             assert_eq!(u, v);

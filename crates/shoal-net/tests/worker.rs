@@ -434,6 +434,40 @@ fn non_loopback_ip() -> Option<std::net::IpAddr> {
     Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
 }
 
+/// A scheduler listening on every address, workers of it that reach it on
+/// this host's network address `ip`, and a client.
+fn network_cluster(
+    ip: std::net::IpAddr,
+    names: &[&str],
+    same_host: shoal_net::SameHostTransfer,
+) -> (shoal_net::RunningScheduler, Vec<shoal_net::RunningWorker>, shoal::Client) {
+    let token = Some("network-token".to_string());
+    let listen = SocketAddr::from(([0, 0, 0, 0], 0));
+    let scheduler = start_scheduler(SchedulerServerConfig { listen, token: token.clone(), ..Default::default() })
+        .expect("scheduler");
+    let address = SocketAddr::new(ip, scheduler.address().port());
+    let workers = names
+        .iter()
+        .map(|n| {
+            let config =
+                WorkerConfig { token: token.clone(), same_host_transfer: same_host, ..WorkerConfig::new(address, *n) };
+            start_worker(config).expect("worker")
+        })
+        .collect();
+    let client = shoal::Client::connect_with_token(&address.to_string(), token.as_deref()).expect("client");
+    (scheduler, workers, client)
+}
+
+/// Makes `n` bytes on worker `from` and sums them on worker `to`; returns
+/// the bytes' future, which keeps them held.
+fn move_bulk(client: &shoal::Client, from: &str, to: &str, n: u64) -> shoal::Future<Vec<u8>> {
+    let on = |w: &str| shoal::TaskOptions::new().workers([w.to_string()]);
+    let made = client.submit_with(&on(from), bulk, (n,));
+    let sum = client.submit_with(&on(to), checksum, (&made,)).result().expect("crossed workers");
+    assert_eq!(sum, (0..n).map(|i| i % 253).sum::<u64>());
+    made
+}
+
 /// Workers of a scheduler on another address than loopback (as on a
 /// cluster's nodes) listen for their peers where the route to the scheduler
 /// goes, not on loopback, which other hosts cannot reach; results of any
@@ -444,29 +478,13 @@ fn workers_of_a_scheduler_on_the_network_serve_their_peers_on_it() {
         eprintln!("this host has no address besides loopback: nothing to check");
         return;
     };
-    let token = Some("network-token".to_string());
-    let listen = SocketAddr::from(([0, 0, 0, 0], 0));
-    let scheduler = start_scheduler(SchedulerServerConfig { listen, token: token.clone(), ..Default::default() })
-        .expect("scheduler");
-    let address = SocketAddr::new(ip, scheduler.address().port());
-    let workers: Vec<_> = ["near", "far"]
-        .iter()
-        .map(|n| {
-            let config = WorkerConfig { token: token.clone(), ..WorkerConfig::new(address, *n) };
-            start_worker(config).expect("worker")
-        })
-        .collect();
+    let (_scheduler, workers, client) = network_cluster(ip, &["near", "far"], shoal_net::SameHostTransfer::Tcp);
     for w in &workers {
         assert_eq!(w.data_address().ip(), ip, "the data server is reachable from other hosts");
     }
-    let client = shoal::Client::connect_with_token(&address.to_string(), token.as_deref()).expect("client");
     let info = client.scheduler_info().expect("info");
     assert!(info.iter().all(|w| w.data_address.starts_with(&ip.to_string())), "{info:?}");
-    let on = |w: &str| shoal::TaskOptions::new().workers([w.to_string()]);
-    let n = 3u64 << 20;
-    let made = client.submit_with(&on("near"), bulk, (n,));
-    let sum = client.submit_with(&on("far"), checksum, (&made,)).result().expect("crossed workers");
-    assert_eq!(sum, (0..n).map(|i| i % 253).sum::<u64>());
+    drop(move_bulk(&client, "near", "far", 3 << 20));
 }
 
 /// The shared-memory files of this process (`/dev/shm/shoal-<pid>-<n>`).
@@ -489,28 +507,9 @@ fn workers_serving_on_the_same_network_address_share_memory() {
         eprintln!("no /dev/shm on this host: nothing to check");
         return;
     }
-    let token = Some("neighbour-token".to_string());
-    let listen = SocketAddr::from(([0, 0, 0, 0], 0));
-    let scheduler = start_scheduler(SchedulerServerConfig { listen, token: token.clone(), ..Default::default() })
-        .expect("scheduler");
-    let address = SocketAddr::new(ip, scheduler.address().port());
-    let _workers: Vec<_> = ["left", "right"]
-        .iter()
-        .map(|n| {
-            let config = WorkerConfig {
-                token: token.clone(),
-                same_host_transfer: shoal_net::SameHostTransfer::File,
-                ..WorkerConfig::new(address, *n)
-            };
-            start_worker(config).expect("worker")
-        })
-        .collect();
-    let client = shoal::Client::connect_with_token(&address.to_string(), token.as_deref()).expect("client");
-    let on = |w: &str| shoal::TaskOptions::new().workers([w.to_string()]);
+    let (_scheduler, _workers, client) = network_cluster(ip, &["left", "right"], shoal_net::SameHostTransfer::File);
     let before = own_shared_files();
-    let n = 3u64 << 20;
-    let made = client.submit_with(&on("left"), bulk, (n,));
-    let sum = client.submit_with(&on("right"), checksum, (&made,)).result().expect("crossed workers");
-    assert_eq!(sum, (0..n).map(|i| i % 253).sum::<u64>());
+    let held = move_bulk(&client, "left", "right", 3 << 20);
     assert!(own_shared_files() > before, "the result went through a shared file");
+    drop(held);
 }
