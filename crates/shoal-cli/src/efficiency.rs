@@ -53,6 +53,10 @@ pub(crate) struct Usage {
     pub(crate) failed: Option<String>,
     /// Voluntary and involuntary context switches (Grid Engine).
     pub(crate) switches: Option<(u64, u64)>,
+    /// The most tasks of one step (SLURM): above one, the peak memory is
+    /// one task's, not the job's.
+    pub(crate) tasks: Option<u32>,
+    pub(crate) nodes: f64,
 }
 
 pub(crate) fn run(args: &EfficiencyArgs) -> anyhow::Result<()> {
@@ -146,7 +150,8 @@ pub(crate) fn parse_clock(text: &str) -> anyhow::Result<f64> {
     }
     let mut seconds = 0.0;
     for part in &parts {
-        seconds = seconds * 60.0 + part.parse::<f64>().with_context(bad)?;
+        let value: f64 = part.parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0).with_context(bad)?;
+        seconds = seconds * 60.0 + value;
     }
     // With days, SLURM writes hours:minutes:seconds, and hours alone as `1-02`.
     if days > 0.0 && parts.len() == 1 {
@@ -220,13 +225,21 @@ pub(crate) fn report(job: &Usage) -> String {
                 advice.push(format!("Good use of the cores: {cores} busy {} of the time.", percent(e)));
             } else if job.cores > 1.0 {
                 let how = if e < 0.4 { "Poor" } else { "Fair" };
+                let what = if busy < 1.5 {
+                    "so most of the time the work did not run in parallel"
+                } else {
+                    "so the work ran on fewer cores than it reserved for much of the time"
+                };
+                let fewer = if needed < job.cores {
+                    format!(", or reserve {needed} core{} instead", if needed == 1.0 { "" } else { "s" })
+                } else {
+                    String::new()
+                };
                 advice.push(format!(
-                    "{how} use of the cores: about {busy:.1} of the {} reserved were busy, so most of the time \
-                     the work did not run in parallel. Check that it does (a LocalCluster or `shoal worker` per \
-                     core, enough tasks to keep them busy, no single task that everything waits for), or reserve \
-                     {needed} core{} instead.",
-                    job.cores,
-                    if needed == 1.0 { "" } else { "s" }
+                    "{how} use of the cores: about {busy:.1} of the {} reserved were busy, {what}. Check that \
+                     the work is parallel (a LocalCluster or `shoal worker` per core, enough tasks to keep them \
+                     busy, no single task that everything waits for){fewer}.",
+                    job.cores
                 ));
             } else {
                 advice.push(format!(
@@ -242,31 +255,36 @@ pub(crate) fn report(job: &Usage) -> String {
     }
 
     let killed_for = |word: &str| job.failed.as_deref().is_some_and(|f| f.contains(word));
+    // Reserving less is advice for a job that ran to its end.
+    let succeeded = job.exit_status == Some(0) && job.failed.is_none();
     if let Some(max) = job.max_memory {
+        let per_task = job.tasks.is_some_and(|t| t > 1) || job.nodes > 1.0;
+        let measure = if per_task {
+            format!("{}, of its largest task", job.memory_measure)
+        } else {
+            job.memory_measure.to_string()
+        };
         match job.requested_memory.filter(|r| *r > 0.0) {
             Some(requested) => {
                 let used = max / requested;
                 let _ = writeln!(
                     out,
-                    "  memory:  {} at most ({}) of {} reserved: {}",
+                    "  memory:  {} at most ({measure}) of {} reserved: {}",
                     gib(max),
-                    job.memory_measure,
                     gib(requested),
                     percent(used)
                 );
-                if used < 0.25 {
-                    advice.push(format!(
-                        "It used {} of the memory it reserved: reserving about {} (its peak and a quarter more) \
-                         leaves the rest to other jobs and may start it sooner.",
-                        percent(used),
-                        gib(max * 1.25)
-                    ));
-                } else if killed_for("OUT_OF_MEMORY") {
+                if killed_for("OUT_OF_MEMORY") {
                     advice.push(format!(
                         "It was killed for going past the memory it reserved, so it needed more than its recorded \
                          peak of {}: reserve more, or give its workers a memory limit under the reservation so \
                          that they spill results to disk instead.",
                         gib(max)
+                    ));
+                } else if used > 1.0 {
+                    advice.push(format!(
+                        "Its peak memory passed the reservation ({}): reserve more, or it may be killed next time.",
+                        percent(used)
                     ));
                 } else if used > 0.9 {
                     advice.push(format!(
@@ -274,11 +292,17 @@ pub(crate) fn report(job: &Usage) -> String {
                          reserve more, or give workers a memory limit so that they spill to disk first.",
                         percent(1.0 - used)
                     ));
+                } else if used < 0.25 && succeeded && !per_task {
+                    advice.push(format!(
+                        "It used {} of the memory it reserved: reserving about {} (its peak and a quarter more) \
+                         leaves the rest to other jobs and may start it sooner.",
+                        percent(used),
+                        gib(max * 1.25)
+                    ));
                 }
             }
             None => {
-                let _ =
-                    writeln!(out, "  memory:  {} at most ({}); no reservation recorded", gib(max), job.memory_measure);
+                let _ = writeln!(out, "  memory:  {} at most ({measure}); no reservation recorded", gib(max));
             }
         }
     }
@@ -294,7 +318,7 @@ pub(crate) fn report(job: &Usage) -> String {
                  within it.",
                 duration(limit)
             ));
-        } else if used < 0.25 && suggested < limit * 0.75 {
+        } else if used < 0.25 && suggested < limit * 0.75 && succeeded {
             advice.push(format!(
                 "It ran for {} of its {} time limit: a limit nearer its run time (say {}) helps the resource \
                  manager start it sooner.",
@@ -360,7 +384,7 @@ mod tests {
         ] {
             assert!((parse_clock(text).expect(text) - seconds).abs() < 1e-9, "{text}");
         }
-        for bad in ["", "soon", "1:2:3:4", "1::2", "x-01:00:00"] {
+        for bad in ["", "soon", "1:2:3:4", "1::2", "x-01:00:00", "INFINITY", "inf", "-5"] {
             assert!(parse_clock(bad).is_err(), "{bad:?}");
         }
     }
@@ -410,7 +434,7 @@ mod tests {
         );
         assert!(report.contains("95 % CPU efficiency"), "{report}");
         assert!(report.contains("Exit status 137 is a kill"), "{report}");
-        assert!(report.contains("time limit: a limit nearer its run time (say 25.5 min)"), "{report}");
+        assert!(!report.contains("a limit nearer"), "no advice to cut what a killed job reserved: {report}");
     }
 
     /// Recorded from a real single-node SLURM 22.05 with slurmdbd: a job
@@ -454,14 +478,13 @@ mod tests {
         assert!(oom.contains("OUT_OF_MEMORY") && oom.contains("killed for going past the memory"), "{oom}");
     }
 
-    #[test]
-    fn a_job_with_more_cpu_time_than_cores_is_told_it_oversubscribed() {
-        let job = Usage {
+    fn usage(cores: f64, wall_s: f64, cpu_s: f64) -> Usage {
+        Usage {
             id: "9".into(),
             name: String::new(),
-            cores: 2.0,
-            wall_s: 100.0,
-            cpu_s: 390.0,
+            cores,
+            wall_s,
+            cpu_s,
             max_memory: None,
             memory_measure: "MaxRSS",
             requested_memory: None,
@@ -469,7 +492,52 @@ mod tests {
             exit_status: Some(0),
             failed: None,
             switches: None,
+            tasks: None,
+            nodes: 1.0,
+        }
+    }
+
+    #[test]
+    fn advice_follows_the_figures() {
+        // Eight cores, 4.8 busy: parallel, but not on all of them.
+        let report = report(&usage(8.0, 100.0, 480.0));
+        assert!(
+            report.contains("ran on fewer cores than it reserved") && report.contains("reserve 5 cores"),
+            "{report}"
+        );
+        // Two cores, 1.5 busy: no advice to reserve the two it has.
+        let report = super::report(&usage(2.0, 100.0, 150.0));
+        assert!(!report.contains("reserve 2 cores"), "{report}");
+        // Killed for memory with a low sampled peak: never told to reserve less.
+        let gib = (1u64 << 30) as f64;
+        let oom = Usage {
+            max_memory: Some(gib),
+            requested_memory: Some(8.0 * gib),
+            exit_status: Some(0),
+            failed: Some("OUT_OF_MEMORY".into()),
+            time_limit_s: Some(36_000.0),
+            ..usage(1.0, 100.0, 99.0)
         };
+        let report = super::report(&oom);
+        assert!(report.contains("killed for going past the memory"), "{report}");
+        assert!(!report.contains("reserving about") && !report.contains("a limit nearer"), "{report}");
+        // Over the reservation: said plainly.
+        let over = Usage { max_memory: Some(1.2 * gib), requested_memory: Some(gib), ..usage(1.0, 10.0, 9.0) };
+        assert!(super::report(&over).contains("passed the reservation (120 %)"));
+        // Several tasks: the peak is one task's, so no advice to reserve less.
+        let tasks = Usage {
+            max_memory: Some(gib),
+            requested_memory: Some(16.0 * gib),
+            tasks: Some(8),
+            ..usage(8.0, 10.0, 79.0)
+        };
+        let report = super::report(&tasks);
+        assert!(report.contains("of its largest task") && !report.contains("reserving about"), "{report}");
+    }
+
+    #[test]
+    fn a_job_with_more_cpu_time_than_cores_is_told_it_oversubscribed() {
+        let job = usage(2.0, 100.0, 390.0);
         let report = report(&job);
         assert!(report.contains("195 % CPU efficiency") && report.contains("more threads ran"), "{report}");
     }

@@ -25,7 +25,7 @@ enum Command {
     Scheduler(scheduler::SchedulerArgs),
     /// Run a program as a worker of a scheduler (and again after restarts):
     /// shoal worker tcp://host:port [options] -- ./program [arguments].
-    Worker(worker::WorkerArgs),
+    Worker(Box<worker::WorkerArgs>),
     /// How well a finished batch job used the cores, memory and time it
     /// reserved, from sacct (SLURM) or qacct (Grid Engine).
     Efficiency(efficiency::EfficiencyArgs),

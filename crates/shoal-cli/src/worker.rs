@@ -57,6 +57,12 @@ pub(crate) struct WorkerArgs {
     /// sparing a fetch from this worker; 0 sends none, at most 64KiB.
     #[arg(long, default_value = "1024")]
     inline_max: String,
+    /// The address this worker serves its peers on (default: the address
+    /// on the route to the scheduler, or loopback for a scheduler on
+    /// loopback); give the node's own address where its name resolves to a
+    /// loopback one.
+    #[arg(long)]
+    listen: Option<std::net::IpAddr>,
     /// Cluster token.
     #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -131,6 +137,9 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     if let Some(token) = &args.token {
         command.env(env::TOKEN, token);
     }
+    if let Some(ip) = args.listen {
+        command.env(env::LISTEN, ip.to_string());
+    }
     if let Some(target) = &args.memory_target {
         command.env(env::MEMORY_TARGET, target);
     }
@@ -176,20 +185,43 @@ fn watch(
     let Some((memory_limit, fraction)) = terminate else {
         return Ok(Watched::Exited(child.wait().context("waiting for the worker process")?));
     };
+    let started = std::time::Instant::now();
     loop {
-        if let Some(status) = child.try_wait().context("waiting for the worker process")? {
+        let exited = match child.try_wait() {
+            Ok(exited) => exited,
+            Err(e) => {
+                // Not left running without its nanny.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e).context("waiting for the worker process");
+            }
+        };
+        if let Some(status) = exited {
             return Ok(Watched::Exited(status));
         }
         if let Some(why) = shoal::deploy::past_memory_terminate(name, child.id(), memory_limit, fraction) {
             eprintln!("shoal worker: {why}");
             let _ = child.kill();
             let _ = child.wait();
-            shoal::deploy::remove_worker_files(child.id(), local_directory);
+            shoal::deploy::remove_worker_files(child.id(), name, local_directory);
+            // A process over the limit as soon as it starts (a limit near the
+            // program's own size) is not restarted in a tight loop.
+            let lived = started.elapsed();
+            if lived < RESTART_PAUSE {
+                eprintln!(
+                    "shoal worker: {name} passed its limit {lived:.1?} after starting; is --memory-limit larger \
+                     than the program itself? starting it again in {RESTART_PAUSE:?}"
+                );
+                std::thread::sleep(RESTART_PAUSE);
+            }
             return Ok(Watched::OverMemory);
         }
         std::thread::sleep(MEMORY_POLL);
     }
 }
+
+/// The least time between a worker killed for memory and its next start.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
 
 /// The worker's own exit status as this command's: 0 when its scheduler is
 /// gone for good, the program's code otherwise.

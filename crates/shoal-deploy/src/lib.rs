@@ -64,6 +64,9 @@ pub mod env {
     pub const NANNY: &str = "SHOAL_NANNY";
     /// The cluster token.
     pub const TOKEN: &str = "SHOAL_TOKEN";
+    /// The address the worker serves its peers on (default: loopback, or
+    /// the address on the route to a scheduler on the network).
+    pub const LISTEN: &str = "SHOAL_WORKER_LISTEN";
     /// How large results move between workers of one host: `read`
     /// (default), `file` or `tcp` (see `SameHostTransfer`).
     pub const SAME_HOST_TRANSFER: &str = "SHOAL_SAME_HOST_TRANSFER";
@@ -447,9 +450,10 @@ impl Spec {
         }
     }
 
-    /// Removes what killed worker process `pid` could not clean up itself.
-    fn clean_after(&self, pid: u32) {
-        remove_worker_files(pid, self.local_directory.as_deref());
+    /// Removes what killed worker process `pid` (worker `index`) could not
+    /// clean up itself.
+    fn clean_after(&self, pid: u32, index: usize) {
+        remove_worker_files(pid, &Spec::name(index), self.local_directory.as_deref());
     }
 
     /// Starts worker process `index`: this program, which becomes a worker
@@ -480,19 +484,13 @@ impl Spec {
     }
 }
 
-/// Removes what a killed worker process could not: its spill directories
-/// (`shoal-worker-<pid>-<name>` in `local_directory`, or in the system's
-/// temporary directory) and the files it shared with workers of its host.
-pub fn remove_worker_files(pid: u32, local_directory: Option<&std::path::Path>) {
+/// Removes what killed worker process `pid`, worker `name`, could not: its
+/// spill directory (in `local_directory`, or in the system's temporary
+/// directory; that one only, since nodes may share the directory) and the
+/// files it shared with workers of its host.
+pub fn remove_worker_files(pid: u32, name: &str, local_directory: Option<&std::path::Path>) {
     let base = local_directory.map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
-    let prefix = format!("shoal-worker-{pid}-");
-    if let Ok(entries) = std::fs::read_dir(&base) {
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
+    let _ = std::fs::remove_dir_all(shoal_net::spill_directory(&base, pid, name));
     shoal_net::remove_shared_files_of(pid);
 }
 
@@ -500,7 +498,21 @@ pub fn remove_worker_files(pid: u32, local_directory: Option<&std::path::Path>) 
 struct WorkerProcess {
     child: Child,
     index: usize,
+    started: Instant,
+    /// When the nanny starts a new process in this one's place.
+    restart_at: Option<Instant>,
 }
+
+impl WorkerProcess {
+    fn new(child: Child, index: usize) -> WorkerProcess {
+        WorkerProcess { child, index, started: Instant::now(), restart_at: None }
+    }
+}
+
+/// The least time between a worker killed for memory and its next start:
+/// a process over the limit as soon as it starts (a limit near the
+/// program's own size) is not restarted in a tight loop.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
 
 /// Watches a local cluster's worker processes and starts a new one in the
 /// place of each that exits to restart, or that it kills for passing its
@@ -524,9 +536,15 @@ impl Nanny {
                 std::thread::sleep(NANNY_POLL);
                 let Ok(mut procs) = processes.lock() else { return };
                 for p in procs.iter_mut() {
-                    let mut restarting =
-                        matches!(p.child.try_wait(), Ok(Some(status)) if status.code() == Some(RESTART_EXIT_CODE));
-                    if !restarting
+                    let exited = p.child.try_wait();
+                    let told_to_restart =
+                        matches!(exited, Ok(Some(status)) if status.code() == Some(RESTART_EXIT_CODE));
+                    if told_to_restart && p.restart_at.is_none() {
+                        p.restart_at = Some(Instant::now());
+                    }
+                    // Only a process still running is measured: the pid of one
+                    // that ended may belong to another process by now.
+                    if matches!(exited, Ok(None))
                         && let Some(fraction) = spec.memory_terminate
                         && let Some(why) =
                             past_memory_terminate(&Spec::name(p.index), p.child.id(), spec.memory_limit, fraction)
@@ -534,12 +552,23 @@ impl Nanny {
                         eprintln!("shoal: {why}");
                         let _ = p.child.kill();
                         let _ = p.child.wait();
-                        spec.clean_after(p.child.id());
-                        restarting = true;
+                        spec.clean_after(p.child.id(), p.index);
+                        let lived = p.started.elapsed();
+                        let pause = if lived < RESTART_PAUSE {
+                            eprintln!(
+                                "shoal: worker {} passed its limit {lived:.1?} after starting; is the memory limit \
+                                 larger than the program itself? starting it again in {RESTART_PAUSE:?}",
+                                Spec::name(p.index)
+                            );
+                            RESTART_PAUSE
+                        } else {
+                            Duration::ZERO
+                        };
+                        p.restart_at = Some(Instant::now() + pause);
                     }
-                    if restarting {
+                    if p.restart_at.is_some_and(|at| Instant::now() >= at) {
                         match spec.spawn(&exe, p.index) {
-                            Ok(child) => p.child = child,
+                            Ok(child) => *p = WorkerProcess::new(child, p.index),
                             Err(e) => {
                                 eprintln!("shoal: cannot start a new process for worker {}: {e}", Spec::name(p.index))
                             }
@@ -656,7 +685,7 @@ impl LocalCluster {
             if let Some(mut p) = children.pop() {
                 let _ = p.child.kill();
                 let _ = p.child.wait();
-                self.spec.clean_after(p.child.id());
+                self.spec.clean_after(p.child.id(), p.index);
             }
         }
         while children.len() < n {
@@ -664,7 +693,7 @@ impl LocalCluster {
             *started += 1;
             let child =
                 self.spec.spawn(exe, index).map_err(|e| Error::Start(format!("cannot start a worker process: {e}")))?;
-            children.push(WorkerProcess { child, index });
+            children.push(WorkerProcess::new(child, index));
         }
         drop(started);
         // Wait until the scheduler knows them all, or a worker died.
@@ -722,7 +751,7 @@ impl Drop for LocalCluster {
             for mut p in children.drain(..) {
                 let _ = p.child.kill();
                 let _ = p.child.wait();
-                self.spec.clean_after(p.child.id());
+                self.spec.clean_after(p.child.id(), p.index);
             }
         }
         self.scheduler.take();

@@ -55,7 +55,8 @@ pub struct WorkerConfig {
     pub token: Option<String>,
     /// Address the data server listens on (any free port); the default,
     /// loopback, becomes the address on the route to the scheduler when
-    /// the scheduler is on another address (see `start_worker`).
+    /// the scheduler is on another address and the worker has a token
+    /// (see `start_worker`).
     pub listen: IpAddr,
     /// The largest frame accepted.
     pub max_frame: usize,
@@ -263,7 +264,11 @@ pub fn start_worker(config: WorkerConfig) -> Result<RunningWorker, WorkerError> 
         move |source| WorkerError::Io { what, source }
     };
     let pool = Runtime::threads(config.threads).map_err(io("cannot start the worker's threads"))?;
-    let data = std::net::TcpListener::bind((data_server_ip(&config), 0)).map_err(io("cannot open the data server"))?;
+    // The address on the route to the scheduler may not take a listener (an
+    // IPv6 link-local one without its scope): then the configured one.
+    let data = std::net::TcpListener::bind((data_server_ip(&config), 0))
+        .or_else(|_| std::net::TcpListener::bind((config.listen, 0)))
+        .map_err(io("cannot open the data server"))?;
     let data_address = data.local_addr().map_err(io("cannot open the data server"))?;
     data.set_nonblocking(true).map_err(io("cannot open the data server"))?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<WorkerId, WorkerError>>();
@@ -281,13 +286,31 @@ pub fn start_worker(config: WorkerConfig) -> Result<RunningWorker, WorkerError> 
     Ok(RunningWorker { id, data_address, service, exit })
 }
 
+/// The directory worker `name` of process `pid` spills to, in `base`
+/// (its local directory): `shoal-worker-<pid>-<name>`.
+pub fn spill_directory(base: &std::path::Path, pid: u32, name: &str) -> std::path::PathBuf {
+    let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    base.join(format!("shoal-worker-{pid}-{name}"))
+}
+
 /// Where the data server listens: `config.listen`, unless that is a
 /// loopback address and the scheduler is not. Then peers on other hosts
 /// must reach it too: it listens on (and the scheduler hands out) the
 /// address of this host's interface that the route to the scheduler takes,
-/// as Dask picks a worker's interface.
+/// as Dask picks a worker's interface — with a cluster token only, since
+/// the data server runs functions and hands out results to whoever it
+/// welcomes.
 fn data_server_ip(config: &WorkerConfig) -> IpAddr {
     if !config.listen.is_loopback() || config.scheduler.ip().is_loopback() {
+        return config.listen;
+    }
+    if config.token.is_none() {
+        tracing::warn!(
+            "worker {}: its scheduler is at {} but the worker has no cluster token, so it serves its peers on \
+             loopback only: workers on other hosts cannot fetch its results (give every process the same token)",
+            config.name,
+            config.scheduler
+        );
         return config.listen;
     }
     route_to(config.scheduler).unwrap_or(config.listen)
@@ -336,10 +359,8 @@ impl Ctx {
         };
         let spill = match (config.memory_limit, config.memory_target_fraction) {
             (limit, Some(fraction)) if limit > 0 => {
-                let name: String =
-                    config.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
                 let base = config.local_directory.clone().unwrap_or_else(std::env::temp_dir);
-                let dir = base.join(format!("shoal-worker-{}-{name}", std::process::id()));
+                let dir = spill_directory(&base, std::process::id(), &config.name);
                 Some(store::Spill::new((limit as f64 * fraction) as u64, dir))
             }
             _ => None,

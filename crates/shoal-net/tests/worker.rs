@@ -440,8 +440,9 @@ fn network_cluster(
     ip: std::net::IpAddr,
     names: &[&str],
     same_host: shoal_net::SameHostTransfer,
+    token: Option<&str>,
 ) -> (shoal_net::RunningScheduler, Vec<shoal_net::RunningWorker>, shoal::Client) {
-    let token = Some("network-token".to_string());
+    let token = token.map(str::to_string);
     let listen = SocketAddr::from(([0, 0, 0, 0], 0));
     let scheduler = start_scheduler(SchedulerServerConfig { listen, token: token.clone(), ..Default::default() })
         .expect("scheduler");
@@ -478,13 +479,26 @@ fn workers_of_a_scheduler_on_the_network_serve_their_peers_on_it() {
         eprintln!("this host has no address besides loopback: nothing to check");
         return;
     };
-    let (_scheduler, workers, client) = network_cluster(ip, &["near", "far"], shoal_net::SameHostTransfer::Tcp);
+    let (_scheduler, workers, client) =
+        network_cluster(ip, &["near", "far"], shoal_net::SameHostTransfer::Tcp, Some("t"));
     for w in &workers {
         assert_eq!(w.data_address().ip(), ip, "the data server is reachable from other hosts");
     }
     let info = client.scheduler_info().expect("info");
     assert!(info.iter().all(|w| w.data_address.starts_with(&ip.to_string())), "{info:?}");
     drop(move_bulk(&client, "near", "far", 3 << 20));
+}
+
+/// Without a cluster token a worker keeps its data server on loopback: it
+/// runs functions and hands out results to whoever it welcomes.
+#[test]
+fn a_worker_without_a_token_serves_on_loopback_only() {
+    let Some(ip) = non_loopback_ip() else {
+        eprintln!("this host has no address besides loopback: nothing to check");
+        return;
+    };
+    let (_scheduler, workers, _client) = network_cluster(ip, &["open"], shoal_net::SameHostTransfer::Tcp, None);
+    assert!(workers[0].data_address().ip().is_loopback(), "{}", workers[0].data_address());
 }
 
 /// The shared-memory files of this process (`/dev/shm/shoal-<pid>-<n>`).
@@ -507,7 +521,8 @@ fn workers_serving_on_the_same_network_address_share_memory() {
         eprintln!("no /dev/shm on this host: nothing to check");
         return;
     }
-    let (_scheduler, _workers, client) = network_cluster(ip, &["left", "right"], shoal_net::SameHostTransfer::File);
+    let (_scheduler, _workers, client) =
+        network_cluster(ip, &["left", "right"], shoal_net::SameHostTransfer::File, Some("t"));
     let before = own_shared_files();
     let held = move_bulk(&client, "left", "right", 3 << 20);
     assert!(own_shared_files() > before, "the result went through a shared file");

@@ -100,6 +100,9 @@ fn run_worker(address: &str) -> Result<WorkerExit, String> {
         let bytes = shoal_deploy::parse_bytes(&m).map_err(|e| format!("{}: {e}", env::INLINE_MAX))?;
         config.inline_max = usize::try_from(bytes).map_err(|_| format!("{}={m:?} is too large", env::INLINE_MAX))?;
     }
+    if let Some(ip) = var(env::LISTEN) {
+        config.listen = ip.parse().map_err(|_| format!("{}={ip:?} is not an IP address", env::LISTEN))?;
+    }
     config.exit_on_restart = std::env::var_os(env::NANNY).is_some();
     config.token = var(env::TOKEN);
     let worker = shoal_net::start_worker(config).map_err(|e| e.to_string())?;

@@ -43,8 +43,10 @@ fn record(fields: &[(&str, &str)]) -> anyhow::Result<Usage> {
     let cpu_s = seconds(need("cpu")?).context("cpu")?;
     let category = get("category").unwrap_or("");
     let requests = resource_requests(category);
-    let per_slot_memory = requests.iter().find(|(k, _)| *k == "h_vmem").map(|(_, v)| *v).map(bytes).transpose()?;
-    let time_limit_s = requests.iter().find(|(k, _)| *k == "h_rt").map(|(_, v)| parse_clock(v)).transpose()?;
+    // INFINITY (no limit) and anything else that is not an amount: no request.
+    let request = |key: &str| requests.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    let per_slot_memory = request("h_vmem").and_then(|v| bytes(v).ok());
+    let time_limit_s = request("h_rt").and_then(|v| parse_clock(v).ok());
     let exit_status: Option<i32> =
         get("exit_status").and_then(|s| s.split_whitespace().next()).and_then(|s| s.parse().ok());
     let failed = get("failed").map(|f| f.split_whitespace().collect::<Vec<_>>().join(" "));
@@ -64,6 +66,8 @@ fn record(fields: &[(&str, &str)]) -> anyhow::Result<Usage> {
             (Some(v), Some(i)) => v.parse().ok().zip(i.parse().ok()),
             _ => None,
         },
+        tasks: None,
+        nodes: 1.0,
     })
 }
 
@@ -84,19 +88,25 @@ fn seconds(text: &str) -> anyhow::Result<f64> {
     number.parse().with_context(|| format!("{text:?} is not a number of seconds"))
 }
 
-/// `12.973GB`, `4.879KB`, `24G`, `0.000B`: bytes, with Grid Engine's
-/// binary multiples (K = 1024).
+/// `12.973GB`, `4.879KB`, `24G`, `24g`, `0.000B`: bytes. As Grid Engine
+/// reads them (sge_types), capital multiples are binary (K = 1024) and
+/// small ones decimal (k = 1000).
 fn bytes(text: &str) -> anyhow::Result<f64> {
     let t = text.trim();
     let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let value: f64 = number.parse().with_context(|| format!("{text:?} is not an amount of memory"))?;
-    let scale = match unit.trim_end_matches(['B', 'b']).to_ascii_uppercase().as_str() {
-        "" => 1.0,
+    let unit = if unit.len() > 1 { unit.trim_end_matches('B') } else { unit };
+    let scale: f64 = match unit {
+        "" | "B" => 1.0,
         "K" => 1024.0,
-        "M" => 1024.0 * 1024.0,
-        "G" => 1024.0 * 1024.0 * 1024.0,
-        "T" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        "M" => 1024.0f64.powi(2),
+        "G" => 1024.0f64.powi(3),
+        "T" => 1024.0f64.powi(4),
+        "k" => 1e3,
+        "m" => 1e6,
+        "g" => 1e9,
+        "t" => 1e12,
         _ => bail!("{text:?}: unknown unit {unit:?} (expected B, K, M, G or T)"),
     };
     Ok(value * scale)
@@ -109,6 +119,7 @@ mod tests {
     #[test]
     fn amounts_and_durations_read_as_grid_engine_writes_them() {
         assert_eq!(bytes("24G").expect("24G"), 24.0 * (1u64 << 30) as f64);
+        assert_eq!(bytes("24g").expect("24g"), 24e9);
         assert_eq!(bytes("4.879KB").expect("KB"), 4.879 * 1024.0);
         assert_eq!(bytes("0.000B").expect("B"), 0.0);
         assert!(bytes("12XB").is_err() && bytes("lots").is_err());
@@ -122,6 +133,13 @@ mod tests {
         let r = resource_requests("-U a,b -l disk=48G,h_rt=3600,h_vmem=48G -pe smp 1");
         assert_eq!(r, [("disk", "48G"), ("h_rt", "3600"), ("h_vmem", "48G")]);
         assert!(resource_requests("").is_empty());
+    }
+
+    #[test]
+    fn unlimited_requests_are_no_requests() {
+        let record = "jobnumber 5\nslots 1\nru_wallclock 10s\ncpu 9s\ncategory -l h_rt=INFINITY,h_vmem=INFINITY\n";
+        let jobs = parse(record).expect("a record");
+        assert_eq!((jobs[0].time_limit_s, jobs[0].requested_memory), (None, None));
     }
 
     #[test]

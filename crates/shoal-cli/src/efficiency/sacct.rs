@@ -29,6 +29,7 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Vec<Usage>> {
         cpu: column("TotalCPU")?,
         cores: column("AllocCPUS")?,
         nodes: column("NNodes").ok(),
+        tasks: column("NTasks").ok(),
         req_mem: column("ReqMem")?,
         max_rss: column("MaxRSS")?,
         limit: column("Timelimit")?,
@@ -46,6 +47,10 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Vec<Usage>> {
                 let Some(usage) = jobs.iter_mut().find(|u| u.id == job) else { continue };
                 if let Some(rss) = rss {
                     usage.max_memory = Some(usage.max_memory.map_or(rss, |m| m.max(rss)));
+                }
+                let tasks = at.tasks.and_then(|t| cells[t].parse::<u32>().ok());
+                if let Some(tasks) = tasks {
+                    usage.tasks = Some(usage.tasks.map_or(tasks, |t| t.max(tasks)));
                 }
             }
             None => jobs.push(job(&cells, &at, rss).with_context(|| format!("sacct record of job {id}"))?),
@@ -66,6 +71,7 @@ struct Columns {
     cpu: usize,
     cores: usize,
     nodes: Option<usize>,
+    tasks: Option<usize>,
     req_mem: usize,
     max_rss: usize,
     limit: usize,
@@ -89,23 +95,36 @@ fn job(cells: &[&str], at: &Columns, rss: Option<f64>) -> anyhow::Result<Usage> 
             .map(parse_clock)
             .transpose()
             .context("Timelimit")?,
-        exit_status: cells[at.exit].split(':').next().and_then(|c| c.parse().ok()),
+        exit_status: exit_status(cells[at.exit]),
         failed: (!state.starts_with("COMPLETED")).then_some(state),
         switches: None,
+        tasks: None,
+        nodes,
     })
+}
+
+/// `ExitCode` is `code:signal`: a job ended by signal `n` counts as the
+/// shell's `128 + n` (137 for SIGKILL).
+fn exit_status(cell: &str) -> Option<i32> {
+    let (code, signal) = cell.split_once(':').unwrap_or((cell, "0"));
+    let (code, signal): (i32, i32) = (code.parse().ok()?, signal.parse().ok()?);
+    Some(if signal > 0 { 128 + signal } else { code })
 }
 
 fn non_empty(cell: &str) -> Option<&str> {
     (!cell.is_empty()).then_some(cell)
 }
 
-/// `ReqMem` for the whole job: `4000Mc` (per core), `24Gn` (per node), or
-/// plain `24G` (per node, as SLURM 21.08 and later print it).
+/// `ReqMem` for the whole job: `4000Mc` (per core) and `24Gn` (per node)
+/// as SLURM wrote it before 21.08; plain `24G`, the job's total, since.
 fn requested(text: &str, cores: f64, nodes: f64) -> anyhow::Result<f64> {
-    match text.strip_suffix('c') {
-        Some(per_core) => Ok(bytes(per_core)? * cores),
-        None => Ok(bytes(text.strip_suffix('n').unwrap_or(text))? * nodes),
+    if let Some(per_core) = text.strip_suffix('c') {
+        return Ok(bytes(per_core)? * cores);
     }
+    if let Some(per_node) = text.strip_suffix('n') {
+        return Ok(bytes(per_node)? * nodes);
+    }
+    bytes(text)
 }
 
 /// `13432M`, `1.5G`, `512K`, `0`: bytes, with SLURM's binary multiples.
@@ -131,10 +150,18 @@ mod tests {
         let g = 1024.0 * 1024.0 * 1024.0;
         assert_eq!(requested("3Gc", 8.0, 1.0).expect("per core"), 24.0 * g);
         assert_eq!(requested("24Gn", 8.0, 2.0).expect("per node"), 48.0 * g);
-        assert_eq!(requested("24G", 8.0, 1.0).expect("plain"), 24.0 * g);
+        assert_eq!(requested("24G", 8.0, 2.0).expect("plain: the job's total"), 24.0 * g);
         assert!(requested("much", 1.0, 1.0).is_err());
         assert_eq!(bytes("512K").expect("K"), 512.0 * 1024.0);
         assert_eq!(bytes("0").expect("0"), 0.0);
+    }
+
+    #[test]
+    fn a_job_ended_by_a_signal_counts_as_the_shell_would() {
+        assert_eq!(exit_status("0:0"), Some(0));
+        assert_eq!(exit_status("2:0"), Some(2));
+        assert_eq!(exit_status("0:9"), Some(137));
+        assert_eq!(exit_status("bad"), None);
     }
 
     #[test]
