@@ -507,6 +507,13 @@ impl WorkerProcess {
     fn new(child: Child, index: usize) -> WorkerProcess {
         WorkerProcess { child, index, started: Instant::now(), restart_at: None }
     }
+
+    /// Kills the process and removes what it cannot remove itself.
+    fn stop(&mut self, spec: &Spec) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        spec.clean_after(self.child.id(), self.index);
+    }
 }
 
 /// The least time between a worker killed for memory and its next start:
@@ -550,9 +557,7 @@ impl Nanny {
                             past_memory_terminate(&Spec::name(p.index), p.child.id(), spec.memory_limit, fraction)
                     {
                         eprintln!("shoal: {why}");
-                        let _ = p.child.kill();
-                        let _ = p.child.wait();
-                        spec.clean_after(p.child.id(), p.index);
+                        p.stop(&spec);
                         let lived = p.started.elapsed();
                         let pause = if lived < RESTART_PAUSE {
                             eprintln!(
@@ -683,9 +688,7 @@ impl LocalCluster {
         let mut started = self.started.lock().map_err(|_| Error::Start("the cluster's counter is poisoned".into()))?;
         while children.len() > n {
             if let Some(mut p) = children.pop() {
-                let _ = p.child.kill();
-                let _ = p.child.wait();
-                self.spec.clean_after(p.child.id(), p.index);
+                p.stop(&self.spec);
             }
         }
         while children.len() < n {
@@ -749,9 +752,7 @@ impl Drop for LocalCluster {
         }
         if let Ok(mut children) = self.processes.lock() {
             for mut p in children.drain(..) {
-                let _ = p.child.kill();
-                let _ = p.child.wait();
-                self.spec.clean_after(p.child.id(), p.index);
+                p.stop(&self.spec);
             }
         }
         self.scheduler.take();
