@@ -23,6 +23,7 @@ use shoal_net::{
     start_worker,
 };
 
+pub mod jobqueue;
 mod memory;
 mod spec;
 

@@ -118,6 +118,12 @@ pub mod deploy {
     };
 }
 
+/// Workers as batch jobs of SLURM, Grid Engine or PBS, with the scheduler in
+/// this process (dask-jobqueue's clusters).
+pub mod jobqueue {
+    pub use shoal_deploy::jobqueue::*;
+}
+
 /// The task-graph core: keys, tasks, graphs, culling and ordering.
 pub mod graph {
     pub use shoal_graph::*;

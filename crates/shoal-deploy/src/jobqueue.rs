@@ -1,0 +1,676 @@
+//! Workers as batch jobs (dask-jobqueue's clusters): the scheduler runs in
+//! this process, where the user is; each job a resource manager starts runs
+//! worker processes of this same program that connect back to it.
+//!
+//! ```no_run
+//! use shoal::jobqueue::{JobQueueCluster, Manager};
+//!
+//! #[shoal::remote]
+//! fn square(x: u64) -> u64 { x * x }
+//!
+//! let cluster = JobQueueCluster::builder(Manager::Slurm)
+//!     .cores(8)                 // per job: one worker process of 8 threads
+//!     .memory(16 << 30)         // per job; the workers' memory limit
+//!     .walltime("01:00:00")
+//!     .queue("compute")
+//!     .build()?;
+//! println!("{}", cluster.job_script());  // what each job runs
+//! cluster.scale(4)?;                     // four jobs
+//! cluster.wait_for_workers(4, std::time::Duration::from_secs(600))?;
+//! let client = cluster.client()?;
+//! let squares = client.gather(&client.map(square, 0..1_000u64))?;
+//! # Ok::<(), shoal::Error>(())
+//! ```
+//!
+//! The program must be where the jobs can run it (a shared file system, as
+//! on every HPC cluster), and the nodes must reach this host. The scheduler
+//! listens on every interface with a fresh cluster token, which the job
+//! scripts carry (they are written readable by their owner only).
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use shoal_client::{Client, Error};
+use shoal_net::{RunningScheduler, SchedulerServerConfig, start_scheduler};
+
+use crate::{RESTART_EXIT_CODE, env};
+
+/// The resource manager that runs the jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Manager {
+    /// SLURM: `sbatch`, `scancel`.
+    Slurm,
+    /// (Son of) Grid Engine: `qsub`, `qdel`, with a parallel environment
+    /// for the cores.
+    Sge,
+    /// PBS Pro / OpenPBS / Torque: `qsub`, `qdel`.
+    Pbs,
+}
+
+impl Manager {
+    fn submit_command(self) -> (&'static str, &'static [&'static str]) {
+        match self {
+            Manager::Slurm => ("sbatch", &["--parsable"]),
+            Manager::Sge => ("qsub", &["-terse"]),
+            Manager::Pbs => ("qsub", &[]),
+        }
+    }
+
+    fn cancel_command(self) -> &'static str {
+        match self {
+            Manager::Slurm => "scancel",
+            Manager::Sge | Manager::Pbs => "qdel",
+        }
+    }
+
+    /// The variable a job's environment holds its id in.
+    fn job_id_variable(self) -> &'static str {
+        match self {
+            Manager::Slurm => "SLURM_JOB_ID",
+            Manager::Sge => "JOB_ID",
+            Manager::Pbs => "PBS_JOBID",
+        }
+    }
+
+    /// The job id in what the submit command printed: `123` or
+    /// `123;cluster` (SLURM), `123` (Grid Engine), `123.server` (PBS).
+    fn job_id(self, printed: &str) -> Option<String> {
+        let line = printed.lines().map(str::trim).find(|l| !l.is_empty())?;
+        let id = match self {
+            Manager::Slurm => line.split(';').next()?,
+            Manager::Sge | Manager::Pbs => line,
+        };
+        let valid = !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || "._-[]".contains(c));
+        valid.then(|| id.to_string())
+    }
+}
+
+/// How each job is asked for and what it runs.
+#[derive(Clone, Debug)]
+struct JobSpec {
+    manager: Manager,
+    name: String,
+    cores: usize,
+    memory: Option<u64>,
+    processes: usize,
+    walltime: Option<String>,
+    queue: Option<String>,
+    account: Option<String>,
+    parallel_environment: String,
+    resource_spec: Option<String>,
+    job_extra: Vec<String>,
+    prologue: Vec<String>,
+    local_directory: Option<PathBuf>,
+    death_timeout: Duration,
+}
+
+/// Builds a [`JobQueueCluster`]; see the module's documentation.
+pub struct JobQueueClusterBuilder {
+    spec: JobSpec,
+    log_directory: Option<PathBuf>,
+    scheduler_ip: Option<IpAddr>,
+    port: u16,
+    program: Option<PathBuf>,
+}
+
+impl JobQueueClusterBuilder {
+    /// Cores per job (default 1), shared by its worker processes as threads.
+    pub fn cores(mut self, cores: usize) -> Self {
+        self.spec.cores = cores;
+        self
+    }
+
+    /// Bytes of memory per job (default: none asked for); each worker
+    /// process gets its share as its memory limit.
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.spec.memory = Some(bytes);
+        self
+    }
+
+    /// Worker processes per job (default 1).
+    pub fn processes(mut self, processes: usize) -> Self {
+        self.spec.processes = processes;
+        self
+    }
+
+    /// The jobs' time limit, as the resource manager reads it (`01:00:00`).
+    pub fn walltime(mut self, walltime: impl Into<String>) -> Self {
+        self.spec.walltime = Some(walltime.into());
+        self
+    }
+
+    /// The queue (SLURM partition) to submit to.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.spec.queue = Some(queue.into());
+        self
+    }
+
+    /// The account (Grid Engine project) the jobs are charged to.
+    pub fn account(mut self, account: impl Into<String>) -> Self {
+        self.spec.account = Some(account.into());
+        self
+    }
+
+    /// The jobs' name (default `shoal-worker`).
+    pub fn job_name(mut self, name: impl Into<String>) -> Self {
+        self.spec.name = name.into();
+        self
+    }
+
+    /// Grid Engine's parallel environment for the cores (default `smp`).
+    pub fn parallel_environment(mut self, pe: impl Into<String>) -> Self {
+        self.spec.parallel_environment = pe.into();
+        self
+    }
+
+    /// Grid Engine `-l` resources (`h_vmem=4G,h_rt=3600`), as dask-jobqueue's
+    /// `resource_spec`; memory is not asked of Grid Engine otherwise, since
+    /// sites name it differently (`h_vmem`, `mem_free`, `m_mem_free`).
+    pub fn resource_spec(mut self, spec: impl Into<String>) -> Self {
+        self.spec.resource_spec = Some(spec.into());
+        self
+    }
+
+    /// More directive lines, without the prefix (`--exclusive` for SLURM,
+    /// `-l gpu=1` for Grid Engine), as dask-jobqueue's `job_extra_directives`.
+    pub fn job_extra(mut self, lines: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.spec.job_extra.extend(lines.into_iter().map(Into::into));
+        self
+    }
+
+    /// Shell lines each job runs before its workers (`module load gcc`), as
+    /// dask-jobqueue's `job_script_prologue`.
+    pub fn prologue(mut self, lines: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.spec.prologue.extend(lines.into_iter().map(Into::into));
+        self
+    }
+
+    /// Where workers spill results (a node-local disk, usually).
+    pub fn local_directory(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spec.local_directory = Some(dir.into());
+        self
+    }
+
+    /// Where the job scripts and the jobs' output go (default: a new
+    /// directory in the system's temporary directory, removed on close).
+    pub fn log_directory(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.log_directory = Some(dir.into());
+        self
+    }
+
+    /// How long workers keep trying to reach a lost scheduler (default 60 s).
+    pub fn death_timeout(mut self, timeout: Duration) -> Self {
+        self.spec.death_timeout = timeout;
+        self
+    }
+
+    /// The address the jobs reach the scheduler on (default: this host's
+    /// address on its default route; dask-jobqueue's `interface`).
+    pub fn scheduler_ip(mut self, ip: IpAddr) -> Self {
+        self.scheduler_ip = Some(ip);
+        self
+    }
+
+    /// The scheduler's port (default: any free one).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// The program the jobs run as workers (default: this one).
+    pub fn program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.program = Some(program.into());
+        self
+    }
+
+    /// Starts the scheduler; no job is submitted until [`JobQueueCluster::scale`].
+    ///
+    /// # Errors
+    /// [`Error::Start`] for options that cannot make a job (no cores, more
+    /// processes than cores), or when the scheduler cannot start.
+    pub fn build(self) -> Result<JobQueueCluster, Error> {
+        let spec = self.spec;
+        if spec.cores == 0 || spec.processes == 0 || spec.processes > spec.cores {
+            return Err(Error::Start(format!(
+                "a job of {} cores cannot run {} worker processes: give at least one core per process",
+                spec.cores, spec.processes
+            )));
+        }
+        if spec.name.is_empty() || !spec.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(Error::Start(format!("job name {:?}: use letters, digits, - _ and . only", spec.name)));
+        }
+        let program = match self.program {
+            Some(p) => p,
+            None => std::env::current_exe()
+                .map_err(|e| Error::Start(format!("cannot find this program for the jobs to run: {e}")))?,
+        };
+        let (log_directory, owned) = match self.log_directory {
+            Some(dir) => (dir, false),
+            None => (std::env::temp_dir().join(format!("shoal-jobqueue-{}-{}", std::process::id(), token())), true),
+        };
+        std::fs::create_dir_all(&log_directory)
+            .map_err(|e| Error::Start(format!("cannot make the log directory {}: {e}", log_directory.display())))?;
+        let token = token();
+        let listen = SocketAddr::from(([0, 0, 0, 0], self.port));
+        let scheduler =
+            start_scheduler(SchedulerServerConfig { listen, token: Some(token.clone()), ..Default::default() })
+                .map_err(|e| Error::Start(e.to_string()))?;
+        let ip = self.scheduler_ip.or_else(default_route_ip).unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let address = SocketAddr::new(ip, scheduler.address().port());
+        let script = job_script(&spec, &program, address, &token);
+        Ok(JobQueueCluster {
+            spec,
+            script,
+            address,
+            token,
+            log_directory,
+            owned_log_directory: owned,
+            jobs: Mutex::new(Vec::new()),
+            submitted: Mutex::new(0),
+            scheduler: Some(scheduler),
+        })
+    }
+}
+
+/// A scheduler in this process and workers started as batch jobs.
+///
+/// Dropping it cancels its jobs and stops the scheduler.
+pub struct JobQueueCluster {
+    spec: JobSpec,
+    script: String,
+    address: SocketAddr,
+    token: String,
+    log_directory: PathBuf,
+    owned_log_directory: bool,
+    jobs: Mutex<Vec<String>>,
+    submitted: Mutex<usize>,
+    scheduler: Option<RunningScheduler>,
+}
+
+impl JobQueueCluster {
+    /// A builder for jobs of `manager`, one core, one worker process each.
+    pub fn builder(manager: Manager) -> JobQueueClusterBuilder {
+        JobQueueClusterBuilder {
+            spec: JobSpec {
+                manager,
+                name: "shoal-worker".into(),
+                cores: 1,
+                memory: None,
+                processes: 1,
+                walltime: None,
+                queue: None,
+                account: None,
+                parallel_environment: "smp".into(),
+                resource_spec: None,
+                job_extra: Vec::new(),
+                prologue: Vec::new(),
+                local_directory: None,
+                death_timeout: Duration::from_secs(60),
+            },
+            log_directory: None,
+            scheduler_ip: None,
+            port: 0,
+            program: None,
+        }
+    }
+
+    /// The script every job runs (dask-jobqueue's `job_script()`).
+    pub fn job_script(&self) -> &str {
+        &self.script
+    }
+
+    /// The scheduler's address, as the jobs reach it.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// A client of the cluster.
+    ///
+    /// # Errors
+    /// When the scheduler cannot be reached.
+    pub fn client(&self) -> Result<Client, Error> {
+        Client::connect_with_token(&self.address.to_string(), Some(&self.token))
+    }
+
+    /// The ids of the jobs submitted and not cancelled.
+    pub fn job_ids(&self) -> Vec<String> {
+        self.jobs.lock().map_or_else(|_| Vec::new(), |j| j.clone())
+    }
+
+    /// Submits or cancels jobs so that `workers` worker processes are asked
+    /// for (jobs of `processes` each, rounded up); cancels the newest first.
+    ///
+    /// # Errors
+    /// [`Error::Start`] with the resource manager's words when a command
+    /// fails or cannot be found.
+    pub fn scale(&self, workers: usize) -> Result<(), Error> {
+        let wanted = workers.div_ceil(self.spec.processes);
+        let mut jobs = self.jobs.lock().map_err(|_| Error::Start("the job list is poisoned".into()))?;
+        while jobs.len() > wanted {
+            if let Some(id) = jobs.pop() {
+                self.cancel(&id)?;
+            }
+        }
+        while jobs.len() < wanted {
+            jobs.push(self.submit()?);
+        }
+        Ok(())
+    }
+
+    /// Waits until at least `workers` workers have joined the scheduler.
+    ///
+    /// # Errors
+    /// [`Error::Start`] naming how many joined and where the jobs' output
+    /// is, once `timeout` has passed.
+    pub fn wait_for_workers(&self, workers: usize, timeout: Duration) -> Result<(), Error> {
+        let client = self.client()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let joined = client.scheduler_info()?.len();
+            if joined >= workers {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Start(format!(
+                    "{joined} of {workers} workers joined within {timeout:?}; the jobs' output is in {}",
+                    self.log_directory.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn submit(&self) -> Result<String, Error> {
+        let n = {
+            let mut submitted =
+                self.submitted.lock().map_err(|_| Error::Start("the job counter is poisoned".into()))?;
+            *submitted += 1;
+            *submitted
+        };
+        let path = self.log_directory.join(format!("{}-{n}.sh", self.spec.name));
+        write_private(&path, &self.script)
+            .map_err(|e| Error::Start(format!("cannot write the job script {}: {e}", path.display())))?;
+        let (program, args) = self.spec.manager.submit_command();
+        let printed = run(Command::new(program).args(args).arg(&path).current_dir(&self.log_directory))?;
+        self.spec
+            .manager
+            .job_id(&printed)
+            .ok_or_else(|| Error::Start(format!("{program} printed no job id for {}: {printed:?}", path.display())))
+    }
+
+    fn cancel(&self, id: &str) -> Result<(), Error> {
+        run(Command::new(self.spec.manager.cancel_command()).arg(id)).map(drop)
+    }
+}
+
+impl Drop for JobQueueCluster {
+    fn drop(&mut self) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            for id in jobs.drain(..) {
+                if let Err(e) = self.cancel(&id) {
+                    eprintln!("shoal: job {id} may still be running: {e}");
+                }
+            }
+        }
+        self.scheduler.take();
+        if self.owned_log_directory {
+            let _ = std::fs::remove_dir_all(&self.log_directory);
+        }
+    }
+}
+
+/// Runs a resource manager's command; its output, or its complaint.
+fn run(command: &mut Command) -> Result<String, Error> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let output = command.output().map_err(|e| {
+        Error::Start(format!("cannot run {program} (is this a node of the cluster, with its commands on PATH?): {e}"))
+    })?;
+    if !output.status.success() {
+        return Err(Error::Start(format!(
+            "{program} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Writes `text` to `path`, readable by its owner only (a job script
+/// carries the cluster token).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o700);
+    options.open(path)?.write_all(text.as_bytes())
+}
+
+/// A fresh random token (128 bits, hex).
+fn token() -> String {
+    use std::hash::BuildHasher;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    // `RandomState` is seeded from the OS's randomness per instance.
+    let a = std::collections::hash_map::RandomState::new().hash_one((std::process::id(), now));
+    let b = std::collections::hash_map::RandomState::new().hash_one(now.as_nanos());
+    format!("{a:016x}{b:016x}")
+}
+
+/// This host's address on its default route (connecting a UDP socket sends
+/// nothing).
+fn default_route_ip() -> Option<IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("198.51.100.1:9").ok()?;
+    Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
+}
+
+/// Single-quoted for the shell.
+fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// MiB, rounded up, at least 1.
+fn mebibytes(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20).max(1)
+}
+
+/// The script each job runs: directives, the prologue, then `processes`
+/// workers of `program`, each restarted when its cluster restarts (exit
+/// code 75) and the job ending when they all have ended.
+fn job_script(spec: &JobSpec, program: &Path, scheduler: SocketAddr, token: &str) -> String {
+    let mut s = String::from("#!/usr/bin/env bash\n");
+    let threads = spec.cores / spec.processes;
+    let mut directive = |line: String| {
+        let prefix = match spec.manager {
+            Manager::Slurm => "#SBATCH",
+            Manager::Sge => "#$",
+            Manager::Pbs => "#PBS",
+        };
+        let _ = writeln!(s, "{prefix} {line}");
+    };
+    match spec.manager {
+        Manager::Slurm => {
+            directive(format!("-J {}", spec.name));
+            directive("-n 1".into());
+            directive(format!("--cpus-per-task={}", spec.cores));
+            if let Some(m) = spec.memory {
+                directive(format!("--mem={}M", mebibytes(m)));
+            }
+            if let Some(t) = &spec.walltime {
+                directive(format!("-t {t}"));
+            }
+            if let Some(q) = &spec.queue {
+                directive(format!("-p {q}"));
+            }
+            if let Some(a) = &spec.account {
+                directive(format!("-A {a}"));
+            }
+            directive(format!("-o {}-%j.out", spec.name));
+        }
+        Manager::Sge => {
+            directive("-S /bin/bash".into());
+            directive(format!("-N {}", spec.name));
+            directive(format!("-pe {} {}", spec.parallel_environment, spec.cores));
+            if let Some(r) = &spec.resource_spec {
+                directive(format!("-l {r}"));
+            }
+            if let Some(t) = &spec.walltime {
+                directive(format!("-l h_rt={t}"));
+            }
+            if let Some(q) = &spec.queue {
+                directive(format!("-q {q}"));
+            }
+            if let Some(a) = &spec.account {
+                directive(format!("-P {a}"));
+            }
+            directive("-cwd".into());
+            directive("-j y".into());
+        }
+        Manager::Pbs => {
+            directive(format!("-N {}", spec.name));
+            let memory = spec.memory.map(|m| format!(":mem={}MB", mebibytes(m))).unwrap_or_default();
+            directive(format!("-l select=1:ncpus={}{memory}", spec.cores));
+            if let Some(t) = &spec.walltime {
+                directive(format!("-l walltime={t}"));
+            }
+            if let Some(q) = &spec.queue {
+                directive(format!("-q {q}"));
+            }
+            if let Some(a) = &spec.account {
+                directive(format!("-A {a}"));
+            }
+            directive("-j oe".into());
+        }
+    }
+    for line in &spec.job_extra {
+        directive(line.clone());
+    }
+    for line in &spec.prologue {
+        let _ = writeln!(s, "{line}");
+    }
+    let mut vars: Vec<(&str, String)> = vec![
+        (env::WORKER_OF, scheduler.to_string()),
+        (env::TOKEN, token.to_string()),
+        (env::WORKER_THREADS, threads.to_string()),
+        (env::DEATH_TIMEOUT, spec.death_timeout.as_secs_f64().to_string()),
+        (env::NANNY, "1".into()),
+    ];
+    if let Some(m) = spec.memory {
+        vars.push((env::MEMORY_LIMIT, (m / spec.processes as u64).to_string()));
+    }
+    if let Some(dir) = &spec.local_directory {
+        vars.push((env::LOCAL_DIRECTORY, dir.display().to_string()));
+    }
+    // What `tune_worker_environment` gives local workers, where the job's
+    // environment has not set it.
+    for (var, value) in [
+        ("OMP_NUM_THREADS", "1"),
+        ("MKL_NUM_THREADS", "1"),
+        ("OPENBLAS_NUM_THREADS", "1"),
+        ("GLIBC_TUNABLES", crate::HUGE_PAGE_MALLOC),
+    ] {
+        let _ = writeln!(s, "export {var}=${{{var}:-{value}}}");
+    }
+    for (var, value) in vars {
+        let _ = writeln!(s, "export {var}={}", quoted(&value));
+    }
+    let job = spec.manager.job_id_variable();
+    let _ = writeln!(s, "for i in $(seq 0 {}); do", spec.processes - 1);
+    let _ = writeln!(s, "  (");
+    let _ = writeln!(s, "    export {}=\"{}-${{{job}}}-$i\"", env::WORKER_NAME, spec.name);
+    let _ = writeln!(s, "    while :; do");
+    let _ = writeln!(s, "      {}", quoted(&program.display().to_string()));
+    let _ = writeln!(s, "      code=$?; [ \"$code\" -eq {RESTART_EXIT_CODE} ] || exit \"$code\"");
+    let _ = writeln!(s, "    done");
+    let _ = writeln!(s, "  ) &");
+    let _ = writeln!(s, "done");
+    let _ = writeln!(s, "wait");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(manager: Manager) -> JobSpec {
+        let builder = JobQueueCluster::builder(manager)
+            .cores(8)
+            .processes(2)
+            .memory(16 << 30)
+            .walltime("01:00:00")
+            .queue("compute")
+            .account("proj1")
+            .job_extra(["--exclusive"])
+            .prologue(["module load gcc"]);
+        builder.spec
+    }
+
+    fn script(manager: Manager) -> String {
+        let address = SocketAddr::from(([10, 0, 0, 5], 8786));
+        job_script(&spec(manager), Path::new("/home/me/it's/prog"), address, "t0k3n")
+    }
+
+    #[test]
+    fn slurm_scripts_ask_for_the_job_and_run_its_workers() {
+        let s = script(Manager::Slurm);
+        for line in [
+            "#SBATCH -J shoal-worker",
+            "#SBATCH --cpus-per-task=8",
+            "#SBATCH --mem=16384M",
+            "#SBATCH -t 01:00:00",
+            "#SBATCH -p compute",
+            "#SBATCH -A proj1",
+            "#SBATCH --exclusive",
+            "module load gcc",
+            "export SHOAL_WORKER_OF='10.0.0.5:8786'",
+            "export SHOAL_TOKEN='t0k3n'",
+            "export SHOAL_WORKER_THREADS='4'",
+            "export SHOAL_MEMORY_LIMIT='8589934592'",
+            "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}",
+            "for i in $(seq 0 1); do",
+            "    export SHOAL_WORKER_NAME=\"shoal-worker-${SLURM_JOB_ID}-$i\"",
+            "      '/home/me/it'\\''s/prog'",
+            "      code=$?; [ \"$code\" -eq 75 ] || exit \"$code\"",
+        ] {
+            assert!(s.lines().any(|l| l == line), "missing {line:?} in\n{s}");
+        }
+        assert!(s.starts_with("#!/usr/bin/env bash\n#SBATCH"), "directives come first:\n{s}");
+    }
+
+    #[test]
+    fn grid_engine_and_pbs_scripts_use_their_own_directives() {
+        let sge = script(Manager::Sge);
+        for line in ["#$ -pe smp 8", "#$ -l h_rt=01:00:00", "#$ -q compute", "#$ -P proj1", "#$ -N shoal-worker"] {
+            assert!(sge.lines().any(|l| l == line), "missing {line:?} in\n{sge}");
+        }
+        assert!(sge.contains("${JOB_ID}") && !sge.contains("h_vmem"), "{sge}");
+        let pbs = script(Manager::Pbs);
+        for line in ["#PBS -l select=1:ncpus=8:mem=16384MB", "#PBS -l walltime=01:00:00", "#PBS -q compute"] {
+            assert!(pbs.lines().any(|l| l == line), "missing {line:?} in\n{pbs}");
+        }
+        assert!(pbs.contains("${PBS_JOBID}"), "{pbs}");
+    }
+
+    #[test]
+    fn job_ids_are_read_from_what_submission_prints() {
+        assert_eq!(Manager::Slurm.job_id("4242\n"), Some("4242".into()));
+        assert_eq!(Manager::Slurm.job_id("4242;cluster\n"), Some("4242".into()));
+        assert_eq!(Manager::Sge.job_id("17\n"), Some("17".into()));
+        assert_eq!(Manager::Pbs.job_id("123.pbs-server\n"), Some("123.pbs-server".into()));
+        assert_eq!(Manager::Pbs.job_id(""), None);
+        assert_eq!(Manager::Slurm.job_id("1; rm -rf /"), Some("1".into()));
+        assert_eq!(Manager::Sge.job_id("1 rm"), None);
+    }
+
+    #[test]
+    fn options_that_cannot_make_a_job_are_refused() {
+        let err = JobQueueCluster::builder(Manager::Slurm).cores(2).processes(3).build().err().expect("refused");
+        assert!(err.to_string().contains("cannot run 3 worker processes"), "{err}");
+        let err = JobQueueCluster::builder(Manager::Slurm).job_name("a b").build().err().expect("refused");
+        assert!(err.to_string().contains("job name \"a b\""), "{err}");
+    }
+}
