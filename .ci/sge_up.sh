@@ -12,7 +12,7 @@ if ! command -v qconf >/dev/null; then
     "gridengine-common shared/gridenginemaster string $H" | debconf-set-selections
 # Keep package postinst scripts from auto-starting daemons (Docker-style policy-rc.d); we start them ourselves.
 OWN_POLICY=0
-if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; OWN_POLICY=1; fi
+if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; OWN_POLICY=1; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; fi
   apt-get install -y --no-install-recommends gridengine-master gridengine-exec gridengine-client
 if [ "$OWN_POLICY" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi

@@ -10,7 +10,7 @@ PKGS="slurm-wlm munge"
 missing=$(for p in $PKGS; do dpkg -s $p >/dev/null 2>&1 || echo $p; done)
 # Keep package postinst scripts from auto-starting daemons (Docker-style policy-rc.d); we start them ourselves.
 OWN_POLICY=0
-if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; OWN_POLICY=1; fi
+if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; OWN_POLICY=1; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; fi
 [ -z "$missing" ] || apt-get install -y --no-install-recommends $missing
 if [ "$OWN_POLICY" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 H=$(hostname)
@@ -40,7 +40,7 @@ JobCompType=jobcomp/filetxt
 JobCompLoc=/var/log/slurm/jobcomp.log
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+SelectTypeParameters=CR_CPU   # a 1-CPU job takes one CPU, not a whole core of two threads
 MpiDefault=none
 ReturnToService=2
 SlurmctldTimeout=30

@@ -47,7 +47,8 @@ pub enum Manager {
     /// (Son of) Grid Engine: `qsub`, `qdel`, with a parallel environment
     /// for the cores.
     Sge,
-    /// PBS Pro / OpenPBS / Torque: `qsub`, `qdel`.
+    /// PBS Pro / OpenPBS: `qsub`, `qdel` (Torque's `-l nodes=` is not
+    /// written).
     Pbs,
 }
 
@@ -65,6 +66,17 @@ impl Manager {
             Manager::Slurm => "scancel",
             Manager::Sge | Manager::Pbs => "qdel",
         }
+    }
+
+    /// Whether job `id` is still queued or running, as the manager says.
+    fn still_queued(self, id: &str) -> bool {
+        let output = match self {
+            Manager::Slurm => Command::new("squeue").args(["-h", "-o", "%i", "-j", id]).output(),
+            Manager::Sge => Command::new("qstat").args(["-j", id]).output(),
+            Manager::Pbs => Command::new("qstat").arg(id).output(),
+        };
+        // Finished jobs: SLURM lists nothing, the others fail.
+        output.is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(id))
     }
 
     /// The variable a job's environment holds its id in.
@@ -195,8 +207,9 @@ impl JobQueueClusterBuilder {
         self
     }
 
-    /// Where the job scripts and the jobs' output go (default: a new
-    /// directory in the system's temporary directory, removed on close).
+    /// Where the job scripts and the jobs' output go, and where the jobs
+    /// start; on a file system the nodes share (default: `shoal-jobs` in
+    /// the working directory). It is kept after the cluster closes.
     pub fn log_directory(mut self, dir: impl Into<PathBuf>) -> Self {
         self.log_directory = Some(dir.into());
         self
@@ -248,18 +261,28 @@ impl JobQueueClusterBuilder {
             None => std::env::current_exe()
                 .map_err(|e| Error::Start(format!("cannot find this program for the jobs to run: {e}")))?,
         };
-        let (log_directory, owned) = match self.log_directory {
-            Some(dir) => (dir, false),
-            None => (std::env::temp_dir().join(format!("shoal-jobqueue-{}-{}", std::process::id(), token())), true),
+        check_directives(&spec)?;
+        // The jobs write their output there and start there: it must be on
+        // a file system the nodes share, as the working directory usually is.
+        let log_directory = match self.log_directory {
+            Some(dir) => dir,
+            None => std::env::current_dir()
+                .map_err(|e| Error::Start(format!("cannot find the working directory for the jobs' output: {e}")))?
+                .join("shoal-jobs"),
         };
         std::fs::create_dir_all(&log_directory)
             .map_err(|e| Error::Start(format!("cannot make the log directory {}: {e}", log_directory.display())))?;
-        let token = token();
-        let listen = SocketAddr::from(([0, 0, 0, 0], self.port));
+        let ip = self.scheduler_ip.or_else(default_route_ip).ok_or_else(|| {
+            Error::Start("this host has no address on a network for the jobs to reach; give scheduler_ip".into())
+        })?;
+        let token = token()?;
+        // Listening where the jobs are told to connect, or everywhere when
+        // that was not chosen.
+        let listen_ip = self.scheduler_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let listen = SocketAddr::new(listen_ip, self.port);
         let scheduler =
             start_scheduler(SchedulerServerConfig { listen, token: Some(token.clone()), ..Default::default() })
                 .map_err(|e| Error::Start(e.to_string()))?;
-        let ip = self.scheduler_ip.or_else(default_route_ip).unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let address = SocketAddr::new(ip, scheduler.address().port());
         let script = job_script(&spec, &program, address, &token);
         Ok(JobQueueCluster {
@@ -268,7 +291,6 @@ impl JobQueueClusterBuilder {
             address,
             token,
             log_directory,
-            owned_log_directory: owned,
             jobs: Mutex::new(Vec::new()),
             submitted: Mutex::new(0),
             scheduler: Some(scheduler),
@@ -285,7 +307,6 @@ pub struct JobQueueCluster {
     address: SocketAddr,
     token: String,
     log_directory: PathBuf,
-    owned_log_directory: bool,
     jobs: Mutex<Vec<String>>,
     submitted: Mutex<usize>,
     scheduler: Option<RunningScheduler>,
@@ -350,10 +371,12 @@ impl JobQueueCluster {
     pub fn scale(&self, workers: usize) -> Result<(), Error> {
         let wanted = workers.div_ceil(self.spec.processes);
         let mut jobs = self.jobs.lock().map_err(|_| Error::Start("the job list is poisoned".into()))?;
-        while jobs.len() > wanted {
-            if let Some(id) = jobs.pop() {
-                self.cancel(&id)?;
-            }
+        // Jobs that ended (their time limit, a node lost) are replaced.
+        jobs.retain(|id| self.spec.manager.still_queued(id));
+        while let Some(id) = jobs.last().filter(|_| jobs.len() > wanted).cloned() {
+            // Kept on the list (and cancelled again on close) unless this works.
+            self.cancel(&id)?;
+            jobs.pop();
         }
         while jobs.len() < wanted {
             jobs.push(self.submit()?);
@@ -402,8 +425,13 @@ impl JobQueueCluster {
             .ok_or_else(|| Error::Start(format!("{program} printed no job id for {}: {printed:?}", path.display())))
     }
 
+    /// Cancels job `id`; one that has already ended counts as cancelled.
     fn cancel(&self, id: &str) -> Result<(), Error> {
-        run(Command::new(self.spec.manager.cancel_command()).arg(id)).map(drop)
+        match run(Command::new(self.spec.manager.cancel_command()).arg(id)) {
+            Ok(_) => Ok(()),
+            Err(_) if !self.spec.manager.still_queued(id) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -417,9 +445,6 @@ impl Drop for JobQueueCluster {
             }
         }
         self.scheduler.take();
-        if self.owned_log_directory {
-            let _ = std::fs::remove_dir_all(&self.log_directory);
-        }
     }
 }
 
@@ -443,21 +468,48 @@ fn run(command: &mut Command) -> Result<String, Error> {
 /// carries the cluster token).
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
+    // A new file, whatever was there (an older script, a planted link).
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o700);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)?.write_all(text.as_bytes())
 }
 
-/// A fresh random token (128 bits, hex).
-fn token() -> String {
-    use std::hash::BuildHasher;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    // `RandomState` is seeded from the OS's randomness per instance.
-    let a = std::collections::hash_map::RandomState::new().hash_one((std::process::id(), now));
-    let b = std::collections::hash_map::RandomState::new().hash_one(now.as_nanos());
-    format!("{a:016x}{b:016x}")
+/// A fresh cluster token: 128 bits from the kernel's random source, hex.
+fn token() -> Result<String, Error> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| Error::Start(format!("cannot read /dev/urandom for a cluster token: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Refuses directive values that would break out of their line (or, but
+/// for free-form ones, out of their word).
+fn check_directives(spec: &JobSpec) -> Result<(), Error> {
+    let words = [
+        ("queue", spec.queue.as_deref()),
+        ("account", spec.account.as_deref()),
+        ("walltime", spec.walltime.as_deref()),
+        ("parallel_environment", Some(spec.parallel_environment.as_str())),
+    ];
+    for (what, value) in words {
+        if let Some(v) = value.filter(|v| v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control())) {
+            return Err(Error::Start(format!("{what} {v:?}: give one word, without spaces")));
+        }
+    }
+    for line in spec.resource_spec.iter().chain(&spec.job_extra) {
+        if line.chars().any(char::is_control) {
+            return Err(Error::Start(format!("directive {line:?}: one line, without control characters")));
+        }
+    }
+    Ok(())
 }
 
 /// This host's address on its default route (connecting a UDP socket sends
@@ -579,16 +631,22 @@ fn job_script(spec: &JobSpec, program: &Path, scheduler: SocketAddr, token: &str
         let _ = writeln!(s, "export {var}={}", quoted(&value));
     }
     let job = spec.manager.job_id_variable();
+    let _ = writeln!(s, "pids=()");
     let _ = writeln!(s, "for i in $(seq 0 {}); do", spec.processes - 1);
     let _ = writeln!(s, "  (");
     let _ = writeln!(s, "    export {}=\"{}-${{{job}}}-$i\"", env::WORKER_NAME, spec.name);
     let _ = writeln!(s, "    while :; do");
     let _ = writeln!(s, "      {}", quoted(&program.display().to_string()));
     let _ = writeln!(s, "      code=$?; [ \"$code\" -eq {RESTART_EXIT_CODE} ] || exit \"$code\"");
+    let _ = writeln!(s, "      sleep 1");
     let _ = writeln!(s, "    done");
     let _ = writeln!(s, "  ) &");
+    let _ = writeln!(s, "  pids+=($!)");
     let _ = writeln!(s, "done");
-    let _ = writeln!(s, "wait");
+    // The job fails if a worker did.
+    let _ = writeln!(s, "status=0");
+    let _ = writeln!(s, "for pid in \"${{pids[@]}}\"; do wait \"$pid\" || status=$?; done");
+    let _ = writeln!(s, "exit \"$status\"");
     s
 }
 
@@ -672,5 +730,9 @@ mod tests {
         assert!(err.to_string().contains("cannot run 3 worker processes"), "{err}");
         let err = JobQueueCluster::builder(Manager::Slurm).job_name("a b").build().err().expect("refused");
         assert!(err.to_string().contains("job name \"a b\""), "{err}");
+        let err = JobQueueCluster::builder(Manager::Slurm).queue("q\n#SBATCH -x").build().err().expect("refused");
+        assert!(err.to_string().contains("queue"), "{err}");
+        let err = JobQueueCluster::builder(Manager::Sge).job_extra(["-l a\nrm -rf /"]).build().err().expect("refused");
+        assert!(err.to_string().contains("one line"), "{err}");
     }
 }

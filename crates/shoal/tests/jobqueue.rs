@@ -25,7 +25,9 @@ fn listed(manager: Manager, id: &str) -> bool {
 }
 
 fn jobs_become_workers_and_go_when_the_cluster_closes(manager: Manager) {
+    let logs = std::env::temp_dir().join(format!("shoal-jobqueue-test-{}-{manager:?}", std::process::id()));
     let cluster = JobQueueCluster::builder(manager)
+        .log_directory(&logs)
         .cores(1)
         .memory(512 << 20)
         .walltime("00:10:00")
@@ -37,7 +39,9 @@ fn jobs_become_workers_and_go_when_the_cluster_closes(manager: Manager) {
     assert_eq!(ids.len(), 2, "{ids:?}");
     cluster.wait_for_workers(2, Duration::from_secs(120)).expect("both jobs joined as workers");
     let client = cluster.client().expect("client");
-    let results = client.gather(&client.map(in_job, 0..20u64)).expect("tasks ran in the jobs");
+    let futures = client.map(in_job, 0..20u64);
+    shoal::wait_timeout(&futures, Duration::from_secs(120)).expect("tasks ran in the jobs");
+    let results = client.gather(&futures).expect("results");
     for (x, (job, square)) in results.iter().enumerate() {
         assert_eq!(*square, (x * x) as u64);
         assert!(ids.contains(job), "task {x} ran in job {job:?}, not one of {ids:?}");
@@ -51,6 +55,9 @@ fn jobs_become_workers_and_go_when_the_cluster_closes(manager: Manager) {
         assert!(Instant::now() < deadline, "jobs {ids:?} are still queued or running after close");
         std::thread::sleep(Duration::from_millis(200));
     }
+    let scripts = std::fs::read_dir(&logs).expect("the log directory stays").count();
+    assert!(scripts >= 2, "the job scripts and output are kept in {}", logs.display());
+    let _ = std::fs::remove_dir_all(&logs);
 }
 
 #[test]
