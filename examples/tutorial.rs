@@ -11,13 +11,17 @@
 //! 5. a progress bar (on the in-process thread pool);
 //! 6. heavier work spread over the workers;
 //! 7. chunked arrays: the tutorial's `arcsin(x) + arccos(y)` over two random
-//!    10 000 × 10 000 × 10 arrays, summed, and exercise 5 (chunk sizes).
+//!    10 000 × 10 000 × 10 arrays, summed, and exercise 5 (chunk sizes);
+//! 8. on a batch system: the job script each SLURM job of workers runs
+//!    (`JobQueueCluster`, dask-jobqueue's way), and `shoal efficiency` for
+//!    exercises 6 and 7.
 //!
 //! Run it with `cargo run --release -p shoal --example tutorial`.
 
 use std::time::{Duration, Instant};
 
 use shoal::array::{self, RandomState};
+use shoal::jobqueue::{JobQueueCluster, Manager};
 use shoal::{Client, Delayed, LocalCluster, ProgressBar, as_completed, delayed};
 
 #[shoal::remote]
@@ -171,5 +175,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let total = rng.random(&[10_000_000], chunk).sum(..).compute_with(&client)?;
         println!("  chunks of {chunk:>7}: {:.1} in {:.2?}", total.sum(), start.elapsed());
     }
+
+    println!("\n## 8. On a batch system");
+    // What dask-jobqueue does: the scheduler runs here, each job runs
+    // workers of this same program. Here only the job script is shown;
+    // `cluster.scale(4)` would submit four such jobs with sbatch.
+    let logs = std::env::temp_dir().join("shoal-tutorial-jobs");
+    let batch = JobQueueCluster::builder(Manager::Slurm)
+        .cores(8)
+        .memory(16 << 30)
+        .walltime("01:00:00")
+        .scheduler_ip(std::net::IpAddr::from([127, 0, 0, 1]))
+        .log_directory(&logs)
+        .build()?;
+    let script: String =
+        batch.job_script().lines().filter(|l| !l.contains("SHOAL_TOKEN")).collect::<Vec<_>>().join("\n");
+    println!("each SLURM job would run (its token left out):\n{script}");
+    drop(batch);
+    let _ = std::fs::remove_dir_all(&logs);
+    println!(
+        "\nafterwards, how well a job used what it reserved (exercises 6 and 7):\n  \
+         shoal efficiency <job id>      # sacct on SLURM, qacct -j on Grid Engine"
+    );
     Ok(())
 }
