@@ -1,6 +1,7 @@
-//! Workers as batch jobs (dask-jobqueue's clusters): the scheduler runs in
-//! this process, where the user is; each job a resource manager starts runs
-//! worker processes of this same program that connect back to it.
+//! Workers as batch jobs (dask-jobqueue's clusters) of SLURM, Grid Engine,
+//! PBS or HTCondor: the scheduler runs in this process, where the user is;
+//! each job a resource manager starts runs worker processes of this same
+//! program that connect back to it.
 //!
 //! ```no_run
 //! use shoal::jobqueue::{JobQueueCluster, Manager};
@@ -50,6 +51,9 @@ pub enum Manager {
     /// PBS Pro / OpenPBS: `qsub`, `qdel` (Torque's `-l nodes=` is not
     /// written).
     Pbs,
+    /// HTCondor: `condor_submit` of a submit description beside the job
+    /// script, `condor_rm`.
+    HtCondor,
 }
 
 impl Manager {
@@ -58,6 +62,7 @@ impl Manager {
             Manager::Slurm => ("sbatch", &["--parsable"]),
             Manager::Sge => ("qsub", &["-terse"]),
             Manager::Pbs => ("qsub", &[]),
+            Manager::HtCondor => ("condor_submit", &["-terse"]),
         }
     }
 
@@ -65,6 +70,7 @@ impl Manager {
         match self {
             Manager::Slurm => "scancel",
             Manager::Sge | Manager::Pbs => "qdel",
+            Manager::HtCondor => "condor_rm",
         }
     }
 
@@ -74,6 +80,7 @@ impl Manager {
             Manager::Slurm => Command::new("squeue").args(["-h", "-o", "%i", "-j", id]).output(),
             Manager::Sge => Command::new("qstat").args(["-j", id]).output(),
             Manager::Pbs => Command::new("qstat").arg(id).output(),
+            Manager::HtCondor => Command::new("condor_q").args([id, "-af:j", "JobStatus"]).output(),
         };
         // Finished jobs: SLURM lists nothing, the others fail.
         output.is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(id))
@@ -85,16 +92,20 @@ impl Manager {
             Manager::Slurm => "SLURM_JOB_ID",
             Manager::Sge => "JOB_ID",
             Manager::Pbs => "PBS_JOBID",
+            // Set by the submit description (HTCondor has no such variable).
+            Manager::HtCondor => "SHOAL_JOB_ID",
         }
     }
 
     /// The job id in what the submit command printed: `123` or
-    /// `123;cluster` (SLURM), `123` (Grid Engine), `123.server` (PBS).
+    /// `123;cluster` (SLURM), `123` (Grid Engine), `123.server` (PBS),
+    /// `123.0 - 123.0` (HTCondor: the first job of the range).
     fn job_id(self, printed: &str) -> Option<String> {
         let line = printed.lines().map(str::trim).find(|l| !l.is_empty())?;
         let id = match self {
             Manager::Slurm => line.split(';').next()?,
             Manager::Sge | Manager::Pbs => line,
+            Manager::HtCondor => line.split_whitespace().next()?,
         };
         let valid = !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || "._-[]".contains(c));
         valid.then(|| id.to_string())
@@ -417,8 +428,17 @@ impl JobQueueCluster {
         let path = self.log_directory.join(format!("{}-{n}.sh", self.spec.name));
         write_private(&path, &self.script)
             .map_err(|e| Error::Start(format!("cannot write the job script {}: {e}", path.display())))?;
+        let submitted = match self.spec.manager {
+            Manager::HtCondor => {
+                let description = self.log_directory.join(format!("{}-{n}.sub", self.spec.name));
+                write_private(&description, &submit_description(&self.spec, &path, &self.log_directory)?)
+                    .map_err(|e| Error::Start(format!("cannot write {}: {e}", description.display())))?;
+                description
+            }
+            _ => path.clone(),
+        };
         let (program, args) = self.spec.manager.submit_command();
-        let printed = run(Command::new(program).args(args).arg(&path).current_dir(&self.log_directory))?;
+        let printed = run(Command::new(program).args(args).arg(&submitted).current_dir(&self.log_directory))?;
         self.spec
             .manager
             .job_id(&printed)
@@ -464,8 +484,8 @@ fn run(command: &mut Command) -> Result<String, Error> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Writes `text` to `path`, readable by its owner only (a job script
-/// carries the cluster token).
+/// Writes `text` to `path`, for its owner only (a job script carries the
+/// cluster token), executable (HTCondor runs the script itself).
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     // A new file, whatever was there (an older script, a planted link).
@@ -476,7 +496,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o700);
     options.open(path)?.write_all(text.as_bytes())
 }
 
@@ -520,6 +540,42 @@ fn default_route_ip() -> Option<IpAddr> {
     Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
 }
 
+/// What HTCondor submits: the job script as the executable, the job's
+/// requests, and its id for the script (`SHOAL_JOB_ID`).
+fn submit_description(spec: &JobSpec, script: &Path, log_directory: &Path) -> Result<String, Error> {
+    let mut s = String::new();
+    let _ = writeln!(s, "universe = vanilla");
+    let _ = writeln!(s, "executable = {}", script.display());
+    let _ = writeln!(s, "initialdir = {}", log_directory.display());
+    let _ = writeln!(s, "request_cpus = {}", spec.cores);
+    if let Some(m) = spec.memory {
+        let _ = writeln!(s, "request_memory = {}", mebibytes(m));
+    }
+    if let Some(t) = &spec.walltime {
+        let seconds = clock_seconds(t)
+            .ok_or_else(|| Error::Start(format!("walltime {t:?}: give hours:minutes:seconds for HTCondor")))?;
+        let _ = writeln!(s, "+MaxRuntime = {seconds}");
+    }
+    let _ = writeln!(s, "environment = \"SHOAL_JOB_ID=$(Cluster).$(Process)\"");
+    let _ = writeln!(s, "output = {}-$(Cluster).$(Process).out", spec.name);
+    let _ = writeln!(s, "error = {}-$(Cluster).$(Process).err", spec.name);
+    let _ = writeln!(s, "log = {}-$(Cluster).log", spec.name);
+    for line in &spec.job_extra {
+        let _ = writeln!(s, "{line}");
+    }
+    let _ = writeln!(s, "queue 1");
+    Ok(s)
+}
+
+/// `[[hours:]minutes:]seconds` in seconds.
+fn clock_seconds(text: &str) -> Option<u64> {
+    let parts: Vec<&str> = text.split(':').collect();
+    if parts.len() > 3 {
+        return None;
+    }
+    parts.iter().try_fold(0u64, |total, part| Some(total * 60 + part.parse::<u64>().ok()?))
+}
+
 /// Single-quoted for the shell.
 fn quoted(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
@@ -541,6 +597,8 @@ fn job_script(spec: &JobSpec, program: &Path, scheduler: SocketAddr, token: &str
             Manager::Slurm => "#SBATCH",
             Manager::Sge => "#$",
             Manager::Pbs => "#PBS",
+            // HTCondor reads its requests from the submit description.
+            Manager::HtCondor => return,
         };
         let _ = writeln!(s, "{prefix} {line}");
     };
@@ -597,9 +655,12 @@ fn job_script(spec: &JobSpec, program: &Path, scheduler: SocketAddr, token: &str
             }
             directive("-j oe".into());
         }
+        Manager::HtCondor => {}
     }
-    for line in &spec.job_extra {
-        directive(line.clone());
+    if spec.manager != Manager::HtCondor {
+        for line in &spec.job_extra {
+            directive(line.clone());
+        }
     }
     for line in &spec.prologue {
         let _ = writeln!(s, "{line}");
@@ -714,12 +775,38 @@ mod tests {
     }
 
     #[test]
+    fn htcondor_jobs_are_a_submit_description_and_a_plain_script() {
+        let spec = spec(Manager::HtCondor);
+        let script = job_script(&spec, Path::new("/p"), SocketAddr::from(([10, 0, 0, 5], 1)), "t");
+        assert!(!script.contains("#SBATCH") && !script.contains("--exclusive"), "no directives:\n{script}");
+        assert!(script.contains("${SHOAL_JOB_ID}"), "{script}");
+        let description =
+            submit_description(&spec, Path::new("/logs/shoal-worker-1.sh"), Path::new("/logs")).expect("valid");
+        for line in [
+            "executable = /logs/shoal-worker-1.sh",
+            "request_cpus = 8",
+            "request_memory = 16384",
+            "+MaxRuntime = 3600",
+            "environment = \"SHOAL_JOB_ID=$(Cluster).$(Process)\"",
+            "--exclusive",
+            "queue 1",
+        ] {
+            assert!(description.lines().any(|l| l == line), "missing {line:?} in\n{description}");
+        }
+        let bad = JobSpec { walltime: Some("1-00:00:00".into()), ..spec };
+        assert!(submit_description(&bad, Path::new("/s"), Path::new("/l")).is_err());
+        assert_eq!(clock_seconds("01:00:00"), Some(3600));
+        assert_eq!(clock_seconds("90"), Some(90));
+    }
+
+    #[test]
     fn job_ids_are_read_from_what_submission_prints() {
         assert_eq!(Manager::Slurm.job_id("4242\n"), Some("4242".into()));
         assert_eq!(Manager::Slurm.job_id("4242;cluster\n"), Some("4242".into()));
         assert_eq!(Manager::Sge.job_id("17\n"), Some("17".into()));
         assert_eq!(Manager::Pbs.job_id("123.pbs-server\n"), Some("123.pbs-server".into()));
         assert_eq!(Manager::Pbs.job_id(""), None);
+        assert_eq!(Manager::HtCondor.job_id("77.0 - 77.0\n"), Some("77.0".into()));
         assert_eq!(Manager::Slurm.job_id("1; rm -rf /"), Some("1".into()));
         assert_eq!(Manager::Sge.job_id("1 rm"), None);
     }

@@ -118,7 +118,7 @@ pub mod deploy {
     };
 }
 
-/// Workers as batch jobs of SLURM, Grid Engine or PBS, with the scheduler in
+/// Workers as batch jobs of SLURM, Grid Engine, PBS or HTCondor, with the scheduler in
 /// this process (dask-jobqueue's clusters).
 pub mod jobqueue {
     pub use shoal_deploy::jobqueue::*;
