@@ -540,6 +540,51 @@ fn default_route_ip() -> Option<IpAddr> {
     Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
 }
 
+/// The directive lines (without their prefix) that ask for one job; none
+/// for HTCondor, whose requests are in its submit description.
+fn directives(spec: &JobSpec) -> Vec<String> {
+    let name = &spec.name;
+    let (mut lines, time, queue, account) = match spec.manager {
+        Manager::Slurm => {
+            let mut lines = vec![format!("-J {name}"), "-n 1".into(), format!("--cpus-per-task={}", spec.cores)];
+            lines.extend(spec.memory.map(|m| format!("--mem={}M", mebibytes(m))));
+            (lines, "-t ", "-p ", "-A ")
+        }
+        Manager::Sge => {
+            let mut lines = vec![
+                "-S /bin/bash".into(),
+                format!("-N {name}"),
+                format!("-pe {} {}", spec.parallel_environment, spec.cores),
+            ];
+            lines.extend(spec.resource_spec.as_ref().map(|r| format!("-l {r}")));
+            (lines, "-l h_rt=", "-q ", "-P ")
+        }
+        Manager::Pbs => {
+            let memory = spec.memory.map(|m| format!(":mem={}MB", mebibytes(m))).unwrap_or_default();
+            (
+                vec![format!("-N {name}"), format!("-l select=1:ncpus={}{memory}", spec.cores)],
+                "-l walltime=",
+                "-q ",
+                "-A ",
+            )
+        }
+        Manager::HtCondor => return Vec::new(),
+    };
+    for (flag, value) in [(time, &spec.walltime), (queue, &spec.queue), (account, &spec.account)] {
+        lines.extend(value.as_ref().map(|v| format!("{flag}{v}")));
+    }
+    // Where the output goes: relative to the log directory, where the job
+    // was submitted from (SLURM, PBS) or starts (Grid Engine's -cwd).
+    let output: &[&str] = match spec.manager {
+        Manager::Slurm => &["-o %x-%j.out"],
+        Manager::Sge => &["-cwd", "-j y"],
+        _ => &["-j oe"],
+    };
+    lines.extend(output.iter().map(|l| l.to_string()));
+    lines.extend(spec.job_extra.iter().cloned());
+    lines
+}
+
 /// What HTCondor submits: the job script as the executable, the job's
 /// requests, and its id for the script (`SHOAL_JOB_ID`).
 fn submit_description(spec: &JobSpec, script: &Path, log_directory: &Path) -> Result<String, Error> {
@@ -592,75 +637,15 @@ fn mebibytes(bytes: u64) -> u64 {
 fn job_script(spec: &JobSpec, program: &Path, scheduler: SocketAddr, token: &str) -> String {
     let mut s = String::from("#!/usr/bin/env bash\n");
     let threads = spec.cores / spec.processes;
-    let mut directive = |line: String| {
-        let prefix = match spec.manager {
-            Manager::Slurm => "#SBATCH",
-            Manager::Sge => "#$",
-            Manager::Pbs => "#PBS",
-            // HTCondor reads its requests from the submit description.
-            Manager::HtCondor => return,
-        };
-        let _ = writeln!(s, "{prefix} {line}");
+    let prefix = match spec.manager {
+        Manager::Slurm => "#SBATCH",
+        Manager::Sge => "#$",
+        Manager::Pbs => "#PBS",
+        // HTCondor reads its requests from the submit description.
+        Manager::HtCondor => "",
     };
-    match spec.manager {
-        Manager::Slurm => {
-            directive(format!("-J {}", spec.name));
-            directive("-n 1".into());
-            directive(format!("--cpus-per-task={}", spec.cores));
-            if let Some(m) = spec.memory {
-                directive(format!("--mem={}M", mebibytes(m)));
-            }
-            if let Some(t) = &spec.walltime {
-                directive(format!("-t {t}"));
-            }
-            if let Some(q) = &spec.queue {
-                directive(format!("-p {q}"));
-            }
-            if let Some(a) = &spec.account {
-                directive(format!("-A {a}"));
-            }
-            directive(format!("-o {}-%j.out", spec.name));
-        }
-        Manager::Sge => {
-            directive("-S /bin/bash".into());
-            directive(format!("-N {}", spec.name));
-            directive(format!("-pe {} {}", spec.parallel_environment, spec.cores));
-            if let Some(r) = &spec.resource_spec {
-                directive(format!("-l {r}"));
-            }
-            if let Some(t) = &spec.walltime {
-                directive(format!("-l h_rt={t}"));
-            }
-            if let Some(q) = &spec.queue {
-                directive(format!("-q {q}"));
-            }
-            if let Some(a) = &spec.account {
-                directive(format!("-P {a}"));
-            }
-            directive("-cwd".into());
-            directive("-j y".into());
-        }
-        Manager::Pbs => {
-            directive(format!("-N {}", spec.name));
-            let memory = spec.memory.map(|m| format!(":mem={}MB", mebibytes(m))).unwrap_or_default();
-            directive(format!("-l select=1:ncpus={}{memory}", spec.cores));
-            if let Some(t) = &spec.walltime {
-                directive(format!("-l walltime={t}"));
-            }
-            if let Some(q) = &spec.queue {
-                directive(format!("-q {q}"));
-            }
-            if let Some(a) = &spec.account {
-                directive(format!("-A {a}"));
-            }
-            directive("-j oe".into());
-        }
-        Manager::HtCondor => {}
-    }
-    if spec.manager != Manager::HtCondor {
-        for line in &spec.job_extra {
-            directive(line.clone());
-        }
+    for line in directives(spec) {
+        let _ = writeln!(s, "{prefix} {line}");
     }
     for line in &spec.prologue {
         let _ = writeln!(s, "{line}");
