@@ -191,8 +191,7 @@ fn watch(
             Ok(exited) => exited,
             Err(e) => {
                 // Not left running without its nanny.
-                let _ = child.kill();
-                let _ = child.wait();
+                shoal::deploy::stop_worker(&mut child, name, local_directory);
                 return Err(e).context("waiting for the worker process");
             }
         };
@@ -200,28 +199,12 @@ fn watch(
             return Ok(Watched::Exited(status));
         }
         if let Some(why) = shoal::deploy::past_memory_terminate(name, child.id(), memory_limit, fraction) {
-            eprintln!("shoal worker: {why}");
-            let _ = child.kill();
-            let _ = child.wait();
-            shoal::deploy::remove_worker_files(child.id(), name, local_directory);
-            // A process over the limit as soon as it starts (a limit near the
-            // program's own size) is not restarted in a tight loop.
-            let lived = started.elapsed();
-            if lived < RESTART_PAUSE {
-                eprintln!(
-                    "shoal worker: {name} passed its limit {lived:.1?} after starting; is --memory-limit larger \
-                     than the program itself? starting it again in {RESTART_PAUSE:?}"
-                );
-                std::thread::sleep(RESTART_PAUSE);
-            }
+            std::thread::sleep(shoal::deploy::stop_over_memory(&mut child, name, &why, local_directory, started));
             return Ok(Watched::OverMemory);
         }
         std::thread::sleep(MEMORY_POLL);
     }
 }
-
-/// The least time between a worker killed for memory and its next start.
-const RESTART_PAUSE: Duration = Duration::from_secs(1);
 
 /// The worker's own exit status as this command's: 0 when its scheduler is
 /// gone for good, the program's code otherwise.

@@ -532,12 +532,10 @@ fn check_directives(spec: &JobSpec) -> Result<(), Error> {
     Ok(())
 }
 
-/// This host's address on its default route (connecting a UDP socket sends
-/// nothing).
+/// This host's address on its default route (toward a documentation
+/// address, to which nothing is sent).
 fn default_route_ip() -> Option<IpAddr> {
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-    socket.connect("198.51.100.1:9").ok()?;
-    Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
+    shoal_net::route_to(SocketAddr::from(([198, 51, 100, 1], 9)))
 }
 
 /// The directive lines (without their prefix) that ask for one job; none

@@ -27,7 +27,7 @@ pub mod jobqueue;
 mod memory;
 mod spec;
 
-pub use memory::{check_terminate_fraction, past_memory_terminate, resident_bytes};
+pub use memory::{check_terminate_fraction, past_memory_terminate, resident_bytes, stop_over_memory};
 pub use spec::{SpecError, detect_gpus, format_resources, gpus_from, parse_bytes, parse_resources, worker_resources};
 
 /// The variable that makes a process a worker (see `shoal::init`).
@@ -451,12 +451,6 @@ impl Spec {
         }
     }
 
-    /// Removes what killed worker process `pid` (worker `index`) could not
-    /// clean up itself.
-    fn clean_after(&self, pid: u32, index: usize) {
-        remove_worker_files(pid, &Spec::name(index), self.local_directory.as_deref());
-    }
-
     /// Starts worker process `index`: this program, which becomes a worker
     /// before its `main` (see `shoal::init`).
     fn spawn(&self, exe: &PathBuf, index: usize) -> std::io::Result<Child> {
@@ -495,6 +489,14 @@ pub fn remove_worker_files(pid: u32, name: &str, local_directory: Option<&std::p
     shoal_net::remove_shared_files_of(pid);
 }
 
+/// Kills worker process `child` (worker `name`), waits for it, and removes
+/// what it could not (see [`remove_worker_files`]).
+pub fn stop_worker(child: &mut Child, name: &str, local_directory: Option<&std::path::Path>) {
+    let _ = child.kill();
+    let _ = child.wait();
+    remove_worker_files(child.id(), name, local_directory);
+}
+
 /// A worker process of a local cluster.
 struct WorkerProcess {
     child: Child,
@@ -511,16 +513,9 @@ impl WorkerProcess {
 
     /// Kills the process and removes what it cannot remove itself.
     fn stop(&mut self, spec: &Spec) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        spec.clean_after(self.child.id(), self.index);
+        stop_worker(&mut self.child, &Spec::name(self.index), spec.local_directory.as_deref());
     }
 }
-
-/// The least time between a worker killed for memory and its next start:
-/// a process over the limit as soon as it starts (a limit near the
-/// program's own size) is not restarted in a tight loop.
-const RESTART_PAUSE: Duration = Duration::from_secs(1);
 
 /// Watches a local cluster's worker processes and starts a new one in the
 /// place of each that exits to restart, or that it kills for passing its
@@ -557,19 +552,8 @@ impl Nanny {
                         && let Some(why) =
                             past_memory_terminate(&Spec::name(p.index), p.child.id(), spec.memory_limit, fraction)
                     {
-                        eprintln!("shoal: {why}");
-                        p.stop(&spec);
-                        let lived = p.started.elapsed();
-                        let pause = if lived < RESTART_PAUSE {
-                            eprintln!(
-                                "shoal: worker {} passed its limit {lived:.1?} after starting; is the memory limit \
-                                 larger than the program itself? starting it again in {RESTART_PAUSE:?}",
-                                Spec::name(p.index)
-                            );
-                            RESTART_PAUSE
-                        } else {
-                            Duration::ZERO
-                        };
+                        let local = spec.local_directory.as_deref();
+                        let pause = stop_over_memory(&mut p.child, &Spec::name(p.index), &why, local, p.started);
                         p.restart_at = Some(Instant::now() + pause);
                     }
                     if p.restart_at.is_some_and(|at| Instant::now() >= at) {

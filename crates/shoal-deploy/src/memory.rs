@@ -17,6 +17,10 @@
 //! is off by default because a memory limit of results alone may be smaller
 //! than that.
 
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
 /// The resident memory of process `pid`, in bytes, from `/proc`; `None`
 /// where there is no `/proc` or the process is gone.
 pub fn resident_bytes(pid: u32) -> Option<u64> {
@@ -46,6 +50,35 @@ pub fn past_memory_terminate(name: &str, pid: u32, memory_limit: u64, fraction: 
             fraction * 100.0
         )
     })
+}
+
+/// The least time between a worker killed for memory and its next start:
+/// a process over the limit as soon as it starts (a limit near the
+/// program's own size) is not restarted in a tight loop.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
+
+/// Kills worker `name`'s process for passing its memory limit (`why` says
+/// how; see [`past_memory_terminate`]), removes what it leaves behind (see
+/// [`remove_worker_files`](crate::remove_worker_files)), and says how long
+/// its nanny waits before starting the next one.
+pub fn stop_over_memory(
+    child: &mut Child,
+    name: &str,
+    why: &str,
+    local_directory: Option<&Path>,
+    started: Instant,
+) -> Duration {
+    eprintln!("shoal: {why}");
+    crate::stop_worker(child, name, local_directory);
+    let lived = started.elapsed();
+    if lived >= RESTART_PAUSE {
+        return Duration::ZERO;
+    }
+    eprintln!(
+        "shoal: worker {name} passed its limit {lived:.1?} after starting; is the memory limit larger than the \
+         program itself? starting it again in {RESTART_PAUSE:?}"
+    );
+    RESTART_PAUSE
 }
 
 /// Checks a terminate fraction; `what` names the option in the error.

@@ -17,5 +17,5 @@ pub use client::{ClientConnection, ClientError, OnMessages};
 pub use scheduler::{RunningScheduler, SchedulerServerConfig, ServerError, start_scheduler};
 pub use worker::{
     DEFAULT_INLINE_MAX, RunningWorker, SameHostTransfer, WorkerConfig, WorkerError, WorkerExit, remove_shared_files_of,
-    spill_directory, start_worker,
+    route_to, spill_directory, start_worker,
 };

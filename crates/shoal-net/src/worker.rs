@@ -318,7 +318,7 @@ fn data_server_ip(config: &WorkerConfig) -> IpAddr {
 
 /// This host's address on the route to `target`: a UDP socket "connected"
 /// to it (which sends nothing) is bound to the interface the kernel picks.
-fn route_to(target: SocketAddr) -> Option<IpAddr> {
+pub fn route_to(target: SocketAddr) -> Option<IpAddr> {
     let any: SocketAddr = if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
     let socket = std::net::UdpSocket::bind(any).ok()?;
     socket.connect(target).ok()?;

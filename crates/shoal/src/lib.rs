@@ -113,8 +113,8 @@ pub mod array {
 pub mod deploy {
     pub use shoal_deploy::{
         HUGE_PAGE_MALLOC, SpecError, check_terminate_fraction, detect_gpus, env, format_resources, gpus_from,
-        parse_bytes, parse_resources, past_memory_terminate, remove_worker_files, resident_bytes,
-        tune_worker_environment, worker_resources,
+        parse_bytes, parse_resources, past_memory_terminate, remove_worker_files, resident_bytes, stop_over_memory,
+        stop_worker, tune_worker_environment, worker_resources,
     };
 }
 
