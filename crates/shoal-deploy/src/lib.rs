@@ -18,10 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shoal_client::{Client, Error};
-use shoal_net::{
-    RunningScheduler, RunningWorker, SameHostTransfer, SchedulerServerConfig, WorkerConfig, start_scheduler,
-    start_worker,
-};
+use shoal_net::{RunningScheduler, RunningWorker, SchedulerServerConfig, start_scheduler, start_worker};
+use shoal_worker::{SameHostTransfer, WorkerConfig};
 
 pub mod jobqueue;
 mod memory;
@@ -485,7 +483,7 @@ impl Spec {
 /// files it shared with workers of its host.
 pub fn remove_worker_files(pid: u32, name: &str, local_directory: Option<&std::path::Path>) {
     let base = local_directory.map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
-    let _ = std::fs::remove_dir_all(shoal_net::spill_directory(&base, pid, name));
+    let _ = std::fs::remove_dir_all(shoal_worker::spill_directory(&base, pid, name));
     shoal_net::remove_shared_files_of(pid);
 }
 
@@ -615,7 +613,7 @@ impl LocalCluster {
             local_directory: None,
             same_host_transfer: SameHostTransfer::default(),
             no_worker_timeout: None,
-            inline_max: shoal_net::DEFAULT_INLINE_MAX,
+            inline_max: shoal_worker::DEFAULT_INLINE_MAX,
         }
     }
 

@@ -2,10 +2,12 @@
 //! machines.
 //!
 //! [`start_scheduler`] runs the [`shoal_scheduler::Scheduler`] behind a TCP
-//! listener: every connection starts with the handshake of `shoal_proto`
-//! (protocol version and cluster token), then carries length-delimited
-//! frames. Messages to one peer produced by one event go out as one frame,
-//! and frames queued for a peer go out in one write.
+//! listener, [`start_worker`] the [`shoal_worker::Worker`] behind its
+//! scheduler connection and its data server: every connection starts with
+//! the handshake of `shoal_proto` (protocol version and cluster token), then
+//! carries length-delimited frames. Messages to one peer produced by one
+//! event go out as one frame, and frames queued for a peer go out in one
+//! write. [`ClientConnection`] is a client's end.
 
 mod client;
 mod conn;
@@ -15,7 +17,4 @@ mod worker;
 
 pub use client::{ClientConnection, ClientError, OnMessages};
 pub use scheduler::{RunningScheduler, SchedulerServerConfig, ServerError, start_scheduler};
-pub use worker::{
-    DEFAULT_INLINE_MAX, RunningWorker, SameHostTransfer, WorkerConfig, WorkerError, WorkerExit, remove_shared_files_of,
-    route_to, spill_directory, start_worker,
-};
+pub use worker::{RunningWorker, WorkerError, WorkerExit, remove_shared_files_of, route_to, start_worker};

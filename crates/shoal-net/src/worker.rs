@@ -1,181 +1,48 @@
-//! A worker: runs the tasks its scheduler gives it on a local thread pool,
-//! keeps their results, and serves them to peers and clients directly.
+//! A worker's network shell: the connection to its scheduler (joining,
+//! heartbeats, joining again after a loss), its data server, and fetching
+//! inputs from peers, around the [`Worker`] state machine of
+//! `shoal-worker`, which decides everything about tasks and results.
 //!
 //! ```text
 //!  scheduler ──Compute──▶ worker ──fetch inputs──▶ peers' data servers
-//!      ▲                    │ run on the shoal-local pool
+//!      ▲                    │ run on the thread pool
 //!      └──Finished (batched)┘ keep the result; encode it only when asked
 //! ```
-//! Arguments arrive encoded and are decoded with the codec registered with
-//! the task's function (`#[shoal::remote]`); results stay decoded in the
-//! store and are encoded with the codec of the function that made them only
-//! when a peer or a client asks for them.
+//! Everything runs on one thread (a current-thread tokio runtime) but the
+//! pool's: the state machine and what the shell keeps beside it are behind
+//! one lock, taken by the scheduler connection, the data server and the
+//! fetches in turn.
 //!
 //! A worker whose scheduler goes away keeps trying to reach it again for
 //! its `death_timeout`, then ends; one that is told to restart drops all its
 //! data and registers afresh (or, under a nanny, ends so that a new process
-//! takes its place). Over its memory limit it pauses: it starts no new tasks
-//! and tells the scheduler to send it none until it holds less again.
+//! takes its place).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use shoal_graph::remote::{RemoteFunc, require};
-use shoal_graph::{Arg, Func, Key, Task, Value};
-use shoal_local::{Notify, Runtime, Submission};
+use shoal_graph::Key;
+use shoal_local::Handle;
 use shoal_proto::{
-    ArgMsg, ComputeMsg, FinishedList, FinishedMsg, FromWorker, Hello, HelloReply, Resources, Role, ToWorker, WorkerId,
-    WorkerInfo, check_reply, decode_message, encode_message,
+    DepLocation, FromWorker, Hello, HelloReply, Role, ToWorker, WorkerId, WorkerInfo, check_reply, decode_message,
+    encode_message,
 };
+use shoal_worker::{Control, Pool, Runnable, SameHostTransfer, TaskOutcome, Worker, WorkerComm, WorkerConfig};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::conn::{Background, FrameReader, writer};
 
 mod cma;
 mod peer;
 mod shm;
-mod store;
 
 pub use shm::remove_files_of as remove_shared_files_of;
 
-use store::{Held, Shared, StoreError, Stored, lock};
-
-/// How to run a worker.
-#[derive(Clone, Debug)]
-pub struct WorkerConfig {
-    /// The scheduler to join.
-    pub scheduler: SocketAddr,
-    /// This worker's name (restrictions refer to it).
-    pub name: String,
-    /// Task slots (threads of the pool).
-    pub threads: usize,
-    /// The cluster token.
-    pub token: Option<String>,
-    /// Address the data server listens on (any free port); the default,
-    /// loopback, becomes the address on the route to the scheduler when
-    /// the scheduler is on another address and the worker has a token
-    /// (see `start_worker`).
-    pub listen: IpAddr,
-    /// The largest frame accepted.
-    pub max_frame: usize,
-    /// Named amounts this worker offers (`("gpu", 2.0)`): a task that needs
-    /// some runs only on a worker that has them, and uses them up while it
-    /// runs.
-    pub resources: Resources,
-    /// Bytes of results this worker may hold (0: no limit). Past
-    /// `memory_pause_fraction` of it, it pauses.
-    pub memory_limit: u64,
-    /// The fraction of `memory_limit` above which the worker starts no new
-    /// tasks until it holds less (Dask's 80 % by default).
-    pub memory_pause_fraction: f64,
-    /// The fraction of `memory_limit` above which the least recently used
-    /// results are spilled to disk (Dask's 60 % by default); `None` never
-    /// spills. Spilled results are read back when a task or a peer needs
-    /// them.
-    pub memory_target_fraction: Option<f64>,
-    /// Where spilled results go: a directory of this worker's own is made
-    /// in it and removed when the worker ends (default: the system's
-    /// temporary directory).
-    pub local_directory: Option<std::path::PathBuf>,
-    /// How long the worker keeps trying to reach its scheduler, when it
-    /// starts and after losing it, before it gives up; zero makes one try.
-    pub death_timeout: Duration,
-    /// Whether a restart ends the worker (a nanny then starts a new process
-    /// in its place) instead of clearing its state and registering again.
-    pub exit_on_restart: bool,
-    /// How results of 1 MiB or more move between this worker and others on
-    /// its host, both ways.
-    pub same_host_transfer: SameHostTransfer,
-    /// Results up to this many bytes (encoded) also go to the scheduler
-    /// with the completion report, which hands them to the tasks waiting
-    /// for them along with their compute messages: those tasks start
-    /// without a round trip to this worker, so a chain of small tasks
-    /// across workers runs about twice as fast. 0 sends none; more than
-    /// [`INLINE_LIMIT`](shoal_proto::INLINE_LIMIT) (64 KiB) counts as that.
-    /// The default, [`DEFAULT_INLINE_MAX`], covers numbers, short strings
-    /// and small structs; bulk data always moves worker to worker.
-    pub inline_max: usize,
-}
-
-/// The default [`WorkerConfig::inline_max`]: 1 KiB.
-pub const DEFAULT_INLINE_MAX: usize = 1024;
-
-/// How large results (1 MiB or more) move between workers on one host
-/// (peers reached on a loopback address). Whatever is chosen, a transfer
-/// that cannot take that way falls back to the next: reading, then a
-/// shared file, then TCP. Workers on other hosts always use TCP.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum SameHostTransfer {
-    /// The fetcher copies the result straight out of the holder's memory
-    /// (`process_vm_readv`, Linux): one copy, the fastest. Where the
-    /// kernel does not allow it (Yama `ptrace_scope` ≥ 1), a shared file.
-    #[default]
-    Read,
-    /// The holder writes the result into a file in `/dev/shm` that the
-    /// fetcher maps: no access to each other's memory.
-    File,
-    /// Through the data connection, as between hosts.
-    Tcp,
-}
-
-impl SameHostTransfer {
-    /// The name [`FromStr`](std::str::FromStr) reads: `read`, `file` or `tcp`.
-    pub fn name(self) -> &'static str {
-        match self {
-            SameHostTransfer::Read => "read",
-            SameHostTransfer::File => "file",
-            SameHostTransfer::Tcp => "tcp",
-        }
-    }
-}
-
-impl std::fmt::Display for SameHostTransfer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for SameHostTransfer {
-    type Err = String;
-
-    /// ```
-    /// use shoal_net::SameHostTransfer;
-    /// assert_eq!("file".parse::<SameHostTransfer>(), Ok(SameHostTransfer::File));
-    /// assert!("shm".parse::<SameHostTransfer>().unwrap_err().contains("read, file or tcp"));
-    /// ```
-    fn from_str(text: &str) -> Result<SameHostTransfer, String> {
-        [SameHostTransfer::Read, SameHostTransfer::File, SameHostTransfer::Tcp]
-            .into_iter()
-            .find(|t| t.name() == text)
-            .ok_or_else(|| format!("{text:?} is not a same-host transfer: give read, file or tcp"))
-    }
-}
-
-impl WorkerConfig {
-    /// A worker joining `scheduler` with one thread per core, no resources,
-    /// no memory limit, and one try to reach the scheduler.
-    pub fn new(scheduler: SocketAddr, name: impl Into<String>) -> WorkerConfig {
-        WorkerConfig {
-            scheduler,
-            name: name.into(),
-            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            token: None,
-            listen: IpAddr::from([127, 0, 0, 1]),
-            max_frame: shoal_proto::DEFAULT_MAX_FRAME,
-            resources: Vec::new(),
-            memory_limit: 0,
-            memory_pause_fraction: 0.8,
-            memory_target_fraction: Some(0.6),
-            local_directory: None,
-            death_timeout: Duration::ZERO,
-            exit_on_restart: false,
-            same_host_transfer: SameHostTransfer::Read,
-            inline_max: DEFAULT_INLINE_MAX,
-        }
-    }
-}
+use peer::PeerConn;
+use shm::ShmFiles;
 
 /// Why a worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -240,18 +107,6 @@ impl RunningWorker {
     }
 }
 
-/// Tells the worker loop that a task is done.
-struct Done {
-    key: Key,
-    tx: mpsc::UnboundedSender<Key>,
-}
-
-impl Notify for Done {
-    fn done(&self, _index: usize) {
-        let _ = self.tx.send(self.key.clone());
-    }
-}
-
 /// Starts a worker and waits until its scheduler has welcomed it (trying
 /// for up to `death_timeout` if it cannot be reached yet).
 ///
@@ -263,7 +118,6 @@ pub fn start_worker(config: WorkerConfig) -> Result<RunningWorker, WorkerError> 
         let what = what.to_string();
         move |source| WorkerError::Io { what, source }
     };
-    let pool = Runtime::threads(config.threads).map_err(io("cannot start the worker's threads"))?;
     // The address on the route to the scheduler may not take a listener (an
     // IPv6 link-local one without its scope): then the configured one.
     let data = std::net::TcpListener::bind((data_server_ip(&config), 0))
@@ -274,7 +128,14 @@ pub fn start_worker(config: WorkerConfig) -> Result<RunningWorker, WorkerError> 
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<WorkerId, WorkerError>>();
     let (exit_tx, exit) = std::sync::mpsc::channel::<WorkerExit>();
     let service = Background::spawn(format!("shoal-worker-{}", config.name), move |stop| async move {
-        let ctx = Arc::new(Ctx::new(config, data_address, pool));
+        let ctx = match Ctx::new(config, data_address) {
+            Ok(ctx) => Arc::new(ctx),
+            Err(source) => {
+                let _ =
+                    ready_tx.send(Err(WorkerError::Io { what: "cannot start the worker's threads".into(), source }));
+                return;
+            }
+        };
         let exit = ctx.run(data, ready_tx, stop).await;
         let _ = exit_tx.send(exit);
     })
@@ -284,13 +145,6 @@ pub fn start_worker(config: WorkerConfig) -> Result<RunningWorker, WorkerError> 
         source: std::io::Error::other("worker thread ended"),
     })??;
     Ok(RunningWorker { id, data_address, service, exit })
-}
-
-/// The directory worker `name` of process `pid` spills to, in `base`
-/// (its local directory): `shoal-worker-<pid>-<name>`.
-pub fn spill_directory(base: &std::path::Path, pid: u32, name: &str) -> std::path::PathBuf {
-    let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    base.join(format!("shoal-worker-{pid}-{name}"))
 }
 
 /// Where the data server listens: `config.listen`, unless that is a
@@ -332,51 +186,135 @@ enum Ended {
     Lost,
 }
 
+/// The state machine, and what the shell keeps beside it, under one lock.
+struct Shared {
+    worker: Worker<Handle>,
+    /// Results written to shared memory for fetchers on this host; `None`
+    /// where the host has no shared-memory directory, or the worker was told
+    /// not to use it.
+    shm: Option<ShmFiles>,
+    /// Idle connections to other workers' data servers, by address: a fetch
+    /// reuses one instead of paying a connect and a handshake.
+    peers: HashMap<Arc<str>, Vec<PeerConn>>,
+    /// The writer queue of the connection to the scheduler, while there is
+    /// one.
+    out: Option<mpsc::UnboundedSender<Vec<u8>>>,
+}
+
 /// What every part of a worker shares.
 struct Ctx {
     config: WorkerConfig,
     data_address: SocketAddr,
-    pool: Runtime,
-    state: Shared,
-    done: mpsc::UnboundedSender<Key>,
+    pool: Pool,
+    shared: Mutex<Shared>,
     done_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Key>>,
-    /// Whether the worker is paused for memory; arriving tasks wait on it.
-    paused: watch::Sender<bool>,
-    /// Its bytes against the pause threshold; starting tasks wait on it.
-    memory: Arc<store::Memory>,
+    started: Instant,
+}
+
+/// What the state machine's actions become: frames to the scheduler, tasks
+/// on the pool, fetches started once the lock is let go.
+struct NetComm<'a> {
+    out: Option<&'a mpsc::UnboundedSender<Vec<u8>>>,
+    pool: &'a Pool,
+    shm: &'a mut Option<ShmFiles>,
+    fetches: Vec<DepLocation>,
+}
+
+impl WorkerComm for NetComm<'_> {
+    type Handle = Handle;
+
+    fn to_scheduler(&mut self, msg: FromWorker) {
+        if let Some(out) = self.out {
+            send(out, &msg);
+        }
+    }
+
+    fn fetch(&mut self, dep: &DepLocation) {
+        self.fetches.push(dep.clone());
+    }
+
+    fn forget(&mut self, key: &Key) {
+        if let Some(shm) = self.shm {
+            shm.remove(key);
+        }
+    }
+
+    fn execute(&mut self, task: Runnable) -> Option<Handle> {
+        self.pool.execute(task)
+    }
+
+    fn cancel(&mut self, handle: &Handle) {
+        self.pool.cancel(handle);
+    }
+
+    fn not_started(&self, handle: &Handle) -> bool {
+        self.pool.not_started(handle)
+    }
+
+    fn outcome(&mut self, handle: &Handle) -> Option<TaskOutcome> {
+        self.pool.outcome(handle)
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Ctx {
-    fn new(config: WorkerConfig, data_address: SocketAddr, pool: Runtime) -> Ctx {
+    fn new(config: WorkerConfig, data_address: SocketAddr) -> std::io::Result<Ctx> {
         let (done, done_rx) = mpsc::unbounded_channel();
         if config.memory_limit > 0 {
             crate::recycle::limit_to_memory(config.memory_limit);
         }
-        let threshold = if config.memory_limit == 0 {
-            u64::MAX
-        } else {
-            (config.memory_limit as f64 * config.memory_pause_fraction) as u64
-        };
-        let spill = match (config.memory_limit, config.memory_target_fraction) {
-            (limit, Some(fraction)) if limit > 0 => {
-                let base = config.local_directory.clone().unwrap_or_else(std::env::temp_dir);
-                let dir = spill_directory(&base, std::process::id(), &config.name);
-                Some(store::Spill::new((limit as f64 * fraction) as u64, dir))
-            }
-            _ => None,
-        };
-        let state = store::shared(threshold, spill, config.same_host_transfer, data_address.ip());
-        let memory = lock(&state).memory.clone();
-        Ctx {
+        let worker = Worker::new(&config, std::process::id());
+        let pool = Pool::new(config.threads, worker.memory_gate().clone(), move |key| {
+            let _ = done.send(key);
+        })?;
+        let shm = if config.same_host_transfer == SameHostTransfer::Tcp { None } else { ShmFiles::new() };
+        Ok(Ctx {
             config,
             data_address,
             pool,
-            state,
-            done,
+            shared: Mutex::new(Shared { worker, shm, peers: HashMap::new(), out: None }),
             done_rx: tokio::sync::Mutex::new(done_rx),
-            paused: watch::channel(false).0,
-            memory,
+            started: Instant::now(),
+        })
+    }
+
+    /// Microseconds since the worker started: the state machine's clock.
+    fn now_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
+    /// Runs one event through the state machine, then starts the fetches
+    /// it asked for.
+    fn event<R>(self: &Arc<Self>, f: impl FnOnce(&mut Worker<Handle>, u64, &mut NetComm<'_>) -> R) -> R {
+        let mut guard = lock(&self.shared);
+        let Shared { worker, shm, out, .. } = &mut *guard;
+        let mut comm = NetComm { out: out.as_ref(), pool: &self.pool, shm, fetches: Vec::new() };
+        let result = f(worker, self.now_us(), &mut comm);
+        let fetches = comm.fetches;
+        drop(guard);
+        for dep in fetches {
+            tokio::spawn(fetch_input(self.clone(), dep));
         }
+        result
+    }
+
+    /// Drops everything the worker holds and every connection to a peer
+    /// (a restarted cluster's peers are new processes).
+    fn reset(self: &Arc<Self>) {
+        self.event(|worker, _, comm| worker.reset(comm));
+        let mut shared = lock(&self.shared);
+        shared.peers.clear();
+        if let Some(shm) = &mut shared.shm {
+            shm.clear();
+        }
+    }
+
+    /// The writer queue of the scheduler connection, while there is one.
+    fn connected(&self, out: Option<mpsc::UnboundedSender<Vec<u8>>>) {
+        lock(&self.shared).out = out;
     }
 
     async fn run(
@@ -386,8 +324,8 @@ impl Ctx {
         stop: oneshot::Receiver<()>,
     ) -> WorkerExit {
         let exit = self.serve(data, ready, stop).await;
-        // Tasks waiting for a pause to end would keep the pool from stopping.
-        lock(&self.state).reset();
+        // Nothing queued stays on the pool of a worker that ended.
+        self.reset();
         exit
     }
 
@@ -401,10 +339,11 @@ impl Ctx {
             _ = &mut stop => return WorkerExit::Stopped,
             joined = self.join_in_time() => joined,
         };
-        let (mut reader, mut out) = match joined {
+        let mut reader = match joined {
             Ok((reader, out, id)) => {
+                self.connected(Some(out));
                 let _ = ready.send(Ok(id));
-                (reader, out)
+                reader
             }
             Err(e) => {
                 let _ = ready.send(Err(e));
@@ -413,26 +352,21 @@ impl Ctx {
         };
         match TcpListener::from_std(data) {
             Ok(listener) => {
-                tokio::spawn(peer::serve_data(
-                    listener,
-                    self.state.clone(),
-                    self.config.token.clone(),
-                    self.config.max_frame,
-                ));
+                tokio::spawn(peer::serve_data(listener, self.clone()));
             }
             Err(e) => tracing::error!("the data server cannot start: {e}"),
         }
         let name = &self.config.name;
         loop {
-            match self.session(&mut reader, &out, &mut stop).await {
+            match self.session(&mut reader, &mut stop).await {
                 Ended::Stopped => return WorkerExit::Stopped,
                 Ended::Restart if self.config.exit_on_restart => return WorkerExit::Restart,
                 ended => {
                     // Whatever this worker held belongs to a cluster state
                     // that is gone: a restarted scheduler, or one that has
                     // written this worker off and is recomputing its data.
-                    lock(&self.state).reset();
-                    self.paused.send_replace(false);
+                    self.connected(None);
+                    self.reset();
                     if matches!(ended, Ended::Lost) {
                         tracing::warn!(
                             "worker {name}: lost the scheduler at {}; trying to reach it for {:?}",
@@ -445,11 +379,11 @@ impl Ctx {
                         joined = self.join_in_time() => joined,
                     };
                     match joined {
-                        Ok((r, o, id)) => {
+                        Ok((r, out, id)) => {
                             tracing::info!("worker {name}: joined the scheduler again as {id}");
                             reader = r;
-                            out = o;
-                            self.update_pause(&out);
+                            self.connected(Some(out));
+                            self.event(|worker, now, comm| worker.on_joined(now, comm));
                         }
                         Err(e) => {
                             tracing::warn!("worker {name}: giving up: {e}");
@@ -462,21 +396,16 @@ impl Ctx {
     }
 
     /// Serves one connection to the scheduler until it ends.
-    async fn session(
-        self: &Arc<Self>,
-        reader: &mut FrameReader,
-        out: &mpsc::UnboundedSender<Vec<u8>>,
-        stop: &mut oneshot::Receiver<()>,
-    ) -> Ended {
+    async fn session(self: &Arc<Self>, reader: &mut FrameReader, stop: &mut oneshot::Receiver<()>) -> Ended {
         let mut done_rx = self.done_rx.lock().await;
+        let mut done = Vec::new();
         // Well inside the scheduler's worker timeout, even on a loaded machine.
         let mut heartbeat = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
                 _ = &mut *stop => return Ended::Stopped,
                 _ = heartbeat.tick() => {
-                    let memory = self.memory.held();
-                    send(out, &FromWorker::Heartbeat { memory });
+                    self.event(|worker, now, comm| worker.on_tick(now, comm));
                     crate::recycle::trim();
                 }
                 msg = reader.next_message() => {
@@ -487,104 +416,21 @@ impl Ctx {
                             return Ended::Lost;
                         }
                     };
-                    match msg {
-                        ToWorker::Compute(tasks) => {
-                            for task in tasks {
-                                // Most tasks have all they need here: they go to the pool
-                                // at once, without a task of the loop's own each.
-                                if let Some((task, remote)) = prepare_here(self, task, out) {
-                                    tokio::spawn(prepare(self.clone(), task, remote, out.clone()));
-                                }
-                            }
-                        }
-                        ToWorker::Release(keys) => {
-                            let mut st = lock(&self.state);
-                            for k in keys {
-                                st.remove(&k);
-                                st.parked.remove(&k);
-                                if let Some((handle, ..)) = st.running.remove(&k) {
-                                    handle.cancel();
-                                    st.memory.settle(&k);
-                                }
-                            }
-                        }
-                        ToWorker::Steal(keys) => {
-                            let mut given = Vec::new();
-                            let mut st = lock(&self.state);
-                            for k in keys {
-                                if st.parked.remove(&k) {
-                                    given.push(k);
-                                    continue;
-                                }
-                                let pending = st.running.get(&k).is_some_and(|(h, ..)| h.phase() == shoal_local::Phase::Pending);
-                                if pending
-                                    && let Some((handle, ..)) = st.running.remove(&k) {
-                                        handle.cancel();
-                                        given.push(k);
-                                    }
-                            }
-                            drop(st);
-                            send(out, &FromWorker::Stolen(given));
-                        }
-                        ToWorker::Shutdown => return Ended::Stopped,
-                        ToWorker::Restart => return Ended::Restart,
+                    match self.event(|worker, now, comm| worker.on_message(msg, now, comm)) {
+                        Some(Control::Shutdown) => return Ended::Stopped,
+                        Some(Control::Restart) => return Ended::Restart,
+                        None => {}
                     }
                 }
                 Some(first) = done_rx.recv() => {
                     // Everything finished by now goes in one report.
-                    let mut finished = FinishedList::new();
-                    let mut key = Some(first);
-                    while let Some(k) = key {
-                        if let Some(report) = complete(&self.state, k, self.config.inline_max) {
-                            match report {
-                                Ok(f) => finished.push(f),
-                                Err(failed) => send(out, &failed),
-                            }
-                        }
-                        key = done_rx.try_recv().ok();
+                    done.push(first);
+                    while let Ok(key) = done_rx.try_recv() {
+                        done.push(key);
                     }
-                    if !finished.is_empty() {
-                        send(out, &FromWorker::Finished(finished));
-                    }
+                    self.event(|worker, now, comm| worker.on_tasks_done(done.drain(..), now, comm));
                 }
             }
-            self.update_pause(out);
-        }
-    }
-
-    /// Pauses or resumes the worker as its held bytes cross the pause
-    /// threshold, and tells the scheduler.
-    fn update_pause(&self, out: &mpsc::UnboundedSender<Vec<u8>>) {
-        let limit = self.config.memory_limit;
-        if limit == 0 {
-            return;
-        }
-        {
-            let mut st = lock(&self.state);
-            let before = st.spilled_bytes();
-            st.spill_to_target();
-            if st.spilled_bytes() > before {
-                tracing::debug!(
-                    "worker {}: spilled {} bytes to disk ({} there now)",
-                    self.config.name,
-                    st.spilled_bytes() - before,
-                    st.spilled_bytes()
-                );
-            }
-        }
-        let held = self.memory.held();
-        let over = self.memory.over();
-        if *self.paused.borrow() != over {
-            if over {
-                tracing::warn!(
-                    "worker {}: pausing, it holds {held} bytes of its {limit}-byte memory limit",
-                    self.config.name
-                );
-            } else {
-                tracing::info!("worker {}: resuming, it holds {held} bytes", self.config.name);
-            }
-            self.paused.send_replace(over);
-            send(out, &FromWorker::Paused(over));
         }
     }
 
@@ -654,188 +500,8 @@ fn send<T: serde::Serialize>(out: &mpsc::UnboundedSender<Vec<u8>>, msg: &T) {
     }
 }
 
-/// Hands a task to the pool if everything it needs is here (the worker is
-/// not paused, and its arguments are values or results this worker holds);
-/// otherwise gives it back, with its function, for [`prepare`].
-fn prepare_here(
-    ctx: &Arc<Ctx>,
-    task: ComputeMsg,
-    out: &mpsc::UnboundedSender<Vec<u8>>,
-) -> Option<(ComputeMsg, &'static RemoteFunc)> {
-    let remote = match require(&task.func) {
-        Ok(r) => r,
-        Err(e) => {
-            send(out, &FromWorker::Failed { key: task.key, message: e.to_string() });
-            return None;
-        }
-    };
-    if *ctx.paused.borrow() {
-        return Some((task, remote));
-    }
-    let mut values = Vec::with_capacity(task.args.len());
-    for (position, arg) in task.args.iter().enumerate() {
-        let value = match arg {
-            ArgMsg::Value(bytes) => remote.decode_arg(position, bytes).map_err(StoreError::from),
-            ArgMsg::Key(dep) => match lock(&ctx.state).get(dep).map(|s| s.value_for(remote, position)) {
-                Some(value) => value,
-                // Sent along by the scheduler: decoded here, with no detour
-                // through the fetching path.
-                None => match peer::inline_input(dep, &task.deps) {
-                    Some(bytes) => remote.decode_arg(position, bytes).map_err(StoreError::from),
-                    None => return Some((task, remote)),
-                },
-            },
-            ArgMsg::List(_) => return Some((task, remote)),
-        };
-        match value {
-            Ok(v) => values.push(v),
-            Err(e) => {
-                send(out, &FromWorker::Failed { key: task.key, message: e.to_string() });
-                return None;
-            }
-        }
-    }
-    to_pool(ctx, task.id, task.key, remote, values);
-    None
-}
-
-/// Gets a task's function and inputs (fetching what is elsewhere), then
-/// hands it to the pool. While the worker is paused for memory the task
-/// waits, parked, before fetching anything (the scheduler may steal it).
-async fn prepare(ctx: Arc<Ctx>, task: ComputeMsg, remote: &'static RemoteFunc, out: mpsc::UnboundedSender<Vec<u8>>) {
-    let ComputeMsg { id, key, args, deps, .. } = task;
-    let token = ctx.config.token.as_deref();
-    let max_frame = ctx.config.max_frame;
-    let state = &ctx.state;
-    let mut paused = ctx.paused.subscribe();
-    if *paused.borrow_and_update() {
-        lock(state).parked.insert(key.clone());
-        while *paused.borrow_and_update() {
-            if paused.changed().await.is_err() {
-                return;
-            }
-        }
-        if !lock(state).parked.remove(&key) {
-            // Stolen, released or reset meanwhile.
-            return;
-        }
-    }
-    let mut values = Vec::with_capacity(args.len());
-    let mut missing = Vec::new();
-    for (position, arg) in args.iter().enumerate() {
-        let value = match arg {
-            ArgMsg::Value(bytes) => remote.decode_arg(position, bytes).map_err(StoreError::from),
-            ArgMsg::Key(dep) => {
-                let local = lock(state).get(dep).map(|s| s.value_for(remote, position));
-                match local {
-                    Some(v) => v,
-                    None => match peer::fetch(dep, &deps, state, token, max_frame).await {
-                        Some(bytes) => remote.decode_arg_shared(position, &bytes).map_err(StoreError::from),
-                        None => {
-                            missing.push(dep.clone());
-                            continue;
-                        }
-                    },
-                }
-            }
-            ArgMsg::List(elements) => {
-                // postcard writes a Vec<T> as its length (varint) followed by
-                // its elements: the parameter's own codec decodes the result.
-                let mut bytes = match postcard::to_allocvec(&(elements.len() as u64)) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        send(&out, &FromWorker::Failed { key, message: e.to_string() });
-                        return;
-                    }
-                };
-                let mut complete = true;
-                for element in elements {
-                    match peer::element_bytes(element, state, &deps, token, max_frame).await {
-                        Some(b) => bytes.extend_from_slice(&b),
-                        None => {
-                            missing.push(element.clone());
-                            complete = false;
-                        }
-                    }
-                }
-                if !complete {
-                    continue;
-                }
-                remote.decode_arg(position, &bytes).map_err(StoreError::from)
-            }
-        };
-        match value {
-            Ok(v) => values.push(v),
-            Err(e) => {
-                send(&out, &FromWorker::Failed { key, message: e.to_string() });
-                return;
-            }
-        }
-    }
-    if !missing.is_empty() {
-        send(&out, &FromWorker::MissingData { key, missing });
-        return;
-    }
-    to_pool(&ctx, id, key, remote, values);
-}
-
-/// Submits a task whose inputs are all here to the pool, and has its end
-/// reported to the worker loop.
-fn to_pool(ctx: &Arc<Ctx>, id: shoal_proto::TaskId, key: Key, remote: &'static RemoteFunc, values: Vec<Value>) {
-    let state = &ctx.state;
-    let func = if ctx.config.memory_limit > 0 {
-        // Checked when a thread takes the task, not only when it arrives;
-        // its result counts as soon as it exists.
-        let (memory, inner, made) = (ctx.memory.clone(), remote.func().clone(), key.clone());
-        let (name, identity) = (inner.name().to_string(), inner.identity());
-        Func::new(
-            &name,
-            identity,
-            Box::new(move |args| {
-                memory.pass();
-                let value = inner.call(args)?;
-                memory.made(&made, remote.result_size(&value).unwrap_or(0));
-                Ok(value)
-            }),
-        )
-    } else {
-        remote.func().clone()
-    };
-    let task = Task { key: key.clone(), func, args: values.into_iter().map(Arg::Value).collect() };
-    let Some(handle) = ctx.pool.submit_one(Submission::new(task).held()) else { return };
-    lock(state).running.insert(key.clone(), (handle.clone(), remote, Instant::now(), id));
-    handle.subscribe(Arc::new(Done { key, tx: ctx.done.clone() }), 0);
-}
-
-/// A finished task's report: its result goes to the store.
-/// Results up to `inline_max` bytes come along encoded (see
-/// [`WorkerConfig::inline_max`]).
-fn complete(state: &Shared, key: Key, inline_max: usize) -> Option<Result<FinishedMsg, FromWorker>> {
-    let mut st = lock(state);
-    let (handle, producer, queued, id) = st.running.remove(&key)?;
-    let report = match handle.try_outcome()? {
-        Ok(value) => {
-            let nbytes = producer.result_size(&value).unwrap_or(0);
-            let inline = if inline_max > 0 && nbytes <= inline_max.min(shoal_proto::INLINE_LIMIT) as u64 {
-                producer.encode_result(&value).ok()
-            } else {
-                None
-            };
-            st.keep(key.clone(), Stored::new(Held::Value { value, producer }, nbytes));
-            // Time on this worker, queueing included: what the scheduler
-            // should expect a task of this group to occupy a slot for.
-            let duration_us = queued.elapsed().as_micros() as u64;
-            Ok(FinishedMsg { id, key: key.clone(), nbytes, duration_us, inline })
-        }
-        Err(failure) => {
-            let message = match &failure.root().kind {
-                shoal_local::FailureKind::Task(e) => e.to_string(),
-                _ => failure.to_string(),
-            };
-            Err(FromWorker::Failed { key: key.clone(), message })
-        }
-    };
-    // Stored now (counted once, there), or failed.
-    st.memory.settle(&key);
-    Some(report)
+/// Fetches one input for the state machine, and hands it what came.
+async fn fetch_input(ctx: Arc<Ctx>, dep: DepLocation) {
+    let data = peer::fetch(&dep, &ctx).await;
+    ctx.event(|worker, now, comm| worker.on_peer_data(&dep.key, data, now, comm));
 }

@@ -9,11 +9,12 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shoal_graph::{Key, Token};
-use shoal_net::{SchedulerServerConfig, WorkerConfig, start_scheduler, start_worker};
+use shoal_net::{SchedulerServerConfig, start_scheduler, start_worker};
 use shoal_proto::{
     ArgMsg, FinishedMsg, FrameDecoder, FrameKind, FromScheduler, FromWorker, Hello, HelloReply, PeerReply, PeerRequest,
     Role, TaskErrorMsg, TaskMsg, ToScheduler, ToWorker, WorkerId, WorkerInfo, encode_message,
 };
+use shoal_worker::WorkerConfig;
 
 #[shoal::remote]
 fn inc(x: i64) -> i64 {
@@ -113,7 +114,7 @@ fn fetch(address: &str, key: &Key) -> i64 {
 }
 
 fn cluster() -> (shoal_net::RunningScheduler, Vec<shoal_net::RunningWorker>, SocketAddr) {
-    cluster_with(shoal_net::DEFAULT_INLINE_MAX)
+    cluster_with(shoal_worker::DEFAULT_INLINE_MAX)
 }
 
 /// A scheduler and workers `w0` and `w1` whose results up to `inline_max`
@@ -439,7 +440,7 @@ fn non_loopback_ip() -> Option<std::net::IpAddr> {
 fn network_cluster(
     ip: std::net::IpAddr,
     names: &[&str],
-    same_host: shoal_net::SameHostTransfer,
+    same_host: shoal_worker::SameHostTransfer,
     token: Option<&str>,
 ) -> (shoal_net::RunningScheduler, Vec<shoal_net::RunningWorker>, shoal::Client) {
     let token = token.map(str::to_string);
@@ -480,7 +481,7 @@ fn workers_of_a_scheduler_on_the_network_serve_their_peers_on_it() {
         return;
     };
     let (_scheduler, workers, client) =
-        network_cluster(ip, &["near", "far"], shoal_net::SameHostTransfer::Tcp, Some("t"));
+        network_cluster(ip, &["near", "far"], shoal_worker::SameHostTransfer::Tcp, Some("t"));
     for w in &workers {
         assert_eq!(w.data_address().ip(), ip, "the data server is reachable from other hosts");
     }
@@ -497,7 +498,7 @@ fn a_worker_without_a_token_serves_on_loopback_only() {
         eprintln!("this host has no address besides loopback: nothing to check");
         return;
     };
-    let (_scheduler, workers, _client) = network_cluster(ip, &["open"], shoal_net::SameHostTransfer::Tcp, None);
+    let (_scheduler, workers, _client) = network_cluster(ip, &["open"], shoal_worker::SameHostTransfer::Tcp, None);
     assert!(workers[0].data_address().ip().is_loopback(), "{}", workers[0].data_address());
 }
 
@@ -522,7 +523,7 @@ fn workers_serving_on_the_same_network_address_share_memory() {
         return;
     }
     let (_scheduler, _workers, client) =
-        network_cluster(ip, &["left", "right"], shoal_net::SameHostTransfer::File, Some("t"));
+        network_cluster(ip, &["left", "right"], shoal_worker::SameHostTransfer::File, Some("t"));
     let before = own_shared_files();
     let held = move_bulk(&client, "left", "right", 3 << 20);
     assert!(own_shared_files() > before, "the result went through a shared file");

@@ -57,7 +57,7 @@ pub use shoal_client::{
 };
 pub use shoal_deploy::{LocalCluster, LocalClusterBuilder};
 pub use shoal_graph::{Blob, Key, TaskError, TaskOutput, Token, VisualizeError, task_output};
-pub use shoal_net::SameHostTransfer;
+pub use shoal_worker::SameHostTransfer;
 
 mod role;
 

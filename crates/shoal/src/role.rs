@@ -56,7 +56,7 @@ fn run_worker(address: &str) -> Result<WorkerExit, String> {
         .and_then(|mut a| a.next())
         .ok_or_else(|| format!("{WORKER_OF}={address:?} is not a scheduler address (host:port)"))?;
     let name = var(env::WORKER_NAME).unwrap_or_else(|| format!("worker-{}", std::process::id()));
-    let mut config = shoal_net::WorkerConfig::new(scheduler, name);
+    let mut config = shoal_worker::WorkerConfig::new(scheduler, name);
     if let Some(t) = var(env::WORKER_THREADS) {
         config.threads = t
             .parse()

@@ -35,8 +35,8 @@ use bytes::Bytes;
 use shoal_graph::Value;
 use shoal_graph::remote::RemoteError;
 
-use super::shm::Source;
 use crate::recycle::{self, Buffer};
+use shoal_worker::Payload;
 
 /// Set when the kernel refused a read: not tried again by this process.
 static DENIED: AtomicBool = AtomicBool::new(false);
@@ -79,8 +79,8 @@ pub(crate) struct Lendable {
 /// Makes a result lendable: in place when its type allows (see
 /// [`RemoteFunc::borrow_result`](shoal_graph::remote::RemoteFunc::borrow_result)),
 /// else encoded once into a buffer that is lent instead.
-pub(crate) fn lendable(source: Source) -> Result<Lendable, RemoteError> {
-    if let Source::Value { value, producer } = &source
+pub(crate) fn lendable(source: Payload) -> Result<Lendable, RemoteError> {
+    if let Payload::Value { value, producer } = &source
         && let Some((head, body)) = producer.borrow_result(value)
     {
         let (addr, len) = span(body);

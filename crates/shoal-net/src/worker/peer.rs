@@ -15,10 +15,12 @@ use shoal_proto::{
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::SameHostTransfer;
+use shoal_worker::{Payload, SameHostTransfer, inline_input};
+use std::sync::Arc;
+
 use super::cma::{self, Pinned};
-use super::shm::{self, Source, shm_dir};
-use super::store::{Held, PeerConn, Shared, Stored, lock};
+use super::shm::{self, shm_dir};
+use super::{Ctx, lock};
 use crate::conn::{Closed, FrameReader};
 
 /// Results smaller than this are copied into the reply buffer so that many
@@ -30,45 +32,38 @@ const COPY_BELOW_BYTES: usize = 64 << 10;
 /// the (pooled) TCP connection.
 const SHARE_MIN_BYTES: u64 = 1 << 20;
 
-/// The result `key` as it came inside the compute message (see
-/// [`DepLocation::inline`]), if it did.
-pub(crate) fn inline_input<'a>(key: &Key, deps: &'a [DepLocation]) -> Option<&'a [u8]> {
-    deps.iter().find(|d| d.key == *key)?.inline.as_deref()
+/// An open connection to a peer's data server, kept for the next fetch.
+pub(super) struct PeerConn {
+    reader: FrameReader,
+    write: tokio::net::tcp::OwnedWriteHalf,
 }
 
 /// Fetches a result from one of the workers that hold it (or takes it from
 /// the compute message, if it came inline). From a holder on this host a
 /// large result is read from its memory, else through a shared-memory
 /// file; everything else comes over TCP.
-pub(crate) async fn fetch(
-    key: &Key,
-    deps: &[DepLocation],
-    state: &Shared,
-    token: Option<&str>,
-    max_frame: usize,
-) -> Option<Bytes> {
-    if let Some(data) = inline_input(key, deps) {
+pub(super) async fn fetch(dep: &DepLocation, ctx: &Ctx) -> Option<Bytes> {
+    let key = &dep.key;
+    if let Some(data) = inline_input(key, std::slice::from_ref(dep)) {
         // The scheduler sent it along: no round trip.
         return Some(Bytes::copy_from_slice(data));
     }
-    let dep = deps.iter().find(|d| d.key == *key);
-    let holders = dep.map(|d| d.holders.clone()).unwrap_or_default();
+    let (token, max_frame) = (ctx.config.token.as_deref(), ctx.config.max_frame);
     // A loan or a file costs a round trip and several system calls: worth it
     // for bulk results only, never for the many small ones.
-    let large = dep.is_some_and(|d| d.nbytes >= SHARE_MIN_BYTES);
-    let (shm, read, own) = {
-        let st = lock(state);
-        ((large && st.shm.is_some()).then(shm_dir).flatten(), st.same_host == SameHostTransfer::Read, st.own_ip)
-    };
-    for holder in holders {
-        let idle = lock(state).peers.get_mut(&holder).and_then(Vec::pop);
+    let large = dep.nbytes >= SHARE_MIN_BYTES;
+    let shm = (large && lock(&ctx.shared).shm.is_some()).then(shm_dir).flatten();
+    let read = ctx.config.same_host_transfer == SameHostTransfer::Read;
+    let own = ctx.data_address.ip();
+    for holder in &dep.holders {
+        let idle = lock(&ctx.shared).peers.get_mut(holder).and_then(Vec::pop);
         let conn = match idle {
             Some(conn) => Ok(conn),
-            None => connect_peer(&holder, token, max_frame).await,
+            None => connect_peer(holder, token, max_frame).await,
         };
         let result = match conn {
             Ok(mut conn) => {
-                let local = large && same_host(&holder, own);
+                let local = large && same_host(holder, own);
                 let mut result = Ok(None);
                 if local && read && !cma::denied() {
                     result = request_lent(&mut conn, key, max_frame).await;
@@ -82,7 +77,7 @@ pub(crate) async fn fetch(
                     result = request(&mut conn, key).await;
                 }
                 if result.is_ok() {
-                    lock(state).peers.entry(holder.clone()).or_default().push(conn);
+                    lock(&ctx.shared).peers.entry(holder.clone()).or_default().push(conn);
                 }
                 result
             }
@@ -109,25 +104,6 @@ fn same_host(address: &str, own: IpAddr) -> bool {
 /// address it does not have).
 pub(crate) fn is_this_host(ip: IpAddr, own: IpAddr) -> bool {
     ip.is_loopback() || ip == own
-}
-
-/// The encoded result of `key`: from this worker's store, or fetched.
-pub(crate) async fn element_bytes(
-    key: &Key,
-    state: &Shared,
-    deps: &[DepLocation],
-    token: Option<&str>,
-    max_frame: usize,
-) -> Option<Bytes> {
-    let local = lock(state).get(key).map(Stored::encoded);
-    match local {
-        Some(Ok(bytes)) => Some(bytes),
-        Some(Err(e)) => {
-            tracing::error!("cannot encode {key}: {e}");
-            None
-        }
-        None => fetch(key, deps, state, token, max_frame).await,
-    }
 }
 
 /// Connects to a data server and says hello.
@@ -220,15 +196,14 @@ async fn request(conn: &mut PeerConn, key: &Key) -> Result<Option<Bytes>, Closed
     Ok(Some(conn.reader.next_raw().await?))
 }
 
-pub(crate) async fn serve_data(listener: TcpListener, state: Shared, token: Option<String>, max_frame: usize) {
+pub(super) async fn serve_data(listener: TcpListener, ctx: Arc<Ctx>) {
     let own = listener.local_addr().map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
     loop {
         let Ok((stream, peer)) = listener.accept().await else { continue };
-        let state = state.clone();
-        let token = token.clone();
+        let ctx = ctx.clone();
         tokio::spawn(async move {
             let local = is_this_host(peer.ip(), own);
-            if let Err(e) = serve_peer(stream, state, token.as_deref(), max_frame, local).await
+            if let Err(e) = serve_peer(stream, &ctx, local).await
                 && !matches!(e, Closed::Eof)
             {
                 tracing::warn!("closing the data connection from {peer}: {e}");
@@ -239,13 +214,8 @@ pub(crate) async fn serve_data(listener: TcpListener, state: Shared, token: Opti
 
 /// Serves one connection; `local` says the peer is on this host (it may be
 /// given results through shared memory).
-async fn serve_peer(
-    stream: TcpStream,
-    state: Shared,
-    token: Option<&str>,
-    max_frame: usize,
-    local: bool,
-) -> Result<(), Closed> {
+async fn serve_peer(stream: TcpStream, ctx: &Arc<Ctx>, local: bool) -> Result<(), Closed> {
+    let (token, max_frame) = (ctx.config.token.as_deref(), ctx.config.max_frame);
     let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();
     let mut reader = FrameReader::new(read, max_frame);
@@ -271,7 +241,7 @@ async fn serve_peer(
                 // are gathered into one write (a gather of thousands must
                 // not cost a system call each); large ones are written
                 // straight from their buffers, never copied.
-                let bodies = get(&state, wanted, &mut out).await?;
+                let bodies = get(ctx, wanted, &mut out).await?;
                 for body in &bodies {
                     let (head, body) = body.parts()?;
                     let total = head.len() + body.len();
@@ -289,11 +259,11 @@ async fn serve_peer(
                 }
             }
             PeerRequest::Share(wanted) => {
-                let reply = share(&state, wanted, local).await;
+                let reply = share(ctx, wanted, local).await;
                 encode_message(&reply, &mut out)?;
             }
             PeerRequest::Lend(wanted) => {
-                let reply = lend(&state, wanted, local, &mut loans, &mut next_loan);
+                let reply = lend(ctx, wanted, local, &mut loans, &mut next_loan);
                 encode_message(&reply, &mut out)?;
             }
             PeerRequest::Return(ids) => {
@@ -308,12 +278,7 @@ async fn serve_peer(
                 for _ in &keys {
                     values.push(reader.next_raw().await?);
                 }
-                let mut st = lock(&state);
-                for (k, bytes) in keys.iter().zip(values) {
-                    let nbytes = bytes.len() as u64;
-                    st.keep(k.clone(), Stored::new(Held::Bytes(bytes), nbytes));
-                }
-                drop(st);
+                ctx.event(|worker, now, comm| worker.on_put(keys.iter().cloned().zip(values), now, comm));
                 encode_message(&PeerReply::Stored(keys), &mut out)?;
             }
             PeerRequest::Run { func, args } => match run_here(&func, args).await {
@@ -340,9 +305,9 @@ enum Outgoing {
 }
 
 impl Outgoing {
-    fn new(source: Source) -> Result<Outgoing, RemoteError> {
+    fn new(source: Payload) -> Result<Outgoing, RemoteError> {
         match source {
-            Source::Value { value, producer } if producer.borrow_result(&value).is_some() => {
+            Payload::Value { value, producer } if producer.borrow_result(&value).is_some() => {
                 Ok(Outgoing::InPlace { value, producer })
             }
             other => Ok(Outgoing::Encoded(other.encode()?)),
@@ -362,14 +327,14 @@ impl Outgoing {
 
 /// Writes the reply to a [`PeerRequest::Get`] into `out` and returns the
 /// results that follow it.
-async fn get(state: &Shared, wanted: Vec<Key>, out: &mut Vec<u8>) -> Result<Vec<Outgoing>, Closed> {
+async fn get(ctx: &Ctx, wanted: Vec<Key>, out: &mut Vec<u8>) -> Result<Vec<Outgoing>, Closed> {
     let mut keys = Vec::new();
     let mut missing = Vec::new();
     let mut sources = Vec::new();
     {
-        let mut st = lock(state);
+        let mut shared = lock(&ctx.shared);
         for k in wanted {
-            match st.get(&k).map(Stored::share_source) {
+            match shared.worker.payload(&k) {
                 Some(Ok(source)) => {
                     keys.push(k);
                     sources.push(source);
@@ -401,21 +366,14 @@ async fn get(state: &Shared, wanted: Vec<Key>, out: &mut Vec<u8>) -> Result<Vec<
 
 /// The reply to a [`PeerRequest::Lend`]: each result held is pinned in
 /// `loans` under a fresh id.
-fn lend(
-    state: &Shared,
-    wanted: Vec<Key>,
-    local: bool,
-    loans: &mut HashMap<u64, Pinned>,
-    next_loan: &mut u64,
-) -> PeerReply {
+fn lend(ctx: &Ctx, wanted: Vec<Key>, local: bool, loans: &mut HashMap<u64, Pinned>, next_loan: &mut u64) -> PeerReply {
     let identity = cma::identity();
     let mut lent = Vec::new();
     let mut missing = Vec::new();
     for key in wanted {
         // A peer on another host cannot read this process's memory.
-        let source = if local {
-            let mut st = lock(state);
-            if st.same_host == SameHostTransfer::Read { st.get(&key).map(Stored::share_source) } else { None }
+        let source = if local && ctx.config.same_host_transfer == SameHostTransfer::Read {
+            lock(&ctx.shared).worker.payload(&key)
         } else {
             None
         };
@@ -444,7 +402,7 @@ fn lend(
 
 /// The reply to a [`PeerRequest::Share`]: each result held is written to a
 /// shared-memory file once (later requests reuse it).
-async fn share(state: &Shared, wanted: Vec<Key>, local: bool) -> PeerReply {
+async fn share(ctx: &Ctx, wanted: Vec<Key>, local: bool) -> PeerReply {
     let mut files = Vec::new();
     let mut missing = Vec::new();
     if !local {
@@ -453,9 +411,9 @@ async fn share(state: &Shared, wanted: Vec<Key>, local: bool) -> PeerReply {
     }
     for key in wanted {
         let todo = {
-            let mut st = lock(state);
-            let source = st.get(&key).map(Stored::share_source);
-            match (&mut st.shm, source) {
+            let mut shared = lock(&ctx.shared);
+            let source = shared.worker.payload(&key);
+            match (&mut shared.shm, source) {
                 (Some(shm), Some(Ok(source))) => match shm.get(&key) {
                     Some(name) => Ok(name.to_string()),
                     None => Err((source, shm.reserve())),
@@ -477,9 +435,9 @@ async fn share(state: &Shared, wanted: Vec<Key>, local: bool) -> PeerReply {
                         continue;
                     }
                 }
-                let mut st = lock(state);
-                let held = st.holds(&key);
-                match &mut st.shm {
+                let mut shared = lock(&ctx.shared);
+                let held = shared.worker.holds(&key);
+                match &mut shared.shm {
                     Some(shm) if held => shm.record(key.clone(), name),
                     Some(shm) => {
                         // Released while it was written.

@@ -33,8 +33,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use shoal_graph::Key;
-use shoal_graph::Value;
-use shoal_graph::remote::RemoteFunc;
+use shoal_worker::Payload;
 
 /// The host's shared-memory directory.
 const SHM_DIR: &str = "/dev/shm";
@@ -55,24 +54,6 @@ pub(crate) struct ShmFiles {
     own: String,
     next: u64,
     files: HashMap<Key, String>,
-}
-
-/// What a shared file is written from.
-pub(crate) enum Source {
-    /// A decoded result, encoded straight into the file.
-    Value { value: Value, producer: &'static RemoteFunc },
-    /// Bytes already encoded.
-    Bytes(Bytes),
-}
-
-impl Source {
-    /// The encoded bytes (for TCP): one copy for a value, none for bytes.
-    pub(crate) fn encode(self) -> Result<Bytes, shoal_graph::remote::RemoteError> {
-        match self {
-            Source::Value { value, producer } => Ok(Bytes::from(producer.encode_result(&value)?)),
-            Source::Bytes(bytes) => Ok(bytes),
-        }
-    }
 }
 
 impl ShmFiles {
@@ -136,7 +117,7 @@ impl Drop for ShmFiles {
 
 /// Writes `source` to a new file at `path` (on a blocking thread: a large
 /// result takes tens of milliseconds).
-pub(crate) fn write(path: &Path, source: Source) -> std::io::Result<()> {
+pub(crate) fn write(path: &Path, source: Payload) -> std::io::Result<()> {
     let written = write_file(path, source);
     if written.is_err() {
         let _ = std::fs::remove_file(path);
@@ -144,12 +125,12 @@ pub(crate) fn write(path: &Path, source: Source) -> std::io::Result<()> {
     written
 }
 
-fn write_file(path: &Path, source: Source) -> std::io::Result<()> {
+fn write_file(path: &Path, source: Payload) -> std::io::Result<()> {
     // `create_new`: never write into a file someone else made.
     let mut file = File::options().write(true).create_new(true).open(path)?;
     match source {
-        Source::Bytes(bytes) => file.write_all(&bytes),
-        Source::Value { value, producer } => {
+        Payload::Bytes(bytes) => file.write_all(&bytes),
+        Payload::Value { value, producer } => {
             // Written, not mapped: the kernel fills tmpfs pages several times
             // faster through write(2) than page faults on a fresh mapping
             // would (measured: 200 MB in ~60 ms against ~260 ms). Bulk bytes
