@@ -48,7 +48,7 @@ fn restart_with_huge_page_malloc() {
     // `exec` returns only if it failed; then this process just goes on.
     let _failed = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
-        .env("GLIBC_TUNABLES", shoal::deploy::HUGE_PAGE_MALLOC)
+        .env("GLIBC_TUNABLES", shoal_deploy::HUGE_PAGE_MALLOC)
         .exec();
 }
 

@@ -158,11 +158,9 @@ impl Client {
     /// # Errors
     /// As [`Client::connect`].
     pub fn connect_with_token(address: &str, token: Option<&str>) -> Result<Client, Error> {
-        let text = address.trim_start_matches("tcp://");
-        let socket = std::net::ToSocketAddrs::to_socket_addrs(text)
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| Error::Start(format!("{address:?} is not a scheduler address (host:port)")))?;
+        let peer: shoal_proto::PeerAddress =
+            address.parse().map_err(|e| Error::Start(format!("{e}: give the scheduler's address")))?;
+        let socket = shoal_net::resolve(&peer).map_err(|e| Error::Start(e.to_string()))?;
         let state = RemoteState::connect(socket, token)?;
         let inner = Arc::new(ClientInner { backend: Backend::Remote(state), executor: Executor::Cluster(socket) });
         *CURRENT.lock() = Some(Arc::downgrade(&inner));

@@ -124,7 +124,48 @@ pub enum Error {
     /// The executor could not be started.
     #[error("cannot start the executor: {0}")]
     Start(String),
+    /// A cluster could not be started or changed (its scheduler, its
+    /// workers, its batch jobs); the source says why.
+    #[error(transparent)]
+    Deploy(Cause),
 }
+
+/// The error of a part below the client (a cluster's deployment), kept
+/// whole with its sources; compared by its message.
+#[derive(Clone, Debug)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    /// Wraps an error.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Cause {
+        Cause(Arc::new(error))
+    }
+
+    /// The error itself, to downcast to its type.
+    pub fn get(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Cause) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for Cause {}
 
 fn dependency_story(dependency: &str, failed: &str, message: &str) -> String {
     if dependency == failed {

@@ -47,7 +47,7 @@ pub use client::{
     AsCompleted, Client, ClientBuilder, Executor, WorkerInfo, as_completed, fire_and_forget, gather, wait, wait_timeout,
 };
 pub use delayed::{Computable, Delayed, compute, delayed, delayed_with, persist};
-pub use error::Error;
+pub use error::{Cause, Error};
 pub use future::{Future, Status};
 pub use list::is_list;
 pub use options::TaskOptions;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use shoal_graph::Key;
 use shoal_proto::{
-    FrameDecoder, FrameKind, FromScheduler, Hello, HelloReply, PeerReply, PeerRequest, Role, ToScheduler, check_reply,
-    decode_message, encode_message, encode_raw,
+    FrameDecoder, FrameKind, FromScheduler, Hello, HelloReply, PeerAddress, PeerReply, PeerRequest, Role, ToScheduler,
+    check_reply, decode_message, encode_message, encode_raw,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream as AsyncTcpStream;
@@ -294,7 +294,10 @@ impl DataConn {
         timeout: Option<Duration>,
     ) -> Result<DataConn, ClientError> {
         let io = |source| ClientError::Io { what: what.clone(), source };
-        let stream = TcpStream::connect(address.trim_start_matches("tcp://")).map_err(io)?;
+        let address: PeerAddress =
+            address.parse().map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+        let stream =
+            TcpStream::connect(crate::resolve(&address).map_err(|e| io(std::io::Error::other(e)))?).map_err(io)?;
         stream.set_read_timeout(timeout).map_err(io)?;
         let _ = stream.set_nodelay(true);
         let mut conn = DataConn { stream, decoder: FrameDecoder::default(), buf: vec![0u8; 256 * 1024], what };

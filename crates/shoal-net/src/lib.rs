@@ -9,12 +9,14 @@
 //! event go out as one frame, and frames queued for a peer go out in one
 //! write. [`ClientConnection`] is a client's end.
 
+mod address;
 mod client;
 mod conn;
 mod recycle;
 mod scheduler;
 mod worker;
 
+pub use address::{ResolveError, resolve};
 pub use client::{ClientConnection, ClientError, OnMessages};
 pub use scheduler::{RunningScheduler, SchedulerServerConfig, ServerError, start_scheduler};
 pub use worker::{RunningWorker, WorkerError, WorkerExit, remove_shared_files_of, route_to, start_worker};

@@ -16,6 +16,8 @@
 //! - Handshake: the connecting side sends a [`Hello`] (magic, version, role,
 //!   name, token); the other side checks it with [`decode_hello`] and
 //!   [`check_hello`] and answers with a [`HelloReply`].
+//! - Addresses: [`PeerAddress`] is `tcp://host:port`, parsed once where
+//!   users and peers give it.
 //! - Errors: everything fails with a [`ProtoError`]; none of it panics on
 //!   bad input.
 //!
@@ -37,9 +39,12 @@
 //! # Ok::<(), shoal_proto::ProtoError>(())
 //! ```
 
+mod address;
 mod frame;
 mod handshake;
 mod msg;
+
+pub use address::{AddressError, PeerAddress};
 
 pub use frame::{
     DEFAULT_MAX_FRAME, Frame, FrameDecoder, FrameKind, HEADER_LEN, decode_message, encode_message, encode_raw,

@@ -107,15 +107,18 @@ pub mod array {
     pub use shoal_array::*;
 }
 
-/// Launching workers: the environment a worker process reads, the readers
-/// of what users write (resources, byte sizes), GPU detection, and the
-/// nanny's memory guard.
+/// Launching workers: the contract between a launcher and the worker
+/// process it starts — every option, as an environment variable and as a
+/// `shoal worker` flag — for job scripts and launchers of your own.
+///
+/// ```
+/// use shoal::deploy::WorkerOption;
+/// // What a hand-written job script exports for a worker of 4 threads.
+/// assert_eq!(WorkerOption::Threads.env(), "SHOAL_WORKER_THREADS");
+/// assert_eq!(WorkerOption::Scheduler.env(), shoal::WORKER_OF);
+/// ```
 pub mod deploy {
-    pub use shoal_deploy::{
-        HUGE_PAGE_MALLOC, SpecError, check_terminate_fraction, detect_gpus, env, format_resources, gpus_from,
-        parse_bytes, parse_resources, past_memory_terminate, remove_worker_files, resident_bytes, stop_over_memory,
-        stop_worker, tune_worker_environment, worker_resources,
-    };
+    pub use shoal_deploy::{DeployError, LaunchError, Spelling, WorkerLaunch, WorkerOption};
 }
 
 /// Workers as batch jobs of SLURM, Grid Engine, PBS or HTCondor, with the scheduler in

@@ -5,12 +5,12 @@
 use shoal_graph::remote::{RemoteError, RemoteFunc, require};
 use shoal_graph::{Key, Value};
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use bytes::Bytes;
 use shoal_proto::{
-    DepLocation, Hello, HelloReply, Loan, PeerReply, PeerRequest, ProtoError, Role, check_hello, check_reply,
-    decode_hello, decode_message, encode_message, encode_raw, raw_header,
+    DepLocation, Hello, HelloReply, Loan, PeerAddress, PeerReply, PeerRequest, ProtoError, Role, check_hello,
+    check_reply, decode_hello, decode_message, encode_message, encode_raw, raw_header,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -96,7 +96,7 @@ pub(super) async fn fetch(dep: &DepLocation, ctx: &Ctx) -> Option<Bytes> {
 /// the address this worker's own data server listens on (see the `shm`
 /// module for why only these count).
 fn same_host(address: &str, own: IpAddr) -> bool {
-    address.trim_start_matches("tcp://").parse::<SocketAddr>().is_ok_and(|a| is_this_host(a.ip(), own))
+    address.parse::<PeerAddress>().ok().and_then(|a| a.socket_addr()).is_some_and(|a| is_this_host(a.ip(), own))
 }
 
 /// Whether `ip` is this host's, as far as a connection can tell: loopback,
@@ -108,7 +108,9 @@ pub(crate) fn is_this_host(ip: IpAddr, own: IpAddr) -> bool {
 
 /// Connects to a data server and says hello.
 async fn connect_peer(address: &str, token: Option<&str>, max_frame: usize) -> Result<PeerConn, Closed> {
-    let stream = TcpStream::connect(address.trim_start_matches("tcp://")).await?;
+    let address: PeerAddress =
+        address.parse().map_err(|e| Closed::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+    let stream = TcpStream::connect((address.host(), address.port())).await?;
     let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();
     let mut hello = Vec::new();

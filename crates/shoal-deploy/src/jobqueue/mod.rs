@@ -28,7 +28,6 @@
 //! listens on every interface with a fresh cluster token, which the job
 //! scripts carry (they are written readable by their owner only).
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,98 +37,15 @@ use std::time::{Duration, Instant};
 use shoal_client::{Client, Error};
 use shoal_net::{RunningScheduler, SchedulerServerConfig, start_scheduler};
 
-use crate::{RESTART_EXIT_CODE, env};
+use crate::DeployError;
 
-/// The resource manager that runs the jobs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Manager {
-    /// SLURM: `sbatch`, `scancel`.
-    Slurm,
-    /// (Son of) Grid Engine: `qsub`, `qdel`, with a parallel environment
-    /// for the cores.
-    Sge,
-    /// PBS Pro / OpenPBS: `qsub`, `qdel` (Torque's `-l nodes=` is not
-    /// written).
-    Pbs,
-    /// HTCondor: `condor_submit` of a submit description beside the job
-    /// script, `condor_rm`.
-    HtCondor,
-}
+mod manager;
+mod script;
 
-impl Manager {
-    fn submit_command(self) -> (&'static str, &'static [&'static str]) {
-        match self {
-            Manager::Slurm => ("sbatch", &["--parsable"]),
-            Manager::Sge => ("qsub", &["-terse"]),
-            Manager::Pbs => ("qsub", &[]),
-            Manager::HtCondor => ("condor_submit", &["-terse"]),
-        }
-    }
+pub use manager::Manager;
+pub use script::{JobSpec, job_script};
 
-    fn cancel_command(self) -> &'static str {
-        match self {
-            Manager::Slurm => "scancel",
-            Manager::Sge | Manager::Pbs => "qdel",
-            Manager::HtCondor => "condor_rm",
-        }
-    }
-
-    /// Whether job `id` is still queued or running, as the manager says.
-    fn still_queued(self, id: &str) -> bool {
-        let output = match self {
-            Manager::Slurm => Command::new("squeue").args(["-h", "-o", "%i", "-j", id]).output(),
-            Manager::Sge => Command::new("qstat").args(["-j", id]).output(),
-            Manager::Pbs => Command::new("qstat").arg(id).output(),
-            Manager::HtCondor => Command::new("condor_q").args([id, "-af:j", "JobStatus"]).output(),
-        };
-        // Finished jobs: SLURM lists nothing, the others fail.
-        output.is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(id))
-    }
-
-    /// The variable a job's environment holds its id in.
-    fn job_id_variable(self) -> &'static str {
-        match self {
-            Manager::Slurm => "SLURM_JOB_ID",
-            Manager::Sge => "JOB_ID",
-            Manager::Pbs => "PBS_JOBID",
-            // Set by the submit description (HTCondor has no such variable).
-            Manager::HtCondor => "SHOAL_JOB_ID",
-        }
-    }
-
-    /// The job id in what the submit command printed: `123` or
-    /// `123;cluster` (SLURM), `123` (Grid Engine), `123.server` (PBS),
-    /// `123.0 - 123.0` (HTCondor: the first job of the range).
-    fn job_id(self, printed: &str) -> Option<String> {
-        let line = printed.lines().map(str::trim).find(|l| !l.is_empty())?;
-        let id = match self {
-            Manager::Slurm => line.split(';').next()?,
-            Manager::Sge | Manager::Pbs => line,
-            Manager::HtCondor => line.split_whitespace().next()?,
-        };
-        let valid = !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || "._-[]".contains(c));
-        valid.then(|| id.to_string())
-    }
-}
-
-/// How each job is asked for and what it runs.
-#[derive(Clone, Debug)]
-struct JobSpec {
-    manager: Manager,
-    name: String,
-    cores: usize,
-    memory: Option<u64>,
-    processes: usize,
-    walltime: Option<String>,
-    queue: Option<String>,
-    account: Option<String>,
-    parallel_environment: String,
-    resource_spec: Option<String>,
-    job_extra: Vec<String>,
-    prologue: Vec<String>,
-    local_directory: Option<PathBuf>,
-    death_timeout: Duration,
-}
+use manager::submit_description;
 
 /// Builds a [`JobQueueCluster`]; see the module's documentation.
 pub struct JobQueueClusterBuilder {
@@ -254,23 +170,26 @@ impl JobQueueClusterBuilder {
     /// Starts the scheduler; no job is submitted until [`JobQueueCluster::scale`].
     ///
     /// # Errors
-    /// [`Error::Start`] for options that cannot make a job (no cores, more
-    /// processes than cores), or when the scheduler cannot start.
-    pub fn build(self) -> Result<JobQueueCluster, Error> {
+    /// [`DeployError::JobOption`] for options that cannot make a job (no
+    /// cores, more processes than cores), or when the scheduler cannot
+    /// start.
+    pub fn build(self) -> Result<JobQueueCluster, DeployError> {
         let spec = self.spec;
         if spec.cores == 0 || spec.processes == 0 || spec.processes > spec.cores {
-            return Err(Error::Start(format!(
+            return Err(DeployError::JobOption(format!(
                 "a job of {} cores cannot run {} worker processes: give at least one core per process",
                 spec.cores, spec.processes
             )));
         }
         if spec.name.is_empty() || !spec.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(Error::Start(format!("job name {:?}: use letters, digits, - _ and . only", spec.name)));
+            return Err(DeployError::JobOption(format!(
+                "job name {:?}: use letters, digits, - _ and . only",
+                spec.name
+            )));
         }
         let program = match self.program {
             Some(p) => p,
-            None => std::env::current_exe()
-                .map_err(|e| Error::Start(format!("cannot find this program for the jobs to run: {e}")))?,
+            None => std::env::current_exe().map_err(DeployError::CurrentExe)?,
         };
         check_directives(&spec)?;
         // The jobs write their output there and start there: it must be on
@@ -278,22 +197,25 @@ impl JobQueueClusterBuilder {
         let log_directory = match self.log_directory {
             Some(dir) => dir,
             None => std::env::current_dir()
-                .map_err(|e| Error::Start(format!("cannot find the working directory for the jobs' output: {e}")))?
+                .map_err(|source| DeployError::Io {
+                    what: "cannot find the working directory for the jobs' output",
+                    source,
+                })?
                 .join("shoal-jobs"),
         };
-        std::fs::create_dir_all(&log_directory)
-            .map_err(|e| Error::Start(format!("cannot make the log directory {}: {e}", log_directory.display())))?;
-        let ip = self.scheduler_ip.or_else(default_route_ip).ok_or_else(|| {
-            Error::Start("this host has no address on a network for the jobs to reach; give scheduler_ip".into())
+        std::fs::create_dir_all(&log_directory).map_err(|source| DeployError::File {
+            what: "cannot make the log directory",
+            path: log_directory.clone(),
+            source,
         })?;
+        let ip = self.scheduler_ip.or_else(default_route_ip).ok_or(DeployError::NoNetwork)?;
         let token = token()?;
         // Listening where the jobs are told to connect, or everywhere when
         // that was not chosen.
         let listen_ip = self.scheduler_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let listen = SocketAddr::new(listen_ip, self.port);
         let scheduler =
-            start_scheduler(SchedulerServerConfig { listen, token: Some(token.clone()), ..Default::default() })
-                .map_err(|e| Error::Start(e.to_string()))?;
+            start_scheduler(SchedulerServerConfig { listen, token: Some(token.clone()), ..Default::default() })?;
         let address = SocketAddr::new(ip, scheduler.address().port());
         let script = job_script(&spec, &program, address, &token);
         Ok(JobQueueCluster {
@@ -327,22 +249,7 @@ impl JobQueueCluster {
     /// A builder for jobs of `manager`, one core, one worker process each.
     pub fn builder(manager: Manager) -> JobQueueClusterBuilder {
         JobQueueClusterBuilder {
-            spec: JobSpec {
-                manager,
-                name: "shoal-worker".into(),
-                cores: 1,
-                memory: None,
-                processes: 1,
-                walltime: None,
-                queue: None,
-                account: None,
-                parallel_environment: "smp".into(),
-                resource_spec: None,
-                job_extra: Vec::new(),
-                prologue: Vec::new(),
-                local_directory: None,
-                death_timeout: Duration::from_secs(60),
-            },
+            spec: JobSpec::new(manager),
             log_directory: None,
             scheduler_ip: None,
             port: 0,
@@ -377,11 +284,11 @@ impl JobQueueCluster {
     /// for (jobs of `processes` each, rounded up); cancels the newest first.
     ///
     /// # Errors
-    /// [`Error::Start`] with the resource manager's words when a command
+    /// [`DeployError`] with the resource manager's words when a command
     /// fails or cannot be found.
-    pub fn scale(&self, workers: usize) -> Result<(), Error> {
+    pub fn scale(&self, workers: usize) -> Result<(), DeployError> {
         let wanted = workers.div_ceil(self.spec.processes);
-        let mut jobs = self.jobs.lock().map_err(|_| Error::Start("the job list is poisoned".into()))?;
+        let mut jobs = self.jobs.lock().map_err(|_| DeployError::Poisoned("the job list"))?;
         // Jobs that ended (their time limit, a node lost) are replaced.
         jobs.retain(|id| self.spec.manager.still_queued(id));
         while let Some(id) = jobs.last().filter(|_| jobs.len() > wanted).cloned() {
@@ -398,9 +305,9 @@ impl JobQueueCluster {
     /// Waits until at least `workers` workers have joined the scheduler.
     ///
     /// # Errors
-    /// [`Error::Start`] naming how many joined and where the jobs' output
-    /// is, once `timeout` has passed.
-    pub fn wait_for_workers(&self, workers: usize, timeout: Duration) -> Result<(), Error> {
+    /// [`DeployError::JobsSilent`] naming how many joined and where the
+    /// jobs' output is, once `timeout` has passed.
+    pub fn wait_for_workers(&self, workers: usize, timeout: Duration) -> Result<(), DeployError> {
         let client = self.client()?;
         let deadline = Instant::now() + timeout;
         loop {
@@ -409,44 +316,54 @@ impl JobQueueCluster {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(Error::Start(format!(
-                    "{joined} of {workers} workers joined within {timeout:?}; the jobs' output is in {}",
-                    self.log_directory.display()
-                )));
+                return Err(DeployError::JobsSilent {
+                    joined,
+                    workers,
+                    timeout,
+                    log_directory: self.log_directory.clone(),
+                });
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    fn submit(&self) -> Result<String, Error> {
+    fn submit(&self) -> Result<String, DeployError> {
         let n = {
-            let mut submitted =
-                self.submitted.lock().map_err(|_| Error::Start("the job counter is poisoned".into()))?;
+            let mut submitted = self.submitted.lock().map_err(|_| DeployError::Poisoned("the job counter"))?;
             *submitted += 1;
             *submitted
         };
         let path = self.log_directory.join(format!("{}-{n}.sh", self.spec.name));
-        write_private(&path, &self.script)
-            .map_err(|e| Error::Start(format!("cannot write the job script {}: {e}", path.display())))?;
+        write_private(&path, &self.script).map_err(|source| DeployError::File {
+            what: "cannot write the job script",
+            path: path.clone(),
+            source,
+        })?;
         let submitted = match self.spec.manager {
             Manager::HtCondor => {
                 let description = self.log_directory.join(format!("{}-{n}.sub", self.spec.name));
-                write_private(&description, &submit_description(&self.spec, &path, &self.log_directory)?)
-                    .map_err(|e| Error::Start(format!("cannot write {}: {e}", description.display())))?;
+                write_private(&description, &submit_description(&self.spec, &path, &self.log_directory)?).map_err(
+                    |source| DeployError::File {
+                        what: "cannot write the submit description",
+                        path: description.clone(),
+                        source,
+                    },
+                )?;
                 description
             }
             _ => path.clone(),
         };
         let (program, args) = self.spec.manager.submit_command();
         let printed = run(Command::new(program).args(args).arg(&submitted).current_dir(&self.log_directory))?;
-        self.spec
-            .manager
-            .job_id(&printed)
-            .ok_or_else(|| Error::Start(format!("{program} printed no job id for {}: {printed:?}", path.display())))
+        self.spec.manager.job_id(&printed).ok_or_else(|| DeployError::NoJobId {
+            program: program.to_string(),
+            script: path.clone(),
+            printed: printed.clone(),
+        })
     }
 
     /// Cancels job `id`; one that has already ended counts as cancelled.
-    fn cancel(&self, id: &str) -> Result<(), Error> {
+    fn cancel(&self, id: &str) -> Result<(), DeployError> {
         match run(Command::new(self.spec.manager.cancel_command()).arg(id)) {
             Ok(_) => Ok(()),
             Err(_) if !self.spec.manager.still_queued(id) => Ok(()),
@@ -469,17 +386,15 @@ impl Drop for JobQueueCluster {
 }
 
 /// Runs a resource manager's command; its output, or its complaint.
-fn run(command: &mut Command) -> Result<String, Error> {
+fn run(command: &mut Command) -> Result<String, DeployError> {
     let program = command.get_program().to_string_lossy().into_owned();
-    let output = command.output().map_err(|e| {
-        Error::Start(format!("cannot run {program} (is this a node of the cluster, with its commands on PATH?): {e}"))
-    })?;
+    let output = command.output().map_err(|source| DeployError::Command { program: program.clone(), source })?;
     if !output.status.success() {
-        return Err(Error::Start(format!(
-            "{program} failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
+        return Err(DeployError::CommandFailed {
+            program,
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -501,18 +416,18 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// A fresh cluster token: 128 bits from the kernel's random source, hex.
-fn token() -> Result<String, Error> {
+fn token() -> Result<String, DeployError> {
     use std::io::Read;
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| Error::Start(format!("cannot read /dev/urandom for a cluster token: {e}")))?;
+        .map_err(|source| DeployError::Io { what: "cannot read /dev/urandom for a cluster token", source })?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Refuses directive values that would break out of their line (or, but
 /// for free-form ones, out of their word).
-fn check_directives(spec: &JobSpec) -> Result<(), Error> {
+fn check_directives(spec: &JobSpec) -> Result<(), DeployError> {
     let words = [
         ("queue", spec.queue.as_deref()),
         ("account", spec.account.as_deref()),
@@ -521,12 +436,12 @@ fn check_directives(spec: &JobSpec) -> Result<(), Error> {
     ];
     for (what, value) in words {
         if let Some(v) = value.filter(|v| v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control())) {
-            return Err(Error::Start(format!("{what} {v:?}: give one word, without spaces")));
+            return Err(DeployError::JobOption(format!("{what} {v:?}: give one word, without spaces")));
         }
     }
     for line in spec.resource_spec.iter().chain(&spec.job_extra) {
         if line.chars().any(char::is_control) {
-            return Err(Error::Start(format!("directive {line:?}: one line, without control characters")));
+            return Err(DeployError::JobOption(format!("directive {line:?}: one line, without control characters")));
         }
     }
     Ok(())
@@ -538,165 +453,11 @@ fn default_route_ip() -> Option<IpAddr> {
     shoal_net::route_to(SocketAddr::from(([198, 51, 100, 1], 9)))
 }
 
-/// The directive lines (without their prefix) that ask for one job; none
-/// for HTCondor, whose requests are in its submit description.
-fn directives(spec: &JobSpec) -> Vec<String> {
-    let name = &spec.name;
-    let (mut lines, time, queue, account) = match spec.manager {
-        Manager::Slurm => {
-            let mut lines = vec![format!("-J {name}"), "-n 1".into(), format!("--cpus-per-task={}", spec.cores)];
-            lines.extend(spec.memory.map(|m| format!("--mem={}M", mebibytes(m))));
-            (lines, "-t ", "-p ", "-A ")
-        }
-        Manager::Sge => {
-            let mut lines = vec![
-                "-S /bin/bash".into(),
-                format!("-N {name}"),
-                format!("-pe {} {}", spec.parallel_environment, spec.cores),
-            ];
-            lines.extend(spec.resource_spec.as_ref().map(|r| format!("-l {r}")));
-            (lines, "-l h_rt=", "-q ", "-P ")
-        }
-        Manager::Pbs => {
-            let memory = spec.memory.map(|m| format!(":mem={}MB", mebibytes(m))).unwrap_or_default();
-            (
-                vec![format!("-N {name}"), format!("-l select=1:ncpus={}{memory}", spec.cores)],
-                "-l walltime=",
-                "-q ",
-                "-A ",
-            )
-        }
-        Manager::HtCondor => return Vec::new(),
-    };
-    for (flag, value) in [(time, &spec.walltime), (queue, &spec.queue), (account, &spec.account)] {
-        lines.extend(value.as_ref().map(|v| format!("{flag}{v}")));
-    }
-    // Where the output goes: relative to the log directory, where the job
-    // was submitted from (SLURM, PBS) or starts (Grid Engine's -cwd).
-    let output: &[&str] = match spec.manager {
-        Manager::Slurm => &["-o %x-%j.out"],
-        Manager::Sge => &["-cwd", "-j y"],
-        _ => &["-j oe"],
-    };
-    lines.extend(output.iter().map(|l| l.to_string()));
-    lines.extend(spec.job_extra.iter().cloned());
-    lines
-}
-
-/// What HTCondor submits: the job script as the executable, the job's
-/// requests, and its id for the script (`SHOAL_JOB_ID`).
-fn submit_description(spec: &JobSpec, script: &Path, log_directory: &Path) -> Result<String, Error> {
-    let mut s = String::new();
-    let _ = writeln!(s, "universe = vanilla");
-    let _ = writeln!(s, "executable = {}", script.display());
-    let _ = writeln!(s, "initialdir = {}", log_directory.display());
-    let _ = writeln!(s, "request_cpus = {}", spec.cores);
-    if let Some(m) = spec.memory {
-        let _ = writeln!(s, "request_memory = {}", mebibytes(m));
-    }
-    if let Some(t) = &spec.walltime {
-        let seconds = clock_seconds(t)
-            .ok_or_else(|| Error::Start(format!("walltime {t:?}: give hours:minutes:seconds for HTCondor")))?;
-        let _ = writeln!(s, "+MaxRuntime = {seconds}");
-    }
-    let _ = writeln!(s, "environment = \"SHOAL_JOB_ID=$(Cluster).$(Process)\"");
-    let _ = writeln!(s, "output = {}-$(Cluster).$(Process).out", spec.name);
-    let _ = writeln!(s, "error = {}-$(Cluster).$(Process).err", spec.name);
-    let _ = writeln!(s, "log = {}-$(Cluster).log", spec.name);
-    for line in &spec.job_extra {
-        let _ = writeln!(s, "{line}");
-    }
-    let _ = writeln!(s, "queue 1");
-    Ok(s)
-}
-
-/// `[[hours:]minutes:]seconds` in seconds.
-fn clock_seconds(text: &str) -> Option<u64> {
-    let parts: Vec<&str> = text.split(':').collect();
-    if parts.len() > 3 {
-        return None;
-    }
-    parts.iter().try_fold(0u64, |total, part| Some(total * 60 + part.parse::<u64>().ok()?))
-}
-
-/// Single-quoted for the shell.
-fn quoted(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
-}
-
-/// MiB, rounded up, at least 1.
-fn mebibytes(bytes: u64) -> u64 {
-    bytes.div_ceil(1 << 20).max(1)
-}
-
-/// The script each job runs: directives, the prologue, then `processes`
-/// workers of `program`, each restarted when its cluster restarts (exit
-/// code 75) and the job ending when they all have ended.
-fn job_script(spec: &JobSpec, program: &Path, scheduler: SocketAddr, token: &str) -> String {
-    let mut s = String::from("#!/usr/bin/env bash\n");
-    let threads = spec.cores / spec.processes;
-    let prefix = match spec.manager {
-        Manager::Slurm => "#SBATCH",
-        Manager::Sge => "#$",
-        Manager::Pbs => "#PBS",
-        // HTCondor reads its requests from the submit description.
-        Manager::HtCondor => "",
-    };
-    for line in directives(spec) {
-        let _ = writeln!(s, "{prefix} {line}");
-    }
-    for line in &spec.prologue {
-        let _ = writeln!(s, "{line}");
-    }
-    let mut vars: Vec<(&str, String)> = vec![
-        (env::WORKER_OF, scheduler.to_string()),
-        (env::TOKEN, token.to_string()),
-        (env::WORKER_THREADS, threads.to_string()),
-        (env::DEATH_TIMEOUT, spec.death_timeout.as_secs_f64().to_string()),
-        (env::NANNY, "1".into()),
-    ];
-    if let Some(m) = spec.memory {
-        vars.push((env::MEMORY_LIMIT, (m / spec.processes as u64).to_string()));
-    }
-    if let Some(dir) = &spec.local_directory {
-        vars.push((env::LOCAL_DIRECTORY, dir.display().to_string()));
-    }
-    // What `tune_worker_environment` gives local workers, where the job's
-    // environment has not set it.
-    for (var, value) in [
-        ("OMP_NUM_THREADS", "1"),
-        ("MKL_NUM_THREADS", "1"),
-        ("OPENBLAS_NUM_THREADS", "1"),
-        ("GLIBC_TUNABLES", crate::HUGE_PAGE_MALLOC),
-    ] {
-        let _ = writeln!(s, "export {var}=${{{var}:-{value}}}");
-    }
-    for (var, value) in vars {
-        let _ = writeln!(s, "export {var}={}", quoted(&value));
-    }
-    let job = spec.manager.job_id_variable();
-    let _ = writeln!(s, "pids=()");
-    let _ = writeln!(s, "for i in $(seq 0 {}); do", spec.processes - 1);
-    let _ = writeln!(s, "  (");
-    let _ = writeln!(s, "    export {}=\"{}-${{{job}}}-$i\"", env::WORKER_NAME, spec.name);
-    let _ = writeln!(s, "    while :; do");
-    let _ = writeln!(s, "      {}", quoted(&program.display().to_string()));
-    let _ = writeln!(s, "      code=$?; [ \"$code\" -eq {RESTART_EXIT_CODE} ] || exit \"$code\"");
-    let _ = writeln!(s, "      sleep 1");
-    let _ = writeln!(s, "    done");
-    let _ = writeln!(s, "  ) &");
-    let _ = writeln!(s, "  pids+=($!)");
-    let _ = writeln!(s, "done");
-    // The job fails if a worker did.
-    let _ = writeln!(s, "status=0");
-    let _ = writeln!(s, "for pid in \"${{pids[@]}}\"; do wait \"$pid\" || status=$?; done");
-    let _ = writeln!(s, "exit \"$status\"");
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use super::manager::clock_seconds;
 
     fn spec(manager: Manager) -> JobSpec {
         let builder = JobQueueCluster::builder(manager)

@@ -1,0 +1,148 @@
+//! What one job asks for, and the script it runs: pure text, from the
+//! options alone.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use shoal_proto::PeerAddress;
+
+use super::manager::{Manager, directives};
+use crate::RESTART_EXIT_CODE;
+use crate::launch::{TUNED_ENVIRONMENT, WorkerLaunch, WorkerOption};
+
+/// How each job is asked for and what it runs (dask-jobqueue's cluster
+/// options). [`JobQueueClusterBuilder`](super::JobQueueClusterBuilder) sets
+/// them; [`job_script`] writes them out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobSpec {
+    /// The resource manager.
+    pub manager: Manager,
+    /// The jobs' name (default `shoal-worker`).
+    pub name: String,
+    /// Cores per job, shared by its worker processes as threads.
+    pub cores: usize,
+    /// Bytes of memory per job; each worker process gets its share as its
+    /// memory limit.
+    pub memory: Option<u64>,
+    /// Worker processes per job.
+    pub processes: usize,
+    /// The jobs' time limit, as the resource manager reads it.
+    pub walltime: Option<String>,
+    /// The queue (SLURM partition).
+    pub queue: Option<String>,
+    /// The account (Grid Engine project).
+    pub account: Option<String>,
+    /// Grid Engine's parallel environment for the cores.
+    pub parallel_environment: String,
+    /// Grid Engine `-l` resources.
+    pub resource_spec: Option<String>,
+    /// More directive lines, without their prefix.
+    pub job_extra: Vec<String>,
+    /// Shell lines run before the workers.
+    pub prologue: Vec<String>,
+    /// Where workers spill results.
+    pub local_directory: Option<PathBuf>,
+    /// How long workers keep trying to reach a lost scheduler.
+    pub death_timeout: Duration,
+}
+
+impl JobSpec {
+    /// Jobs of one core and one worker process, for `manager`.
+    pub fn new(manager: Manager) -> JobSpec {
+        JobSpec {
+            manager,
+            name: "shoal-worker".into(),
+            cores: 1,
+            memory: None,
+            processes: 1,
+            walltime: None,
+            queue: None,
+            account: None,
+            parallel_environment: "smp".into(),
+            resource_spec: None,
+            job_extra: Vec::new(),
+            prologue: Vec::new(),
+            local_directory: None,
+            death_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// What each worker process of a job is launched with: its share of
+    /// the cores and the memory, under the shell loop that restarts it.
+    pub fn worker_launch(&self, scheduler: SocketAddr, token: &str) -> WorkerLaunch {
+        let processes = self.processes.max(1);
+        WorkerLaunch {
+            scheduler: Some(PeerAddress::from_socket(scheduler)),
+            token: Some(token.to_string()),
+            threads: Some((self.cores / processes).max(1)),
+            memory_limit: self.memory.map_or(0, |m| m / processes as u64),
+            local_directory: self.local_directory.clone(),
+            death_timeout: self.death_timeout,
+            nanny: true,
+            ..WorkerLaunch::default()
+        }
+    }
+}
+
+/// The script each job runs: directives, the prologue, then `processes`
+/// workers of `program`, each restarted when its cluster restarts (exit
+/// code 75) and the job ending when they all have ended
+/// (dask-jobqueue's `job_script()`).
+///
+/// ```
+/// use shoal_deploy::jobqueue::{JobSpec, Manager, job_script};
+///
+/// let spec = JobSpec { cores: 8, walltime: Some("01:00:00".into()), ..JobSpec::new(Manager::Slurm) };
+/// let script = job_script(&spec, "/home/me/prog".as_ref(), ([10, 0, 0, 5], 8786).into(), "token");
+/// assert!(script.lines().any(|l| l == "#SBATCH --cpus-per-task=8"));
+/// assert!(script.lines().any(|l| l == "export SHOAL_WORKER_OF='10.0.0.5:8786'"));
+/// ```
+pub fn job_script(spec: &JobSpec, program: &Path, scheduler: SocketAddr, token: &str) -> String {
+    let mut s = String::from("#!/usr/bin/env bash\n");
+    let prefix = match spec.manager {
+        Manager::Slurm => "#SBATCH",
+        Manager::Sge => "#$",
+        Manager::Pbs => "#PBS",
+        // HTCondor reads its requests from the submit description.
+        Manager::HtCondor => "",
+    };
+    for line in directives(spec) {
+        let _ = writeln!(s, "{prefix} {line}");
+    }
+    for line in &spec.prologue {
+        let _ = writeln!(s, "{line}");
+    }
+    // What every worker process gets, where the job's environment has not
+    // set it.
+    for (var, value) in TUNED_ENVIRONMENT {
+        let _ = writeln!(s, "export {var}=${{{var}:-{value}}}");
+    }
+    for (var, value) in spec.worker_launch(scheduler, token).exports() {
+        let _ = writeln!(s, "export {var}={}", quoted(&value));
+    }
+    let job = spec.manager.job_id_variable();
+    let _ = writeln!(s, "pids=()");
+    let _ = writeln!(s, "for i in $(seq 0 {}); do", spec.processes.max(1) - 1);
+    let _ = writeln!(s, "  (");
+    let _ = writeln!(s, "    export {}=\"{}-${{{job}}}-$i\"", WorkerOption::Name.env(), spec.name);
+    let _ = writeln!(s, "    while :; do");
+    let _ = writeln!(s, "      {}", quoted(&program.display().to_string()));
+    let _ = writeln!(s, "      code=$?; [ \"$code\" -eq {RESTART_EXIT_CODE} ] || exit \"$code\"");
+    let _ = writeln!(s, "      sleep 1");
+    let _ = writeln!(s, "    done");
+    let _ = writeln!(s, "  ) &");
+    let _ = writeln!(s, "  pids+=($!)");
+    let _ = writeln!(s, "done");
+    // The job fails if a worker did.
+    let _ = writeln!(s, "status=0");
+    let _ = writeln!(s, "for pid in \"${{pids[@]}}\"; do wait \"$pid\" || status=$?; done");
+    let _ = writeln!(s, "exit \"$status\"");
+    s
+}
+
+/// Single-quoted for the shell.
+fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
