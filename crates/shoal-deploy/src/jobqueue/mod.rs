@@ -130,7 +130,7 @@ impl JobQueueClusterBuilder {
 
     /// Where workers spill results (a node-local disk, usually).
     pub fn local_directory(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.spec.local_directory = Some(dir.into());
+        self.spec.worker.local_directory = Some(dir.into());
         self
     }
 
@@ -144,7 +144,7 @@ impl JobQueueClusterBuilder {
 
     /// How long workers keep trying to reach a lost scheduler (default 60 s).
     pub fn death_timeout(mut self, timeout: Duration) -> Self {
-        self.spec.death_timeout = timeout;
+        self.spec.worker.death_timeout = timeout;
         self
     }
 

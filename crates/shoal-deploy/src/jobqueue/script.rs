@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use shoal_proto::PeerAddress;
@@ -42,10 +42,10 @@ pub struct JobSpec {
     pub job_extra: Vec<String>,
     /// Shell lines run before the workers.
     pub prologue: Vec<String>,
-    /// Where workers spill results.
-    pub local_directory: Option<PathBuf>,
-    /// How long workers keep trying to reach a lost scheduler.
-    pub death_timeout: Duration,
+    /// What every worker process of the jobs is launched with (its
+    /// scheduler, token, threads and memory limit are set per job from the
+    /// fields above).
+    pub worker: WorkerLaunch,
 }
 
 impl JobSpec {
@@ -64,8 +64,8 @@ impl JobSpec {
             resource_spec: None,
             job_extra: Vec::new(),
             prologue: Vec::new(),
-            local_directory: None,
-            death_timeout: Duration::from_secs(60),
+            // Long enough to ride out a scheduler restart.
+            worker: WorkerLaunch { death_timeout: Duration::from_secs(60), ..WorkerLaunch::default() },
         }
     }
 
@@ -78,10 +78,8 @@ impl JobSpec {
             token: Some(token.to_string()),
             threads: Some((self.cores / processes).max(1)),
             memory_limit: self.memory.map_or(0, |m| m / processes as u64),
-            local_directory: self.local_directory.clone(),
-            death_timeout: self.death_timeout,
             nanny: true,
-            ..WorkerLaunch::default()
+            ..self.worker.clone()
         }
     }
 }
