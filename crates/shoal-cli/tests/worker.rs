@@ -193,6 +193,8 @@ fn bad_worker_options_are_clear_errors() {
     assert!(err.contains("--death-timeout"), "{err}");
     let err = fails(&["worker", "127.0.0.1:1", "--memory-target", "2", "--", "/bin/true"]);
     assert!(err.contains("--memory-target 2"), "{err}");
+    let err = fails(&["worker", "127.0.0.1:1", "--memory-pause", "0", "--", "/bin/true"]);
+    assert!(err.contains("--memory-pause 0"), "{err}");
     let err = fails(&["worker", "127.0.0.1:1", "--memory-limit", "1GB", "--memory-terminate", "0", "--", "/bin/true"]);
     assert!(err.contains("--memory-terminate 0"), "{err}");
     let err = fails(&["worker", "127.0.0.1:1", "--memory-terminate", "0.95", "--", "/bin/true"]);

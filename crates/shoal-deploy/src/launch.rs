@@ -64,6 +64,8 @@ pub enum WorkerOption {
     MemoryLimit,
     /// The fraction of the limit past which results spill to disk.
     MemoryTarget,
+    /// The fraction of the limit past which the worker pauses.
+    MemoryPause,
     /// The fraction of the limit past which its nanny restarts the process.
     MemoryTerminate,
     /// Where spilled results go.
@@ -85,13 +87,14 @@ pub enum WorkerOption {
 
 impl WorkerOption {
     /// Every option, in the order `shoal worker --help` lists them.
-    pub const ALL: [WorkerOption; 14] = [
+    pub const ALL: [WorkerOption; 15] = [
         WorkerOption::Scheduler,
         WorkerOption::Name,
         WorkerOption::Threads,
         WorkerOption::Resources,
         WorkerOption::MemoryLimit,
         WorkerOption::MemoryTarget,
+        WorkerOption::MemoryPause,
         WorkerOption::MemoryTerminate,
         WorkerOption::LocalDirectory,
         WorkerOption::DeathTimeout,
@@ -111,6 +114,7 @@ impl WorkerOption {
             WorkerOption::Resources => "SHOAL_WORKER_RESOURCES",
             WorkerOption::MemoryLimit => "SHOAL_MEMORY_LIMIT",
             WorkerOption::MemoryTarget => "SHOAL_MEMORY_TARGET",
+            WorkerOption::MemoryPause => "SHOAL_MEMORY_PAUSE",
             WorkerOption::MemoryTerminate => "SHOAL_MEMORY_TERMINATE",
             WorkerOption::LocalDirectory => "SHOAL_LOCAL_DIRECTORY",
             WorkerOption::DeathTimeout => "SHOAL_DEATH_TIMEOUT",
@@ -133,6 +137,7 @@ impl WorkerOption {
             WorkerOption::Resources => "resources",
             WorkerOption::MemoryLimit => "memory-limit",
             WorkerOption::MemoryTarget => "memory-target",
+            WorkerOption::MemoryPause => "memory-pause",
             WorkerOption::MemoryTerminate => "memory-terminate",
             WorkerOption::LocalDirectory => "local-directory",
             WorkerOption::DeathTimeout => "death-timeout",
@@ -151,7 +156,7 @@ impl WorkerOption {
             WorkerOption::Threads => "N",
             WorkerOption::Resources => "NAME=AMOUNT,...",
             WorkerOption::MemoryLimit | WorkerOption::InlineMax => "BYTES",
-            WorkerOption::MemoryTarget | WorkerOption::MemoryTerminate => "FRACTION",
+            WorkerOption::MemoryTarget | WorkerOption::MemoryPause | WorkerOption::MemoryTerminate => "FRACTION",
             WorkerOption::LocalDirectory => "DIR",
             WorkerOption::DeathTimeout => "SECONDS",
             WorkerOption::SameHostTransfer => "read|file|tcp",
@@ -176,10 +181,14 @@ impl WorkerOption {
             }
             WorkerOption::MemoryLimit => {
                 "Bytes of results the worker may hold in memory (4e9, 4GB, 4GiB; default: no limit); past the \
-                 memory target it spills to disk, past 80 % it pauses until it holds less."
+                 memory target it spills to disk, past the pause fraction it takes no new tasks until it holds less."
             }
             WorkerOption::MemoryTarget => {
                 "The fraction of the memory limit above which results spill to disk (default 0.6; none never spills)."
+            }
+            WorkerOption::MemoryPause => {
+                "The fraction of the memory limit above which the worker starts no new tasks until it holds less \
+                 (default 0.8)."
             }
             WorkerOption::MemoryTerminate => {
                 "The fraction of the memory limit past which the worker's resident memory (the whole process's) \
@@ -270,6 +279,8 @@ pub struct WorkerLaunch {
     pub memory_limit: u64,
     /// Spill past this fraction of the limit (`None`: never spill).
     pub memory_target: Option<f64>,
+    /// Pause past this fraction of the limit.
+    pub memory_pause: f64,
     /// The nanny restarts the process past this fraction of the limit in
     /// resident memory (`None`: never).
     pub memory_terminate: Option<f64>,
@@ -298,6 +309,7 @@ impl Default for WorkerLaunch {
             resources: None,
             memory_limit: 0,
             memory_target: Some(0.6),
+            memory_pause: 0.8,
             memory_terminate: None,
             local_directory: None,
             death_timeout: Duration::ZERO,
@@ -355,6 +367,10 @@ impl WorkerLaunch {
                         number(t).ok_or_else(|| invalid("give a fraction above 0 and at most 1, or none".into()))?,
                     ),
                 }
+            }
+            WorkerOption::MemoryPause => {
+                self.memory_pause = number(text)
+                    .ok_or_else(|| invalid("give a fraction of the memory limit above 0 and at most 1".into()))?
             }
             WorkerOption::MemoryTerminate => {
                 self.memory_terminate = match text.trim() {
@@ -421,6 +437,9 @@ impl WorkerLaunch {
                 }
                 _ => Ok(()),
             },
+            WorkerOption::MemoryPause if !is_fraction(self.memory_pause, true) => {
+                invalid(self.memory_pause.to_string(), "give a fraction of the memory limit above 0 and at most 1")
+            }
             WorkerOption::MemoryTerminate => match self.memory_terminate {
                 Some(f) if !is_fraction(f, false) => {
                     invalid(f.to_string(), "give a fraction of the memory limit above 0 (Dask's is 0.95)")
@@ -476,6 +495,7 @@ impl WorkerLaunch {
             WorkerOption::Resources => self.resources.as_ref().map(|r| format_resources(r)),
             WorkerOption::MemoryLimit => Some(self.memory_limit.to_string()),
             WorkerOption::MemoryTarget => Some(self.memory_target.map_or_else(|| "none".into(), |f| f.to_string())),
+            WorkerOption::MemoryPause => Some(self.memory_pause.to_string()),
             WorkerOption::MemoryTerminate => self.memory_terminate.map(|f| f.to_string()),
             WorkerOption::LocalDirectory => self.local_directory.as_ref().map(|d| d.display().to_string()),
             WorkerOption::DeathTimeout => Some(self.death_timeout.as_secs_f64().to_string()),
@@ -556,6 +576,7 @@ impl WorkerLaunch {
         config.resources = resources;
         config.memory_limit = self.memory_limit;
         config.memory_target_fraction = self.memory_target;
+        config.memory_pause_fraction = self.memory_pause;
         config.local_directory = self.local_directory.clone();
         config.death_timeout = self.death_timeout;
         config.same_host_transfer = self.same_host_transfer;
@@ -636,6 +657,7 @@ mod tests {
             resources: Some(vec![("gpu".into(), 2.0)]),
             memory_limit: 5_000_000,
             memory_target: None,
+            memory_pause: 0.7,
             memory_terminate: Some(0.95),
             local_directory: Some("/scratch/me".into()),
             death_timeout: Duration::from_millis(2500),
@@ -653,8 +675,8 @@ mod tests {
         assert_eq!(read, launch);
         let config = read.config(Spelling::Env).expect("a config");
         assert_eq!(
-            (config.name.as_str(), config.threads, config.memory_limit, config.exit_on_restart),
-            ("w 1", 3, 5_000_000, true)
+            (config.name.as_str(), config.threads, config.memory_pause_fraction, config.exit_on_restart),
+            ("w 1", 3, 0.7, true)
         );
     }
 
@@ -682,6 +704,7 @@ mod tests {
             (WorkerOption::Resources, "gpu", "\"gpu\" is not name=amount"),
             (WorkerOption::MemoryLimit, "lots", "\"lots\" is not a size in bytes"),
             (WorkerOption::MemoryTarget, "2", "at most 1, or none"),
+            (WorkerOption::MemoryPause, "0", "above 0 and at most 1"),
             (WorkerOption::MemoryTerminate, "-1", "Dask's is 0.95"),
             (WorkerOption::DeathTimeout, "-1", "at least 0"),
             (WorkerOption::SameHostTransfer, "shm", "read, file or tcp"),

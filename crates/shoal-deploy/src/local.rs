@@ -154,6 +154,23 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// The fraction of the memory limit above which a worker pauses: it
+    /// starts no new tasks, and the scheduler sends it none, until
+    /// spilling or released results bring it below again (default 0.8, as
+    /// Dask's `pause`). Only matters with a
+    /// [`memory_limit`](Self::memory_limit).
+    ///
+    /// ```
+    /// let cluster = shoal::LocalCluster::builder().memory_limit(1 << 30).memory_pause(0.9).build()?;
+    /// let err = shoal::LocalCluster::builder().memory_pause(1.5).build().err().expect("not a fraction");
+    /// assert!(err.to_string().contains("memory_pause 1.5"), "{err}");
+    /// # Ok::<(), shoal::Error>(())
+    /// ```
+    pub fn memory_pause(mut self, fraction: f64) -> LocalClusterBuilder {
+        self.launch.memory_pause = fraction;
+        self
+    }
+
     /// The fraction of the memory limit past which a worker process's
     /// resident memory makes the cluster kill it and start a new one
     /// (Dask's nanny `terminate`, 0.95 there); its tasks run again

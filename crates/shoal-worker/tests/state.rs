@@ -441,3 +441,20 @@ fn a_reset_drops_results_and_tasks_and_ends_a_pause() {
     assert_eq!((w.memory(), w.parked(), w.running(), w.holds(&key("big"))), (0, 0, 0, false));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_lower_pause_fraction_pauses_sooner() {
+    let dir = temp_dir("pause-fraction");
+    let (mut w, mut comm) = worker_with(WorkerConfig {
+        memory_limit: 1000,
+        memory_target_fraction: None,
+        memory_pause_fraction: 0.5,
+        local_directory: Some(dir.clone()),
+        ..WorkerConfig::new(([127, 0, 0, 1], 1).into(), "early")
+    });
+    make_block(&mut w, &mut comm, "b1", 498);
+    assert!(!w.is_paused(), "500 bytes is at the threshold");
+    make_block(&mut w, &mut comm, "b2", 98);
+    assert!(w.is_paused(), "600 of 1000 bytes is past half");
+    let _ = std::fs::remove_dir_all(dir);
+}

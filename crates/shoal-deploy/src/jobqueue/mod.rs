@@ -38,6 +38,7 @@ use shoal_client::{Client, Error};
 use shoal_net::{RunningScheduler, SchedulerServerConfig, start_scheduler};
 
 use crate::DeployError;
+use crate::launch::Spelling;
 
 mod manager;
 mod script;
@@ -142,6 +143,13 @@ impl JobQueueClusterBuilder {
         self
     }
 
+    /// The fraction of its memory limit above which a worker pauses
+    /// (default 0.8; see `LocalClusterBuilder::memory_pause`).
+    pub fn memory_pause(mut self, fraction: f64) -> Self {
+        self.spec.worker.memory_pause = fraction;
+        self
+    }
+
     /// How long workers keep trying to reach a lost scheduler (default 60 s).
     pub fn death_timeout(mut self, timeout: Duration) -> Self {
         self.spec.worker.death_timeout = timeout;
@@ -192,6 +200,7 @@ impl JobQueueClusterBuilder {
             None => std::env::current_exe().map_err(DeployError::CurrentExe)?,
         };
         check_directives(&spec)?;
+        spec.worker.validate(Spelling::Code)?;
         // The jobs write their output there and start there: it must be on
         // a file system the nodes share, as the working directory usually is.
         let log_directory = match self.log_directory {
