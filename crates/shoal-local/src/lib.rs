@@ -30,6 +30,7 @@
 mod keymap;
 mod node;
 mod runtime;
+mod sleep;
 
 pub use node::{Failure, FailureKind, Notify, Outcome, Phase};
 pub use runtime::{Handle, LocalDeps, Runtime, Stats, Submission};

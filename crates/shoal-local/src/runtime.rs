@@ -3,16 +3,17 @@
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard};
 use shoal_graph::{Arg, Key, Task, TaskError, Value};
 
 use crate::keymap::KeyMap;
 use crate::node::{Body, Content, Failure, FailureKind, Listener, Node, Notify, Outcome, Phase, Slot, Slots, State};
+use crate::sleep::Sleep;
 
 /// How many submitted tasks are queued before idle threads are woken: large
 /// enough that waking costs nothing per task, small enough that threads start
@@ -99,12 +100,6 @@ pub(crate) enum Queue<'a> {
     Injector,
     /// The single queue of the sync executor.
     Sync,
-}
-
-struct Sleep {
-    idle: AtomicUsize,
-    lock: Mutex<()>,
-    wake: Condvar,
 }
 
 pub(crate) struct Shared {
@@ -225,10 +220,7 @@ impl Runtime {
 impl Drop for Pool {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
-        {
-            let _g = self.shared.sleep.lock.lock();
-            self.shared.sleep.wake.notify_all();
-        }
+        self.shared.sleep.wake_all();
         for t in self.threads.lock().drain(..) {
             // A worker thread only panics on a broken invariant; the pool is
             // going away either way.
@@ -272,7 +264,7 @@ impl Shared {
             keys: KeyMap::new(),
             injector: Injector::new(),
             stealers: Mutex::new(Vec::new()),
-            sleep: Sleep { idle: AtomicUsize::new(0), lock: Mutex::new(()), wake: Condvar::new() },
+            sleep: Sleep::new(),
             sync_queue,
             shutdown: AtomicBool::new(false),
             threads,
@@ -498,17 +490,10 @@ impl Shared {
         }
     }
 
+    /// After queueing `n` tasks (see the `sleep` module for why this
+    /// loses no wake-up).
     fn wake(&self, n: usize) {
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if self.sleep.idle.load(Ordering::SeqCst) == 0 {
-            return;
-        }
-        let _g = self.sleep.lock.lock();
-        if n == 1 {
-            self.sleep.wake.notify_one();
-        } else {
-            self.sleep.wake.notify_all();
-        }
+        self.sleep.wake(n);
     }
 
     fn has_work(&self) -> bool {
@@ -556,12 +541,7 @@ impl Shared {
                     continue 'outer;
                 }
             }
-            let mut g = self.sleep.lock.lock();
-            self.sleep.idle.fetch_add(1, Ordering::SeqCst);
-            if !self.shutdown.load(Ordering::SeqCst) && !self.has_work() {
-                self.sleep.wake.wait(&mut g);
-            }
-            self.sleep.idle.fetch_sub(1, Ordering::SeqCst);
+            self.sleep.sleep_unless(|| self.shutdown.load(Ordering::SeqCst) || self.has_work());
         }
         while let Some(node) = local.pop() {
             self.abandon(node);
