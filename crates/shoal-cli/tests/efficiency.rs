@@ -8,8 +8,9 @@ fn shoal() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shoal"))
 }
 
+/// Saved accounting output, kept beside the parsers in shoal-deploy.
 fn data(name: &str) -> String {
-    format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))
+    format!("{}/../shoal-deploy/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 #[test]

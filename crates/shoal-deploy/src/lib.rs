@@ -15,6 +15,7 @@
 //! - [`parse_resources`], [`parse_bytes`] and [`worker_resources`] read what
 //!   users write.
 
+pub mod efficiency;
 mod error;
 pub mod jobqueue;
 mod launch;

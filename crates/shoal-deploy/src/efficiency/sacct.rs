@@ -1,24 +1,18 @@
 //! SLURM's accounting records, as `sacct --parsable2` prints them.
 
-use anyhow::{Context, bail};
-
-use super::{Usage, parse_clock};
-
-/// The columns asked of `sacct`, in order.
-pub(crate) const FORMAT: &str =
-    "JobID,JobName,State,ExitCode,Elapsed,TotalCPU,AllocCPUS,NNodes,ReqMem,MaxRSS,Timelimit";
+use super::{EfficiencyError, Usage, parse_clock};
 
 /// The jobs in `sacct -P --format=…` output, whose first line names the
 /// columns: one record per job (its steps, such as `123.batch`, add their
 /// peak memory to it).
-pub(crate) fn parse(text: &str) -> anyhow::Result<Vec<Usage>> {
+pub(super) fn parse(text: &str) -> Result<Vec<Usage>, EfficiencyError> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> = lines.next().context("the sacct output is empty")?.split('|').map(str::trim).collect();
+    let header: Vec<&str> = lines.next().ok_or(EfficiencyError::EmptySacct)?.split('|').map(str::trim).collect();
     let column = |name: &str| {
         header
             .iter()
             .position(|h| *h == name)
-            .with_context(|| format!("the sacct output has no {name} column: run sacct -P -j JOB --format={FORMAT}"))
+            .ok_or_else(|| EfficiencyError::MissingColumn { column: name.to_string() })
     };
     let at = Columns {
         id: column("JobID")?,
@@ -38,10 +32,14 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Vec<Usage>> {
     for line in lines {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         if cells.len() != header.len() {
-            bail!("sacct line {line:?} has {} cells for {} columns", cells.len(), header.len());
+            return Err(EfficiencyError::CellCount {
+                line: line.to_string(),
+                cells: cells.len(),
+                columns: header.len(),
+            });
         }
         let id = cells[at.id];
-        let rss = non_empty(cells[at.max_rss]).map(bytes).transpose().with_context(|| format!("{id}: MaxRSS"))?;
+        let rss = non_empty(cells[at.max_rss]).map(bytes).transpose().map_err(|e| e.within(format!("{id}: MaxRSS")))?;
         match id.split_once('.') {
             Some((job, _step)) => {
                 let Some(usage) = jobs.iter_mut().find(|u| u.id == job) else { continue };
@@ -53,11 +51,11 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Vec<Usage>> {
                     usage.tasks = Some(usage.tasks.map_or(tasks, |t| t.max(tasks)));
                 }
             }
-            None => jobs.push(job(&cells, &at, rss).with_context(|| format!("sacct record of job {id}"))?),
+            None => jobs.push(job(&cells, &at, rss).map_err(|e| e.within(format!("sacct record of job {id}")))?),
         }
     }
     if jobs.is_empty() {
-        bail!("no job in the sacct output (only a header, or only steps)");
+        return Err(EfficiencyError::NoSacctJob);
     }
     Ok(jobs)
 }
@@ -77,16 +75,18 @@ struct Columns {
     limit: usize,
 }
 
-fn job(cells: &[&str], at: &Columns, rss: Option<f64>) -> anyhow::Result<Usage> {
-    let cores: f64 = cells[at.cores].parse().with_context(|| format!("AllocCPUS {:?}", cells[at.cores]))?;
+fn job(cells: &[&str], at: &Columns, rss: Option<f64>) -> Result<Usage, EfficiencyError> {
+    let cores: f64 = cells[at.cores]
+        .parse()
+        .map_err(|source| EfficiencyError::BadAllocCpus { text: cells[at.cores].to_string(), source })?;
     let nodes: f64 = at.nodes.and_then(|n| cells[n].parse().ok()).unwrap_or(1.0);
     let state = cells[at.state].to_string();
     Ok(Usage {
         id: cells[at.id].to_string(),
         name: cells[at.name].to_string(),
         cores,
-        wall_s: parse_clock(cells[at.elapsed]).context("Elapsed")?,
-        cpu_s: parse_clock(cells[at.cpu]).context("TotalCPU")?,
+        wall_s: parse_clock(cells[at.elapsed]).map_err(|e| e.within("Elapsed"))?,
+        cpu_s: parse_clock(cells[at.cpu]).map_err(|e| e.within("TotalCPU"))?,
         max_memory: rss,
         memory_measure: "MaxRSS (peak resident memory)",
         requested_memory: non_empty(cells[at.req_mem]).map(|m| requested(m, cores, nodes)).transpose()?,
@@ -94,7 +94,7 @@ fn job(cells: &[&str], at: &Columns, rss: Option<f64>) -> anyhow::Result<Usage> 
             .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_digit()))
             .map(parse_clock)
             .transpose()
-            .context("Timelimit")?,
+            .map_err(|e| e.within("Timelimit"))?,
         exit_status: exit_status(cells[at.exit]),
         failed: (!state.starts_with("COMPLETED")).then_some(state),
         switches: None,
@@ -117,7 +117,7 @@ fn non_empty(cell: &str) -> Option<&str> {
 
 /// `ReqMem` for the whole job: `4000Mc` (per core) and `24Gn` (per node)
 /// as SLURM wrote it before 21.08; plain `24G`, the job's total, since.
-fn requested(text: &str, cores: f64, nodes: f64) -> anyhow::Result<f64> {
+fn requested(text: &str, cores: f64, nodes: f64) -> Result<f64, EfficiencyError> {
     if let Some(per_core) = text.strip_suffix('c') {
         return Ok(bytes(per_core)? * cores);
     }
@@ -128,7 +128,7 @@ fn requested(text: &str, cores: f64, nodes: f64) -> anyhow::Result<f64> {
 }
 
 /// `13432M`, `1.5G`, `512K`, `0`: bytes, with SLURM's binary multiples.
-fn bytes(text: &str) -> anyhow::Result<f64> {
+fn bytes(text: &str) -> Result<f64, EfficiencyError> {
     let t = text.trim();
     let (number, scale) = match t.chars().last() {
         Some('K') => (&t[..t.len() - 1], 1024.0),
@@ -137,7 +137,7 @@ fn bytes(text: &str) -> anyhow::Result<f64> {
         Some('T') => (&t[..t.len() - 1], 1024.0 * 1024.0 * 1024.0 * 1024.0),
         _ => (t, 1.0),
     };
-    let value: f64 = number.parse().with_context(|| format!("{text:?} is not an amount of memory"))?;
+    let value: f64 = number.parse().map_err(|source| EfficiencyError::NotMemory { text: text.to_string(), source })?;
     Ok(value * scale)
 }
 

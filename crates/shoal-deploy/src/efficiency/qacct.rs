@@ -1,12 +1,10 @@
 //! Grid Engine's accounting records, as `qacct -j JOB` prints them.
 
-use anyhow::{Context, bail};
-
-use super::{Usage, parse_clock};
+use super::{EfficiencyError, Usage, parse_clock};
 
 /// The records in `qacct -j` output (one per job or array task; records
 /// are separated by lines of `=`).
-pub(crate) fn parse(text: &str) -> anyhow::Result<Vec<Usage>> {
+pub(super) fn parse(text: &str) -> Result<Vec<Usage>, EfficiencyError> {
     let mut records = Vec::new();
     let mut fields: Vec<(&str, &str)> = Vec::new();
     for line in text.lines() {
@@ -28,19 +26,20 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Vec<Usage>> {
         records.push(record(&fields)?);
     }
     if records.is_empty() {
-        bail!("no accounting record in the qacct output (expected lines such as \"jobnumber 3524073\")");
+        return Err(EfficiencyError::NoQacctRecord);
     }
     Ok(records)
 }
 
-fn record(fields: &[(&str, &str)]) -> anyhow::Result<Usage> {
+fn record(fields: &[(&str, &str)]) -> Result<Usage, EfficiencyError> {
     let get = |key: &str| fields.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
-    let need = |key: &str| get(key).with_context(|| format!("the qacct record has no {key:?} line"));
+    let need = |key: &str| get(key).ok_or_else(|| EfficiencyError::MissingLine { key: key.to_string() });
     let id = need("jobnumber")?.to_string();
     let task = get("taskid").filter(|t| *t != "undefined");
-    let cores: f64 = need("slots")?.parse().with_context(|| format!("slots {:?} is not a number", get("slots")))?;
-    let wall_s = seconds(need("ru_wallclock")?).context("ru_wallclock")?;
-    let cpu_s = seconds(need("cpu")?).context("cpu")?;
+    let slots = need("slots")?;
+    let cores: f64 = slots.parse().map_err(|source| EfficiencyError::BadSlots { text: slots.to_string(), source })?;
+    let wall_s = seconds(need("ru_wallclock")?).map_err(|e| e.within("ru_wallclock"))?;
+    let cpu_s = seconds(need("cpu")?).map_err(|e| e.within("cpu"))?;
     let category = get("category").unwrap_or("");
     let requests = resource_requests(category);
     // INFINITY (no limit) and anything else that is not an amount: no request.
@@ -56,7 +55,7 @@ fn record(fields: &[(&str, &str)]) -> anyhow::Result<Usage> {
         cores,
         wall_s,
         cpu_s,
-        max_memory: get("maxvmem").map(bytes).transpose().context("maxvmem")?,
+        max_memory: get("maxvmem").map(bytes).transpose().map_err(|e| e.within("maxvmem"))?,
         memory_measure: "maxvmem (peak virtual memory)",
         requested_memory: per_slot_memory.map(|m| m * cores),
         time_limit_s,
@@ -83,19 +82,19 @@ fn resource_requests(category: &str) -> Vec<(&str, &str)> {
 }
 
 /// `766s`, `0.040s`, `21`: seconds.
-fn seconds(text: &str) -> anyhow::Result<f64> {
+fn seconds(text: &str) -> Result<f64, EfficiencyError> {
     let number = text.trim().trim_end_matches('s');
-    number.parse().with_context(|| format!("{text:?} is not a number of seconds"))
+    number.parse().map_err(|source| EfficiencyError::NotSeconds { text: text.to_string(), source })
 }
 
 /// `12.973GB`, `4.879KB`, `24G`, `24g`, `0.000B`: bytes. As Grid Engine
 /// reads them (sge_types), capital multiples are binary (K = 1024) and
 /// small ones decimal (k = 1000).
-fn bytes(text: &str) -> anyhow::Result<f64> {
+fn bytes(text: &str) -> Result<f64, EfficiencyError> {
     let t = text.trim();
     let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let value: f64 = number.parse().with_context(|| format!("{text:?} is not an amount of memory"))?;
+    let value: f64 = number.parse().map_err(|source| EfficiencyError::NotMemory { text: text.to_string(), source })?;
     let unit = if unit.len() > 1 { unit.trim_end_matches('B') } else { unit };
     let scale: f64 = match unit {
         "" | "B" => 1.0,
@@ -107,7 +106,7 @@ fn bytes(text: &str) -> anyhow::Result<f64> {
         "m" => 1e6,
         "g" => 1e9,
         "t" => 1e12,
-        _ => bail!("{text:?}: unknown unit {unit:?} (expected B, K, M, G or T)"),
+        _ => return Err(EfficiencyError::UnknownUnit { text: text.to_string(), unit: unit.to_string() }),
     };
     Ok(value * scale)
 }
