@@ -1,201 +1,78 @@
-//! `shoal bench`: the benchmark suite.
+//! `shoal bench`: runs the benchmark suite, which is a binary of its own.
 //!
-//! Each run of each parameter set is a fresh child process (this same
-//! executable), so its peak RSS is its own and no allocator state leaks from
-//! one measurement into the next. Every parameter set prints one JSON line.
+//! The benchmarks live in `crates/shoal-bench`. Its `shoal-bench` binary
+//! registers their `#[shoal::remote]` functions and is the worker process
+//! of their clusters, so this production binary carries none of them.
+//! `shoal bench ARGS` finds `shoal-bench` beside this executable (as cargo
+//! builds both into `target/release`), else on `PATH`, and runs it in this
+//! process's place with the same arguments: its output, exit status and
+//! `--help` are the suite's own.
 
-mod array;
-mod cluster;
-mod net;
-mod sim;
-mod threads;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 
-use std::process::Command;
-use std::time::Instant;
+use anyhow::Context;
 
-use anyhow::{Context, bail};
-use serde_json::{Map, Value, json};
+/// The benchmark suite's binary.
+const BENCH_BINARY: &str = "shoal-bench";
 
-/// Options of `shoal bench`.
+/// Options of `shoal bench`: all of them are the suite's.
 #[derive(clap::Args)]
+#[command(disable_help_flag = true)]
 pub(crate) struct BenchArgs {
-    /// Benchmarks to run; all when none are named.
-    names: Vec<String>,
-    /// Smaller sizes, for a quick look.
-    #[arg(long)]
-    quick: bool,
-    /// Repetitions per parameter set; the median is reported.
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
-    /// List the benchmarks and exit.
-    #[arg(long)]
-    list: bool,
-    /// Internal: run one parameter set in this process.
-    #[arg(long, hide = true, value_names = ["NAME", "PARAMS"], num_args = 2)]
-    child: Option<Vec<String>>,
-    /// Internal: echo bytes on a loopback port (the far end of `net-rtt`).
-    #[arg(long, hide = true)]
-    echo_server: bool,
-    /// Internal: swallow bytes on a loopback port (the far end of the TCP
-    /// reference of `cluster-transfer`).
-    #[arg(long, hide = true)]
-    sink_server: bool,
+    /// Benchmark names and options (--quick, --runs N, --list; see
+    /// shoal bench --help), passed to shoal-bench as they are.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    args: Vec<OsString>,
 }
 
-/// One measured run.
-pub(crate) struct Sample {
-    /// Wall-clock seconds of the measured part.
-    pub(crate) seconds: f64,
-    /// Items processed, for the throughput (`None` when no rate applies).
-    pub(crate) items: Option<f64>,
-    /// Benchmark-specific figures.
-    pub(crate) extra: Map<String, Value>,
-}
-
-pub(crate) struct Benchmark {
-    pub(crate) name: &'static str,
-    pub(crate) about: &'static str,
-    pub(crate) unit: &'static str,
-    pub(crate) params: fn(quick: bool) -> Vec<Value>,
-    pub(crate) run: fn(params: &Value) -> anyhow::Result<Sample>,
-}
-
-fn all() -> Vec<Benchmark> {
-    let mut all = threads::benchmarks();
-    all.extend(net::benchmarks());
-    all.extend(cluster::benchmarks());
-    all.extend(sim::benchmarks());
-    all.extend(array::benchmarks());
-    all
-}
-
-pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let benches = all();
-    if args.echo_server {
-        return net::echo_server();
+pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let exe = find_bench_binary()?;
+    let mut command = Command::new(&exe);
+    command.args(&args.args);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // `exec` returns only if it failed.
+        let failed = command.exec();
+        Err(failed).with_context(|| format!("cannot run {}", exe.display()))
     }
-    if args.sink_server {
-        return net::sink_server();
+    #[cfg(not(unix))]
+    {
+        let status = command.status().with_context(|| format!("cannot run {}", exe.display()))?;
+        Ok(status.code().and_then(|c| u8::try_from(c).ok()).map_or(ExitCode::FAILURE, ExitCode::from))
     }
-    if let Some(child) = &args.child {
-        let [name, params] = child.as_slice() else { bail!("--child takes NAME PARAMS") };
-        let bench = benches.iter().find(|b| b.name == name).with_context(|| format!("no benchmark named {name}"))?;
-        let params: Value = serde_json::from_str(params).context("--child PARAMS is not JSON")?;
-        return run_child(bench, &params);
-    }
-    if args.list {
-        for b in &benches {
-            println!("{:<24} {}", b.name, b.about);
-        }
-        return Ok(());
-    }
-    for name in &args.names {
-        if !benches.iter().any(|b| b.name == name) {
-            let known: Vec<&str> = benches.iter().map(|b| b.name).collect();
-            bail!("no benchmark named {name:?}; known: {}", known.join(", "));
-        }
-    }
-    let exe = std::env::current_exe().context("cannot find the shoal executable to run benchmarks in")?;
-    let mut failed = Vec::new();
-    for bench in benches.iter().filter(|b| args.names.is_empty() || args.names.iter().any(|n| n == b.name)) {
-        for params in (bench.params)(args.quick) {
-            match measure(&exe, bench, &params, args.runs.max(1)) {
-                Ok(line) => println!("{line}"),
-                Err(e) => {
-                    eprintln!("shoal bench: {} {params} failed: {e:#}", bench.name);
-                    failed.push(format!("{} {params}", bench.name));
-                }
-            }
-        }
-    }
-    if !failed.is_empty() {
-        bail!("{} benchmark(s) failed: {}", failed.len(), failed.join("; "));
-    }
-    Ok(())
 }
 
-/// Runs one parameter set `runs` times, each in a fresh process, and builds
-/// its JSON line.
-fn measure(exe: &std::path::Path, bench: &Benchmark, params: &Value, runs: usize) -> anyhow::Result<Value> {
-    let mut samples: Vec<Map<String, Value>> = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let output = Command::new(exe)
-            .args(["bench", "--child", bench.name, &params.to_string()])
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .with_context(|| format!("cannot start {}", exe.display()))?;
-        if !output.status.success() {
-            bail!("the benchmark process ended with {}", output.status);
-        }
-        let sample: Value = serde_json::from_slice(&output.stdout).context("the benchmark process printed no JSON")?;
-        match sample {
-            Value::Object(m) => samples.push(m),
-            other => bail!("the benchmark process printed {other} instead of an object"),
-        }
+/// `shoal-bench` beside this executable, else the first on `PATH`.
+fn find_bench_binary() -> anyhow::Result<PathBuf> {
+    let name = format!("{BENCH_BINARY}{}", std::env::consts::EXE_SUFFIX);
+    let this = std::env::current_exe().ok();
+    let beside = this.as_deref().and_then(Path::parent).map(|dir| dir.join(&name));
+    let on_path: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).map(|dir| dir.join(&name)).collect())
+        .unwrap_or_default();
+    if let Some(found) = beside.into_iter().chain(on_path).find(|p| is_executable(p)) {
+        return Ok(found);
     }
-    let seconds = |s: &Map<String, Value>| s.get("seconds").and_then(Value::as_f64).unwrap_or(f64::NAN);
-    samples.sort_by(|a, b| seconds(a).total_cmp(&seconds(b)));
-    let median = &samples[samples.len() / 2];
-    let median_s = seconds(median);
-    let mut line = Map::new();
-    line.insert("name".into(), json!(bench.name));
-    line.insert("params".into(), params.clone());
-    line.insert("median_s".into(), json!(median_s));
-    line.insert("runs_s".into(), json!(samples.iter().map(seconds).collect::<Vec<_>>()));
-    if let Some(items) = median.get("items").and_then(Value::as_f64) {
-        line.insert("throughput".into(), json!((items / median_s * 10.0).round() / 10.0));
-        line.insert("unit".into(), json!(bench.unit));
+    let here =
+        this.as_deref().and_then(Path::parent).map_or_else(String::new, |dir| format!("in {} nor ", dir.display()));
+    anyhow::bail!(
+        "the benchmarks are in the {BENCH_BINARY} binary, which is neither {here}on PATH: build it with \
+         `cargo build --release -p {BENCH_BINARY}` (then `target/release/shoal bench` finds it), or run \
+         the suite with `cargo run --release -p {BENCH_BINARY} -- ARGS`"
+    )
+}
+
+fn is_executable(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     }
-    if let Some(Value::Object(extra)) = median.get("extra") {
-        line.extend(extra.clone());
+    #[cfg(not(unix))]
+    {
+        path.is_file()
     }
-    let peak = samples.iter().filter_map(|s| s.get("peak_rss_bytes").and_then(Value::as_u64)).max();
-    line.insert("peak_rss_bytes".into(), json!(peak));
-    Ok(Value::Object(line))
-}
-
-/// Runs one measurement in this process and prints it as JSON.
-fn run_child(bench: &Benchmark, params: &Value) -> anyhow::Result<()> {
-    let sample = (bench.run)(params)?;
-    let out = json!({
-        "seconds": sample.seconds,
-        "items": sample.items,
-        "extra": Value::Object(sample.extra),
-        "peak_rss_bytes": peak_rss_bytes(),
-    });
-    println!("{out}");
-    Ok(())
-}
-
-/// Peak resident memory of this process (VmHWM), in bytes.
-pub(crate) fn peak_rss_bytes() -> u64 {
-    proc_status_kib("VmHWM:") * 1024
-}
-
-/// Resident memory of this process now (VmRSS), in bytes.
-pub(crate) fn rss_bytes() -> u64 {
-    proc_status_kib("VmRSS:") * 1024
-}
-
-fn proc_status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Times `f`.
-pub(crate) fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
-    let start = Instant::now();
-    let out = f();
-    (start.elapsed().as_secs_f64(), out)
-}
-
-pub(crate) fn param_u64(params: &Value, name: &str) -> anyhow::Result<u64> {
-    params.get(name).and_then(Value::as_u64).with_context(|| format!("parameter {name} missing or not an integer"))
 }

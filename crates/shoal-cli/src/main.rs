@@ -20,6 +20,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run benchmarks; each prints one JSON line per parameter set.
+    ///
+    /// The benchmarks are the shoal-bench binary, which this runs with the
+    /// same arguments (build it with `cargo build --release -p
+    /// shoal-bench`); shoal bench --help lists its options.
     Bench(bench::BenchArgs),
     /// Run a standalone scheduler that clients and workers connect to.
     Scheduler(scheduler::SchedulerArgs),
@@ -32,12 +36,14 @@ enum Command {
 }
 
 /// glibc's `malloc` uses transparent huge pages only when told so at
-/// start-up, through `GLIBC_TUNABLES`. The scheduler and the benchmarks keep
-/// hundreds of thousands of small records and visit them in random order,
-/// and on virtual machines each TLB miss costs a two-level page walk: with
-/// huge pages `cluster-noop` measured about 20 % faster. So this binary
-/// starts itself again, once, with the tunable set, unless the user set
-/// `GLIBC_TUNABLES` (to anything). Other C libraries ignore the variable.
+/// start-up, through `GLIBC_TUNABLES`. The scheduler keeps hundreds of
+/// thousands of small records and visits them in random order, and on
+/// virtual machines each TLB miss costs a two-level page walk: with huge
+/// pages `cluster-noop` measured about 20 % faster. So this binary starts
+/// itself again, once, with the tunable set, unless the user set
+/// `GLIBC_TUNABLES` (to anything); `shoal-bench`, which `shoal bench` runs,
+/// inherits it (and does the same when started by itself). Other C
+/// libraries ignore the variable.
 #[cfg(target_os = "linux")]
 fn restart_with_huge_page_malloc() {
     use std::os::unix::process::CommandExt;
@@ -57,7 +63,7 @@ fn main() -> ExitCode {
     restart_with_huge_page_malloc();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::run(&args),
         Command::Scheduler(args) => scheduler::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Worker(args) => worker::run(&args),
         Command::Efficiency(args) => efficiency::run(&args).map(|()| ExitCode::SUCCESS),

@@ -43,7 +43,7 @@ fn run(params: &Value) -> anyhow::Result<Sample> {
     let size = param_u64(params, "bytes")? as usize;
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
-        .args(["bench", "--echo-server"])
+        .arg("--echo-server")
         .stdout(Stdio::piped())
         .spawn()
         .context("cannot start the echo process")?;
@@ -105,7 +105,7 @@ pub(super) fn sink_server() -> anyhow::Result<()> {
 pub(super) fn tcp_throughput(n: usize) -> anyhow::Result<f64> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
-        .args(["bench", "--sink-server"])
+        .arg("--sink-server")
         .stdout(Stdio::piped())
         .spawn()
         .context("cannot start the sink process")?;
