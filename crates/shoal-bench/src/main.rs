@@ -77,31 +77,8 @@ fn all() -> Vec<Benchmark> {
     all
 }
 
-/// glibc's `malloc` uses transparent huge pages only when told so at
-/// start-up, through `GLIBC_TUNABLES`. The benchmarks keep hundreds of
-/// thousands of small records and visit them in random order, and on
-/// virtual machines each TLB miss costs a two-level page walk: with huge
-/// pages `cluster-noop` measured about 20 % faster. So this binary starts
-/// itself again, once, with the tunable set, unless the user set
-/// `GLIBC_TUNABLES` (to anything), as the `shoal` binary does; its child
-/// processes inherit it. Other C libraries ignore the variable.
-#[cfg(target_os = "linux")]
-fn restart_with_huge_page_malloc() {
-    use std::os::unix::process::CommandExt;
-    if std::env::var_os("GLIBC_TUNABLES").is_some() {
-        return;
-    }
-    let Ok(exe) = std::env::current_exe() else { return };
-    // `exec` returns only if it failed; then this process just goes on.
-    let _failed = Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .env("GLIBC_TUNABLES", shoal::deploy::HUGE_PAGE_MALLOC)
-        .exec();
-}
-
 fn main() -> ExitCode {
-    #[cfg(target_os = "linux")]
-    restart_with_huge_page_malloc();
+    shoal_deploy::restart_with_huge_page_malloc();
     let args = BenchArgs::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,

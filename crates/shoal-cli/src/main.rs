@@ -35,32 +35,11 @@ enum Command {
     Efficiency(efficiency::EfficiencyArgs),
 }
 
-/// glibc's `malloc` uses transparent huge pages only when told so at
-/// start-up, through `GLIBC_TUNABLES`. The scheduler keeps hundreds of
-/// thousands of small records and visits them in random order, and on
-/// virtual machines each TLB miss costs a two-level page walk: with huge
-/// pages `cluster-noop` measured about 20 % faster. So this binary starts
-/// itself again, once, with the tunable set, unless the user set
-/// `GLIBC_TUNABLES` (to anything); `shoal-bench`, which `shoal bench` runs,
-/// inherits it (and does the same when started by itself). Other C
-/// libraries ignore the variable.
-#[cfg(target_os = "linux")]
-fn restart_with_huge_page_malloc() {
-    use std::os::unix::process::CommandExt;
-    if std::env::var_os("GLIBC_TUNABLES").is_some() {
-        return;
-    }
-    let Ok(exe) = std::env::current_exe() else { return };
-    // `exec` returns only if it failed; then this process just goes on.
-    let _failed = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .env("GLIBC_TUNABLES", shoal_deploy::HUGE_PAGE_MALLOC)
-        .exec();
-}
-
 fn main() -> ExitCode {
-    #[cfg(target_os = "linux")]
-    restart_with_huge_page_malloc();
+    // A shoal program like any other: started as a worker (its tests run it
+    // so, as a program without their functions), it becomes one here.
+    shoal::init();
+    shoal_deploy::restart_with_huge_page_malloc();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(args) => bench::run(&args),
