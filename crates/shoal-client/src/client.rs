@@ -9,10 +9,10 @@ use shoal_graph::{Key, Prefix, Task, TaskFn, Token, call_tokenizer};
 use crate::args::{ArgContext, IntoArg, IntoArgs};
 use shoal_local::{Notify, Runtime, Submission};
 
+use crate::cluster::ClusterState;
 use crate::error::Error;
 use crate::future::Future;
 use crate::options::TaskOptions;
-use crate::remote::RemoteState;
 pub use shoal_proto::WorkerInfo;
 
 /// Which executor a [`Client`] runs tasks on.
@@ -32,7 +32,7 @@ pub(crate) enum Backend {
     /// On an executor in this process.
     Local(Runtime),
     /// On a cluster, through its scheduler.
-    Remote(Arc<RemoteState>),
+    Cluster(Arc<ClusterState>),
 }
 
 pub(crate) struct ClientInner {
@@ -161,8 +161,8 @@ impl Client {
         let peer: shoal_proto::PeerAddress =
             address.parse().map_err(|e| Error::Start(format!("{e}: give the scheduler's address")))?;
         let socket = shoal_net::resolve(&peer).map_err(|e| Error::Start(e.to_string()))?;
-        let state = RemoteState::connect(socket, token)?;
-        let inner = Arc::new(ClientInner { backend: Backend::Remote(state), executor: Executor::Cluster(socket) });
+        let state = ClusterState::connect(socket, token)?;
+        let inner = Arc::new(ClientInner { backend: Backend::Cluster(state), executor: Executor::Cluster(socket) });
         *CURRENT.lock() = Some(Arc::downgrade(&inner));
         Ok(Client { inner })
     }
@@ -199,13 +199,13 @@ impl Client {
         let (task, cx) = build_call(f, args, opts, Lazy::No);
         let runtime = match &self.inner.backend {
             Backend::Local(runtime) => runtime,
-            Backend::Remote(state) => {
+            Backend::Cluster(state) => {
                 let batch = with_lists(cx.pre_tasks, cx.local, 0, task, opts.retries);
                 let placement = opts.placement();
                 return state
                     .submit(batch.map(|s| outgoing(s, &placement)))
                     .pop()
-                    .map_or_else(|| unreachable!("a held submission returns its handle"), Future::from_remote);
+                    .map_or_else(|| unreachable!("a held submission returns its handle"), Future::from_cluster);
             }
         };
         let handle = if cx.pre_tasks.is_empty() {
@@ -261,9 +261,9 @@ impl Client {
         });
         match &self.inner.backend {
             Backend::Local(runtime) => runtime.submit(tasks).into_iter().map(Future::from_handle).collect(),
-            Backend::Remote(state) => {
+            Backend::Cluster(state) => {
                 let placement = opts.placement();
-                state.submit(tasks.map(|s| outgoing(s, &placement))).into_iter().map(Future::from_remote).collect()
+                state.submit(tasks.map(|s| outgoing(s, &placement))).into_iter().map(Future::from_cluster).collect()
             }
         }
     }
@@ -283,7 +283,7 @@ impl Client {
     pub fn future_of<T>(&self, key: &Key) -> Option<Future<T>> {
         match &self.inner.backend {
             Backend::Local(runtime) => runtime.handle(key).map(Future::from_handle),
-            Backend::Remote(_) => None,
+            Backend::Cluster(_) => None,
         }
     }
 
@@ -294,7 +294,7 @@ impl Client {
     /// When the scheduler connection is gone.
     pub fn scheduler_info(&self) -> Result<Vec<WorkerInfo>, Error> {
         match &self.inner.backend {
-            Backend::Remote(state) => state.info(),
+            Backend::Cluster(state) => state.info(),
             Backend::Local(runtime) => Ok(vec![WorkerInfo {
                 id: shoal_proto::WorkerId(0),
                 name: "local".into(),
@@ -315,7 +315,7 @@ impl Client {
     /// When the scheduler connection is gone.
     pub fn who_has<T>(&self, futures: &[Future<T>]) -> Result<Vec<Vec<String>>, Error> {
         match &self.inner.backend {
-            Backend::Remote(state) => {
+            Backend::Cluster(state) => {
                 let keys: Vec<Key> = futures.iter().map(|f| f.key().clone()).collect();
                 let holders = state.ask_who_has(&keys)?;
                 Ok(holders.into_iter().map(|ws| ws.iter().map(|w| w.name.clone()).collect()).collect())
@@ -331,14 +331,14 @@ impl Client {
     pub fn known_keys(&self) -> usize {
         match &self.inner.backend {
             Backend::Local(runtime) => runtime.stats().known_keys,
-            Backend::Remote(state) => state.held_keys(),
+            Backend::Cluster(state) => state.held_keys(),
         }
     }
 }
 
 /// A submission as it goes to a cluster.
-fn outgoing(s: Submission, placement: &Option<Arc<crate::options::Placement>>) -> crate::remote::Outgoing {
-    crate::remote::Outgoing { task: s.task, retries: s.retries, held: s.hold, placement: placement.clone() }
+fn outgoing(s: Submission, placement: &Option<Arc<crate::options::Placement>>) -> crate::cluster::Outgoing {
+    crate::cluster::Outgoing { task: s.task, retries: s.retries, held: s.hold, placement: placement.clone() }
 }
 
 /// The submissions for one call: the list tasks its arguments need, then the
@@ -393,10 +393,10 @@ pub(crate) fn build_call<P, F: TaskFn<P>, A: IntoArgs<P>>(
 /// # Errors
 /// The first failure among them, in order.
 pub fn gather<T: Clone + Send + Sync + 'static>(futures: &[Future<T>]) -> Result<Vec<T>, Error> {
-    let remote: Option<Vec<&crate::remote::RemoteHandle>> = futures
+    let remote: Option<Vec<&crate::cluster::ClusterHandle>> = futures
         .iter()
         .map(|f| match f.handle() {
-            crate::future::FutureHandle::Remote(h) => Some(h),
+            crate::future::FutureHandle::Cluster(h) => Some(h),
             crate::future::FutureHandle::Local(_) => None,
         })
         .collect();
@@ -431,14 +431,14 @@ pub fn wait<T>(futures: &[Future<T>]) {
 /// # Ok::<(), shoal_client::Error>(())
 /// ```
 pub fn fire_and_forget<T>(futures: &[Future<T>]) {
-    let remote: Vec<&crate::remote::RemoteHandle> = futures
+    let remote: Vec<&crate::cluster::ClusterHandle> = futures
         .iter()
         .filter_map(|f| match f.handle() {
-            crate::future::FutureHandle::Remote(h) => Some(h),
+            crate::future::FutureHandle::Cluster(h) => Some(h),
             crate::future::FutureHandle::Local(_) => None,
         })
         .collect();
-    crate::remote::RemoteHandle::fire_and_forget(&remote);
+    crate::cluster::ClusterHandle::fire_and_forget(&remote);
 }
 
 /// Waits until every future is done or `timeout` has passed.

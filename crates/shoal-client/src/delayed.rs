@@ -271,14 +271,14 @@ pub(crate) fn run(client: &Client, roots: &[&Arc<DelayedNode>]) -> Result<Vec<Fu
     }
     let outputs: FxHashSet<&Key> = roots.iter().map(|r| &r.task.key).collect();
     let handles: Vec<FutureHandle> = match &client.inner.backend {
-        Backend::Remote(state) => {
-            let tasks = order.iter().map(|n| crate::remote::Outgoing {
+        Backend::Cluster(state) => {
+            let tasks = order.iter().map(|n| crate::cluster::Outgoing {
                 task: n.task.clone(),
                 retries: n.retries,
                 held: outputs.contains(&n.task.key),
                 placement: n.placement.clone(),
             });
-            state.submit(tasks).into_iter().map(FutureHandle::Remote).collect()
+            state.submit(tasks).into_iter().map(FutureHandle::Cluster).collect()
         }
         Backend::Local(runtime) => {
             let tracker = progress::start(order.len());

@@ -9,20 +9,21 @@ use shoal_graph::{Arg, Key, Value};
 use shoal_local::{Handle, Notify, Phase};
 
 use crate::args::{ArgContext, IntoArg};
+use crate::cluster::ClusterHandle;
 use crate::error::Error;
-use crate::remote::RemoteHandle;
+use crate::status::Status;
 
 /// A future's task, on this process's executor or on a cluster.
 pub(crate) enum FutureHandle {
     Local(Handle),
-    Remote(RemoteHandle),
+    Cluster(ClusterHandle),
 }
 
 impl FutureHandle {
     pub(crate) fn key(&self) -> &Key {
         match self {
             FutureHandle::Local(h) => h.key(),
-            FutureHandle::Remote(h) => h.key(),
+            FutureHandle::Cluster(h) => h.key(),
         }
     }
 
@@ -34,14 +35,14 @@ impl FutureHandle {
                 Phase::Erred => Status::Error,
                 Phase::Cancelled => Status::Cancelled,
             },
-            FutureHandle::Remote(h) => h.status(),
+            FutureHandle::Cluster(h) => h.status(),
         }
     }
 
     pub(crate) fn cancel(&self) {
         match self {
             FutureHandle::Local(h) => h.cancel(),
-            FutureHandle::Remote(h) => h.cancel(),
+            FutureHandle::Cluster(h) => h.cancel(),
         }
     }
 
@@ -50,7 +51,7 @@ impl FutureHandle {
             FutureHandle::Local(h) => {
                 let _ = h.wait();
             }
-            FutureHandle::Remote(h) => h.wait(),
+            FutureHandle::Cluster(h) => h.wait(),
         }
     }
 
@@ -64,14 +65,14 @@ impl FutureHandle {
                 };
                 outcome.map(|o| o.map_err(|f| Error::from_failure(&f)))
             }
-            FutureHandle::Remote(h) => h.value(timeout),
+            FutureHandle::Cluster(h) => h.value(timeout),
         }
     }
 
     pub(crate) fn subscribe(&self, notify: Arc<dyn Notify>, index: usize) {
         match self {
             FutureHandle::Local(h) => h.subscribe(notify, index),
-            FutureHandle::Remote(h) => h.subscribe(notify, index),
+            FutureHandle::Cluster(h) => h.subscribe(notify, index),
         }
     }
 
@@ -84,32 +85,8 @@ impl Clone for FutureHandle {
     fn clone(&self) -> FutureHandle {
         match self {
             FutureHandle::Local(h) => FutureHandle::Local(h.clone()),
-            FutureHandle::Remote(h) => FutureHandle::Remote(h.clone()),
+            FutureHandle::Cluster(h) => FutureHandle::Cluster(h.clone()),
         }
-    }
-}
-
-/// Where a future's task is, as Dask reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Status {
-    /// Waiting for inputs, queued, or running.
-    Pending,
-    /// Done; the result is available.
-    Finished,
-    /// Failed, or a task it needs failed.
-    Error,
-    /// Cancelled.
-    Cancelled,
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Status::Pending => "pending",
-            Status::Finished => "finished",
-            Status::Error => "error",
-            Status::Cancelled => "cancelled",
-        })
     }
 }
 
@@ -132,8 +109,8 @@ impl<T> Future<T> {
         Future { handle, _result: PhantomData }
     }
 
-    pub(crate) fn from_remote(handle: RemoteHandle) -> Future<T> {
-        Future { handle: FutureHandle::Remote(handle), _result: PhantomData }
+    pub(crate) fn from_cluster(handle: ClusterHandle) -> Future<T> {
+        Future { handle: FutureHandle::Cluster(handle), _result: PhantomData }
     }
 
     /// The task's key.
@@ -180,7 +157,7 @@ impl<T> Future<T> {
     pub fn pending_reason(&self) -> Option<String> {
         match &self.handle {
             FutureHandle::Local(_) => None,
-            FutureHandle::Remote(h) => h.state().pending_reason(h.key()),
+            FutureHandle::Cluster(h) => h.state().pending_reason(h.key()),
         }
     }
 

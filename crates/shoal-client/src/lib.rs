@@ -33,14 +33,16 @@
 
 mod args;
 mod client;
+mod cluster;
 mod delayed;
 mod error;
 mod future;
 mod list;
+mod list_task;
 mod ops;
 mod options;
 mod progress;
-mod remote;
+mod status;
 
 pub use args::{ArgContext, IntoArg, IntoArgs};
 pub use client::{
@@ -48,7 +50,8 @@ pub use client::{
 };
 pub use delayed::{Computable, Delayed, compute, delayed, delayed_with, persist};
 pub use error::{Cause, Error};
-pub use future::{Future, Status};
-pub use list::is_list;
+pub use future::Future;
+pub use list_task::is_list;
 pub use options::TaskOptions;
 pub use progress::{ProgressBar, progress};
+pub use status::Status;

@@ -16,10 +16,10 @@ use shoal_local::Submission;
 
 use crate::args::{ArgContext, IntoArgs};
 use crate::client::{Backend, Client};
+use crate::cluster::Decoder;
 use crate::delayed::Delayed;
 use crate::error::Error;
 use crate::future::{Future, FutureHandle, outcome_value};
-use crate::remote::Decoder;
 
 /// How long [`Client::restart`] waits for the workers to come back.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
@@ -90,7 +90,7 @@ impl Client {
                 }
                 Ok(handles.into_iter().map(Future::from_handle).collect())
             }
-            Backend::Remote(state) => {
+            Backend::Cluster(state) => {
                 let encoded = values
                     .into_iter()
                     .map(|v| {
@@ -104,7 +104,7 @@ impl Client {
                     })
                     .collect::<Result<Vec<_>, Error>>()?;
                 let handles = state.scatter(encoded, Decoder::Typed(decode_typed::<T>))?;
-                Ok(handles.into_iter().map(Future::from_remote).collect())
+                Ok(handles.into_iter().map(Future::from_cluster).collect())
             }
         }
     }
@@ -173,7 +173,7 @@ impl Client {
                 };
                 Ok(BTreeMap::from([("local".to_string(), outcome_value(Ok(value))?)]))
             }
-            Backend::Remote(state) => {
+            Backend::Cluster(state) => {
                 let not_remote = |message: String| Error::NotRemote { key: format!("run({})", func.name()), message };
                 let remote = require(func.name()).map_err(|e| not_remote(e.to_string()))?;
                 let encoded = values
@@ -229,7 +229,7 @@ impl Client {
                 reason: "the in-process executors have no workers to restart; drop the client and build a new one"
                     .into(),
             }),
-            Backend::Remote(state) => state.restart(RESTART_TIMEOUT),
+            Backend::Cluster(state) => state.restart(RESTART_TIMEOUT),
         }
     }
 
