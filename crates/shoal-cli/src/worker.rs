@@ -4,11 +4,14 @@
 
 use std::ffi::OsString;
 use std::process::{ExitCode, ExitStatus};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, bail};
 use clap::{Arg, ArgMatches};
 use shoal_deploy::{NANNY_POLL, Restart, Spelling, Watched, WorkerLaunch, WorkerOption, WorkerProcess, WorkerProgram};
 use shoal_proto::PeerAddress;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 /// Options of `shoal worker`: the scheduler, the worker's options as the
 /// launch contract spells them, and the program.
@@ -91,10 +94,24 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     let name = launch.name.get_or_insert_with(shoal_deploy::default_name).clone();
     let exe = std::path::PathBuf::from(program);
     let program = WorkerProgram { exe: exe.clone(), args: program_args.to_vec() };
+    // A batch system stops a job with SIGTERM (scancel, qdel), a terminal
+    // with SIGINT: the worker goes with this command, never orphaned.
+    let signalled = Arc::new(AtomicUsize::new(0));
+    for signal in [SIGTERM, SIGINT, SIGHUP] {
+        signal_hook::flag::register_usize(signal, signalled.clone(), signal as usize)
+            .context("cannot set up the signal handlers")?;
+    }
     let mut worker = WorkerProcess::start(launch, program).with_context(|| {
         format!("cannot start {} as worker {name} (is it a program linked with shoal?)", exe.display())
     })?;
     loop {
+        let signal = signalled.load(Ordering::Relaxed);
+        if signal != 0 {
+            worker.stop();
+            eprintln!("shoal worker {name}: stopped by signal {signal}; its process {} is gone", worker.pid());
+            // As a shell reports a command a signal ended.
+            return Ok(ExitCode::from(128 + signal as u8));
+        }
         match worker.watch().context("looking after the worker process")? {
             Watched::Running => std::thread::sleep(NANNY_POLL),
             Watched::Restarted(Restart::Asked) => {

@@ -348,3 +348,32 @@ fn a_worker_past_its_memory_terminate_fraction_is_killed_and_started_again() {
     let _ = worker.kill();
     let _ = worker.wait();
 }
+
+/// What `scancel`, `qdel` and Ctrl-C send: `shoal worker` stops its worker
+/// process (and removes its files) before it exits, leaving nothing behind
+/// in the cluster.
+#[test]
+fn a_signal_to_shoal_worker_stops_its_worker_process_too() {
+    let scheduler = scheduler_at(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let address = scheduler.address();
+    for (signal, code) in [("-TERM", 143), ("-INT", 130)] {
+        let name = format!("signalled{signal}");
+        let mut worker = start_worker(address, &["--name", &name, "--death-timeout", "30"]);
+        let client = Client::connect(&address.to_string()).expect("client");
+        joined(&client, &name);
+        let child = client.submit_with(&shoal::TaskOptions::new().pure(false), pid, ()).result().expect("runs");
+        assert!(std::path::Path::new(&format!("/proc/{child}")).exists());
+        let sent = Command::new("kill").arg(signal).arg(worker.id().to_string()).status().expect("kill runs");
+        assert!(sent.success());
+        let status = wait_exit(&mut worker, Duration::from_secs(10)).expect("shoal worker exits");
+        assert_eq!(status.code(), Some(code), "{signal}: exits as a shell reports the signal");
+        let gone = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "));
+        assert!(gone(child), "{signal}: the worker process {child} is gone with it");
+        // The scheduler sees the worker leave.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client.scheduler_info().expect("info").iter().any(|w| w.name == name) {
+            assert!(Instant::now() < deadline, "{signal}: the worker is still in the cluster");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
