@@ -214,26 +214,8 @@ impl Scheduler {
             ToScheduler::Release(keys) => self.release(client, &keys),
             ToScheduler::Cancel(keys) => self.cancel(&keys),
             ToScheduler::WhoHas(keys) => {
-                let mut positions: FxHashMap<WorkerId, u32> = FxHashMap::default();
-                let mut workers = Vec::new();
-                let holders = keys
-                    .into_iter()
-                    .map(|k| {
-                        let mut at = Vec::new();
-                        if let Some(i) = self.tasks.find(&k) {
-                            for w in self.tasks.who_has(i) {
-                                let Some(worker) = self.workers.get(w) else { continue };
-                                let position = *positions.entry(*w).or_insert_with(|| {
-                                    workers.push(worker.info.clone());
-                                    workers.len() as u32 - 1
-                                });
-                                at.push(position);
-                            }
-                        }
-                        (k, at)
-                    })
-                    .collect();
-                self.outbox.clients.to(client).push(FromScheduler::WhoHas { workers, holders });
+                let reply = self.who_has_reply(keys);
+                self.outbox.clients.to(client).push(reply);
             }
             ToScheduler::Info => {
                 let info = self.workers.values().map(|w| w.info.clone()).collect();
@@ -244,15 +226,7 @@ impl Scheduler {
                 self.restart(comm);
                 return;
             }
-            ToScheduler::FireAndForget(keys) => {
-                for key in keys {
-                    let Some(i) = self.tasks.find(&key) else { continue };
-                    let settled = matches!(self.task(i).state, TaskState::Memory | TaskState::Erred);
-                    if !settled && !self.tasks.holders(i).contains(&FOREVER) {
-                        self.tasks.add_holder(i, FOREVER);
-                    }
-                }
-            }
+            ToScheduler::FireAndForget(keys) => self.fire_and_forget(&keys),
         }
         self.flush(comm);
     }

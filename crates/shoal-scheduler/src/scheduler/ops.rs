@@ -1,15 +1,17 @@
-//! What clients ask of the scheduler besides running tasks — data they
+//! What clients ask of the scheduler besides running tasks — where results
+//! are, tasks kept running after their futures are dropped, data they
 //! scattered, restarting the cluster — and what it tells them when a task
 //! has nowhere to run.
 
 use std::fmt::Write as _;
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
+use shoal_graph::Key;
 use shoal_proto::{
     ArgList, ClientId, FromScheduler, SCATTERED_FUNC, ScatteredMsg, TaskErrorMsg, TaskId, TaskMsg, ToWorker, WorkerId,
 };
 
-use super::{Outbox, Scheduler};
+use super::{FOREVER, Outbox, Scheduler};
 use crate::comm::Comm;
 use crate::load::LoadIndex;
 use crate::queue::ReadyQueue;
@@ -50,6 +52,43 @@ impl Scheduler {
         let kept = self.inline.get(&i).cloned();
         if let Some(msg) = self.outcome(i, 1, kept.as_deref()) {
             self.outbox.clients.to(client).push(msg);
+        }
+    }
+
+    /// Where the results of these keys are: each key with the positions,
+    /// in the list of workers that comes with it, of the workers holding it.
+    pub(super) fn who_has_reply(&self, keys: Vec<Key>) -> FromScheduler {
+        let mut positions: FxHashMap<WorkerId, u32> = FxHashMap::default();
+        let mut workers = Vec::new();
+        let holders = keys
+            .into_iter()
+            .map(|k| {
+                let mut at = Vec::new();
+                if let Some(i) = self.tasks.find(&k) {
+                    for w in self.tasks.who_has(i) {
+                        let Some(worker) = self.workers.get(w) else { continue };
+                        let position = *positions.entry(*w).or_insert_with(|| {
+                            workers.push(worker.info.clone());
+                            workers.len() as u32 - 1
+                        });
+                        at.push(position);
+                    }
+                }
+                (k, at)
+            })
+            .collect();
+        FromScheduler::WhoHas { workers, holders }
+    }
+
+    /// Keeps these tasks wanted until they finish or fail, whatever their
+    /// clients drop meanwhile.
+    pub(super) fn fire_and_forget(&mut self, keys: &[Key]) {
+        for key in keys {
+            let Some(i) = self.tasks.find(key) else { continue };
+            let settled = matches!(self.task(i).state, TaskState::Memory | TaskState::Erred);
+            if !settled && !self.tasks.holders(i).contains(&FOREVER) {
+                self.tasks.add_holder(i, FOREVER);
+            }
         }
     }
 
