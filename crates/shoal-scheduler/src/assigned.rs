@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 use shoal_graph::Key;
 use shoal_proto::{ArgsRef, ComputeMsg, ComputeRef, DepRef, INLINE_MESSAGE_BUDGET, TaskId, WorkerId};
 
+use crate::scheduler::InlineResults;
 use crate::table::TaskTable;
 use crate::task::Busy;
 
@@ -25,9 +25,9 @@ pub struct Assigned<'a> {
     /// Function names by number.
     funcs: &'a [Arc<str>],
     busy: &'a [Busy],
-    /// Small results the scheduler holds, by slot (see
+    /// Small results the scheduler holds (see
     /// [`FinishedMsg::inline`](shoal_proto::FinishedMsg::inline)).
-    inline: &'a FxHashMap<u32, Box<[u8]>>,
+    inline: &'a InlineResults,
     /// Tasks processing on the worker (checked by the scheduler).
     slots: &'a [u32],
 }
@@ -37,7 +37,7 @@ impl<'a> Assigned<'a> {
         tasks: &'a TaskTable,
         funcs: &'a [Arc<str>],
         busy: &'a [Busy],
-        inline: &'a FxHashMap<u32, Box<[u8]>>,
+        inline: &'a InlineResults,
         slots: &'a [u32],
     ) -> Assigned<'a> {
         Assigned { tasks, funcs, busy, inline, slots }
@@ -87,15 +87,7 @@ impl<'a> Assigned<'a> {
                     .filter_map(|h: &WorkerId| busy.get(h.0 as usize).and_then(|b| b.address.as_deref()))
                     .collect(),
                 nbytes: dep.nbytes,
-                // Most runs hold none: no hashing then.
-                inline: if inline.is_empty() {
-                    None
-                } else {
-                    inline.get(&d).filter(|data| data.len() <= *budget).map(|data| {
-                        *budget -= data.len();
-                        &**data
-                    })
-                },
+                inline: inline.for_message(d, budget),
             })
             .collect();
         let func = self.funcs.get(t.func as usize)?;

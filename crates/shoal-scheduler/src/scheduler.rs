@@ -22,8 +22,10 @@ use crate::queue::ReadyQueue;
 use crate::table::TaskTable;
 use crate::task::{Busy, Task, TaskState, Worker};
 
+pub(crate) use inline::InlineResults;
 use lifecycle::Lookahead;
 
+mod inline;
 mod lifecycle;
 // Client operations beyond submit (scatter, restart, paused workers, tasks
 // no worker may run), kept apart from the placement core.
@@ -99,10 +101,6 @@ pub struct SchedulerStats {
     pub assigned: u64,
 }
 
-/// Bytes of small results the scheduler keeps at most, all together (see
-/// [`Scheduler::inline`]); past it, new ones are fetched from their holders.
-const INLINE_KEPT_TOTAL: usize = 256 * 1024 * 1024;
-
 /// The scheduler: tasks, workers, clients, and the rules between them.
 pub struct Scheduler {
     config: SchedulerConfig,
@@ -140,20 +138,9 @@ pub struct Scheduler {
     /// were first seen stuck (`None` until the next tick), by id so that
     /// a slot reused meanwhile is not taken for the stuck task.
     stuck: FxHashMap<TaskId, Option<u64>>,
-    /// Small results, by slot, of tasks in memory that other tasks were
-    /// waiting for when they finished: they go out with those tasks'
-    /// compute messages (see [`FinishedMsg::inline`]), and are dropped
-    /// when no active task reads them any more or the task leaves memory.
-    /// (A client holding the task gets it with the news that it finished,
-    /// kept or not.)
-    /// Each message carries at most [`INLINE_MESSAGE_BUDGET`] bytes of them,
-    /// and all together they are at most [`INLINE_KEPT_TOTAL`].
-    inline: FxHashMap<u32, Box<[u8]>>,
-    /// Their total size.
-    inline_bytes: usize,
-    /// Bytes of inline results in this event's messages to clients, against
-    /// [`INLINE_MESSAGE_BUDGET`].
-    inline_to_clients: usize,
+    /// Small results kept for the tasks that read them, within their
+    /// budgets.
+    inline: InlineResults,
 }
 
 impl Scheduler {
@@ -181,9 +168,7 @@ impl Scheduler {
             assigned: 0,
             paused: FxHashSet::default(),
             stuck: FxHashMap::default(),
-            inline: FxHashMap::default(),
-            inline_bytes: 0,
-            inline_to_clients: 0,
+            inline: InlineResults::default(),
         }
     }
 
@@ -423,7 +408,7 @@ impl Scheduler {
                 assert!(!t.dependents.is_empty(), "{}: released, unwanted and unneeded yet not forgotten", t.key);
             }
         }
-        for &i in self.inline.keys() {
+        for i in self.inline.slots() {
             let t = self.tasks.get(i).expect("a small result kept for a forgotten task");
             assert!(t.state == TaskState::Memory && t.waiters > 0, "{}: small result kept with no reader", t.key);
         }
@@ -456,7 +441,7 @@ impl Scheduler {
         });
         self.outbox.steal.send_each(|w, keys| comm.keys(w, KeysRef::Steal(keys)));
         self.outbox.clients.send(|c, msgs| comm.to_client(c, msgs));
-        self.inline_to_clients = 0;
+        self.inline.end_event();
     }
 
     fn task(&self, i: u32) -> &Task {

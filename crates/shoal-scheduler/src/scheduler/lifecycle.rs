@@ -10,12 +10,11 @@ use std::sync::Arc;
 
 use shoal_graph::{Key, Prefix, Token};
 use shoal_proto::{
-    ArgList, ArgMsg, ClientId, FinishedMsg, FromScheduler, FromWorker, INLINE_LIMIT, INLINE_MESSAGE_BUDGET,
-    TaskErrorMsg, TaskMsg, WorkerId,
+    ArgList, ArgMsg, ClientId, FinishedMsg, FromScheduler, FromWorker, INLINE_LIMIT, TaskErrorMsg, TaskMsg, WorkerId,
 };
 use smallvec::SmallVec;
 
-use super::{FOREVER, INLINE_KEPT_TOTAL, SCATTERED, Scheduler};
+use super::{FOREVER, SCATTERED, Scheduler};
 use crate::idlist::IdList;
 use crate::spill::Marked;
 use crate::table::TaskTable;
@@ -325,11 +324,10 @@ impl Scheduler {
         let inline = f.inline.take().filter(|data| data.len() <= INLINE_LIMIT);
         self.notify_holders(i, inline.as_deref());
         // Kept on only for the tasks that will read it.
-        if let Some(data) =
-            inline.filter(|data| self.task(i).waiters > 0 && self.inline_bytes + data.len() <= INLINE_KEPT_TOTAL)
+        if let Some(data) = inline
+            && self.task(i).waiters > 0
         {
-            self.inline_bytes += data.len();
-            self.inline.insert(i, data.into_boxed_slice());
+            self.inline.keep(i, data);
         }
         // Placing a dependent never changes this task's dependents.
         self.for_each_linked(i, |t| &t.dependents, Scheduler::input_ready);
@@ -562,7 +560,7 @@ impl Scheduler {
     /// it is undecided.
     /// `copies`: how many clients it goes to.
     pub(super) fn outcome(&mut self, i: u32, copies: usize, inline: Option<&[u8]>) -> Option<FromScheduler> {
-        let inline = self.inline_for_clients(inline, copies);
+        let inline = self.inline.for_clients(inline, copies);
         let t = self.task(i);
         Some(match t.state {
             TaskState::Memory => FromScheduler::Finished {
@@ -577,18 +575,6 @@ impl Scheduler {
             },
             _ => return None,
         })
-    }
-
-    /// A small result for `copies` clients' messages, while this event's
-    /// messages to clients are within [`INLINE_MESSAGE_BUDGET`].
-    fn inline_for_clients(&mut self, data: Option<&[u8]>, copies: usize) -> Option<Vec<u8>> {
-        let data = data?;
-        let cost = data.len() * copies;
-        if self.inline_to_clients + cost > INLINE_MESSAGE_BUDGET {
-            return None;
-        }
-        self.inline_to_clients += cost;
-        Some(data.to_vec())
     }
 
     /// Tells the task's holders its outcome (with its small result, if the
@@ -634,32 +620,6 @@ impl Scheduler {
         }
         if !self.inline.is_empty() {
             self.drop_unread_results(i, old, before && !after);
-        }
-    }
-
-    /// After task `i` left state `old`: drops the small results kept for
-    /// readers that no longer need them, its own if it left memory and its
-    /// inputs' if it `stopped_reading` them and they have no reader left.
-    /// Apart from [`Scheduler::set_state`], which calls it only while some
-    /// are kept: most runs keep none, and the hot path stays as it was.
-    #[cold]
-    fn drop_unread_results(&mut self, i: u32, old: TaskState, stopped_reading: bool) {
-        if old == TaskState::Memory && self.task(i).state != TaskState::Memory {
-            self.drop_inline(i);
-        }
-        if stopped_reading {
-            for k in 0..self.task(i).deps.len() {
-                let d = self.task(i).deps[k];
-                if self.task(d).waiters == 0 {
-                    self.drop_inline(d);
-                }
-            }
-        }
-    }
-
-    fn drop_inline(&mut self, i: u32) {
-        if let Some(data) = self.inline.remove(&i) {
-            self.inline_bytes -= data.len();
         }
     }
 

@@ -49,7 +49,7 @@ impl Scheduler {
     /// Tells one client how a decided task ended (another client's
     /// submission of it ended earlier).
     pub(super) fn tell_outcome(&mut self, i: u32, client: ClientId) {
-        let kept = self.inline.get(&i).cloned();
+        let kept: Option<Box<[u8]>> = self.inline.get(i).map(Box::from);
         if let Some(msg) = self.outcome(i, 1, kept.as_deref()) {
             self.outbox.clients.to(client).push(msg);
         }
@@ -148,7 +148,6 @@ impl Scheduler {
         self.stuck.clear();
         self.stealing.clear();
         self.inline.clear();
-        self.inline_bytes = 0;
         self.tasks = TaskTable::default();
         self.queued = ReadyQueue::default();
         // Messages about tasks that no longer exist are not sent.
