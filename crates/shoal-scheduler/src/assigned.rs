@@ -90,7 +90,7 @@ impl<'a> Assigned<'a> {
                 inline: inline.for_message(d, budget),
             })
             .collect();
-        let func = self.funcs.get(t.func as usize)?;
+        let func = self.funcs.get(t.func.index())?;
         let args = tasks.args(i).map_or(ArgsRef::Deps, ArgsRef::Given);
         Some(ComputeRef { id: tasks.id(i), key: &t.key, func, args, deps, priority: t.priority })
     }

@@ -53,6 +53,7 @@
 mod assigned;
 mod comm;
 mod idlist;
+mod ids;
 mod index;
 mod load;
 mod outbox;

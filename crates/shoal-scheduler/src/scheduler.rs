@@ -16,6 +16,7 @@ use shoal_proto::{
 
 use crate::assigned::Assigned;
 use crate::comm::Comm;
+use crate::ids::{FuncId, GroupId};
 use crate::load::LoadIndex;
 use crate::outbox::Batches;
 use crate::queue::ReadyQueue;
@@ -79,7 +80,7 @@ struct Outbox {
 }
 
 /// The number of [`SCATTERED_FUNC`].
-const SCATTERED: u32 = 0;
+const SCATTERED: FuncId = FuncId(0);
 
 /// The holder a fire-and-forget task gets in place of a client: it keeps
 /// the task wanted until it has finished or failed. Clients are numbered
@@ -117,17 +118,17 @@ pub struct Scheduler {
     next_seq: u32,
     queued: ReadyQueue,
     resource_names: Vec<String>,
-    groups: FxHashMap<Prefix, u32>,
+    groups: FxHashMap<Prefix, GroupId>,
     /// Function names by number: a task record holds four bytes instead of
     /// a shared string, and forgetting it touches no reference count.
     /// Entry 0 is [`SCATTERED_FUNC`]. Few programs have more than a few
     /// hundred functions, so the names are kept for good.
     funcs: Vec<Arc<str>>,
-    func_numbers: FxHashMap<Arc<str>, u32>,
+    func_numbers: FxHashMap<Arc<str>, FuncId>,
     /// The group found last: tasks come in runs of one prefix, and
     /// comparing prefixes is comparing pointers, where `groups` hashes
     /// their text.
-    last_group: Option<(Prefix, u32)>,
+    last_group: Option<(Prefix, GroupId)>,
     durations: Vec<(u64, u64)>,
     outbox: Outbox,
     assigned: u64,
@@ -230,10 +231,10 @@ impl Scheduler {
         let mut available = vec![0.0; self.resource_names.len()];
         for (name, amount) in &info.resources {
             let r = self.resource_index(name);
-            if available.len() <= r as usize {
-                available.resize(r as usize + 1, 0.0);
+            if available.len() <= r.index() {
+                available.resize(r.index() + 1, 0.0);
             }
-            available[r as usize] += amount;
+            available[r.index()] += amount;
         }
         if self.busy.len() <= id.0 as usize {
             self.busy.resize(id.0 as usize + 1, Busy::default());

@@ -495,9 +495,10 @@ mod tests {
     use shoal_graph::Token;
 
     use super::*;
+    use crate::ids::FuncId;
 
     fn task(n: u64) -> Task {
-        Task::new(Key::scalar("t", Token(u128::from(n))), 1, 0, n as u32)
+        Task::new(Key::scalar("t", Token(u128::from(n))), FuncId(1), 0, n as u32)
     }
 
     /// Every task pays for its slot's size in memory and cache misses: a

@@ -6,6 +6,7 @@ use shoal_graph::Key;
 use shoal_proto::{ClientId, TaskErrorMsg, WorkerId, WorkerInfo};
 
 use crate::idlist::IdList;
+use crate::ids::{FuncId, GroupId, ResourceId};
 use crate::spill::Marked;
 
 /// Where a task is.
@@ -72,9 +73,9 @@ pub(crate) struct Task {
     /// Active dependents: they will read this result.
     pub(crate) waiters: u32,
     pub(crate) key: Key,
-    pub(crate) group: u32,
+    pub(crate) group: GroupId,
     /// Its function, by number (see `Scheduler::func_number`).
-    pub(crate) func: u32,
+    pub(crate) func: FuncId,
     pub(crate) priority: i32,
     /// Submission number, wrapping: it orders equal priorities first come,
     /// first served, and tells a stale ready-queue entry from a live one
@@ -102,7 +103,7 @@ pub(crate) struct Task {
 #[derive(Default)]
 pub(crate) struct Extra {
     /// Resource amounts it needs, by resource index.
-    pub(crate) resources: Vec<(u32, f64)>,
+    pub(crate) resources: Vec<(ResourceId, f64)>,
     /// Worker names or addresses it may run on (empty: any).
     pub(crate) workers: Vec<String>,
     pub(crate) retries_left: u32,
@@ -113,7 +114,7 @@ pub(crate) struct Extra {
 
 impl Task {
     /// A task just submitted: released, linked to nothing, held by nobody.
-    pub(crate) fn new(key: Key, func: u32, priority: i32, seq: u32) -> Task {
+    pub(crate) fn new(key: Key, func: FuncId, priority: i32, seq: u32) -> Task {
         Task {
             key,
             func,
@@ -127,7 +128,7 @@ impl Task {
             seq,
             holder: ClientId::NONE,
             args_kept: false,
-            group: 0,
+            group: GroupId(0),
             extra: None,
         }
     }
@@ -153,7 +154,7 @@ impl Task {
         self.holder != ClientId::NONE
     }
 
-    pub(crate) fn resources(&self) -> &[(u32, f64)] {
+    pub(crate) fn resources(&self) -> &[(ResourceId, f64)] {
         self.extra.as_ref().map_or(&[], |e| &e.resources)
     }
 

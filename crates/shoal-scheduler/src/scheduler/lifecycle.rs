@@ -16,6 +16,7 @@ use smallvec::SmallVec;
 
 use super::{FOREVER, SCATTERED, Scheduler};
 use crate::idlist::IdList;
+use crate::ids::{FuncId, GroupId, ResourceId};
 use crate::spill::Marked;
 use crate::table::TaskTable;
 use crate::task::{Extra, Task, TaskState};
@@ -311,7 +312,7 @@ impl Scheduler {
             }
             return;
         }
-        let group = self.task(i).group as usize;
+        let group = self.task(i).group.index();
         let (total, count) = &mut self.durations[group];
         // Saturating: a worker's report must not be able to overflow the
         // scheduler's bookkeeping (a fuzz test sends `u64::MAX`).
@@ -623,30 +624,30 @@ impl Scheduler {
         }
     }
 
-    pub(super) fn resource_index(&mut self, name: &str) -> u32 {
+    pub(super) fn resource_index(&mut self, name: &str) -> ResourceId {
         if let Some(i) = self.resource_names.iter().position(|n| n == name) {
-            return i as u32;
+            return ResourceId(i as u32);
         }
         self.resource_names.push(name.to_string());
-        (self.resource_names.len() - 1) as u32
+        ResourceId((self.resource_names.len() - 1) as u32)
     }
 
-    fn func_number(&mut self, func: &Arc<str>) -> u32 {
+    fn func_number(&mut self, func: &Arc<str>) -> FuncId {
         // Tasks come in runs of one function: the last one first.
-        let last = self.funcs.len() as u32 - 1;
-        if *self.funcs[last as usize] == **func {
+        let last = FuncId(self.funcs.len() as u32 - 1);
+        if *self.funcs[last.index()] == **func {
             return last;
         }
         if let Some(&n) = self.func_numbers.get(func) {
             return n;
         }
-        let n = self.funcs.len() as u32;
+        let n = FuncId(self.funcs.len() as u32);
         self.funcs.push(func.clone());
         self.func_numbers.insert(func.clone(), n);
         n
     }
 
-    fn group_index(&mut self, prefix: &Prefix) -> u32 {
+    fn group_index(&mut self, prefix: &Prefix) -> GroupId {
         if let Some((last, g)) = &self.last_group
             && last == prefix
         {
@@ -655,7 +656,7 @@ impl Scheduler {
         let g = match self.groups.get(prefix) {
             Some(&g) => g,
             None => {
-                let g = self.durations.len() as u32;
+                let g = GroupId(self.durations.len() as u32);
                 self.groups.insert(prefix.clone(), g);
                 self.durations.push((0, 0));
                 g

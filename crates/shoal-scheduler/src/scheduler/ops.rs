@@ -221,7 +221,7 @@ impl Scheduler {
             why.push(format!("it may only run on {} and no such worker is connected", restrictions.join(", ")));
         } else {
             for &(r, amount) in resources {
-                let name = &self.resource_names[r as usize];
+                let name = &self.resource_names[r.index()];
                 let most = allowed
                     .iter()
                     .filter_map(|w| {

@@ -103,7 +103,7 @@ impl Scheduler {
                 .info
                 .resources
                 .iter()
-                .any(|(name, total)| *name == self.resource_names[r as usize] && *total >= amount)
+                .any(|(name, total)| *name == self.resource_names[r.index()] && *total >= amount)
         });
         allowed && capable
     }
@@ -112,7 +112,7 @@ impl Scheduler {
         self.task(i)
             .resources()
             .iter()
-            .all(|&(r, amount)| worker.available.get(r as usize).is_some_and(|a| *a >= amount))
+            .all(|&(r, amount)| worker.available.get(r.index()).is_some_and(|a| *a >= amount))
     }
 
     fn finish_estimate(&self, i: u32, w: WorkerId) -> u64 {
@@ -127,7 +127,7 @@ impl Scheduler {
     }
 
     fn estimate_us(&self, i: u32) -> u64 {
-        let (total, count) = self.durations[self.task(i).group as usize];
+        let (total, count) = self.durations[self.task(i).group.index()];
         total.checked_div(count).unwrap_or(self.config.unknown_duration_us)
     }
 
@@ -160,7 +160,7 @@ impl Scheduler {
         }
         if let Some(worker) = self.workers.get_mut(&w) {
             for &(r, amount) in resources {
-                if let Some(a) = worker.available.get_mut(r as usize) {
+                if let Some(a) = worker.available.get_mut(r.index()) {
                     *a += sign * amount;
                 }
             }
