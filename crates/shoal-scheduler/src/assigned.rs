@@ -7,6 +7,7 @@ use serde::ser::{Serialize, SerializeSeq, Serializer};
 use shoal_graph::Key;
 use shoal_proto::{ArgsRef, ComputeMsg, ComputeRef, DepRef, INLINE_MESSAGE_BUDGET, TaskId, WorkerId};
 
+use crate::ids::Slot;
 use crate::scheduler::InlineResults;
 use crate::table::TaskTable;
 use crate::task::Busy;
@@ -29,7 +30,7 @@ pub struct Assigned<'a> {
     /// [`FinishedMsg::inline`](shoal_proto::FinishedMsg::inline)).
     inline: &'a InlineResults,
     /// Tasks processing on the worker (checked by the scheduler).
-    slots: &'a [u32],
+    slots: &'a [Slot],
 }
 
 impl<'a> Assigned<'a> {
@@ -38,7 +39,7 @@ impl<'a> Assigned<'a> {
         funcs: &'a [Arc<str>],
         busy: &'a [Busy],
         inline: &'a InlineResults,
-        slots: &'a [u32],
+        slots: &'a [Slot],
     ) -> Assigned<'a> {
         Assigned { tasks, funcs, busy, inline, slots }
     }
@@ -72,7 +73,7 @@ impl<'a> Assigned<'a> {
         self.iter().map(|m| m.to_msg()).collect()
     }
 
-    fn message(&self, i: u32, budget: &mut usize) -> Option<ComputeRef<'a>> {
+    fn message(&self, i: Slot, budget: &mut usize) -> Option<ComputeRef<'a>> {
         let (tasks, busy, inline) = (self.tasks, self.busy, self.inline);
         let t = tasks.get(i)?;
         let deps = t

@@ -2,6 +2,8 @@
 
 use std::ops::Deref;
 
+use crate::ids::Slot;
+
 /// A four-byte id.
 pub(crate) trait Id: Copy + PartialEq {
     /// A filler for unused inline places.
@@ -10,6 +12,10 @@ pub(crate) trait Id: Copy + PartialEq {
 
 impl Id for u32 {
     const FILL: u32 = 0;
+}
+
+impl Id for Slot {
+    const FILL: Slot = Slot(0);
 }
 
 /// A list of ids: up to three inline, more on the heap.

@@ -5,7 +5,9 @@
 //! layout and code as the bare integer (a task record holds several), with
 //! a compact [`Display`](std::fmt::Display) like the protocol's ids
 //! (`slot-12`). None crosses the wire: workers and clients know tasks by
-//! [`TaskId`](shoal_proto::TaskId) and key.
+//! [`TaskId`] and key.
+
+use shoal_proto::TaskId;
 
 /// Defines an index newtype: its doc comment, name and display prefix.
 macro_rules! index {
@@ -29,6 +31,23 @@ macro_rules! index {
             }
         }
     };
+}
+
+index! {
+    /// A task's place in the task table: what the scheduler knows a task
+    /// by inside, so that following an input, a dependent or a worker's
+    /// report is an array access. A slot is reused once its task is
+    /// forgotten; the [`TaskId`] a worker is given pairs it with the
+    /// slot's generation, so a stale report names no other task.
+    Slot, "slot"
+}
+
+impl Slot {
+    /// The slot a task id names.
+    #[inline]
+    pub(crate) fn of(id: TaskId) -> Slot {
+        Slot(id.slot())
+    }
 }
 
 index! {
@@ -59,6 +78,8 @@ mod tests {
     fn ids_are_four_bytes_and_display_compactly() {
         assert_eq!(std::mem::size_of::<Option<GroupId>>(), std::mem::size_of::<Option<u32>>());
         assert_eq!(std::mem::size_of::<FuncId>(), 4);
+        assert_eq!(std::mem::size_of::<Slot>(), 4);
+        assert_eq!(Slot(12).to_string(), "slot-12");
         assert_eq!(GroupId(3).to_string(), "group-3");
         assert_eq!(FuncId(0).to_string(), "func-0");
         assert_eq!(ResourceId(7).to_string(), "resource-7");

@@ -1,21 +1,23 @@
 //! Task slots by the hash of their key.
 
+use crate::ids::Slot;
+
 /// An entry: the hash of a key in the high half, one more than its task's
 /// slot in the low half; 0 is a vacant entry, so that a new index is
 /// zeroed memory the allocator gets from the kernel already cleared.
 /// (Slot `u32::MAX` is never used: a table would need four billion tasks.)
 type Entry = u64;
 
-fn entry(slot: u32, hash: u32) -> Entry {
-    (u64::from(hash) << 32) | u64::from(slot.wrapping_add(1))
+fn entry(slot: Slot, hash: u32) -> Entry {
+    (u64::from(hash) << 32) | u64::from(slot.0.wrapping_add(1))
 }
 
 fn hash_of(e: Entry) -> u32 {
     (e >> 32) as u32
 }
 
-fn slot_of(e: Entry) -> u32 {
-    (e as u32).wrapping_sub(1)
+fn slot_of(e: Entry) -> Slot {
+    Slot((e as u32).wrapping_sub(1))
 }
 
 const VACANT: Entry = 0;
@@ -57,7 +59,7 @@ impl KeyIndex {
     }
 
     /// The first slot under `hash` that `is` accepts.
-    pub(crate) fn find(&self, hash: u32, mut is: impl FnMut(u32) -> bool) -> Option<u32> {
+    pub(crate) fn find(&self, hash: u32, mut is: impl FnMut(Slot) -> bool) -> Option<Slot> {
         if self.entries.is_empty() {
             return None;
         }
@@ -84,14 +86,14 @@ impl KeyIndex {
     }
 
     /// Adds an entry; the caller has made room (the index is not full).
-    pub(crate) fn insert(&mut self, slot: u32, hash: u32) {
+    pub(crate) fn insert(&mut self, slot: Slot, hash: u32) {
         place(&mut self.entries, entry(slot, hash));
         self.len += 1;
     }
 
     /// Rebuilds the index with room for `room` entries, keeping those that
     /// `keep` accepts (by slot and hash).
-    pub(crate) fn rebuild(&mut self, room: usize, mut keep: impl FnMut(u32, u32) -> bool) {
+    pub(crate) fn rebuild(&mut self, room: usize, mut keep: impl FnMut(Slot, u32) -> bool) {
         let size = (2 * (room + 1)).next_power_of_two().max(64);
         let old = std::mem::replace(&mut self.entries, vec![VACANT; size]);
         self.len = 0;

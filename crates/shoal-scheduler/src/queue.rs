@@ -3,13 +3,15 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
+use crate::ids::Slot;
+
 /// A queued task: its submission number and its slot. The number also tells
 /// a stale entry (the task left the queue, its slot went to another task)
 /// from a live one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Ready {
     pub(crate) seq: u32,
-    pub(crate) task: u32,
+    pub(crate) task: Slot,
 }
 
 /// Ready tasks in the order they are handed out: higher priority first,
@@ -111,7 +113,7 @@ mod tests {
     fn priority_first_then_submission_order_whatever_the_arrival_order() {
         let mut q = ReadyQueue::default();
         for (priority, seq) in [(0, 5), (0, 7), (1, 9), (0, 2), (0, 8), (-1, 1), (1, 3), (0, 6)] {
-            q.push(priority, Ready { seq, task: seq });
+            q.push(priority, Ready { seq, task: Slot(seq) });
         }
         let mut out = Vec::new();
         while let Some(next) = q.peek() {
@@ -131,20 +133,20 @@ mod tests {
         let drain = |q: &mut ReadyQueue| while q.pop().is_some() {};
         let mut q = ReadyQueue::default();
         for seq in 0..10 {
-            q.push(0, Ready { seq, task: seq });
+            q.push(0, Ready { seq, task: Slot(seq) });
         }
         drain(&mut q);
         assert!(q.spare.is_some(), "a small lane is kept");
         let n = 2 * SPARE_ROOM as u32;
         // Out of order after the first: all but one go to the heap.
-        q.push(0, Ready { seq: n, task: n });
+        q.push(0, Ready { seq: n, task: Slot(n) });
         for seq in 0..n {
-            q.push(0, Ready { seq, task: seq });
+            q.push(0, Ready { seq, task: Slot(seq) });
         }
         drain(&mut q);
         assert!(q.spare.is_none(), "a lane with a long heap is dropped");
         for seq in 0..n {
-            q.push(0, Ready { seq, task: seq });
+            q.push(0, Ready { seq, task: Slot(seq) });
         }
         drain(&mut q);
         assert!(q.spare.is_none(), "a lane with a long FIFO is dropped");

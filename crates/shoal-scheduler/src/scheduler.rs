@@ -16,7 +16,7 @@ use shoal_proto::{
 
 use crate::assigned::Assigned;
 use crate::comm::Comm;
-use crate::ids::{FuncId, GroupId};
+use crate::ids::{FuncId, GroupId, Slot};
 use crate::load::LoadIndex;
 use crate::outbox::Batches;
 use crate::queue::ReadyQueue;
@@ -73,7 +73,7 @@ impl Default for SchedulerConfig {
 struct Outbox {
     /// Tasks assigned, by slot: their messages are borrowed from the
     /// records when sent.
-    compute: Batches<WorkerId, u32>,
+    compute: Batches<WorkerId, Slot>,
     release: Batches<WorkerId, Key>,
     steal: Batches<WorkerId, Key>,
     clients: Batches<ClientId, FromScheduler>,
@@ -111,7 +111,7 @@ pub struct Scheduler {
     busy: Vec<Busy>,
     loads: LoadIndex,
     /// Tasks asked back from the worker processing them, not answered for.
-    stealing: FxHashSet<u32>,
+    stealing: FxHashSet<Slot>,
     clients: FxHashSet<ClientId>,
     next_worker: u32,
     next_client: u32,
@@ -445,11 +445,13 @@ impl Scheduler {
         self.inline.end_event();
     }
 
-    fn task(&self, i: u32) -> &Task {
-        self.tasks.get(i).unwrap_or_else(|| panic!("scheduler invariant: task {i} is referenced but forgotten"))
+    fn task(&self, i: Slot) -> &Task {
+        self.tasks.get(i).unwrap_or_else(|| panic!("scheduler invariant: the task in {i} is referenced but forgotten"))
     }
 
-    fn task_mut(&mut self, i: u32) -> &mut Task {
-        self.tasks.get_mut(i).unwrap_or_else(|| panic!("scheduler invariant: task {i} is referenced but forgotten"))
+    fn task_mut(&mut self, i: Slot) -> &mut Task {
+        self.tasks
+            .get_mut(i)
+            .unwrap_or_else(|| panic!("scheduler invariant: the task in {i} is referenced but forgotten"))
     }
 }

@@ -7,6 +7,8 @@ use rustc_hash::FxHashMap;
 use shoal_proto::{ClientId, WorkerId};
 use smallvec::SmallVec;
 
+use crate::ids::Slot;
+
 /// An id type with two values set apart to mark an inline field.
 pub(crate) trait Marked: Copy + Eq + Hash {
     /// The list is empty.
@@ -35,7 +37,7 @@ impl Marked for ClientId {
 /// one id, [`Marked::NONE`] or [`Marked::SEVERAL`]; with `SEVERAL` the ids
 /// are here, never fewer than two.
 pub(crate) struct Spilled<T> {
-    lists: FxHashMap<u32, Vec<T>>,
+    lists: FxHashMap<Slot, Vec<T>>,
 }
 
 impl<T> Default for Spilled<T> {
@@ -46,7 +48,7 @@ impl<T> Default for Spilled<T> {
 
 impl<T: Marked> Spilled<T> {
     /// The list of the task in `slot`, whose inline field is `inline`.
-    pub(crate) fn get<'a>(&'a self, slot: u32, inline: &'a T) -> &'a [T] {
+    pub(crate) fn get<'a>(&'a self, slot: Slot, inline: &'a T) -> &'a [T] {
         if *inline == T::NONE {
             &[]
         } else if *inline == T::SEVERAL {
@@ -56,7 +58,7 @@ impl<T: Marked> Spilled<T> {
         }
     }
 
-    pub(crate) fn push(&mut self, slot: u32, inline: &mut T, id: T) {
+    pub(crate) fn push(&mut self, slot: Slot, inline: &mut T, id: T) {
         if *inline == T::NONE {
             *inline = id;
         } else if *inline == T::SEVERAL {
@@ -68,7 +70,7 @@ impl<T: Marked> Spilled<T> {
     }
 
     /// Keeps the ids for which `keep` is true, in order.
-    pub(crate) fn retain(&mut self, slot: u32, inline: &mut T, mut keep: impl FnMut(&T) -> bool) {
+    pub(crate) fn retain(&mut self, slot: Slot, inline: &mut T, mut keep: impl FnMut(&T) -> bool) {
         if *inline == T::SEVERAL {
             let Some(list) = self.lists.get_mut(&slot) else {
                 *inline = T::NONE;
@@ -87,7 +89,7 @@ impl<T: Marked> Spilled<T> {
     }
 
     /// Removes the first occurrence of `id`; whether there was one.
-    pub(crate) fn remove_one(&mut self, slot: u32, inline: &mut T, id: T) -> bool {
+    pub(crate) fn remove_one(&mut self, slot: Slot, inline: &mut T, id: T) -> bool {
         let mut found = false;
         self.retain(slot, inline, |x| {
             let drop = !found && *x == id;
@@ -98,7 +100,7 @@ impl<T: Marked> Spilled<T> {
     }
 
     /// Empties the list, returning its ids.
-    pub(crate) fn take(&mut self, slot: u32, inline: &mut T) -> SmallVec<[T; 2]> {
+    pub(crate) fn take(&mut self, slot: Slot, inline: &mut T) -> SmallVec<[T; 2]> {
         let ids = if *inline == T::SEVERAL {
             self.lists.remove(&slot).map_or_else(SmallVec::new, SmallVec::from_vec)
         } else {
@@ -143,25 +145,25 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Push(s, x) => {
-                        spilled.push(u32::from(s), &mut inline[s as usize], WorkerId(x));
+                        spilled.push(Slot(u32::from(s)), &mut inline[s as usize], WorkerId(x));
                         model[s as usize].push(WorkerId(x));
                     }
                     Op::Retain(s, m) => {
-                        spilled.retain(u32::from(s), &mut inline[s as usize], |w| w.0 % m == 0);
+                        spilled.retain(Slot(u32::from(s)), &mut inline[s as usize], |w| w.0 % m == 0);
                         model[s as usize].retain(|w| w.0 % m == 0);
                     }
                     Op::RemoveOne(s, x) => {
                         let list = &mut model[s as usize];
                         let found = list.iter().position(|w| w.0 == x).map(|p| list.remove(p)).is_some();
-                        prop_assert_eq!(spilled.remove_one(u32::from(s), &mut inline[s as usize], WorkerId(x)), found);
+                        prop_assert_eq!(spilled.remove_one(Slot(u32::from(s)), &mut inline[s as usize], WorkerId(x)), found);
                     }
                     Op::Take(s) => {
-                        let taken = spilled.take(u32::from(s), &mut inline[s as usize]);
+                        let taken = spilled.take(Slot(u32::from(s)), &mut inline[s as usize]);
                         prop_assert_eq!(taken.to_vec(), std::mem::take(&mut model[s as usize]));
                     }
                 }
                 for s in 0..3 {
-                    prop_assert_eq!(spilled.get(s, &inline[s as usize]), model[s as usize].as_slice());
+                    prop_assert_eq!(spilled.get(Slot(s), &inline[s as usize]), model[s as usize].as_slice());
                 }
                 prop_assert_eq!(spilled.lists.len(), model.iter().filter(|l| l.len() > 1).count());
             }

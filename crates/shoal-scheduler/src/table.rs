@@ -7,6 +7,7 @@ use shoal_proto::{ArgMsg, ClientId, TaskId, WorkerId};
 use smallvec::SmallVec;
 
 use crate::idlist::IdList;
+use crate::ids::Slot;
 use crate::index::{KeyIndex, prefetch_line};
 use crate::segmented::Segmented;
 use crate::spill::{Marked, Spilled};
@@ -38,7 +39,7 @@ use crate::task::{Task, TaskState};
 /// events), instead of keeping per-worker sets that every assignment,
 /// completion and release would update at a random place in memory.
 pub(crate) struct TaskTable {
-    slots: Segmented<Slot>,
+    slots: Segmented<SlotEntry>,
     places: Vec<Place>,
     /// Results held on several workers: which ones.
     who_has: Spilled<WorkerId>,
@@ -58,7 +59,7 @@ pub(crate) struct TaskTable {
     /// With the index's early sweep (see `TaskTable::insert`), this took
     /// submitting the simulator's second million-task map-reduce on one
     /// scheduler from 550 ns a task to 370–420, as on a new scheduler.
-    free: Vec<u32>,
+    free: Vec<Slot>,
     sorted: usize,
     index: KeyIndex,
     /// Tasks in the table (the index also holds entries of forgotten ones).
@@ -71,7 +72,7 @@ pub(crate) struct TaskTable {
     /// when they have arrived.
     dying_args: Vec<Box<[ArgMsg]>>,
     /// By slot: the slot is vacant and the index still has the entry of
-    /// its last task (under `Slot::hash`).
+    /// its last task (under `SlotEntry::hash`).
     stale: Vec<bool>,
 }
 
@@ -131,7 +132,7 @@ fn processing_of(task: &Task) -> u32 {
 /// 128 bytes aligned to the cache lines they fill.
 #[derive(Default)]
 #[repr(C, align(64))]
-struct Slot {
+struct SlotEntry {
     /// Bumped each time the slot is vacated, so old ids stop matching.
     generation: u32,
     /// The index's hash of the slot's key, or of its last one while vacant.
@@ -149,8 +150,8 @@ impl TaskTable {
         self.live
     }
 
-    pub(crate) fn get(&self, i: u32) -> Option<&Task> {
-        self.slots.get(i as usize).and_then(|s| s.task.as_ref())
+    pub(crate) fn get(&self, i: Slot) -> Option<&Task> {
+        self.slots.get(i.index()).and_then(|s| s.task.as_ref())
     }
 
     /// Starts loading task `i`'s record into the cache, without waiting
@@ -159,17 +160,17 @@ impl TaskTable {
     /// instead of coming one after another (a record last touched when its
     /// task was submitted is far out in memory, and each miss costs some
     /// hundreds of nanoseconds).
-    pub(crate) fn prefetch(&self, i: u32) {
-        let Some(slot) = self.slots.get(i as usize) else { return };
-        let start = (slot as *const Slot).cast::<i8>();
-        for line in (0..std::mem::size_of::<Slot>()).step_by(64) {
+    pub(crate) fn prefetch(&self, i: Slot) {
+        let Some(slot) = self.slots.get(i.index()) else { return };
+        let start = (slot as *const SlotEntry).cast::<i8>();
+        for line in (0..std::mem::size_of::<SlotEntry>()).step_by(64) {
             prefetch_line(start.wrapping_add(line));
         }
     }
 
     /// Starts loading the records of task `i`'s inputs (see
     /// [`TaskTable::prefetch`]), once its own is in cache.
-    pub(crate) fn prefetch_deps(&self, i: u32) {
+    pub(crate) fn prefetch_deps(&self, i: Slot) {
         if let Some(t) = self.get(i) {
             t.deps.iter().for_each(|&d| self.prefetch(d));
         }
@@ -192,51 +193,51 @@ impl TaskTable {
         }
     }
 
-    pub(crate) fn get_mut(&mut self, i: u32) -> Option<&mut Task> {
-        self.slots.get_mut(i as usize).and_then(|s| s.task.as_mut())
+    pub(crate) fn get_mut(&mut self, i: Slot) -> Option<&mut Task> {
+        self.slots.get_mut(i.index()).and_then(|s| s.task.as_mut())
     }
 
     /// The slot of the task with this key.
-    pub(crate) fn find(&self, key: &Key) -> Option<u32> {
+    pub(crate) fn find(&self, key: &Key) -> Option<Slot> {
         let hash = hash_of(key);
         let slots = &self.slots;
-        self.index.find(hash, |i| slots[i as usize].task.as_ref().is_some_and(|t| t.key == *key))
+        self.index.find(hash, |i| slots[i.index()].task.as_ref().is_some_and(|t| t.key == *key))
     }
 
     /// The slot of a task a worker names by id and key. A stale id (its
     /// task was forgotten, perhaps submitted again since) or one that does
     /// not go with the key falls back to the key.
-    pub(crate) fn resolve(&self, id: TaskId, key: &Key) -> Option<u32> {
+    pub(crate) fn resolve(&self, id: TaskId, key: &Key) -> Option<Slot> {
         let current = self
             .slots
-            .get(id.slot() as usize)
+            .get(Slot::of(id).index())
             .filter(|s| s.generation == id.generation())
             .and_then(|s| s.task.as_ref())
             .is_some_and(|t| t.key == *key);
-        if current { Some(id.slot()) } else { self.find(key) }
+        if current { Some(Slot::of(id)) } else { self.find(key) }
     }
 
     /// The id of the task in a slot.
-    pub(crate) fn id(&self, i: u32) -> TaskId {
-        TaskId::new(i, self.slots.get(i as usize).map_or(0, |s| s.generation))
+    pub(crate) fn id(&self, i: Slot) -> TaskId {
+        TaskId::new(i.0, self.slots.get(i.index()).map_or(0, |s| s.generation))
     }
 
     /// Adds a task whose key is not in the table; returns its slot.
-    pub(crate) fn insert(&mut self, task: Task) -> u32 {
+    pub(crate) fn insert(&mut self, task: Task) -> Slot {
         let hash = hash_of(&task.key);
         let i = match self.take_vacant() {
             Some(i) => i,
             None => {
-                self.slots.push(Slot { generation: 0, hash, task: None });
+                self.slots.push(SlotEntry { generation: 0, hash, task: None });
                 self.places.push(EMPTY);
                 self.args.push(None);
                 self.stale.push(false);
-                (self.slots.len() - 1) as u32
+                Slot((self.slots.len() - 1) as u32)
             }
         };
-        self.places[i as usize].processing = processing_of(&task);
-        let slot = &mut self.slots[i as usize];
-        let reuse = std::mem::replace(&mut self.stale[i as usize], false) && slot.hash == hash;
+        self.places[i.index()].processing = processing_of(&task);
+        let slot = &mut self.slots[i.index()];
+        let reuse = std::mem::replace(&mut self.stale[i.index()], false) && slot.hash == hash;
         slot.hash = hash;
         slot.task = Some(task);
         self.live += 1;
@@ -262,7 +263,7 @@ impl TaskTable {
 
     /// A vacant slot: one vacated lately while they are few enough to be
     /// in cache, else the first in address order.
-    fn take_vacant(&mut self) -> Option<u32> {
+    fn take_vacant(&mut self) -> Option<Slot> {
         let recent = self.free.len() - self.sorted;
         if recent > RECENT_VACANT.max(self.sorted / 2) {
             // Each ordering is paid for by at least a third as many slots
@@ -280,14 +281,14 @@ impl TaskTable {
     fn order_vacant(&mut self) {
         let mut vacant = vec![0u64; self.slots.len().div_ceil(64)];
         for &i in &self.free {
-            vacant[i as usize / 64] |= 1 << (i % 64);
+            vacant[i.index() / 64] |= 1 << (i.0 % 64);
         }
         self.free.clear();
         for (word, &bits) in vacant.iter().enumerate().rev() {
             let mut bits = bits;
             while bits != 0 {
                 let top = 63 - bits.leading_zeros();
-                self.free.push(word as u32 * 64 + top);
+                self.free.push(Slot(word as u32 * 64 + top));
                 bits &= !(1 << top);
             }
         }
@@ -297,19 +298,19 @@ impl TaskTable {
     /// Forgets a task, returning its dependencies; its slot goes to a later
     /// task under a new generation. Its index entry stays (see the type's
     /// notes).
-    pub(crate) fn remove(&mut self, i: u32) -> Option<IdList<u32>> {
-        let slot = self.slots.get_mut(i as usize)?;
+    pub(crate) fn remove(&mut self, i: Slot) -> Option<IdList<Slot>> {
+        let slot = self.slots.get_mut(i.index())?;
         // The arguments are freed a little later, with others (see
         // `dying_args`); the rest of the record is in cache already.
         let mut task = slot.task.take()?;
         if task.holder == ClientId::SEVERAL {
             self.holders.take(i, &mut task.holder);
         }
-        let place = &mut self.places[i as usize];
+        let place = &mut self.places[i.index()];
         if place.holder == WorkerId::SEVERAL {
             self.who_has.take(i, &mut place.holder);
         }
-        let args = if task.args_kept { self.args[i as usize].take() } else { None };
+        let args = if task.args_kept { self.args[i.index()].take() } else { None };
         if let Some(args) = args {
             let start = args.as_ptr().cast::<i8>();
             for line in (0..std::mem::size_of_val(&*args)).step_by(64) {
@@ -321,8 +322,8 @@ impl TaskTable {
             self.dying_args.push(args);
         }
         slot.generation = slot.generation.wrapping_add(1);
-        self.places[i as usize] = EMPTY;
-        self.stale[i as usize] = true;
+        self.places[i.index()] = EMPTY;
+        self.stale[i.index()] = true;
         self.live -= 1;
         self.free.push(i);
         Some(task.deps)
@@ -341,13 +342,13 @@ impl TaskTable {
             // cache miss each (a graph forgotten whole leaves an entry a
             // task: 1.0 more misses per task of the next graph in
             // callgrind).
-            if stale[i as usize] {
+            if stale[i.index()] {
                 return false;
             }
-            let s = &slots[i as usize];
-            let current = s.task.is_some() && s.hash == h && !kept[i as usize];
+            let s = &slots[i.index()];
+            let current = s.task.is_some() && s.hash == h && !kept[i.index()];
             if current {
-                kept[i as usize] = true;
+                kept[i.index()] = true;
             }
             current
         });
@@ -356,70 +357,70 @@ impl TaskTable {
 
     /// Changes task `i`'s state, and its place when it starts or stops
     /// processing; returns the state it had.
-    pub(crate) fn set_state(&mut self, i: u32, state: TaskState) -> Option<TaskState> {
-        let t = self.slots.get_mut(i as usize)?.task.as_mut()?;
+    pub(crate) fn set_state(&mut self, i: Slot, state: TaskState) -> Option<TaskState> {
+        let t = self.slots.get_mut(i.index())?.task.as_mut()?;
         let old = std::mem::replace(&mut t.state, state);
         if matches!(old, TaskState::Processing(_)) || matches!(state, TaskState::Processing(_)) {
-            self.places[i as usize].processing = processing_of(t);
+            self.places[i.index()].processing = processing_of(t);
         }
         Some(old)
     }
 
     /// Whether the array of places agrees with the record.
-    pub(crate) fn place_is_current(&self, i: u32) -> bool {
-        self.get(i).is_some_and(|t| self.places[i as usize].processing == processing_of(t))
+    pub(crate) fn place_is_current(&self, i: Slot) -> bool {
+        self.get(i).is_some_and(|t| self.places[i.index()].processing == processing_of(t))
     }
 
     /// The workers holding task `i`'s result.
-    pub(crate) fn who_has(&self, i: u32) -> &[WorkerId] {
-        match self.places.get(i as usize) {
+    pub(crate) fn who_has(&self, i: Slot) -> &[WorkerId] {
+        match self.places.get(i.index()) {
             Some(place) => self.who_has.get(i, &place.holder),
             None => &[],
         }
     }
 
-    pub(crate) fn add_who_has(&mut self, i: u32, w: WorkerId) {
-        if let Some(place) = self.places.get_mut(i as usize) {
+    pub(crate) fn add_who_has(&mut self, i: Slot, w: WorkerId) {
+        if let Some(place) = self.places.get_mut(i.index()) {
             self.who_has.push(i, &mut place.holder, w);
         }
     }
 
     /// Keeps the holders of task `i`'s result for which `keep` is true.
-    pub(crate) fn retain_who_has(&mut self, i: u32, keep: impl FnMut(&WorkerId) -> bool) {
-        if let Some(place) = self.places.get_mut(i as usize) {
+    pub(crate) fn retain_who_has(&mut self, i: Slot, keep: impl FnMut(&WorkerId) -> bool) {
+        if let Some(place) = self.places.get_mut(i.index()) {
             self.who_has.retain(i, &mut place.holder, keep);
         }
     }
 
     /// Empties the list of workers holding task `i`'s result, returning it.
-    pub(crate) fn take_who_has(&mut self, i: u32) -> SmallVec<[WorkerId; 2]> {
-        match self.places.get_mut(i as usize) {
+    pub(crate) fn take_who_has(&mut self, i: Slot) -> SmallVec<[WorkerId; 2]> {
+        match self.places.get_mut(i.index()) {
             Some(place) => self.who_has.take(i, &mut place.holder),
             None => SmallVec::new(),
         }
     }
 
     /// The clients holding task `i`'s future.
-    pub(crate) fn holders(&self, i: u32) -> &[ClientId] {
+    pub(crate) fn holders(&self, i: Slot) -> &[ClientId] {
         match self.get(i) {
             Some(t) => self.holders.get(i, &t.holder),
             None => &[],
         }
     }
 
-    pub(crate) fn add_holder(&mut self, i: u32, c: ClientId) {
+    pub(crate) fn add_holder(&mut self, i: Slot, c: ClientId) {
         if let Some((t, holders)) = self.task_and_holders(i) {
             holders.push(i, &mut t.holder, c);
         }
     }
 
     /// Removes one hold of `c` on task `i`; whether it had one.
-    pub(crate) fn remove_holder(&mut self, i: u32, c: ClientId) -> bool {
+    pub(crate) fn remove_holder(&mut self, i: Slot, c: ClientId) -> bool {
         self.task_and_holders(i).is_some_and(|(t, holders)| holders.remove_one(i, &mut t.holder, c))
     }
 
     /// Keeps the holds on task `i` for which `keep` is true.
-    pub(crate) fn retain_holders(&mut self, i: u32, keep: impl FnMut(&ClientId) -> bool) {
+    pub(crate) fn retain_holders(&mut self, i: Slot, keep: impl FnMut(&ClientId) -> bool) {
         if let Some((t, holders)) = self.task_and_holders(i) {
             holders.retain(i, &mut t.holder, keep);
         }
@@ -427,40 +428,40 @@ impl TaskTable {
 
     /// Task `i`'s record and the lists of several holders, borrowed
     /// together to change its holders.
-    fn task_and_holders(&mut self, i: u32) -> Option<(&mut Task, &mut Spilled<ClientId>)> {
-        let t = self.slots.get_mut(i as usize)?.task.as_mut()?;
+    fn task_and_holders(&mut self, i: Slot) -> Option<(&mut Task, &mut Spilled<ClientId>)> {
+        let t = self.slots.get_mut(i.index())?.task.as_mut()?;
         Some((t, &mut self.holders))
     }
 
     /// Task `i`'s arguments as submitted, if they are kept (`None`: they
     /// are its dependencies' keys, see `Task::args_kept`).
-    pub(crate) fn args(&self, i: u32) -> Option<&[ArgMsg]> {
+    pub(crate) fn args(&self, i: Slot) -> Option<&[ArgMsg]> {
         if !self.get(i)?.args_kept {
             return None;
         }
-        self.args.get(i as usize)?.as_deref()
+        self.args.get(i.index())?.as_deref()
     }
 
     /// Keeps task `i`'s arguments as submitted.
-    pub(crate) fn keep_args(&mut self, i: u32, args: Box<[ArgMsg]>) {
+    pub(crate) fn keep_args(&mut self, i: Slot, args: Box<[ArgMsg]>) {
         if let Some(t) = self.get_mut(i) {
             t.args_kept = true;
-            self.args[i as usize] = Some(args);
+            self.args[i.index()] = Some(args);
         }
     }
 
     /// Every processing task with its worker, in slot order.
-    pub(crate) fn processing(&self) -> impl Iterator<Item = (u32, WorkerId)> + '_ {
+    pub(crate) fn processing(&self) -> impl Iterator<Item = (Slot, WorkerId)> + '_ {
         self.places
             .iter()
             .enumerate()
             .filter(|(_, p)| p.processing != NOWHERE)
-            .map(|(i, p)| (i as u32, WorkerId(p.processing)))
+            .map(|(i, p)| (Slot(i as u32), WorkerId(p.processing)))
     }
 
     /// A worker's tasks, in slot order, in one scan: those whose result it
     /// holds, and those it is processing.
-    pub(crate) fn on_worker(&self, w: WorkerId) -> (Vec<u32>, Vec<u32>) {
+    pub(crate) fn on_worker(&self, w: WorkerId) -> (Vec<Slot>, Vec<Slot>) {
         let mut held = Vec::new();
         let mut processing = Vec::new();
         let holds = |p: &Place| (p.holder == w) | (p.holder == WorkerId::SEVERAL);
@@ -472,7 +473,7 @@ impl TaskTable {
                 continue;
             }
             for (k, p) in chunk.iter().enumerate() {
-                let i = (c * 8 + k) as u32;
+                let i = Slot((c * 8 + k) as u32);
                 if holds(p) && self.who_has(i).contains(&w) {
                     held.push(i);
                 }
@@ -485,8 +486,8 @@ impl TaskTable {
     }
 
     /// Every task with its slot, in slot order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Task)> {
-        self.slots.iter().enumerate().filter_map(|(i, s)| s.task.as_ref().map(|t| (i as u32, t)))
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Slot, &Task)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| s.task.as_ref().map(|t| (Slot(i as u32), t)))
     }
 }
 
@@ -505,8 +506,8 @@ mod tests {
     /// change that grows it should be a decision, not an accident.
     #[test]
     fn a_slot_is_two_cache_lines() {
-        assert_eq!(std::mem::size_of::<Slot>(), 128);
-        assert_eq!(std::mem::align_of::<Slot>(), 64);
+        assert_eq!(std::mem::size_of::<SlotEntry>(), 128);
+        assert_eq!(std::mem::align_of::<SlotEntry>(), 64);
     }
 
     /// Slots vacated lately are taken back most recent first; a mass of
@@ -514,19 +515,19 @@ mod tests {
     #[test]
     fn vacant_slots_are_taken_recent_first_or_in_address_order() {
         let mut table = TaskTable::default();
-        let slots: Vec<u32> = (0..20_000).map(|n| table.insert(task(n))).collect();
-        for &i in &[7, 3, 9] {
+        let slots: Vec<Slot> = (0..20_000).map(|n| table.insert(task(n))).collect();
+        for i in [7, 3, 9].map(Slot) {
             table.remove(i);
         }
-        let again: Vec<u32> = (0..3).map(|n| table.insert(task(100_000 + n))).collect();
-        assert_eq!(again, [9, 3, 7]);
+        let again: Vec<Slot> = (0..3).map(|n| table.insert(task(100_000 + n))).collect();
+        assert_eq!(again, [9, 3, 7].map(Slot));
         // Forgotten in a scattered order, as a cascade of forgetting goes.
-        let mut order: Vec<u32> = slots.iter().copied().filter(|i| i % 2 == 0).collect();
-        order.sort_by_key(|&i| (i.wrapping_mul(2_654_435_761), i));
+        let mut order: Vec<Slot> = slots.iter().copied().filter(|i| i.0 % 2 == 0).collect();
+        order.sort_by_key(|&i| (i.0.wrapping_mul(2_654_435_761), i));
         for &i in &order {
             table.remove(i);
         }
-        let taken: Vec<u32> = (0..order.len() as u64).map(|n| table.insert(task(200_000 + n))).collect();
+        let taken: Vec<Slot> = (0..order.len() as u64).map(|n| table.insert(task(200_000 + n))).collect();
         order.sort_unstable();
         assert_eq!(taken, order);
     }
@@ -536,7 +537,7 @@ mod tests {
     #[test]
     fn an_index_of_forgotten_tasks_shrinks_when_tasks_come_again() {
         let mut table = TaskTable::default();
-        let slots: Vec<u32> = (0..300_000).map(|n| table.insert(task(n))).collect();
+        let slots: Vec<Slot> = (0..300_000).map(|n| table.insert(task(n))).collect();
         let full = table.index.entries_len();
         for &i in &slots {
             table.remove(i);
@@ -555,7 +556,7 @@ mod tests {
     #[test]
     fn keys_are_found_while_forgotten_entries_linger() {
         let mut table = TaskTable::default();
-        let mut live: Vec<(u64, u32)> = Vec::new();
+        let mut live: Vec<(u64, Slot)> = Vec::new();
         let mut x = 99u64;
         for round in 0..20_000u64 {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);

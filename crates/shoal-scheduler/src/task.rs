@@ -6,7 +6,7 @@ use shoal_graph::Key;
 use shoal_proto::{ClientId, TaskErrorMsg, WorkerId, WorkerInfo};
 
 use crate::idlist::IdList;
-use crate::ids::{FuncId, GroupId, ResourceId};
+use crate::ids::{FuncId, GroupId, ResourceId, Slot};
 use crate::spill::Marked;
 
 /// Where a task is.
@@ -61,7 +61,7 @@ impl TaskState {
 /// covers most tasks without an allocation, and functions are numbers.
 ///
 /// The fields are laid out by hand (`repr(C)`), in the order the hot paths
-/// read them: after the slot's generation and hash (see `table::Slot`), the
+/// read them: after the slot's generation and hash (see `table::SlotEntry`), the
 /// first line has what every look-up and completion reads (state, counters,
 /// key, duration group, function), the second the sizes and the graph's
 /// edges.
@@ -83,9 +83,9 @@ pub(crate) struct Task {
     pub(crate) seq: u32,
     pub(crate) nbytes: u64,
     /// Tasks (not forgotten) that depend on this one.
-    pub(crate) dependents: IdList<u32>,
+    pub(crate) dependents: IdList<Slot>,
     /// Dependencies, each once.
-    pub(crate) deps: IdList<u32>,
+    pub(crate) deps: IdList<Slot>,
     /// The client holding its future, [`Marked::NONE`] or
     /// [`Marked::SEVERAL`] (see `TaskTable::holders`).
     pub(crate) holder: ClientId,

@@ -20,6 +20,7 @@ use rustc_hash::FxHashMap;
 use shoal_proto::INLINE_MESSAGE_BUDGET;
 
 use super::Scheduler;
+use crate::ids::Slot;
 use crate::task::TaskState;
 
 /// Small results kept for their readers, by slot, and the budgets they
@@ -45,7 +46,7 @@ use crate::task::TaskState;
 #[derive(Default)]
 pub(crate) struct InlineResults {
     /// The results, by slot, of tasks in memory that active tasks read.
-    kept: FxHashMap<u32, Box<[u8]>>,
+    kept: FxHashMap<Slot, Box<[u8]>>,
     /// Their total size, against [`InlineResults::KEPT_TOTAL`].
     bytes: usize,
     /// Bytes of results in this event's messages to clients, against
@@ -66,7 +67,7 @@ impl InlineResults {
     }
 
     /// Task `i`'s kept result.
-    pub(crate) fn get(&self, i: u32) -> Option<&[u8]> {
+    pub(crate) fn get(&self, i: Slot) -> Option<&[u8]> {
         self.kept.get(&i).map(|data| &**data)
     }
 
@@ -74,7 +75,7 @@ impl InlineResults {
     /// bytes of inputs' results left, which it spends; `None` if none is
     /// kept or it does not fit.
     #[inline]
-    pub(crate) fn for_message(&self, i: u32, budget: &mut usize) -> Option<&[u8]> {
+    pub(crate) fn for_message(&self, i: Slot, budget: &mut usize) -> Option<&[u8]> {
         // Most runs hold none: no hashing then.
         if self.kept.is_empty() {
             return None;
@@ -87,7 +88,7 @@ impl InlineResults {
 
     /// Keeps task `i`'s result for its readers, if it fits in
     /// [`InlineResults::KEPT_TOTAL`].
-    pub(crate) fn keep(&mut self, i: u32, data: Vec<u8>) {
+    pub(crate) fn keep(&mut self, i: Slot, data: Vec<u8>) {
         if self.bytes + data.len() <= Self::KEPT_TOTAL {
             self.bytes += data.len();
             self.kept.insert(i, data.into_boxed_slice());
@@ -95,7 +96,7 @@ impl InlineResults {
     }
 
     /// Drops task `i`'s kept result, if any.
-    pub(crate) fn remove(&mut self, i: u32) {
+    pub(crate) fn remove(&mut self, i: Slot) {
         if let Some(data) = self.kept.remove(&i) {
             self.bytes -= data.len();
         }
@@ -126,7 +127,7 @@ impl InlineResults {
     }
 
     /// The slots of the kept results, in no particular order.
-    pub(crate) fn slots(&self) -> impl Iterator<Item = u32> + '_ {
+    pub(crate) fn slots(&self) -> impl Iterator<Item = Slot> + '_ {
         self.kept.keys().copied()
     }
 }
@@ -138,7 +139,7 @@ impl Scheduler {
     /// Apart from [`Scheduler::set_state`], which calls it only while some
     /// are kept: most runs keep none, and the hot path stays as it was.
     #[cold]
-    pub(super) fn drop_unread_results(&mut self, i: u32, old: TaskState, stopped_reading: bool) {
+    pub(super) fn drop_unread_results(&mut self, i: Slot, old: TaskState, stopped_reading: bool) {
         if old == TaskState::Memory && self.task(i).state != TaskState::Memory {
             self.inline.remove(i);
         }

@@ -16,7 +16,7 @@ use smallvec::SmallVec;
 
 use super::{FOREVER, SCATTERED, Scheduler};
 use crate::idlist::IdList;
-use crate::ids::{FuncId, GroupId, ResourceId};
+use crate::ids::{FuncId, GroupId, ResourceId, Slot};
 use crate::spill::Marked;
 use crate::table::TaskTable;
 use crate::task::{Extra, Task, TaskState};
@@ -30,7 +30,7 @@ use crate::task::{Extra, Task, TaskState};
 /// cache before they are read.
 #[derive(Default)]
 pub(super) struct Lookahead {
-    slots: Vec<u32>,
+    slots: Vec<Slot>,
     next: usize,
 }
 
@@ -50,7 +50,7 @@ impl Lookahead {
             FromWorker::Finished(done) => done.as_slice(),
             _ => &[],
         });
-        let slots: Vec<u32> = finished.map(|f| f.id.slot()).collect();
+        let slots: Vec<Slot> = finished.map(|f| Slot::of(f.id)).collect();
         slots.iter().take(Self::RECORDS).for_each(|&i| tasks.prefetch(i));
         slots.iter().take(Self::DEPENDENTS).for_each(|&i| Self::prefetch_neighbours(tasks, i));
         slots.iter().take(Self::SIBLINGS).for_each(|&i| Self::prefetch_siblings(tasks, i));
@@ -73,14 +73,14 @@ impl Lookahead {
     }
 
     /// The records of task `i`'s inputs and dependents.
-    fn prefetch_neighbours(tasks: &TaskTable, i: u32) {
+    fn prefetch_neighbours(tasks: &TaskTable, i: Slot) {
         if let Some(t) = tasks.get(i) {
             t.deps.iter().chain(t.dependents.iter()).for_each(|&d| tasks.prefetch(d));
         }
     }
 
     /// The inputs of the dependents that task `i` is the last input of.
-    fn prefetch_siblings(tasks: &TaskTable, i: u32) {
+    fn prefetch_siblings(tasks: &TaskTable, i: Slot) {
         let Some(t) = tasks.get(i) else { return };
         for d in t.dependents.iter().filter_map(|&d| tasks.get(d)) {
             if d.state == TaskState::Waiting && d.missing == 1 {
@@ -159,7 +159,7 @@ impl Scheduler {
 
     /// Adds a task's record, taking what it keeps out of the message;
     /// returns its slot.
-    pub(super) fn insert_task(&mut self, client: ClientId, msg: &mut TaskMsg) -> u32 {
+    pub(super) fn insert_task(&mut self, client: ClientId, msg: &mut TaskMsg) -> Slot {
         let group = self.group_index(msg.key.shared_prefix());
         let extra = if msg.resources.is_empty() && msg.workers.is_empty() && msg.retries == 0 {
             None
@@ -189,8 +189,8 @@ impl Scheduler {
 
     /// Links a new task to its dependencies and starts it on its way.
     /// Its arguments are taken if the record keeps them.
-    fn wire(&mut self, i: u32, args: &mut ArgList) {
-        let mut deps: IdList<u32> = IdList::default();
+    fn wire(&mut self, i: Slot, args: &mut ArgList) {
+        let mut deps: IdList<Slot> = IdList::default();
         let mut unknown = None;
         // Whether each argument is one dependency's key, each once.
         let mut deps_only = true;
@@ -245,7 +245,7 @@ impl Scheduler {
 
     /// Queues a task whose inputs are all in memory, else makes it wait
     /// for the `missing` others.
-    fn start(&mut self, i: u32, missing: u32) {
+    fn start(&mut self, i: Slot, missing: u32) {
         self.task_mut(i).missing = missing;
         if missing == 0 {
             self.set_state(i, TaskState::Queued);
@@ -257,8 +257,8 @@ impl Scheduler {
 
     /// Makes a released task run again, with whatever of its inputs is
     /// missing (recursively, from the lineage).
-    fn ensure_computed(&mut self, start: u32) {
-        let mut stack: SmallVec<[u32; 8]> = smallvec::smallvec![start];
+    fn ensure_computed(&mut self, start: Slot) {
+        let mut stack: SmallVec<[Slot; 8]> = smallvec::smallvec![start];
         while let Some(i) = stack.pop() {
             if self.task(i).state != TaskState::Released {
                 continue;
@@ -271,7 +271,7 @@ impl Scheduler {
             }
             // One look at each input: failed, missing, or to be computed again.
             let mut missing = 0;
-            let mut released: SmallVec<[u32; 4]> = SmallVec::new();
+            let mut released: SmallVec<[Slot; 4]> = SmallVec::new();
             let mut failed = None;
             for &d in &self.task(i).deps {
                 match self.task(d).state {
@@ -349,9 +349,9 @@ impl Scheduler {
     #[inline(always)]
     fn for_each_linked(
         &mut self,
-        i: u32,
-        list: impl Fn(&Task) -> &IdList<u32>,
-        mut f: impl FnMut(&mut Scheduler, u32),
+        i: Slot,
+        list: impl Fn(&Task) -> &IdList<Slot>,
+        mut f: impl FnMut(&mut Scheduler, Slot),
     ) {
         match list(self.task(i)).inline() {
             Some((ids, len)) => ids[..len].iter().for_each(|&d| f(self, d)),
@@ -365,7 +365,7 @@ impl Scheduler {
     }
 
     /// One more of task `d`'s inputs is in memory.
-    fn input_ready(&mut self, d: u32) {
+    fn input_ready(&mut self, d: Slot) {
         if self.task(d).state == TaskState::Waiting {
             let t = self.task_mut(d);
             t.missing -= 1;
@@ -376,7 +376,7 @@ impl Scheduler {
         }
     }
 
-    pub(super) fn add_replica(&mut self, i: u32, worker: WorkerId) {
+    pub(super) fn add_replica(&mut self, i: Slot, worker: WorkerId) {
         self.tasks.add_who_has(i, worker);
     }
 
@@ -427,9 +427,9 @@ impl Scheduler {
     }
 
     /// The only copies of a result are gone.
-    fn data_lost(&mut self, i: u32) {
+    fn data_lost(&mut self, i: Slot) {
         self.set_state(i, TaskState::Released);
-        let dependents = SmallVec::<[u32; 4]>::from_slice(&self.task(i).dependents);
+        let dependents = SmallVec::<[Slot; 4]>::from_slice(&self.task(i).dependents);
         for d in dependents {
             match self.task(d).state {
                 TaskState::Queued => {
@@ -491,7 +491,7 @@ impl Scheduler {
     }
 
     /// Fails a task and, transitively, everything that depends on it.
-    pub(super) fn fail(&mut self, start: u32, error: TaskErrorMsg) {
+    pub(super) fn fail(&mut self, start: Slot, error: TaskErrorMsg) {
         let mut work = vec![(start, error)];
         while let Some((i, error)) = work.pop() {
             // Failing one dependent can cancel and forget another that is
@@ -506,13 +506,13 @@ impl Scheduler {
             self.task_mut(i).extra_mut().error = Some(error);
             self.set_state(i, TaskState::Erred);
             self.notify_holders(i, None);
-            let dependents = SmallVec::<[u32; 4]>::from_slice(&self.task(i).dependents);
+            let dependents = SmallVec::<[Slot; 4]>::from_slice(&self.task(i).dependents);
             for d in dependents {
                 if self.task(d).state.is_active() || self.task(d).state == TaskState::Released {
                     work.push((d, self.dependency_error(i)));
                 }
             }
-            let deps = SmallVec::<[u32; 4]>::from_slice(&self.task(i).deps);
+            let deps = SmallVec::<[Slot; 4]>::from_slice(&self.task(i).deps);
             for d in deps {
                 self.consider_release(d);
             }
@@ -529,7 +529,7 @@ impl Scheduler {
         }
     }
 
-    fn dependency_error(&self, failed_dep: u32) -> TaskErrorMsg {
+    fn dependency_error(&self, failed_dep: Slot) -> TaskErrorMsg {
         let dep = self.task(failed_dep);
         match dep.error() {
             Some(TaskErrorMsg::Dependency { failed, message, .. }) => TaskErrorMsg::Dependency {
@@ -560,7 +560,7 @@ impl Scheduler {
     /// result `inline`, within this event's budget) or erred; `None` while
     /// it is undecided.
     /// `copies`: how many clients it goes to.
-    pub(super) fn outcome(&mut self, i: u32, copies: usize, inline: Option<&[u8]>) -> Option<FromScheduler> {
+    pub(super) fn outcome(&mut self, i: Slot, copies: usize, inline: Option<&[u8]>) -> Option<FromScheduler> {
         let inline = self.inline.for_clients(inline, copies);
         let t = self.task(i);
         Some(match t.state {
@@ -581,7 +581,7 @@ impl Scheduler {
     /// Tells the task's holders its outcome (with its small result, if the
     /// worker sent one); a fire-and-forget hold ends here (the caller then
     /// releases what nobody else wants).
-    fn notify_holders(&mut self, i: u32, inline: Option<&[u8]>) {
+    fn notify_holders(&mut self, i: Slot, inline: Option<&[u8]>) {
         if !self.task(i).held() {
             return;
         }
@@ -598,9 +598,9 @@ impl Scheduler {
     }
 
     /// Changes a task's state, keeping its inputs' count of active readers.
-    pub(super) fn set_state(&mut self, i: u32, state: TaskState) {
+    pub(super) fn set_state(&mut self, i: Slot, state: TaskState) {
         let Some(old) = self.tasks.set_state(i, state) else {
-            panic!("scheduler invariant: task {i} is referenced but forgotten");
+            panic!("scheduler invariant: the task in {i} is referenced but forgotten");
         };
         let before = old.is_active();
         let after = state.is_active();

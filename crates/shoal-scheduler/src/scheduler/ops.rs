@@ -13,6 +13,7 @@ use shoal_proto::{
 
 use super::{FOREVER, Outbox, Scheduler};
 use crate::comm::Comm;
+use crate::ids::Slot;
 use crate::load::LoadIndex;
 use crate::queue::ReadyQueue;
 use crate::table::TaskTable;
@@ -48,7 +49,7 @@ impl Scheduler {
 
     /// Tells one client how a decided task ended (another client's
     /// submission of it ended earlier).
-    pub(super) fn tell_outcome(&mut self, i: u32, client: ClientId) {
+    pub(super) fn tell_outcome(&mut self, i: Slot, client: ClientId) {
         let kept: Option<Box<[u8]>> = self.inline.get(i).map(Box::from);
         if let Some(msg) = self.outcome(i, 1, kept.as_deref()) {
             self.outbox.clients.to(client).push(msg);
@@ -162,7 +163,7 @@ impl Scheduler {
     /// A queued task found no worker: if no connected worker may ever run
     /// it, it is remembered as stuck; the next tick says why to its holders
     /// and times it for `no_worker_timeout_us`.
-    pub(super) fn report_if_stuck(&mut self, i: u32) {
+    pub(super) fn report_if_stuck(&mut self, i: Slot) {
         let id = self.tasks.id(i);
         if !self.stuck.contains_key(&id) && self.no_worker_reason(i).is_some() {
             self.stuck.insert(id, None);
@@ -171,9 +172,9 @@ impl Scheduler {
 
     /// Tells the holders of a stuck task, and of the tasks waiting for it
     /// (by then a batch's dependents are wired), why it cannot run.
-    fn tell_stuck(&mut self, i: u32, reason: &str) {
+    fn tell_stuck(&mut self, i: Slot, reason: &str) {
         let key = self.task(i).key.clone();
-        let mut seen: FxHashSet<u32> = FxHashSet::default();
+        let mut seen: FxHashSet<Slot> = FxHashSet::default();
         let mut stack = vec![i];
         while let Some(t) = stack.pop() {
             if seen.len() >= STUCK_NOTICE_LIMIT || !seen.insert(t) {
@@ -197,7 +198,7 @@ impl Scheduler {
 
     /// Why no connected worker may run task `i`, or `None` if one may (or
     /// it has no placement constraints: it only waits for room).
-    pub(super) fn no_worker_reason(&self, i: u32) -> Option<String> {
+    pub(super) fn no_worker_reason(&self, i: Slot) -> Option<String> {
         let t = self.task(i);
         let (restrictions, resources) = (t.restrictions(), t.resources());
         if restrictions.is_empty() && resources.is_empty() {
@@ -278,7 +279,7 @@ impl Scheduler {
         let mut entries: Vec<(TaskId, Option<u64>)> = self.stuck.iter().map(|(&id, &s)| (id, s)).collect();
         entries.sort_unstable_by_key(|(id, _)| *id);
         for (id, since) in entries {
-            let i = id.slot();
+            let i = Slot::of(id);
             if self.tasks.id(i) != id || self.tasks.get(i).is_none_or(|t| t.state != TaskState::Queued) {
                 self.stuck.remove(&id);
                 continue;

@@ -7,12 +7,13 @@ use shoal_proto::WorkerId;
 use smallvec::SmallVec;
 
 use super::Scheduler;
+use crate::ids::Slot;
 use crate::queue::Ready;
 use crate::task::{Busy, Task, TaskState, Worker};
 
 impl Scheduler {
     /// Gives a queued task to the best worker now, or leaves it queued.
-    pub(super) fn place(&mut self, i: u32) {
+    pub(super) fn place(&mut self, i: Slot) {
         if !self.task(i).is_root()
             && let Some(w) = self.best_worker(i)
         {
@@ -32,7 +33,7 @@ impl Scheduler {
     /// time to fetch the inputs it does not hold. Candidates are the workers
     /// holding inputs and the least loaded one, or, for a constrained task,
     /// every worker that may run it.
-    fn best_worker(&self, i: u32) -> Option<WorkerId> {
+    fn best_worker(&self, i: Slot) -> Option<WorkerId> {
         let t = self.task(i);
         if t.constrained() {
             return self
@@ -81,7 +82,7 @@ impl Scheduler {
     /// exactly when its load is under a bound, so the least loaded worker
     /// has room if any does; looking at it alone keeps a long queue from
     /// scanning every worker at every event.
-    fn root_target(&self, i: u32) -> Option<WorkerId> {
+    fn root_target(&self, i: Slot) -> Option<WorkerId> {
         let w = self.loads.least()?;
         let b = self.busy(w)?;
         (b.processing < self.capacity(b.threads, self.estimate_us(i))).then_some(w)
@@ -92,7 +93,7 @@ impl Scheduler {
         self.busy.get(w.0 as usize).filter(|b| b.address.is_some())
     }
 
-    pub(super) fn may_run(&self, i: u32, w: WorkerId) -> bool {
+    pub(super) fn may_run(&self, i: Slot, w: WorkerId) -> bool {
         let t = self.task(i);
         let Some(worker) = self.workers.get(&w) else { return false };
         let restrictions = t.restrictions();
@@ -108,14 +109,14 @@ impl Scheduler {
         allowed && capable
     }
 
-    fn resources_available(&self, i: u32, worker: &Worker) -> bool {
+    fn resources_available(&self, i: Slot, worker: &Worker) -> bool {
         self.task(i)
             .resources()
             .iter()
             .all(|&(r, amount)| worker.available.get(r.index()).is_some_and(|a| *a >= amount))
     }
 
-    fn finish_estimate(&self, i: u32, w: WorkerId) -> u64 {
+    fn finish_estimate(&self, i: Slot, w: WorkerId) -> u64 {
         let Some(b) = self.busy(w) else { return u64::MAX };
         let t = self.task(i);
         let missing_bytes: u64 = t
@@ -126,7 +127,7 @@ impl Scheduler {
         b.load_key().saturating_add(missing_bytes / self.config.bandwidth_bytes_per_us.max(1))
     }
 
-    fn estimate_us(&self, i: u32) -> u64 {
+    fn estimate_us(&self, i: Slot) -> u64 {
         let (total, count) = self.durations[self.task(i).group.index()];
         total.checked_div(count).unwrap_or(self.config.unknown_duration_us)
     }
@@ -138,7 +139,7 @@ impl Scheduler {
         (threads + queue).min(threads * 4096) as usize
     }
 
-    fn assign(&mut self, i: u32, w: WorkerId) {
+    fn assign(&mut self, i: Slot, w: WorkerId) {
         let estimate = self.estimate_us(i);
         self.outbox.compute.to(w).push(i);
         self.set_state(i, TaskState::Processing(w));
@@ -153,7 +154,7 @@ impl Scheduler {
 
     /// Gives back (`sign` 1) or takes (`sign` −1) the resources task `i`
     /// needs from worker `w`'s available amounts.
-    fn book_resources(&mut self, i: u32, w: WorkerId, sign: f64) {
+    fn book_resources(&mut self, i: Slot, w: WorkerId, sign: f64) {
         let resources = self.tasks.get(i).map_or(&[][..], Task::resources);
         if resources.is_empty() {
             return;
@@ -169,7 +170,7 @@ impl Scheduler {
 
     /// Takes a task back from a worker that has not finished it: a compute
     /// message not yet sent is withdrawn, else the worker is told to drop it.
-    pub(super) fn withdraw(&mut self, i: u32, w: WorkerId) {
+    pub(super) fn withdraw(&mut self, i: Slot, w: WorkerId) {
         self.unassign(i, w);
         if let Some(pending) = self.outbox.compute.get_mut(w)
             && let Some(pos) = pending.iter().position(|&slot| slot == i)
@@ -184,7 +185,7 @@ impl Scheduler {
     }
 
     /// Takes a task off a worker's books (finished, failed, stolen, lost).
-    pub(super) fn unassign(&mut self, i: u32, w: WorkerId) {
+    pub(super) fn unassign(&mut self, i: Slot, w: WorkerId) {
         let estimate = self.estimate_us(i);
         if !self.stealing.is_empty() {
             self.stealing.remove(&i);
@@ -259,7 +260,7 @@ impl Scheduler {
             return;
         }
         // One scan of the task table for all the victims' tasks.
-        let mut candidates: FxHashMap<WorkerId, Vec<u32>> = victims.iter().map(|&(_, v)| (v, Vec::new())).collect();
+        let mut candidates: FxHashMap<WorkerId, Vec<Slot>> = victims.iter().map(|&(_, v)| (v, Vec::new())).collect();
         for (i, w) in self.tasks.processing() {
             if let Some(list) = candidates.get_mut(&w)
                 && !self.stealing.contains(&i)

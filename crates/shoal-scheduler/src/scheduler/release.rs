@@ -8,6 +8,7 @@ use shoal_proto::ClientId;
 use smallvec::SmallVec;
 
 use super::Scheduler;
+use crate::ids::Slot;
 use crate::task::TaskState;
 
 impl Scheduler {
@@ -55,7 +56,7 @@ impl Scheduler {
     /// it wanted.
     pub(super) fn release_all_of(&mut self, client: ClientId) {
         let tasks = &self.tasks;
-        let held: Vec<u32> =
+        let held: Vec<Slot> =
             tasks.iter().filter(|&(i, _)| tasks.holders(i).contains(&client)).map(|(i, _)| i).collect();
         for i in held {
             self.tasks.retain_holders(i, |c| *c != client);
@@ -65,7 +66,7 @@ impl Scheduler {
 
     /// Frees a result nobody wants any more (its spec stays while dependents
     /// might need it recomputed).
-    pub(super) fn consider_release(&mut self, i: u32) {
+    pub(super) fn consider_release(&mut self, i: Slot) {
         if self.tasks.get(i).is_none() {
             return;
         }
@@ -91,8 +92,8 @@ impl Scheduler {
     /// go and no active task needs it), and then what only it needed, as
     /// Dask does when the last future of a pending task is dropped: work
     /// nobody will read is not done, and nothing it kept stays behind.
-    fn cancel_unwanted(&mut self, start: u32) {
-        let mut work: SmallVec<[u32; 8]> = smallvec::smallvec![start];
+    fn cancel_unwanted(&mut self, start: Slot) {
+        let mut work: SmallVec<[Slot; 8]> = smallvec::smallvec![start];
         while let Some(i) = work.pop() {
             let Some(t) = self.tasks.get(i) else { continue };
             if t.wanted() || !t.state.is_active() {
@@ -102,7 +103,7 @@ impl Scheduler {
                 self.withdraw(i, w);
             }
             self.set_state(i, TaskState::Released);
-            let deps = SmallVec::<[u32; 4]>::from_slice(&self.task(i).deps);
+            let deps = SmallVec::<[Slot; 4]>::from_slice(&self.task(i).deps);
             self.consider_forget(i);
             for d in deps {
                 match self.tasks.get(d).map(|t| t.state) {
@@ -116,8 +117,8 @@ impl Scheduler {
 
     /// Forgets a task nothing refers to any more, and then its dependencies
     /// that were only kept for it.
-    pub(super) fn consider_forget(&mut self, start: u32) {
-        let mut stack: SmallVec<[u32; 8]> = smallvec::smallvec![start];
+    pub(super) fn consider_forget(&mut self, start: Slot) {
+        let mut stack: SmallVec<[Slot; 8]> = smallvec::smallvec![start];
         while let Some(i) = stack.pop() {
             let Some(t) = self.tasks.get(i) else { continue };
             let forgettable =
