@@ -5,6 +5,21 @@
 //! The clock comes in as an argument (microseconds). Nothing here touches a
 //! socket, a thread or the system clock, so the same code runs under the
 //! network shell, in unit tests and in the simulator.
+//!
+//! This file holds the scheduler's state and its entry points, which only
+//! dispatch; what they do is in the modules beside it:
+//!
+//! - `lifecycle`: a task's transitions, from submission to a result in
+//!   memory or a failure, and its recomputation when a result is lost;
+//! - `placement`: which worker runs a task (the cost formula is documented
+//!   there), workers' loads, and stealing;
+//! - `release`: releasing results nobody wants and forgetting tasks
+//!   nothing can need;
+//! - `inline`: small results passed on through the scheduler, within
+//!   their budgets;
+//! - `ops`: client operations beyond running tasks (who has what, scatter,
+//!   fire-and-forget, restart), workers paused for memory, and tasks no
+//!   worker may run.
 
 use std::sync::Arc;
 
@@ -28,8 +43,6 @@ use lifecycle::Lookahead;
 
 mod inline;
 mod lifecycle;
-// Client operations beyond submit (scatter, restart, paused workers, tasks
-// no worker may run), kept apart from the placement core.
 mod ops;
 mod placement;
 mod release;

@@ -1,7 +1,8 @@
 //! What clients ask of the scheduler besides running tasks — where results
 //! are, tasks kept running after their futures are dropped, data they
 //! scattered, restarting the cluster — and what it tells them when a task
-//! has nowhere to run.
+//! has nowhere to run; and workers pausing for memory, which leave the
+//! load index until they resume.
 
 use std::fmt::Write as _;
 

@@ -1,5 +1,64 @@
 //! Placement: which worker runs a task, and when; workers' loads; and
 //! stealing back queued work for idle workers.
+//!
+//! # The formula
+//!
+//! A task goes where it would finish first, as far as the scheduler can
+//! tell from two things it knows cheaply: how much work each worker has
+//! queued, and where the task's inputs are. For worker `w`:
+//!
+//! ```text
+//! finish(w) = load(w) + (input bytes − input bytes already on w) / bandwidth
+//!
+//! load(w)   = Σ estimate(t) over the tasks processing on w  /  threads(w)
+//! estimate  = mean duration of the task's group so far
+//!             (SchedulerConfig::unknown_duration_us until one has finished)
+//! bandwidth = SchedulerConfig::bandwidth_bytes_per_us
+//! ```
+//!
+//! all in microseconds; the smallest `finish(w)` wins, ties going to the
+//! lower worker number. Durations are learned per task group (tasks of one
+//! key prefix, the same function on other data), from every completion's
+//! reported duration, so a group's first tasks are placed on a guess and
+//! the rest on what the first ones took. The load index keeps `load(w)` of
+//! every worker that accepts work (a worker paused for memory is out of
+//! it), least loaded first, updated at each assignment and completion.
+//!
+//! Which workers are weighed depends on the task:
+//!
+//! - **A task with inputs** is placed as soon as its last input is in
+//!   memory. The candidates are the workers holding some of its inputs and
+//!   the least loaded worker: a worker holding none of them is never
+//!   better than the least loaded one, so no other worker needs looking
+//!   at, and a placement costs a pass over the task's inputs, not over the
+//!   workers. Such tasks are not held back for room: their inputs decide
+//!   where they go, and waiting would lose that.
+//! - **A root task** (no inputs, no constraints) has nothing to weigh but
+//!   load. It waits in the ready queue (higher priority first, then
+//!   submission order) and goes to the least loaded worker while that
+//!   worker has room: fewer tasks processing than
+//!   `threads + threads × target_queue_us / estimate`, at most 4096 a
+//!   thread ([`Scheduler::capacity`]). That is enough queued work to hide
+//!   a round trip and little enough to leave the rest for workers that
+//!   join or go idle; a million root tasks never all land on the first
+//!   worker. While queued work has one estimate, the least loaded worker
+//!   has room if any does, so it is the only one looked at.
+//! - **A constrained task** (resources, or workers it may run on) weighs
+//!   every worker that may run it and has the resources free now, by the
+//!   same `finish(w)`. If none has, it waits in the ready queue; if no
+//!   connected worker ever could, its holders hear why (see `ops`).
+//!
+//! Queued tasks are offered again at the end of every event
+//! ([`Scheduler::fill_workers`]).
+//!
+//! # Stealing
+//!
+//! Placement is decided once, with the estimates of the moment, so work
+//! can pile up behind slow tasks. At each tick, while some worker is idle
+//! and nothing is queued, the workers with more than two tasks a thread
+//! processing are asked to give back half of their surplus over that,
+//! newest submissions first ([`Scheduler::balance`]); what they give back
+//! is placed again ([`Scheduler::stolen`]).
 
 use rustc_hash::FxHashMap;
 use shoal_graph::Key;
@@ -29,10 +88,11 @@ impl Scheduler {
         }
     }
 
-    /// The worker where the task would finish first: its queue, plus the
-    /// time to fetch the inputs it does not hold. Candidates are the workers
-    /// holding inputs and the least loaded one, or, for a constrained task,
-    /// every worker that may run it.
+    /// The worker where the task would finish first: its load, plus the
+    /// time to fetch the inputs it does not hold (`finish(w)` in the
+    /// module's notes). Candidates are the workers holding inputs and the
+    /// least loaded one, or, for a constrained task, every worker that may
+    /// run it and has its resources free.
     fn best_worker(&self, i: Slot) -> Option<WorkerId> {
         let t = self.task(i);
         if t.constrained() {
@@ -93,6 +153,8 @@ impl Scheduler {
         self.busy.get(w.0 as usize).filter(|b| b.address.is_some())
     }
 
+    /// Whether worker `w` may ever run task `i`: it is one the task names
+    /// (if it names any), and it has every resource in the amount needed.
     pub(super) fn may_run(&self, i: Slot, w: WorkerId) -> bool {
         let t = self.task(i);
         let Some(worker) = self.workers.get(&w) else { return false };
@@ -109,6 +171,7 @@ impl Scheduler {
         allowed && capable
     }
 
+    /// Whether `worker` has task `i`'s resources free now.
     fn resources_available(&self, i: Slot, worker: &Worker) -> bool {
         self.task(i)
             .resources()
@@ -116,6 +179,8 @@ impl Scheduler {
             .all(|&(r, amount)| worker.available.get(r.index()).is_some_and(|a| *a >= amount))
     }
 
+    /// `finish(w)` of the module's notes for a constrained task, which
+    /// weighs each worker in turn.
     fn finish_estimate(&self, i: Slot, w: WorkerId) -> u64 {
         let Some(b) = self.busy(w) else { return u64::MAX };
         let t = self.task(i);
@@ -127,18 +192,26 @@ impl Scheduler {
         b.load_key().saturating_add(missing_bytes / self.config.bandwidth_bytes_per_us.max(1))
     }
 
+    /// How long task `i` is expected to run: its group's mean duration so
+    /// far, or the configured guess for a group none of whose tasks has
+    /// finished.
     fn estimate_us(&self, i: Slot) -> u64 {
         let (total, count) = self.durations[self.task(i).group.index()];
         total.checked_div(count).unwrap_or(self.config.unknown_duration_us)
     }
 
-    /// How many tasks a worker may hold: enough queued work to hide a round
-    /// trip (a few thousand one-microsecond tasks, a couple of one-second ones).
+    /// How many tasks a worker may hold: one a thread, plus enough queued
+    /// work to hide a round trip (`target_queue_us` a thread: a few
+    /// thousand one-microsecond tasks, none more of one-second ones), at
+    /// most 4096 a thread.
     fn capacity(&self, threads: u64, estimate_us: u64) -> usize {
         let queue = threads * self.config.target_queue_us / estimate_us.max(1);
         (threads + queue).min(threads * 4096) as usize
     }
 
+    /// Gives task `i` to worker `w`: its compute message goes out at the
+    /// end of the event, and its estimate counts in `w`'s load until it is
+    /// unassigned.
     fn assign(&mut self, i: Slot, w: WorkerId) {
         let estimate = self.estimate_us(i);
         self.outbox.compute.to(w).push(i);
