@@ -74,7 +74,7 @@ impl<P: Peer, M> Batches<P, M> {
         }
         // Peer order from the table of positions when many peers have a
         // batch: a walk of four-byte entries, where sorting the batches
-        // (a busy burst talks to most of a thousand workers) cost more than
+        // (a busy burst talks to most of a thousand workers) costs more than
         // everything else in sending.
         if self.open.len() * 16 >= self.at.len() {
             for n in 0..self.at.len() {
@@ -111,7 +111,7 @@ impl<P: Peer, M> Batches<P, M> {
     /// Hands over every non-empty batch, in peer order so that runs are
     /// reproducible (the simulator relies on it). The batch that replaces
     /// it starts with room for as many messages (up to [`ROOM`]): one
-    /// allocation, where growing from empty took a dozen copies in a busy
+    /// allocation, where growing from empty takes a dozen copies in a busy
     /// event.
     pub(crate) fn send(&mut self, mut send: impl FnMut(P, Vec<M>)) {
         self.send_each(|peer, batch| {

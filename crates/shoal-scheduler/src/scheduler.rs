@@ -278,8 +278,8 @@ impl Scheduler {
     /// workers get their new tasks in fewer, larger messages.
     pub fn on_worker_messages(&mut self, mut msgs: Vec<(WorkerId, FromWorker)>, now_us: u64, comm: &mut impl Comm) {
         let mut lookahead = Lookahead::new(&msgs, &self.tasks);
-        // Read where they lie, what is kept taken out: moved out whole,
-        // each message and each completion in it was copied (76
+        // Read where they lie, what is kept taken out: moving them out
+        // whole copies each message and each completion in it (76
         // instructions a task in all).
         for (worker, msg) in &mut msgs {
             self.worker_message(*worker, msg, now_us, &mut lookahead);

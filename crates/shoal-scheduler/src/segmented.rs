@@ -11,9 +11,9 @@ const OFFSET_MASK: usize = SEGMENT - 1;
 ///
 /// A `Vec` of a million task records doubles twenty times on its way there,
 /// each time copying everything into freshly allocated memory: in a fresh
-/// process every copied page is first zeroed by the kernel, and profiles of
-/// a million-task submission showed that copying and faulting as a third of
-/// the scheduler's time. Segments are allocated once and never copied: each
+/// process every copied page is first zeroed by the kernel, and in profiles
+/// of a million-task submission that copying and faulting is a third of the
+/// scheduler's time. Segments are allocated once and never copied: each
 /// page is faulted in once, a segment at a time. An element costs one more
 /// load to reach (the segment table is small and stays in cache).
 ///

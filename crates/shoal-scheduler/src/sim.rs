@@ -263,8 +263,8 @@ enum Event {
 ///
 /// Events happen at few distinct moments (durations and delays are
 /// fixed), so a map of moments to queues is small and each push or pop
-/// touches one queue's end: a binary heap of every pending event instead
-/// sifted through memory at each pop (a sixth of the simulation's time),
+/// touches one queue's end. A binary heap of every pending event would
+/// sift through memory at each pop (a sixth of the simulation's time),
 /// evicting the scheduler's data between its calls.
 #[derive(Default)]
 struct Events {

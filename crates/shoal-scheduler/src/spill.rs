@@ -33,7 +33,7 @@ impl Marked for ClientId {
 ///
 /// A result is usually on one worker and a future usually held by one
 /// client: an inline `IdList` of 16 bytes for each, in every record of a
-/// million, was cache lines read for nothing. The inline field holds the
+/// million, would be cache lines read for nothing. The inline field holds the
 /// one id, [`Marked::NONE`] or [`Marked::SEVERAL`]; with `SEVERAL` the ids
 /// are here, never fewer than two.
 pub(crate) struct Spilled<T> {

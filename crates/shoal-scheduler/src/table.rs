@@ -53,12 +53,13 @@ pub(crate) struct TaskTable {
     /// in descending order, so that older ones are taken in address order.
     ///
     /// Taken in the order they were vacated, the slots of a graph forgotten
-    /// all at once (in the order its cascade of forgetting walked it) gave
-    /// the next graph's records scattered places: a cache miss each to
+    /// all at once (in the order its cascade of forgetting walked it) would
+    /// give the next graph's records scattered places: a cache miss each to
     /// write, where records filled in address order stream into memory.
-    /// With the index's early sweep (see `TaskTable::insert`), this took
-    /// submitting the simulator's second million-task map-reduce on one
-    /// scheduler from 550 ns a task to 370–420, as on a new scheduler.
+    /// With the index's early sweep (see `TaskTable::insert`), this keeps
+    /// the simulator's second million-task map-reduce on one scheduler at
+    /// 370–420 ns a task to submit, as on a new scheduler, where taking
+    /// slots in the order they were vacated costs 550.
     free: Vec<Slot>,
     sorted: usize,
     index: KeyIndex,
@@ -277,7 +278,7 @@ impl TaskTable {
 
     /// Puts every vacant slot in descending order, through a bitmap of the
     /// slots: linear, where sorting a million of them (callgrind, the
-    /// simulator's second graph) cost 130 instructions per task.
+    /// simulator's second graph) costs 130 instructions per task.
     fn order_vacant(&mut self) {
         let mut vacant = vec![0u64; self.slots.len().div_ceil(64)];
         for &i in &self.free {

@@ -47,7 +47,8 @@ impl TaskState {
 /// record in cache misses, and in page faults when a large graph comes in.
 /// With the slot's generation and hash it is 128 bytes, two cache lines,
 /// and slots are aligned to them: a record read whole touches two lines,
-/// where the 168 bytes it was touched three or four.
+/// where a record with all of the below inline (168 bytes) touches three
+/// or four.
 ///
 /// To fit, what is usually short or absent lives apart:
 /// - the workers holding the result are in the table's array of places
@@ -93,7 +94,7 @@ pub(crate) struct Task {
     /// `TaskTable::args`): not when they are its dependencies' keys, one
     /// argument each, in order (the usual shape of a task graph), which
     /// `deps` says already. The array says it too, but reading it for
-    /// every compute message cost 0.28 more cache misses per task
+    /// every compute message costs 0.28 more cache misses per task
     /// (callgrind, the simulator's DAG and map-reduce).
     pub(crate) args_kept: bool,
     pub(crate) extra: Option<Box<Extra>>,
@@ -197,8 +198,8 @@ pub(crate) struct Busy {
     /// `None` once the worker is gone.
     pub(crate) address: Option<Arc<str>>,
     /// When it was last heard from: set by every message, so kept here
-    /// rather than in the map of workers (a look-up there per message was
-    /// a cache miss on a large entry).
+    /// rather than in the map of workers (a look-up there per message is a
+    /// cache miss on a large entry).
     pub(crate) last_seen_us: u64,
 }
 

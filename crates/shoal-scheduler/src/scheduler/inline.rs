@@ -136,8 +136,9 @@ impl Scheduler {
     /// After task `i` left state `old`: drops the small results kept for
     /// readers that no longer need them, its own if it left memory and its
     /// inputs' if it `stopped_reading` them and they have no reader left.
-    /// Apart from [`Scheduler::set_state`], which calls it only while some
-    /// are kept: most runs keep none, and the hot path stays as it was.
+    /// Kept out of [`Scheduler::set_state`], which calls it only while some
+    /// are kept: most runs keep none, and then a change of state pays one
+    /// emptiness check for them.
     #[cold]
     pub(super) fn drop_unread_results(&mut self, i: Slot, old: TaskState, stopped_reading: bool) {
         if old == TaskState::Memory && self.task(i).state != TaskState::Memory {

@@ -91,7 +91,7 @@ impl Lookahead {
 }
 
 /// Calls `f` with each key a task's arguments name, in order, repeats
-/// included. A plain loop: as a `flat_map` iterator it cost 70 more
+/// included. A plain loop: a `flat_map` iterator costs 70 more
 /// instructions per task on the submission path.
 fn for_each_input_key<'a>(args: &'a [ArgMsg], mut f: impl FnMut(&'a Key)) {
     for arg in args {
@@ -116,7 +116,7 @@ impl Scheduler {
             self.prefetch_inputs(ahead);
         }
         // Each message is read where it lies, what the record keeps taken
-        // out of it: moved out whole, a message (240 bytes) was copied
+        // out of it: moving a message (240 bytes) out whole copies it
         // twice, 58 instructions a task.
         for k in 0..msgs.len() {
             if let Some(ahead) = msgs.get(k + AHEAD) {
@@ -343,7 +343,7 @@ impl Scheduler {
     /// Calls `f` with each task in one of task `i`'s lists (`list`: its
     /// inputs or its dependents), which `f` must leave as it is. Over a
     /// copy of the ids when they are inline, else by position: by position
-    /// each id cost two more look-ups of the record, and a `SmallVec` copy
+    /// each id costs two more look-ups of the record, and a `SmallVec` copy
     /// more still. Always inlined: left to the compiler, the calls cost
     /// 20 more instructions a task.
     #[inline(always)]
@@ -402,7 +402,7 @@ impl Scheduler {
     /// A worker could not fetch a task's inputs: the ones it names exist
     /// nowhere it looked.
     pub(super) fn missing_data(&mut self, worker: WorkerId, key: &Key, missing: &[Key]) {
-        // The scheduler's map of who holds what was stale: believe the
+        // The scheduler's map of who holds what is stale: believe the
         // worker, and run the task again once its inputs exist.
         for m in missing {
             let Some(d) = self.tasks.find(m) else { continue };

@@ -124,8 +124,8 @@ impl Scheduler {
         {
             held.push((w, 0));
         }
-        // A plain loop: as a chain of iterators it cost 70 more
-        // instructions a placement.
+        // A plain loop: a chain of iterators costs 70 more instructions a
+        // placement.
         let mut best: Option<(u64, WorkerId)> = None;
         for &(w, local) in &held {
             let Some(load) = self.loads.load(w) else { continue };
