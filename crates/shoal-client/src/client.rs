@@ -6,7 +6,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use shoal_graph::{Key, Prefix, Task, TaskFn, Token, call_tokenizer};
 
-use crate::args::{ArgContext, IntoArg, IntoArgs};
+use crate::args::{ArgContext, IntoArgs, MapInput};
 use shoal_local::{Notify, Runtime, Submission};
 
 use crate::cluster::ClusterState;
@@ -57,6 +57,13 @@ pub(crate) struct ClientInner {
 #[derive(Clone)]
 pub struct Client {
     pub(crate) inner: Arc<ClientInner>,
+}
+
+impl std::fmt::Debug for Client {
+    /// `Client { executor: Threads(2) }`: where its tasks run.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("executor", &self.inner.executor).finish()
+    }
 }
 
 static CURRENT: Mutex<Option<Weak<ClientInner>>> = Mutex::new(None);
@@ -220,26 +227,38 @@ impl Client {
     }
 
     /// Runs `f` on each input, one task per input; returns the futures in
-    /// input order.
+    /// input order. An input is the arguments of one call: a value (or a
+    /// future) for a function of one parameter, a tuple for a function of
+    /// several — zip several iterables for Dask's `map(f, xs, ys)` (see
+    /// [`MapInput`](crate::MapInput)).
+    ///
+    /// ```
+    /// fn scale(x: f64, by: f64) -> f64 { x * by }
+    ///
+    /// let client = shoal_client::Client::threads()?;
+    /// let scaled = client.map(scale, [1.0, 2.0].into_iter().zip([10.0, 100.0]));
+    /// assert_eq!(client.gather(&scaled)?, vec![10.0, 200.0]);
+    /// # Ok::<(), shoal_client::Error>(())
+    /// ```
     ///
     /// # Performance
     /// All tasks go to the executor as one batch; on two cores a million
     /// no-op tasks are submitted, run and gathered in under a second.
-    pub fn map<A, F, I>(&self, f: F, inputs: I) -> Vec<Future<F::Output>>
+    pub fn map<P, F, I>(&self, f: F, inputs: I) -> Vec<Future<F::Output>>
     where
-        F: TaskFn<(A,)>,
+        F: TaskFn<P>,
         I: IntoIterator,
-        I::Item: IntoArg<A>,
+        I::Item: MapInput<P>,
     {
         self.map_with(&TaskOptions::default(), f, inputs)
     }
 
     /// [`Client::map`] with options.
-    pub fn map_with<A, F, I>(&self, opts: &TaskOptions, f: F, inputs: I) -> Vec<Future<F::Output>>
+    pub fn map_with<P, F, I>(&self, opts: &TaskOptions, f: F, inputs: I) -> Vec<Future<F::Output>>
     where
-        F: TaskFn<(A,)>,
+        F: TaskFn<P>,
         I: IntoIterator,
-        I::Item: IntoArg<A>,
+        I::Item: MapInput<P>,
     {
         let func = f.into_func();
         let pure = opts.pure.unwrap_or(true);
@@ -251,10 +270,10 @@ impl Client {
         let held_ref = &held;
         let tasks = inputs.into_iter().flat_map(move |input| {
             let mut cx = ArgContext::new(call_tokenizer(&func, pure));
-            let arg = input.into_arg(&mut cx);
+            let args = input.into_call_args(&mut cx);
             held_ref.borrow_mut().append(&mut cx.keep_alive);
             let token = cx.token.as_ref().map_or_else(Token::fresh, |t| t.finish());
-            let task = Task { key: Key::scalar(prefix.clone(), token), func: func.clone(), args: vec![arg] };
+            let task = Task { key: Key::scalar(prefix.clone(), token), func: func.clone(), args };
             let base = position;
             position += cx.pre_tasks.len() as u32 + 1;
             with_lists(cx.pre_tasks, cx.local, base, task, retries)

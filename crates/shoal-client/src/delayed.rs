@@ -349,6 +349,29 @@ impl<T: Clone + Send + Sync + 'static, const N: usize> Computable for [Delayed<T
     }
 }
 
+/// References compute as the values do: `compute(&[&a, &b])`.
+impl<T: Clone + Send + Sync + 'static> Computable for [&Delayed<T>] {
+    type Output = Vec<T>;
+    fn compute_on(&self, client: &Client) -> Result<Vec<T>, Error> {
+        let roots: Vec<&Arc<DelayedNode>> = self.iter().map(|d| &d.node).collect();
+        run(client, &roots)?.iter().map(value_of).collect()
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Computable for Vec<&Delayed<T>> {
+    type Output = Vec<T>;
+    fn compute_on(&self, client: &Client) -> Result<Vec<T>, Error> {
+        self.as_slice().compute_on(client)
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static, const N: usize> Computable for [&Delayed<T>; N] {
+    type Output = Vec<T>;
+    fn compute_on(&self, client: &Client) -> Result<Vec<T>, Error> {
+        self.as_slice().compute_on(client)
+    }
+}
+
 macro_rules! tuple_computable {
     ($($T:ident $i:tt),*) => {
         impl<$($T: Clone + Send + Sync + 'static),*> Computable for ($(&Delayed<$T>,)*) {
@@ -401,7 +424,8 @@ pub fn persist<T: Clone + Send + Sync + 'static>(
 /// let shared = delayed(inc, (1,));
 /// let a = delayed(double, (&shared,));
 /// let b = delayed(inc, (&shared,));
-/// assert_eq!(compute(&(&a, &b)).unwrap(), (4, 3));
+/// assert_eq!(compute(&(&a, &b)).unwrap(), (4, 3));        // a tuple: each its own type
+/// assert_eq!(compute(&[&a, &b]).unwrap(), vec![4, 3]);      // references, no clones
 /// assert_eq!(compute(&vec![a, b.clone()]).unwrap(), vec![4, 3]);
 /// ```
 ///

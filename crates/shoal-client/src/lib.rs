@@ -44,7 +44,7 @@ mod options;
 mod progress;
 mod status;
 
-pub use args::{ArgContext, IntoArg, IntoArgs};
+pub use args::{ArgContext, IntoArg, IntoArgs, MapInput};
 pub use client::{
     AsCompleted, Client, ClientBuilder, Executor, WorkerInfo, as_completed, fire_and_forget, gather, wait, wait_timeout,
 };

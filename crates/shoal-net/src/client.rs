@@ -24,6 +24,17 @@ pub type OnMessages = Arc<dyn Fn(Option<Vec<FromScheduler>>) + Send + Sync>;
 /// Why a client could not connect or fetch.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// Nothing accepted a connection at the scheduler's address.
+    #[error(
+        "no scheduler answers at tcp://{address} ({source}): is one running there? Start one with \
+         `shoal scheduler --port {port}`, or let LocalCluster start one", port = address.port()
+    )]
+    Unreachable {
+        /// The scheduler's address.
+        address: SocketAddr,
+        /// What the connection attempt said.
+        source: std::io::Error,
+    },
     /// A socket operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -226,7 +237,7 @@ async fn serve(
     let stream = match AsyncTcpStream::connect(address).await {
         Ok(s) => s,
         Err(source) => {
-            let _ = ready.send(Err(ClientError::Io { what, source }));
+            let _ = ready.send(Err(ClientError::Unreachable { address, source }));
             return;
         }
     };

@@ -50,13 +50,40 @@
 //! # Ok::<(), shoal::Error>(())
 //! ```
 
+#![deny(missing_docs)]
+
+/// What [`Client::scheduler_info`] says of each worker of a cluster.
+///
+/// ```
+/// let cluster = shoal::LocalCluster::builder()
+///     .processes(false)
+///     .workers(2)
+///     .threads_per_worker(1)
+///     .memory_limit(1 << 30)
+///     .resources([("gpu", 1.0)])
+///     .build()?;
+/// let info: Vec<shoal::WorkerInfo> = cluster.client()?.scheduler_info()?;
+/// for w in &info {
+///     // Its number and name, where peers fetch from it, its task slots, its
+///     // memory limit and what it held at its last heartbeat, its resources.
+///     println!("{} {} at {}: {} threads, {} of {} bytes, {:?}",
+///              w.id, w.name, w.data_address, w.threads, w.memory, w.memory_limit, w.resources);
+/// }
+/// assert_eq!(info.len(), 2);
+/// assert!(info.iter().all(|w| w.threads == 1 && w.memory_limit == 1 << 30));
+/// assert!(info.iter().all(|w| w.resources == vec![("gpu".to_string(), 1.0)]));
+/// # Ok::<(), shoal::Error>(())
+/// ```
+pub use shoal_client::WorkerInfo;
 pub use shoal_client::{
-    ArgContext, AsCompleted, Client, ClientBuilder, Computable, Delayed, Error, Executor, Future, IntoArg, IntoArgs,
-    ProgressBar, Status, TaskOptions, as_completed, compute, delayed, delayed_with, fire_and_forget, gather, progress,
-    wait, wait_timeout,
+    ArgContext, AsCompleted, Cause, Client, ClientBuilder, Computable, Delayed, Error, Executor, Future, IntoArg,
+    IntoArgs, MapInput, ProgressBar, Status, TaskOptions, as_completed, compute, delayed, delayed_with,
+    fire_and_forget, gather, progress, wait, wait_timeout,
 };
 pub use shoal_deploy::{LocalCluster, LocalClusterBuilder};
 pub use shoal_graph::{Blob, Key, TaskError, TaskOutput, Token, VisualizeError, task_output};
+/// A worker's number in its cluster ([`WorkerInfo::id`]).
+pub use shoal_proto::WorkerId;
 pub use shoal_worker::SameHostTransfer;
 
 mod role;

@@ -116,9 +116,9 @@ fn two_clients_share_a_cluster_and_scale_changes_the_workers() {
 
 #[test]
 fn connecting_to_nothing_is_a_clear_error() {
-    let err = Client::connect("127.0.0.1:1").err().expect("nothing listens there");
+    let err = Client::connect("127.0.0.1:1").expect_err("nothing listens there");
     assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
-    let err = Client::connect("not an address").err().expect("not an address");
+    let err = Client::connect("not an address").expect_err("not an address");
     assert!(err.to_string().contains("not an address"), "{err}");
 }
 

@@ -89,3 +89,24 @@ fn delayed_failures_propagate_too() {
     let retried = shoal::delayed_with(&TaskOptions::new().retries(2), checked_div, (4, 2));
     assert_eq!(retried.compute_with(&client), Ok(2));
 }
+
+#[test]
+fn connecting_where_nothing_listens_names_the_address_and_what_to_do() {
+    // A port that was free a moment ago: nothing listens on it now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("address").port();
+    let err = Client::connect(&format!("127.0.0.1:{port}")).expect_err("nothing listens").to_string();
+    assert!(err.contains(&format!("no scheduler answers at tcp://127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("shoal scheduler"), "says how to start one: {err}");
+}
+
+#[test]
+fn an_unknown_host_is_a_failed_name_lookup() {
+    let err = Client::connect("tcp://no-such-host.invalid:8786").expect_err("no such host").to_string();
+    assert!(err.contains("cannot look up the host \"no-such-host.invalid\""), "{err}");
+}
+
+#[test]
+fn an_address_without_a_port_says_what_an_address_is() {
+    let err = Client::connect("node1").expect_err("no port").to_string();
+    assert!(err.contains("\"node1\" is not host:port") && err.contains("tcp://node1:8786"), "{err}");
+}
