@@ -272,6 +272,9 @@ pub(crate) fn run(client: &Client, roots: &[&Arc<DelayedNode>]) -> Result<Vec<Fu
     let outputs: FxHashSet<&Key> = roots.iter().map(|r| &r.task.key).collect();
     let handles: Vec<FutureHandle> = match &client.inner.backend {
         Backend::Cluster(state) => {
+            if progress::enabled() {
+                progress::cannot_count_on_a_cluster();
+            }
             let tasks = order.iter().map(|n| crate::cluster::Outgoing {
                 task: n.task.clone(),
                 retries: n.retries,

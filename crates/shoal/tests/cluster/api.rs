@@ -250,3 +250,51 @@ fn dropped_futures_cancel_queued_work_unless_fired_and_forgotten() {
     assert_eq!(after, Ok(1));
     assert!(!cancelled_ran, "a task whose futures were all dropped before it started still ran");
 }
+
+/// `progress` of futures on a cluster draws its last line before it
+/// returns, so what the program prints next starts a line of its own; a
+/// ProgressBar around a computation on a cluster says, once, that it
+/// cannot count it. Run in a child process whose standard output and error
+/// go to one file, in the order they were written (not a terminal: the bar
+/// draws its summary line).
+#[test]
+fn progress_on_a_cluster_ends_its_line_before_it_returns() {
+    const CHILD: &str = "SHOAL_TEST_PROGRESS_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let cluster = processes(2);
+        let client = cluster.client().expect("client");
+        for round in 0..4 {
+            let futures = client.map_with(&shoal::TaskOptions::new().pure(false), square, 0..200u64);
+            assert_eq!(shoal::progress(&futures), 200);
+            println!("after progress {round}");
+        }
+        let bar = shoal::ProgressBar::enable();
+        for _ in 0..2 {
+            assert_eq!(delayed(square, (3u64,)).compute_with(&client), Ok(9));
+        }
+        assert_eq!(bar.last_counts(), None, "nothing counted on a cluster");
+        println!("after compute");
+        return;
+    }
+    let path = std::env::temp_dir().join(format!("shoal-progress-{}.txt", std::process::id()));
+    let file = std::fs::File::create(&path).expect("output file");
+    let status = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+        .args(["--exact", "api::progress_on_a_cluster_ends_its_line_before_it_returns", "--nocapture"])
+        .env(CHILD, "1")
+        .stdout(file.try_clone().expect("a second handle"))
+        .stderr(file)
+        .status()
+        .expect("the child runs");
+    let out = std::fs::read_to_string(&path).expect("output");
+    let _ = std::fs::remove_file(&path);
+    assert!(status.success(), "{out}");
+    let mut rest = out.as_str();
+    for round in 0..4 {
+        let bar = rest.find("100% Completed | 200 tasks").unwrap_or_else(|| panic!("no bar in round {round}:\n{out}"));
+        let after = rest.find(&format!("after progress {round}")).unwrap_or_else(|| panic!("round {round}:\n{out}"));
+        assert!(bar < after, "round {round}: the bar ends before what is printed next:\n{out}");
+        rest = &rest[after..];
+    }
+    assert_eq!(out.matches("a ProgressBar counts computations on this process's executor").count(), 1, "{out}");
+    assert!(out.contains("shoal::progress(&client.persist(&values)?)") && out.contains("after compute"), "{out}");
+}
