@@ -115,7 +115,10 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         match worker.watch().context("looking after the worker process")? {
             Watched::Running => std::thread::sleep(NANNY_POLL),
             Watched::Restarted(Restart::Asked) => {
-                eprintln!("shoal worker {name}: the cluster restarted; starting a new process");
+                eprintln!(
+                    "shoal worker {name}: the worker process ended to be replaced (a cluster restart, or past its \
+                     memory terminate fraction); starting a new one"
+                );
             }
             // The nanny said why.
             Watched::Restarted(Restart::OverMemory) => {}

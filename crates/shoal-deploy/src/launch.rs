@@ -80,6 +80,9 @@ pub enum WorkerOption {
     Listen,
     /// The cluster token.
     Token,
+    /// A file holding the cluster token (readable by its owner only), so
+    /// that scripts and command lines never show the token itself.
+    TokenFile,
     /// Set by a nanny: a restart ends the process so that the nanny starts
     /// a new one.
     Nanny,
@@ -87,7 +90,7 @@ pub enum WorkerOption {
 
 impl WorkerOption {
     /// Every option, in the order `shoal worker --help` lists them.
-    pub const ALL: [WorkerOption; 15] = [
+    pub const ALL: [WorkerOption; 16] = [
         WorkerOption::Scheduler,
         WorkerOption::Name,
         WorkerOption::Threads,
@@ -102,6 +105,7 @@ impl WorkerOption {
         WorkerOption::InlineMax,
         WorkerOption::Listen,
         WorkerOption::Token,
+        WorkerOption::TokenFile,
         WorkerOption::Nanny,
     ];
 
@@ -122,6 +126,7 @@ impl WorkerOption {
             WorkerOption::InlineMax => "SHOAL_INLINE_MAX",
             WorkerOption::Listen => "SHOAL_WORKER_LISTEN",
             WorkerOption::Token => "SHOAL_TOKEN",
+            WorkerOption::TokenFile => "SHOAL_TOKEN_FILE",
             WorkerOption::Nanny => "SHOAL_NANNY",
         }
     }
@@ -145,6 +150,7 @@ impl WorkerOption {
             WorkerOption::InlineMax => "inline-max",
             WorkerOption::Listen => "listen",
             WorkerOption::Token => "token",
+            WorkerOption::TokenFile => "token-file",
         })
     }
 
@@ -158,6 +164,7 @@ impl WorkerOption {
             WorkerOption::MemoryLimit | WorkerOption::InlineMax => "BYTES",
             WorkerOption::MemoryTarget | WorkerOption::MemoryPause | WorkerOption::MemoryTerminate => "FRACTION",
             WorkerOption::LocalDirectory => "DIR",
+            WorkerOption::TokenFile => "FILE",
             WorkerOption::DeathTimeout => "SECONDS",
             WorkerOption::SameHostTransfer => "read|file|tcp",
             WorkerOption::Listen => "IP",
@@ -213,6 +220,10 @@ impl WorkerOption {
                  loopback one."
             }
             WorkerOption::Token => "The cluster token (also read from SHOAL_TOKEN).",
+            WorkerOption::TokenFile => {
+                "A file holding the cluster token, readable by its owner only (chmod 600): the token is then in \
+                 no command line or script."
+            }
             WorkerOption::Nanny => "Set by a nanny: a restart ends the process, and the nanny starts a new one.",
         }
     }
@@ -296,6 +307,8 @@ pub struct WorkerLaunch {
     pub listen: Option<IpAddr>,
     /// The cluster token.
     pub token: Option<String>,
+    /// A file holding the cluster token (used when `token` is not given).
+    pub token_file: Option<PathBuf>,
     /// Whether a nanny supervises the process.
     pub nanny: bool,
 }
@@ -317,6 +330,7 @@ impl Default for WorkerLaunch {
             inline_max: DEFAULT_INLINE_MAX,
             listen: None,
             token: None,
+            token_file: None,
             nanny: false,
         }
     }
@@ -401,6 +415,12 @@ impl WorkerLaunch {
                 self.listen = Some(text.trim().parse().map_err(|_| invalid("not an IP address".into()))?)
             }
             WorkerOption::Token => self.token = Some(text.to_string()),
+            WorkerOption::TokenFile => {
+                if text.is_empty() {
+                    return Err(invalid("give a file".into()));
+                }
+                self.token_file = Some(PathBuf::from(text));
+            }
             WorkerOption::Nanny => self.nanny = !text.is_empty(),
         }
         self.check(option, spelling)
@@ -503,6 +523,7 @@ impl WorkerLaunch {
             WorkerOption::InlineMax => Some(self.inline_max.to_string()),
             WorkerOption::Listen => self.listen.map(|ip| ip.to_string()),
             WorkerOption::Token => self.token.clone(),
+            WorkerOption::TokenFile => self.token_file.as_ref().map(|f| f.display().to_string()),
             WorkerOption::Nanny => self.nanny.then(|| "1".to_string()),
         }
     }
@@ -577,6 +598,7 @@ impl WorkerLaunch {
         config.memory_limit = self.memory_limit;
         config.memory_target_fraction = self.memory_target;
         config.memory_pause_fraction = self.memory_pause;
+        config.memory_terminate_fraction = self.memory_terminate;
         config.local_directory = self.local_directory.clone();
         config.death_timeout = self.death_timeout;
         config.same_host_transfer = self.same_host_transfer;
@@ -584,10 +606,37 @@ impl WorkerLaunch {
         if let Some(ip) = self.listen {
             config.listen = ip;
         }
-        config.token = self.token.clone();
+        config.token = match (&self.token, &self.token_file) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(file)) => Some(read_token_file(file).map_err(|reason| LaunchError::Invalid {
+                option: WorkerOption::TokenFile.spelled(spelling),
+                value: file.display().to_string(),
+                reason,
+            })?),
+            (None, None) => None,
+        };
         config.exit_on_restart = self.nanny;
         Ok(config)
     }
+}
+
+/// The token in a token file: its first line, which must not be empty;
+/// the file must be readable by its owner only, as ssh asks of its keys.
+fn read_token_file(file: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read it: {e}"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(file).map_err(|e| format!("cannot read it: {e}"))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(format!("others may read it (mode {:o}): chmod 600 it", mode & 0o777));
+        }
+    }
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err("it holds no token".into());
+    }
+    Ok(token.to_string())
 }
 
 /// The default name of a worker: `host-pid`.
@@ -665,6 +714,7 @@ mod tests {
             inline_max: 0,
             listen: Some([10, 0, 0, 5].into()),
             token: Some("secret".into()),
+            token_file: Some("/home/me/.shoal-token".into()),
             nanny: true,
         };
         let exports = launch.exports();
@@ -754,5 +804,46 @@ mod tests {
         flags.dedup();
         assert_eq!((envs.len(), flags.len()), (n_env, n_flag));
         assert!(WorkerOption::ALL.iter().all(|o| !o.help().is_empty()));
+    }
+}
+
+#[cfg(test)]
+mod token_file_tests {
+    use super::*;
+
+    fn with_token_file(text: &str, mode: u32) -> (WorkerLaunch, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let path =
+            std::env::temp_dir().join(format!("shoal-token-test-{}-{mode:o}-{}", std::process::id(), text.len()));
+        std::fs::write(&path, text).expect("token file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("mode");
+        let mut launch = WorkerLaunch::default();
+        launch.set(WorkerOption::Scheduler, "127.0.0.1:1", Spelling::Env).expect("address");
+        launch.set(WorkerOption::TokenFile, &path.display().to_string(), Spelling::Env).expect("a file");
+        (launch, path)
+    }
+
+    #[test]
+    fn a_token_file_gives_the_worker_its_token_and_shows_only_its_path() {
+        let (launch, path) = with_token_file("s3cret\n", 0o600);
+        assert_eq!(launch.config(Spelling::Env).expect("config").token.as_deref(), Some("s3cret"));
+        assert!(launch.exports().iter().all(|(_, v)| !v.contains("s3cret")), "the token is in no export");
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn a_token_file_others_can_read_or_an_empty_one_is_refused() {
+        let (launch, path) = with_token_file("s3cret\n", 0o644);
+        let err = launch.config(Spelling::Env).expect_err("readable by others").to_string();
+        assert!(err.starts_with("SHOAL_TOKEN_FILE=") && err.contains("chmod 600"), "{err}");
+        let _ = std::fs::remove_file(path);
+        let (launch, path) = with_token_file("\n", 0o600);
+        assert!(launch.config(Spelling::Env).expect_err("empty").to_string().contains("holds no token"));
+        let _ = std::fs::remove_file(path);
+        let mut missing = WorkerLaunch::default();
+        missing.set(WorkerOption::Scheduler, "127.0.0.1:1", Spelling::Flag).expect("address");
+        missing.set(WorkerOption::TokenFile, "/no/such/token", Spelling::Flag).expect("a path");
+        let err = missing.config(Spelling::Flag).expect_err("no file").to_string();
+        assert!(err.starts_with("--token-file /no/such/token: cannot read it"), "{err}");
     }
 }

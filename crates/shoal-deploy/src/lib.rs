@@ -28,7 +28,7 @@ pub use launch::{
     LaunchError, Spelling, TUNED_ENVIRONMENT, WorkerLaunch, WorkerOption, default_name, host_name, tune_environment,
 };
 pub use local::{LocalCluster, LocalClusterBuilder};
-pub use nanny::{NANNY_POLL, Restart, Watched, WorkerProcess, WorkerProgram, remove_worker_files, resident_bytes};
+pub use nanny::{NANNY_POLL, Restart, Watched, WorkerProcess, WorkerProgram, remove_worker_files};
 pub use spec::{SpecError, detect_gpus, format_resources, gpus_from, parse_bytes, parse_resources, worker_resources};
 
 /// The variable that makes a process a worker (see `shoal::init`).

@@ -209,26 +209,13 @@ pub fn remove_worker_files(pid: u32, name: &str, local_directory: Option<&Path>)
     shoal_net::remove_shared_files_of(pid);
 }
 
-/// The resident memory of process `pid`, in bytes, from `/proc`; `None`
-/// where there is no `/proc` or the process is gone.
-pub fn resident_bytes(pid: u32) -> Option<u64> {
-    vm_rss(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
-}
-
-/// The `VmRSS` line of a `/proc/<pid>/status` text, in bytes.
-fn vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
-    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
-    kib.checked_mul(1024)
-}
-
 /// Why worker `name` (process `pid`) must be restarted, if its resident
 /// memory is past `fraction` of `memory_limit` (0: no limit).
 fn past_memory_terminate(name: &str, pid: u32, memory_limit: u64, fraction: f64) -> Option<String> {
     if memory_limit == 0 {
         return None;
     }
-    let resident = resident_bytes(pid)?;
+    let resident = shoal_net::resident_bytes(pid)?;
     let threshold = (memory_limit as f64 * fraction) as u64;
     (resident > threshold).then(|| {
         format!(
@@ -245,19 +232,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_resident_size_is_read_from_the_status_text() {
-        let status = "Name:\tprog\nVmPeak:\t  9000 kB\nVmRSS:\t    1234 kB\nThreads:\t3\n";
-        assert_eq!(vm_rss(status), Some(1234 * 1024));
-        assert_eq!(vm_rss("Name:\tprog\n"), None);
-        assert_eq!(vm_rss("VmRSS:\t  12x kB\n"), None);
-        assert_eq!(vm_rss("VmRSS:\t  12 MB\n"), None);
-    }
-
-    #[test]
     fn this_process_is_measured_and_judged_against_a_limit() {
         let pid = std::process::id();
         if std::path::Path::new("/proc/self/status").exists() {
-            let resident = resident_bytes(pid).expect("this process has a resident size");
+            let resident = shoal_net::resident_bytes(pid).expect("this process has a resident size");
             assert!(resident > 100 << 10, "{resident} bytes");
             let why =
                 past_memory_terminate("local-7", pid, 1 << 20, 0.95).expect("a test binary takes more than 1 MiB");
@@ -328,7 +306,7 @@ mod tests {
             assert!(looks < 500, "never judged over its limit");
             std::thread::sleep(NANNY_POLL);
         }
-        assert!(!Path::new(&format!("/proc/{first}")).exists() || resident_bytes(first).is_none());
+        assert!(!Path::new(&format!("/proc/{first}")).exists() || shoal_net::resident_bytes(first).is_none());
         p.stop();
     }
 }

@@ -12,11 +12,13 @@
 mod address;
 mod client;
 mod conn;
+mod memory;
 mod recycle;
 mod scheduler;
 mod worker;
 
 pub use address::{ResolveError, resolve};
 pub use client::{ClientConnection, ClientError, OnMessages};
+pub use memory::resident_bytes;
 pub use scheduler::{RunningScheduler, SchedulerServerConfig, ServerError, start_scheduler};
 pub use worker::{RunningWorker, WorkerError, WorkerExit, remove_shared_files_of, route_to, start_worker};

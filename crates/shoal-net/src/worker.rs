@@ -184,7 +184,14 @@ enum Ended {
     Stopped,
     Restart,
     Lost,
+    /// The process passed its memory terminate fraction.
+    OverMemory,
 }
+
+/// How often a worker that ends past its memory terminate fraction samples
+/// its resident memory: a task allocating quickly must not get far past the
+/// threshold before the sample sees it.
+const MEMORY_SAMPLE: Duration = Duration::from_millis(100);
 
 /// The state machine, and what the shell keeps beside it, under one lock.
 struct Shared {
@@ -361,6 +368,8 @@ impl Ctx {
             match self.session(&mut reader, &mut stop).await {
                 Ended::Stopped => return WorkerExit::Stopped,
                 Ended::Restart if self.config.exit_on_restart => return WorkerExit::Restart,
+                // Only a worker that ends on restart samples its memory.
+                Ended::OverMemory => return WorkerExit::Restart,
                 ended => {
                     // Whatever this worker held belongs to a cluster state
                     // that is gone: a restarted scheduler, or one that has
@@ -401,9 +410,18 @@ impl Ctx {
         let mut done = Vec::new();
         // Well inside the scheduler's worker timeout, even on a loaded machine.
         let mut heartbeat = tokio::time::interval(Duration::from_millis(500));
+        let sampling = self.config.exit_on_restart && self.config.memory_terminate_fraction.is_some();
+        let mut sample = tokio::time::interval(MEMORY_SAMPLE);
         loop {
             tokio::select! {
                 _ = &mut *stop => return Ended::Stopped,
+                _ = sample.tick(), if sampling => {
+                    let resident = crate::memory::resident_bytes(std::process::id());
+                    let over = resident.and_then(|r| lock(&self.shared).worker.on_memory_sample(r));
+                    if over == Some(Control::OverMemory) {
+                        return Ended::OverMemory;
+                    }
+                }
                 _ = heartbeat.tick() => {
                     self.event(|worker, now, comm| worker.on_tick(now, comm));
                     crate::recycle::trim();
@@ -419,6 +437,7 @@ impl Ctx {
                     match self.event(|worker, now, comm| worker.on_message(msg, now, comm)) {
                         Some(Control::Shutdown) => return Ended::Stopped,
                         Some(Control::Restart) => return Ended::Restart,
+                        Some(Control::OverMemory) => return Ended::OverMemory,
                         None => {}
                     }
                 }

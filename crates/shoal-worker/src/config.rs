@@ -34,6 +34,12 @@ pub struct WorkerConfig {
     /// The fraction of `memory_limit` above which the worker starts no new
     /// tasks until it holds less (Dask's 80 % by default).
     pub memory_pause_fraction: f64,
+    /// The fraction of `memory_limit` past which the worker process's
+    /// resident memory (the whole process's, as sampled by its shell) ends
+    /// the process so that its nanny starts a new one (Dask's nanny
+    /// `terminate`); `None` never. Only a worker that ends on restart
+    /// (`exit_on_restart`) acts on it.
+    pub memory_terminate_fraction: Option<f64>,
     /// The fraction of `memory_limit` above which the least recently used
     /// results are spilled to disk (Dask's 60 % by default); `None` never
     /// spills. Spilled results are read back when a task or a peer needs
@@ -131,6 +137,7 @@ impl WorkerConfig {
             resources: Vec::new(),
             memory_limit: 0,
             memory_pause_fraction: 0.8,
+            memory_terminate_fraction: None,
             memory_target_fraction: Some(0.6),
             local_directory: None,
             death_timeout: Duration::ZERO,

@@ -40,6 +40,9 @@ pub enum Control {
     Shutdown,
     /// The scheduler said to start afresh.
     Restart,
+    /// The process passed its memory terminate fraction: it ends so that
+    /// its nanny starts a new one.
+    OverMemory,
 }
 
 /// A task on the executor.
@@ -76,6 +79,8 @@ enum Resolved {
 /// The worker: its results, its tasks, and whether it is paused.
 pub struct Worker<H> {
     name: String,
+    /// Resident bytes past which the process ends (`None`: never).
+    terminate_above: Option<u64>,
     inline_max: usize,
     memory_limit: u64,
     store: Store,
@@ -104,8 +109,13 @@ impl<H> Worker<H> {
             _ => None,
         };
         let gate = Arc::new(MemoryGate::new(threshold));
+        let terminate_above = config
+            .memory_terminate_fraction
+            .filter(|_| limit > 0 && config.exit_on_restart)
+            .map(|fraction| (limit as f64 * fraction) as u64);
         Worker {
             name: config.name.clone(),
+            terminate_above,
             inline_max: config.inline_max.min(shoal_proto::INLINE_LIMIT),
             memory_limit: limit,
             store: Store::new(gate.clone(), spill),
@@ -466,6 +476,23 @@ impl<H> Worker<H> {
             }
         }
         self.update_memory(now_us, comm);
+    }
+
+    /// The process's resident memory, sampled: past the terminate fraction
+    /// of the limit the process must end, for its nanny to start a new one
+    /// (its tasks run again elsewhere). It is the whole process's memory,
+    /// not only the results it holds: what a task allocates beyond its
+    /// result counts, and so does a leak.
+    pub fn on_memory_sample(&mut self, resident: u64) -> Option<Control> {
+        let threshold = self.terminate_above?;
+        (resident > threshold).then(|| {
+            tracing::warn!(
+                "worker {}: its process uses {resident} bytes, past its terminate threshold of {threshold}: \
+                 ending it for a new one (its tasks run again elsewhere)",
+                self.name
+            );
+            Control::OverMemory
+        })
     }
 
     /// Time passes: the worker says it is alive and what it holds.

@@ -458,3 +458,21 @@ fn a_lower_pause_fraction_pauses_sooner() {
     assert!(w.is_paused(), "600 of 1000 bytes is past half");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn past_its_terminate_fraction_a_supervised_worker_says_to_end_the_process() {
+    let supervised = WorkerConfig {
+        memory_limit: 1000,
+        memory_terminate_fraction: Some(0.95),
+        exit_on_restart: true,
+        ..WorkerConfig::new(([127, 0, 0, 1], 1).into(), "guarded")
+    };
+    let (mut w, _) = worker_with(supervised.clone());
+    assert_eq!(w.on_memory_sample(950), None, "at the threshold");
+    assert_eq!(w.on_memory_sample(951), Some(shoal_worker::Control::OverMemory));
+    // Without a nanny to start a new process, or without a limit, it never does.
+    let (mut alone, _) = worker_with(WorkerConfig { exit_on_restart: false, ..supervised.clone() });
+    assert_eq!(alone.on_memory_sample(u64::MAX), None);
+    let (mut unlimited, _) = worker_with(WorkerConfig { memory_limit: 0, ..supervised });
+    assert_eq!(unlimited.on_memory_sample(u64::MAX), None);
+}

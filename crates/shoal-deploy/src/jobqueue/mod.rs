@@ -25,8 +25,10 @@
 //!
 //! The program must be where the jobs can run it (a shared file system, as
 //! on every HPC cluster), and the nodes must reach this host. The scheduler
-//! listens on every interface with a fresh cluster token, which the job
-//! scripts carry (they are written readable by their owner only).
+//! listens on every interface with a fresh cluster token, which the jobs
+//! read from a file in the log directory that only its owner may read
+//! (removed when the cluster closes): the job scripts themselves hold no
+//! secret and can be shown.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -150,6 +152,14 @@ impl JobQueueClusterBuilder {
         self
     }
 
+    /// The fraction of its memory limit past which a worker process's
+    /// resident memory ends it, and its job starts a new one (default 0.95,
+    /// as Dask's nanny; `None` never). Needs [`memory`](Self::memory).
+    pub fn memory_terminate(mut self, fraction: Option<f64>) -> Self {
+        self.spec.worker.memory_terminate = fraction;
+        self
+    }
+
     /// How long workers keep trying to reach a lost scheduler (default 60 s).
     pub fn death_timeout(mut self, timeout: Duration) -> Self {
         self.spec.worker.death_timeout = timeout;
@@ -200,7 +210,8 @@ impl JobQueueClusterBuilder {
             None => std::env::current_exe().map_err(DeployError::CurrentExe)?,
         };
         check_directives(&spec)?;
-        spec.worker.validate(Spelling::Code)?;
+        // Checked as each job's workers get them.
+        spec.worker_launch(SocketAddr::from(([127, 0, 0, 1], 0)), Path::new("token")).validate(Spelling::Code)?;
         // The jobs write their output there and start there: it must be on
         // a file system the nodes share, as the working directory usually is.
         let log_directory = match self.log_directory {
@@ -226,12 +237,20 @@ impl JobQueueClusterBuilder {
         let scheduler =
             start_scheduler(SchedulerServerConfig { listen, token: Some(token.clone()), ..Default::default() })?;
         let address = SocketAddr::new(ip, scheduler.address().port());
-        let script = job_script(&spec, &program, address, &token);
+        let token_file =
+            log_directory.join(format!(".shoal-token-{}-{}", std::process::id(), scheduler.address().port()));
+        write_private(&token_file, &format!("{token}\n"), 0o600).map_err(|source| DeployError::File {
+            what: "cannot write the cluster token for the jobs",
+            path: token_file.clone(),
+            source,
+        })?;
+        let script = job_script(&spec, &program, address, &token_file);
         Ok(JobQueueCluster {
             spec,
             script,
             address,
             token,
+            token_file,
             log_directory,
             jobs: Mutex::new(Vec::new()),
             submitted: Mutex::new(0),
@@ -248,6 +267,8 @@ pub struct JobQueueCluster {
     script: String,
     address: SocketAddr,
     token: String,
+    /// The token, for the jobs' workers (theirs to read, no one else's).
+    token_file: PathBuf,
     log_directory: PathBuf,
     jobs: Mutex<Vec<String>>,
     submitted: Mutex<usize>,
@@ -343,7 +364,7 @@ impl JobQueueCluster {
             *submitted
         };
         let path = self.log_directory.join(format!("{}-{n}.sh", self.spec.name));
-        write_private(&path, &self.script).map_err(|source| DeployError::File {
+        write_private(&path, &self.script, 0o700).map_err(|source| DeployError::File {
             what: "cannot write the job script",
             path: path.clone(),
             source,
@@ -351,13 +372,12 @@ impl JobQueueCluster {
         let submitted = match self.spec.manager {
             Manager::HtCondor => {
                 let description = self.log_directory.join(format!("{}-{n}.sub", self.spec.name));
-                write_private(&description, &submit_description(&self.spec, &path, &self.log_directory)?).map_err(
-                    |source| DeployError::File {
+                write_private(&description, &submit_description(&self.spec, &path, &self.log_directory)?, 0o600)
+                    .map_err(|source| DeployError::File {
                         what: "cannot write the submit description",
                         path: description.clone(),
                         source,
-                    },
-                )?;
+                    })?;
                 description
             }
             _ => path.clone(),
@@ -391,6 +411,7 @@ impl Drop for JobQueueCluster {
             }
         }
         self.scheduler.take();
+        let _ = std::fs::remove_file(&self.token_file);
     }
 }
 
@@ -408,9 +429,10 @@ fn run(command: &mut Command) -> Result<String, DeployError> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Writes `text` to `path`, for its owner only (a job script carries the
-/// cluster token), executable (HTCondor runs the script itself).
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// Writes `text` to a new file at `path` with `mode` (the owner's only: a
+/// job script may be executable, as HTCondor runs it itself; the token
+/// file is readable by its owner only).
+fn write_private(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     // A new file, whatever was there (an older script, a planted link).
     match std::fs::remove_file(path) {
@@ -420,7 +442,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o700);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
     options.open(path)?.write_all(text.as_bytes())
 }
 
@@ -483,7 +505,7 @@ mod tests {
 
     fn script(manager: Manager) -> String {
         let address = SocketAddr::from(([10, 0, 0, 5], 8786));
-        job_script(&spec(manager), Path::new("/home/me/it's/prog"), address, "t0k3n")
+        job_script(&spec(manager), Path::new("/home/me/it's/prog"), address, Path::new("/home/me/.shoal-token"))
     }
 
     #[test]
@@ -499,7 +521,7 @@ mod tests {
             "#SBATCH --exclusive",
             "module load gcc",
             "export SHOAL_WORKER_OF='10.0.0.5:8786'",
-            "export SHOAL_TOKEN='t0k3n'",
+            "export SHOAL_TOKEN_FILE='/home/me/.shoal-token'",
             "export SHOAL_WORKER_THREADS='4'",
             "export SHOAL_MEMORY_LIMIT='8589934592'",
             "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}",
@@ -511,6 +533,11 @@ mod tests {
             assert!(s.lines().any(|l| l == line), "missing {line:?} in\n{s}");
         }
         assert!(s.starts_with("#!/usr/bin/env bash\n#SBATCH"), "directives come first:\n{s}");
+        assert!(!s.contains("SHOAL_TOKEN="), "no token in the script:\n{s}");
+        assert!(s.lines().any(|l| l == "export SHOAL_MEMORY_TERMINATE='0.95'"), "a guard by default:\n{s}");
+        let unlimited = JobSpec { memory: None, ..spec(Manager::Slurm) };
+        let script = job_script(&unlimited, Path::new("/p"), SocketAddr::from(([10, 0, 0, 5], 1)), Path::new("/t"));
+        assert!(!script.contains("SHOAL_MEMORY_TERMINATE"), "no guard without a limit:\n{script}");
     }
 
     #[test]
@@ -530,7 +557,7 @@ mod tests {
     #[test]
     fn htcondor_jobs_are_a_submit_description_and_a_plain_script() {
         let spec = spec(Manager::HtCondor);
-        let script = job_script(&spec, Path::new("/p"), SocketAddr::from(([10, 0, 0, 5], 1)), "t");
+        let script = job_script(&spec, Path::new("/p"), SocketAddr::from(([10, 0, 0, 5], 1)), Path::new("/t"));
         assert!(!script.contains("#SBATCH") && !script.contains("--exclusive"), "no directives:\n{script}");
         assert!(script.contains("${SHOAL_JOB_ID}"), "{script}");
         let description =

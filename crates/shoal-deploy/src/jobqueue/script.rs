@@ -64,20 +64,31 @@ impl JobSpec {
             resource_spec: None,
             job_extra: Vec::new(),
             prologue: Vec::new(),
-            // Long enough to ride out a scheduler restart.
-            worker: WorkerLaunch { death_timeout: Duration::from_secs(60), ..WorkerLaunch::default() },
+            worker: WorkerLaunch {
+                // Long enough to ride out a scheduler restart.
+                death_timeout: Duration::from_secs(60),
+                // A ballooning worker ends itself and its job's loop starts
+                // a new one, before the batch system kills the whole job at
+                // its limit (Dask's nanny restarts at 95 %).
+                memory_terminate: Some(0.95),
+                ..WorkerLaunch::default()
+            },
         }
     }
 
     /// What each worker process of a job is launched with: its share of
-    /// the cores and the memory, under the shell loop that restarts it.
-    pub fn worker_launch(&self, scheduler: SocketAddr, token: &str) -> WorkerLaunch {
+    /// the cores and the memory, under the shell loop that restarts it, and
+    /// the cluster token read from `token_file`.
+    pub fn worker_launch(&self, scheduler: SocketAddr, token_file: &Path) -> WorkerLaunch {
         let processes = self.processes.max(1);
         WorkerLaunch {
             scheduler: Some(PeerAddress::from_socket(scheduler)),
-            token: Some(token.to_string()),
+            token: None,
+            token_file: Some(token_file.to_path_buf()),
             threads: Some((self.cores / processes).max(1)),
             memory_limit: self.memory.map_or(0, |m| m / processes as u64),
+            // A fraction of nothing: without memory per job there is no limit.
+            memory_terminate: self.worker.memory_terminate.filter(|_| self.memory.is_some()),
             nanny: true,
             ..self.worker.clone()
         }
@@ -87,17 +98,21 @@ impl JobSpec {
 /// The script each job runs: directives, the prologue, then `processes`
 /// workers of `program`, each restarted when its cluster restarts (exit
 /// code 75) and the job ending when they all have ended
-/// (dask-jobqueue's `job_script()`).
+/// (dask-jobqueue's `job_script()`). The cluster token is not in it: the
+/// workers read it from `token_file`, which only its owner may read, so
+/// the script can be shown, logged and kept.
 ///
 /// ```
 /// use shoal_deploy::jobqueue::{JobSpec, Manager, job_script};
 ///
 /// let spec = JobSpec { cores: 8, walltime: Some("01:00:00".into()), ..JobSpec::new(Manager::Slurm) };
-/// let script = job_script(&spec, "/home/me/prog".as_ref(), ([10, 0, 0, 5], 8786).into(), "token");
+/// let script =
+///     job_script(&spec, "/home/me/prog".as_ref(), ([10, 0, 0, 5], 8786).into(), "/home/me/.token".as_ref());
 /// assert!(script.lines().any(|l| l == "#SBATCH --cpus-per-task=8"));
 /// assert!(script.lines().any(|l| l == "export SHOAL_WORKER_OF='10.0.0.5:8786'"));
+/// assert!(script.lines().any(|l| l == "export SHOAL_TOKEN_FILE='/home/me/.token'"));
 /// ```
-pub fn job_script(spec: &JobSpec, program: &Path, scheduler: SocketAddr, token: &str) -> String {
+pub fn job_script(spec: &JobSpec, program: &Path, scheduler: SocketAddr, token_file: &Path) -> String {
     let mut s = String::from("#!/usr/bin/env bash\n");
     let prefix = match spec.manager {
         Manager::Slurm => "#SBATCH",
@@ -117,7 +132,7 @@ pub fn job_script(spec: &JobSpec, program: &Path, scheduler: SocketAddr, token: 
     for (var, value) in TUNED_ENVIRONMENT {
         let _ = writeln!(s, "export {var}=${{{var}:-{value}}}");
     }
-    for (var, value) in spec.worker_launch(scheduler, token).exports() {
+    for (var, value) in spec.worker_launch(scheduler, token_file).exports() {
         let _ = writeln!(s, "export {var}={}", quoted(&value));
     }
     let job = spec.manager.job_id_variable();

@@ -171,3 +171,42 @@ fn a_terminate_fraction_needs_a_limit_and_a_positive_number() {
     let err = LocalCluster::builder().memory_limit(1 << 30).memory_terminate(Some(-1.0)).build().err().expect("bad");
     assert!(err.to_string().contains("memory_terminate -1"), "{err}");
 }
+
+/// Without a nanny watching it (as in a job script, whose shell loop only
+/// restarts what exits to restart), a worker process past its memory
+/// terminate fraction ends itself, with the restart exit code.
+#[test]
+fn a_worker_past_its_terminate_fraction_ends_itself_for_a_new_one() {
+    let scheduler = shoal_net::start_scheduler(shoal_net::SchedulerServerConfig::default()).expect("scheduler starts");
+    let launch = shoal::deploy::WorkerLaunch {
+        scheduler: Some(scheduler.address().into()),
+        name: Some("self-guarded".into()),
+        threads: Some(1),
+        memory_limit: 200 << 20,
+        memory_terminate: Some(0.9),
+        nanny: true,
+        ..Default::default()
+    };
+    let mut command = std::process::Command::new(std::env::current_exe().expect("this test binary"));
+    launch.apply(&mut command);
+    let mut worker = command.stdin(std::process::Stdio::null()).spawn().expect("the worker starts");
+    let client = shoal::Client::connect(&scheduler.address().to_string()).expect("client");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while client.scheduler_info().expect("info").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the worker never joined");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _hungry = client.submit(hog, (400u64, 5_000u64));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = worker.try_wait().expect("status") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = worker.kill();
+            panic!("the worker never ended past 90 % of its limit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(shoal::RESTART_EXIT_CODE), "it asks its nanny for a new process");
+}
