@@ -146,6 +146,8 @@ pub mod array {
 /// ```
 pub mod deploy {
     pub use shoal_deploy::{DeployError, LaunchError, Spelling, WorkerLaunch, WorkerOption};
+    pub use shoal_net::{ResolveError, ServerError, WorkerError};
+    pub use shoal_proto::{AddressError, PeerAddress};
 }
 
 /// Workers as batch jobs of SLURM, Grid Engine, PBS or HTCondor, with the scheduler in
