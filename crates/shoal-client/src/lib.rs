@@ -42,6 +42,7 @@ mod list_task;
 mod ops;
 mod options;
 mod progress;
+pub mod ray;
 mod status;
 
 pub use args::{ArgContext, IntoArg, IntoArgs, MapInput};

@@ -120,6 +120,15 @@ impl TaskOptions {
     }
 
     /// The scheduler's part of these options, if any differs from the default.
+    /// Adds to one resource the call holds (summing a name given twice).
+    pub(crate) fn add_resource(mut self, name: String, amount: f64) -> TaskOptions {
+        match self.resources.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, a)) => *a += amount,
+            None => self.resources.push((name, amount)),
+        }
+        self
+    }
+
     pub(crate) fn placement(&self) -> Option<Arc<Placement>> {
         let p = Placement { priority: self.priority, resources: self.resources.clone(), workers: self.workers.clone() };
         (p != Placement::default()).then(|| Arc::new(p))

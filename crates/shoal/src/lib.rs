@@ -120,6 +120,28 @@ pub mod __private {
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+/// Ray's spelling of tasks on shoal's runtime: `f.remote(x)`, [`get`],
+/// [`put`], and Ray's [`wait`](ray::wait) (the root [`wait`] is Dask's);
+/// see [`shoal_client::ray`].
+///
+/// ```
+/// use shoal::ray::Remote;
+///
+/// #[shoal::remote]
+/// fn increment(x: u64) -> u64 { x + 1 }
+///
+/// let cluster = shoal::LocalCluster::builder().workers(2).build()?;
+/// let _client = cluster.client()?;                  // the current client: calls go here
+/// let refs: Vec<_> = (0..8u64).map(|x| increment.remote(x)).collect();
+/// assert_eq!(shoal::get(&refs)?, (1..=8).collect::<Vec<u64>>());
+/// # Ok::<(), shoal::Error>(())
+/// ```
+pub mod ray {
+    pub use shoal_client::ray::*;
+}
+
+pub use shoal_client::ray::{get, put};
+
 /// Chunked n-dimensional arrays (Dask's `dask.array`); see [`shoal_array`].
 ///
 /// ```

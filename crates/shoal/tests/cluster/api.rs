@@ -298,3 +298,39 @@ fn progress_on_a_cluster_ends_its_line_before_it_returns() {
     assert_eq!(out.matches("a ProgressBar counts computations on this process's executor").count(), 1, "{out}");
     assert!(out.contains("shoal::progress(&client.persist(&values)?)") && out.contains("after compute"), "{out}");
 }
+
+#[shoal::remote]
+fn ray_increment(x: u64) -> u64 {
+    x + 1
+}
+
+#[shoal::remote]
+fn on_a_gpu_worker(x: u64) -> (String, u64) {
+    (worker_name(), x)
+}
+
+/// Ray's spelling on a cluster of worker processes: `.remote`, per-call
+/// resources, `get`, `put` and Ray's `wait`, mixed with Dask's.
+#[test]
+fn the_ray_spelling_runs_on_a_cluster() {
+    use shoal::ray::{self, Remote, RemoteOptions};
+    let cluster = LocalCluster::builder()
+        .workers(2)
+        .threads_per_worker(1)
+        .worker_resources(1, [("gpu", 1.0)])
+        .build()
+        .expect("cluster");
+    let client = cluster.client().expect("client");
+    let refs: Vec<_> = (0..100u64).map(|x| ray_increment.remote(x)).collect();
+    assert_eq!(shoal::get(&refs).expect("results"), (1..=100).collect::<Vec<u64>>());
+    let gpu = RemoteOptions::new().num_gpus(1.0);
+    let placed = shoal::get(&(0..4u64).map(|x| on_a_gpu_worker.options(gpu.clone()).remote(x)).collect::<Vec<_>>())
+        .expect("runs where the GPU is");
+    assert!(placed.iter().all(|(w, _)| w == "local-1"), "{placed:?}");
+    let stored = shoal::put(41u64).expect("stored on a worker");
+    assert_eq!(ray_increment.remote(&stored).result(), Ok(42));
+    let (ready, rest) = ray::wait(&refs, 100, Some(Duration::from_secs(10)));
+    assert_eq!((ready.len(), rest.len()), (100, 0));
+    // Mixed with Dask's spelling: the same futures.
+    assert_eq!(client.gather(&refs[..2]).expect("gathered"), vec![1, 2]);
+}
