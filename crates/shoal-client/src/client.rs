@@ -416,7 +416,7 @@ pub fn gather<T: Clone + Send + Sync + 'static>(futures: &[Future<T>]) -> Result
         .iter()
         .map(|f| match f.handle() {
             crate::future::FutureHandle::Cluster(h) => Some(h),
-            crate::future::FutureHandle::Local(_) => None,
+            crate::future::FutureHandle::Local(_) | crate::future::FutureHandle::Call(_) => None,
         })
         .collect();
     match remote {
@@ -454,7 +454,7 @@ pub fn fire_and_forget<T>(futures: &[Future<T>]) {
         .iter()
         .filter_map(|f| match f.handle() {
             crate::future::FutureHandle::Cluster(h) => Some(h),
-            crate::future::FutureHandle::Local(_) => None,
+            crate::future::FutureHandle::Local(_) | crate::future::FutureHandle::Call(_) => None,
         })
         .collect();
     crate::cluster::ClusterHandle::fire_and_forget(&remote);

@@ -118,6 +118,17 @@ pub enum Error {
         /// Why not, and what to do instead.
         reason: String,
     },
+    /// An actor's worker died (or cannot be reached): the calls waiting for
+    /// it and every later one fail.
+    #[error("actor {actor} is lost with its worker {worker}: {reason}")]
+    ActorLost {
+        /// The actor: its type and its key.
+        actor: String,
+        /// The worker it lived on.
+        worker: String,
+        /// What happened.
+        reason: String,
+    },
     /// A graph could not be run as built.
     #[error("invalid graph: {0}")]
     Graph(#[from] shoal_graph::GraphError),

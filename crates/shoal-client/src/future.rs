@@ -8,6 +8,7 @@ use std::time::Duration;
 use shoal_graph::{Arg, Key, Value};
 use shoal_local::{Handle, Notify, Phase};
 
+use crate::actor::CallSlot;
 use crate::args::{ArgContext, IntoArg};
 use crate::cluster::ClusterHandle;
 use crate::error::Error;
@@ -17,6 +18,8 @@ use crate::status::Status;
 pub(crate) enum FutureHandle {
     Local(Handle),
     Cluster(ClusterHandle),
+    /// A call of an actor method.
+    Call(Arc<CallSlot>),
 }
 
 impl FutureHandle {
@@ -24,6 +27,7 @@ impl FutureHandle {
         match self {
             FutureHandle::Local(h) => h.key(),
             FutureHandle::Cluster(h) => h.key(),
+            FutureHandle::Call(c) => c.key(),
         }
     }
 
@@ -36,6 +40,7 @@ impl FutureHandle {
                 Phase::Cancelled => Status::Cancelled,
             },
             FutureHandle::Cluster(h) => h.status(),
+            FutureHandle::Call(c) => c.status(),
         }
     }
 
@@ -43,6 +48,8 @@ impl FutureHandle {
         match self {
             FutureHandle::Local(h) => h.cancel(),
             FutureHandle::Cluster(h) => h.cancel(),
+            // A call sent runs; its result can only be ignored.
+            FutureHandle::Call(_) => {}
         }
     }
 
@@ -52,6 +59,9 @@ impl FutureHandle {
                 let _ = h.wait();
             }
             FutureHandle::Cluster(h) => h.wait(),
+            FutureHandle::Call(c) => {
+                let _ = c.value(None);
+            }
         }
     }
 
@@ -66,6 +76,7 @@ impl FutureHandle {
                 outcome.map(|o| o.map_err(|f| Error::from_failure(&f)))
             }
             FutureHandle::Cluster(h) => h.value(timeout),
+            FutureHandle::Call(c) => c.value(timeout),
         }
     }
 
@@ -73,6 +84,7 @@ impl FutureHandle {
         match self {
             FutureHandle::Local(h) => h.subscribe(notify, index),
             FutureHandle::Cluster(h) => h.subscribe(notify, index),
+            FutureHandle::Call(c) => c.subscribe(notify, index),
         }
     }
 
@@ -86,6 +98,7 @@ impl Clone for FutureHandle {
         match self {
             FutureHandle::Local(h) => FutureHandle::Local(h.clone()),
             FutureHandle::Cluster(h) => FutureHandle::Cluster(h.clone()),
+            FutureHandle::Call(c) => FutureHandle::Call(c.clone()),
         }
     }
 }
@@ -156,13 +169,19 @@ impl<T> Future<T> {
     /// ```
     pub fn pending_reason(&self) -> Option<String> {
         match &self.handle {
-            FutureHandle::Local(_) => None,
+            FutureHandle::Local(_) | FutureHandle::Call(_) => None,
             FutureHandle::Cluster(h) => h.state().pending_reason(h.key()),
         }
     }
 
     pub(crate) fn handle(&self) -> &FutureHandle {
         &self.handle
+    }
+
+    /// Ray's spelling: `counter.increment().remote()`. The call was sent
+    /// when it was made; this returns its reference, the future itself.
+    pub fn remote(self) -> Future<T> {
+        self
     }
 }
 
@@ -238,8 +257,38 @@ impl<T> fmt::Debug for Future<T> {
     }
 }
 
+/// An actor call's future as an argument: its result, once there (the
+/// executor knows no task by its key).
+fn call_arg(call: &CallSlot, cx: &mut ArgContext) -> Arg {
+    // Not content-addressed: the value has no token of its own here.
+    cx.token = None;
+    cx.local.push(None);
+    match call.value(None) {
+        Some(Ok(value)) => Arg::Value(value),
+        Some(Err(e)) => {
+            // A task of its own that fails with the call's error: its
+            // dependent fails naming it.
+            let message = e.to_string();
+            let key = call.key().clone();
+            let func = shoal_graph::Func::new(
+                "shoal::actor_call",
+                None,
+                Box::new(move |_| Err(shoal_graph::TaskError::Failed(message.clone()))),
+            );
+            cx.local.pop();
+            cx.local.push(Some(cx.pre_tasks.len() as u32));
+            cx.pre_tasks.push(shoal_graph::Task { key: key.clone(), func, args: Vec::new() });
+            Arg::Key(key)
+        }
+        None => unreachable!("waiting without a timeout always ends with an outcome"),
+    }
+}
+
 impl<T: 'static> IntoArg<T> for &Future<T> {
     fn into_arg(self, cx: &mut ArgContext) -> Arg {
+        if let FutureHandle::Call(call) = &self.handle {
+            return call_arg(call, cx);
+        }
         if let Some(t) = &mut cx.token {
             t.add_key(self.key());
         }
@@ -253,6 +302,9 @@ impl<T: 'static> IntoArg<T> for &Future<T> {
 
 impl<T: 'static> IntoArg<T> for Future<T> {
     fn into_arg(self, cx: &mut ArgContext) -> Arg {
+        if let FutureHandle::Call(call) = &self.handle {
+            return call_arg(call, cx);
+        }
         if let Some(t) = &mut cx.token {
             t.add_key(self.key());
         }

@@ -31,6 +31,7 @@
 //! assert_eq!(total.compute_with(&client).unwrap(), 42);
 //! ```
 
+pub mod actor;
 mod args;
 mod client;
 mod cluster;

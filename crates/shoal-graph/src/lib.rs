@@ -27,6 +27,7 @@
 //! assert!(graph.to_dot().starts_with("digraph"));
 //! ```
 
+pub mod actor;
 pub mod blob;
 mod dot;
 mod func;

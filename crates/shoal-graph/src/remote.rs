@@ -239,6 +239,20 @@ fn measure_as<T: Serialize + 'static>(value: &(dyn Any + Send + Sync)) -> Option
     Some(size as u64)
 }
 
+fn actor_stays(function: &str) -> RemoteError {
+    RemoteError::Task(TaskError::Failed(format!(
+        "the actor that `{function}` made stays on its worker: call its methods instead of moving it"
+    )))
+}
+
+fn refuse_actor_encode(function: &str, _: usize, _: &(dyn Any + Send + Sync)) -> Result<Vec<u8>, RemoteError> {
+    Err(actor_stays(function))
+}
+
+fn refuse_actor_decode(function: &str, _: usize, _: &[u8]) -> Result<Value, RemoteError> {
+    Err(actor_stays(function))
+}
+
 fn borrow_as<T: 'static>(value: &(dyn Any + Send + Sync)) -> Option<(Vec<u8>, &[u8])> {
     pod::borrow(value.downcast_ref::<T>()?)
 }
@@ -260,6 +274,29 @@ impl RemoteFunc {
             measure_result: measure_as::<F::Output>,
             borrow_result: borrow_as::<F::Output>,
             encode_result_to: encode_to_as::<F::Output>,
+        }
+    }
+
+    /// The remote form of an actor constructor `f`: it runs as a task on a
+    /// worker, whose result is the actor itself ([`ActorCell`]), kept where
+    /// it was made. Its result is never encoded: an actor does not leave
+    /// its worker; its calls come to it.
+    ///
+    /// [`ActorCell`]: crate::actor::ActorCell
+    pub fn new_actor<P: RemoteParams, F>(f: F) -> RemoteFunc
+    where
+        F: TaskFn<P, Output = crate::actor::ActorCell>,
+    {
+        RemoteFunc {
+            func: f.into_func(),
+            arity: P::ARITY,
+            decode_arg: P::decode,
+            encode_arg: P::encode,
+            encode_result: refuse_actor_encode,
+            decode_result: refuse_actor_decode,
+            measure_result: |value| value.downcast_ref::<crate::actor::ActorCell>().map(|cell| cell.size()),
+            borrow_result: |_| None,
+            encode_result_to: |function, _, _| Err(actor_stays(function)),
         }
     }
 

@@ -1,6 +1,8 @@
 //! `#[shoal::remote]`: registers a function under a stable name so that
 //! other processes of the same program can run it.
 
+mod actor;
+
 use proc_macro::TokenStream;
 use quote::quote;
 use syn::{FnArg, ItemFn, Pat, ReturnType, parse_macro_input, spanned::Spanned};
@@ -88,4 +90,26 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     function.block.stmts.insert(0, syn::parse_quote!(::shoal::init();));
     quote!(#function).into()
+}
+
+/// Makes the type of an `impl` block an actor class: its objects live on
+/// a worker (or in this process, on the threads executor), and its public
+/// methods with a `&self` or `&mut self` receiver are called by name with
+/// futures for their results. Writes `<Type>Handle`, with one method per
+/// public method, and, for a constructor named `new`, Ray's
+/// `<Type>::remote(args)`. Its public functions that return the type are
+/// its constructors, registered as `#[shoal::remote]` functions are, for
+/// `client.actor(Type::new, (args,))`. Arguments and results travel with
+/// serde.
+#[proc_macro_attribute]
+pub fn actor(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        let attr = proc_macro2::TokenStream::from(attr);
+        return syn::Error::new(attr.span(), "#[shoal::actor] takes no arguments").to_compile_error().into();
+    }
+    let block = parse_macro_input!(item as syn::ItemImpl);
+    match actor::expand(&block) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
 }

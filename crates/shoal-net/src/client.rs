@@ -391,6 +391,64 @@ impl DataConn {
     }
 }
 
+/// A blocking connection to a worker's data server for actor calls: calls
+/// written together, answered in order.
+pub struct ActorConnection {
+    conn: DataConn,
+}
+
+/// One actor call: the actor (its creating task's key), the method, the
+/// encoded arguments.
+pub type ActorCallMsg = (Key, String, Vec<Vec<u8>>);
+
+impl ActorConnection {
+    /// Connects to the data server at `address` and says hello.
+    ///
+    /// # Errors
+    /// When the worker cannot be reached or refuses.
+    pub fn open(address: &str, token: Option<&str>) -> Result<ActorConnection, ClientError> {
+        // No timeout on answers: a method takes as long as it takes.
+        Ok(ActorConnection { conn: DataConn::open(address, token, format!("calling an actor on {address}"), None)? })
+    }
+
+    /// Sends every call at once, then reads their answers, in order: the
+    /// method's encoded result or its failure's message each.
+    ///
+    /// # Errors
+    /// When the connection breaks or the worker answers wrongly: what was
+    /// not answered may or may not have run.
+    pub fn call_many(&mut self, calls: Vec<ActorCallMsg>) -> Result<Vec<Result<Vec<u8>, String>>, ClientError> {
+        let mut out = Vec::new();
+        let n = calls.len();
+        for (actor, method, args) in calls {
+            encode_message(&PeerRequest::ActorCall { actor, method, args }, &mut out)
+                .map_err(|e| self.conn.proto(e.to_string()))?;
+        }
+        self.conn.write(&out)?;
+        (0..n)
+            .map(|_| match self.conn.message()? {
+                PeerReply::Called(result) => Ok(result),
+                other => Err(self.conn.proto(format!("the worker answered an actor call with {other:?}"))),
+            })
+            .collect()
+    }
+}
+
+/// The cluster token this process's worker joined with: actor handles that
+/// tasks are given call their actors with it.
+static PROCESS_TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Records the token of this process's worker (the first one set stays).
+pub(crate) fn set_process_token(token: Option<&str>) {
+    let _ = PROCESS_TOKEN.set(token.map(str::to_string));
+}
+
+/// The cluster token of this process's worker, if it is a worker that has
+/// one.
+pub fn process_token() -> Option<String> {
+    PROCESS_TOKEN.get().cloned().flatten()
+}
+
 /// Fetches results from a data server with blocking I/O, in the order asked.
 fn fetch_blocking(address: &str, wanted: &[Key], token: Option<&str>) -> Result<Vec<Option<Vec<u8>>>, ClientError> {
     let mut conn =

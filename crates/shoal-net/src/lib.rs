@@ -18,7 +18,7 @@ mod scheduler;
 mod worker;
 
 pub use address::{ResolveError, resolve};
-pub use client::{ClientConnection, ClientError, OnMessages};
+pub use client::{ActorCallMsg, ActorConnection, ClientConnection, ClientError, OnMessages, process_token};
 pub use memory::resident_bytes;
 pub use scheduler::{RunningScheduler, SchedulerServerConfig, ServerError, start_scheduler};
 pub use worker::{RunningWorker, WorkerError, WorkerExit, remove_shared_files_of, route_to, start_worker};

@@ -114,6 +114,7 @@ impl RunningWorker {
 /// When the data server cannot listen, the scheduler cannot be reached in
 /// time, or it refuses the worker.
 pub fn start_worker(config: WorkerConfig) -> Result<RunningWorker, WorkerError> {
+    crate::client::set_process_token(config.token.as_deref());
     let io = |what: &str| {
         let what = what.to_string();
         move |source| WorkerError::Io { what, source }

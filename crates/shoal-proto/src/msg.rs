@@ -584,6 +584,17 @@ pub enum PeerRequest {
     /// The fetcher has read these loans (or given up): their memory may go.
     /// Not answered.
     Return(Vec<u64>),
+    /// Call a method of an actor this worker holds (its creating task's
+    /// key): answered with [`PeerReply::Called`]. Calls on one connection
+    /// run in the order they come.
+    ActorCall {
+        /// The actor.
+        actor: Key,
+        /// The method's name.
+        method: String,
+        /// Its arguments, each encoded.
+        args: Vec<Vec<u8>>,
+    },
 }
 
 /// One result lent for a direct read: its encoded bytes are `head` followed
@@ -643,4 +654,7 @@ pub enum PeerReply {
     /// Answer to [`PeerRequest::Run`]: on success the encoded result follows
     /// as one raw frame; on failure, why.
     Ran(Result<(), String>),
+    /// Answer to [`PeerRequest::ActorCall`]: the encoded result, or why the
+    /// call failed (the method's failure or panic, or no such actor here).
+    Called(Result<Vec<u8>, String>),
 }

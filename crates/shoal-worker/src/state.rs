@@ -175,6 +175,14 @@ impl<H> Worker<H> {
         self.store.get(key).map(Stored::payload)
     }
 
+    /// The actor `key`'s task made, if this worker holds it (a use of it).
+    pub fn actor(&mut self, key: &Key) -> Option<Arc<shoal_graph::actor::ActorCell>> {
+        match &self.store.get(key)?.held {
+            Held::Value { value, .. } => value.clone().downcast::<shoal_graph::actor::ActorCell>().ok(),
+            _ => None,
+        }
+    }
+
     /// `key`'s result, encoded.
     pub fn encoded(&mut self, key: &Key) -> Option<Result<Bytes, StoreError>> {
         self.store.get(key).map(Stored::encoded)

@@ -91,7 +91,7 @@ mod role;
 pub use role::{RESTART_EXIT_CODE, WORKER_OF, init, is_worker};
 
 /// Marks a function as runnable on remote workers; see [`remote`](mod@remote).
-pub use shoal_macros::{main, remote};
+pub use shoal_macros::{actor, main, remote};
 
 /// Remote functions: the registry `#[shoal::remote]` fills, and the codecs.
 ///
@@ -113,6 +113,32 @@ pub mod remote {
 #[doc(hidden)]
 pub mod __private {
     pub use inventory;
+    pub use serde;
+}
+
+/// Actors: stateful objects that live on a worker, their methods called
+/// with futures for their results; see [`shoal_client::actor`] and
+/// [`#[shoal::actor]`](macro@actor).
+///
+/// ```
+/// pub struct Counter { n: u64 }
+///
+/// #[shoal::actor]
+/// impl Counter {
+///     pub fn new() -> Counter { Counter { n: 0 } }
+///     pub fn increment(&mut self) -> u64 { self.n += 1; self.n }
+/// }
+///
+/// let cluster = shoal::LocalCluster::builder().workers(2).build()?;
+/// let client = cluster.client()?;
+/// let counters: Vec<_> = (0..4).map(|_| client.actor(Counter::new, ())).collect();
+/// let calls: Vec<_> = counters.iter().map(|c| c.increment()).collect();
+/// assert_eq!(shoal::gather(&calls)?, vec![1, 1, 1, 1]);
+/// # Ok::<(), shoal::Error>(())
+/// ```
+pub mod actor {
+    pub use shoal_client::actor::*;
+    pub use shoal_graph::actor::ActorCell;
 }
 
 /// The README's examples, compiled and run as doctests.

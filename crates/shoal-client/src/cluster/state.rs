@@ -69,6 +69,8 @@ pub(super) struct Inner {
 
 /// What a cluster client knows: its tasks' statuses and who waits for them.
 pub(crate) struct ClusterState {
+    /// The cluster token, for connections to workers (actor calls).
+    token: Option<String>,
     pub(super) conn: OnceLock<ClientConnection>,
     pub(super) inner: Mutex<Inner>,
     pub(super) changed: Condvar,
@@ -91,7 +93,12 @@ fn map_error(key: &Key, error: TaskErrorMsg) -> Error {
 impl ClusterState {
     /// Connects to the scheduler at `address`.
     pub(crate) fn connect(address: SocketAddr, token: Option<&str>) -> Result<Arc<ClusterState>, Error> {
-        let state = Arc::new(ClusterState { conn: OnceLock::new(), inner: Mutex::default(), changed: Condvar::new() });
+        let state = Arc::new(ClusterState {
+            token: token.map(str::to_string),
+            conn: OnceLock::new(),
+            inner: Mutex::default(),
+            changed: Condvar::new(),
+        });
         let weak = Arc::downgrade(&state);
         let on_messages = Arc::new(move |batch: Option<Vec<FromScheduler>>| {
             if let Some(state) = weak.upgrade() {
@@ -216,6 +223,11 @@ impl ClusterState {
             inner = self.changed.wait(inner).unwrap_or_else(|p| p.into_inner());
         }
         Ok(keys.iter().map(|k| inner.who_has.remove(k).unwrap_or_default()).collect())
+    }
+
+    /// The cluster token this client connected with.
+    pub(crate) fn token(&self) -> Option<String> {
+        self.token.clone()
     }
 
     /// Keys this client holds futures of.

@@ -283,6 +283,18 @@ async fn serve_peer(stream: TcpStream, ctx: &Arc<Ctx>, local: bool) -> Result<()
                 ctx.event(|worker, now, comm| worker.on_put(keys.iter().cloned().zip(values), now, comm));
                 encode_message(&PeerReply::Stored(keys), &mut out)?;
             }
+            PeerRequest::ActorCall { actor, method, args } => {
+                let cell = lock(&ctx.shared).worker.actor(&actor);
+                let reply = match cell {
+                    // A method may take long: not on the loop, which serves
+                    // everyone else.
+                    Some(cell) => tokio::task::spawn_blocking(move || cell.call(&method, &args))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("the call's thread failed: {e}"))),
+                    None => Err(format!("worker {} holds no actor {actor}", ctx.config.name)),
+                };
+                encode_message(&PeerReply::Called(reply), &mut out)?;
+            }
             PeerRequest::Run { func, args } => match run_here(&func, args).await {
                 Ok(bytes) => {
                     encode_message(&PeerReply::Ran(Ok(())), &mut out)?;
