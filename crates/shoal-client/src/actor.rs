@@ -112,6 +112,14 @@ impl Client {
         F: ActorConstructor<P>,
         A: IntoArgs<P>,
     {
+        self.create_actor(opts, constructor, args).into()
+    }
+
+    fn create_actor<P, F, A>(&self, opts: &TaskOptions, constructor: F, args: A) -> ActorRef
+    where
+        F: ActorConstructor<P>,
+        A: IntoArgs<P>,
+    {
         // Every actor is its own: never the same key as another's.
         let creation: Future<ActorCell> = self.submit_with(&opts.clone().pure(false), constructor, args);
         let cluster = match &self.inner.backend {
@@ -119,17 +127,137 @@ impl Client {
             Backend::Cluster(state) => Some(state.clone()),
         };
         let key = creation.key().clone();
-        ActorRef::start(<F::Class as ActorClass>::CLASS, key, Target::Created { creation, cluster }).into()
+        let policy = Restarts { restarts: opts.max_restarts, call_retries: opts.max_task_retries };
+        ActorRef::start(<F::Class as ActorClass>::CLASS, key, Target::Created { creation, cluster, policy })
     }
+
+    /// [`Client::actor`] under a name that every client of the cluster can
+    /// look the actor up by ([`Client::get_actor`]). A second creation of
+    /// the same class under the same name, by any client, gets the actor
+    /// that exists (Ray's `get_if_exists`).
+    ///
+    /// ```
+    /// pub struct Store { items: Vec<String> }
+    ///
+    /// #[shoal::actor]
+    /// impl Store {
+    ///     pub fn new() -> Store { Store { items: Vec::new() } }
+    ///     pub fn push(&mut self, item: String) -> usize { self.items.push(item); self.items.len() }
+    /// }
+    ///
+    /// let client = shoal::Client::threads()?;
+    /// let store = client.actor_named("shared-store", Store::new, ());
+    /// store.push("a".into()).result()?;
+    /// let found = client.get_actor::<Store>("shared-store")?;
+    /// assert_eq!(found.push("b".into()).result()?, 2);
+    /// assert!(client.get_actor::<Store>("no-such-store").is_err());
+    /// # Ok::<(), shoal::Error>(())
+    /// ```
+    pub fn actor_named<P, F, A>(&self, name: &str, constructor: F, args: A) -> <F::Class as Actor>::Handle
+    where
+        F: ActorConstructor<P>,
+        A: IntoArgs<P>,
+    {
+        self.actor_named_with(&TaskOptions::default(), name, constructor, args)
+    }
+
+    /// [`Client::actor_named`] with options.
+    pub fn actor_named_with<P, F, A>(
+        &self,
+        opts: &TaskOptions,
+        name: &str,
+        constructor: F,
+        args: A,
+    ) -> <F::Class as Actor>::Handle
+    where
+        F: ActorConstructor<P>,
+        A: IntoArgs<P>,
+    {
+        let class = <F::Class as ActorClass>::CLASS;
+        if let Backend::Local(_) = &self.inner.backend
+            && let Some(existing) = named_here(self, class, name)
+        {
+            return existing.into();
+        }
+        let mut opts = opts.clone();
+        opts.key = Some(named_key(class, name));
+        let actor = self.create_actor(&opts, constructor, args);
+        if let Backend::Local(_) = &self.inner.backend {
+            let mut named = lock(&NAMED);
+            let map = named.get_or_insert_with(Default::default);
+            map.insert((client_id(self), class.to_string(), name.to_string()), Arc::downgrade(&actor.inner));
+        }
+        actor.into()
+    }
+
+    /// The actor of class `C` named `name` ([`Client::actor_named`]), made
+    /// by this client or, on a cluster, by any. A handle found this way
+    /// calls the actor but does not keep it: it lives as long as the
+    /// handles of the client that made it.
+    ///
+    /// # Errors
+    /// [`Error::Rejected`] when there is no such actor.
+    pub fn get_actor<C: Actor>(&self, name: &str) -> Result<C::Handle, Error> {
+        let missing = || Error::Rejected {
+            key: format!("actor {name}"),
+            reason: format!("no {} actor is named {name:?}", C::CLASS),
+        };
+        match &self.inner.backend {
+            Backend::Local(_) => named_here(self, C::CLASS, name).map(Into::into).ok_or_else(missing),
+            Backend::Cluster(state) => {
+                let key = named_key(C::CLASS, name);
+                let holders = state.ask_who_has(std::slice::from_ref(&key))?.pop().unwrap_or_default();
+                let worker = holders.first().ok_or_else(missing)?;
+                let target = Target::At { address: worker.data_address.clone(), token: state.token() };
+                Ok(ActorRef::start(C::CLASS, key, target).into())
+            }
+        }
+    }
+}
+
+/// The key of the actor of `class` named `name`: the same on every client.
+fn named_key(class: &str, name: &str) -> Key {
+    let mut token = shoal_graph::Tokenizer::new(b"named actor");
+    token.add_bytes(class.as_bytes());
+    token.add_bytes(&[0]);
+    token.add_bytes(name.as_bytes());
+    Key::scalar("actor", token.finish())
+}
+
+/// Named actors of the in-process executors, by client, class and name.
+type NamedActors = std::collections::HashMap<(usize, String, String), std::sync::Weak<ActorInner>>;
+
+static NAMED: Mutex<Option<NamedActors>> = Mutex::new(None);
+
+fn client_id(client: &Client) -> usize {
+    Arc::as_ptr(&client.inner) as usize
+}
+
+fn named_here(client: &Client, class: &str, name: &str) -> Option<ActorRef> {
+    let mut named = lock(&NAMED);
+    let map = named.get_or_insert_with(Default::default);
+    map.retain(|_, actor| actor.strong_count() > 0);
+    let inner = map.get(&(client_id(client), class.to_string(), name.to_string()))?.upgrade()?;
+    Some(ActorRef { inner })
+}
+
+/// What an actor does when its worker dies.
+#[derive(Clone, Copy, Debug, Default)]
+struct Restarts {
+    /// Times it may be made again.
+    restarts: u32,
+    /// Times a call waiting when it died is sent again.
+    call_retries: u32,
 }
 
 /// Where a handle's calls go.
 enum Target {
     /// An actor this client created: in this process, or on the cluster
     /// `cluster`, once its creation has finished.
-    Created { creation: Future<ActorCell>, cluster: Option<Arc<ClusterState>> },
-    /// An actor on the worker at this address (a handle passed to a task).
-    At { address: String },
+    Created { creation: Future<ActorCell>, cluster: Option<Arc<ClusterState>>, policy: Restarts },
+    /// An actor on the worker at this address (a handle passed to a task,
+    /// or found by name), reached with this token.
+    At { address: String, token: Option<String> },
     /// A handle of an actor in another process's memory, which cannot be
     /// called from here.
     Unreachable,
@@ -169,7 +297,7 @@ impl ActorRef {
             _ => None,
         };
         let address = Arc::new(Mutex::new(match &target {
-            Target::At { address } => Some(address.clone()),
+            Target::At { address, .. } => Some(address.clone()),
             _ => None,
         }));
         let inner = Arc::new(ActorInner {
@@ -235,7 +363,7 @@ impl ActorRef {
         }
         let creation = self.inner.creation.as_ref()?;
         let FutureHandle::Cluster(handle) = creation.handle() else { return None };
-        let found = locate(handle.state(), creation).ok().map(|(address, _)| address);
+        let found = locate(handle.state(), creation, None).ok().map(|(address, _)| address);
         lock(&self.inner.address).clone_from(&found);
         found
     }
@@ -267,7 +395,7 @@ impl<'de> Deserialize<'de> for ActorRef {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ActorRef, D::Error> {
         let msg = ActorRefMsg::deserialize(deserializer)?;
         let target = match msg.address {
-            Some(address) => Target::At { address },
+            Some(address) => Target::At { address, token: shoal_net::process_token() },
             None => Target::Unreachable,
         };
         Ok(ActorRef::start(&msg.class, msg.key, target))
@@ -298,17 +426,17 @@ struct Caller {
 impl Caller {
     fn run(self, target: Target, jobs: mpsc::Receiver<Job>) {
         match target {
-            Target::Created { creation, cluster: None } => self.run_here(&creation, &jobs),
-            Target::Created { creation, cluster: Some(state) } => match locate(&state, &creation) {
+            Target::Created { creation, cluster: None, .. } => self.run_here(&creation, &jobs),
+            Target::Created { creation, cluster: Some(state), policy } => match locate(&state, &creation, None) {
                 Ok((address, worker)) => {
                     *lock(&self.address) = Some(address.clone());
-                    self.run_remote(&address, &worker, state.token().as_deref(), &jobs);
+                    let restart = Restart { state: &state, creation: &creation, policy };
+                    self.run_remote(&address, &worker, state.token().as_deref(), &jobs, Some(restart));
                 }
                 Err(e) => self.fail_all(&jobs, &e),
             },
-            Target::At { address } => {
-                let token = shoal_net::process_token();
-                self.run_remote(&address, &address.clone(), token.as_deref(), &jobs);
+            Target::At { address, token } => {
+                self.run_remote(&address, &address.clone(), token.as_deref(), &jobs, None);
             }
             Target::Unreachable => self.fail_all(
                 &jobs,
@@ -340,35 +468,73 @@ impl Caller {
     }
 
     /// An actor on a worker: calls go to its data server, all waiting ones
-    /// at once, the answers read in order.
-    fn run_remote(&self, address: &str, worker: &str, token: Option<&str>, jobs: &mpsc::Receiver<Job>) {
-        let mut conn = match shoal_net::ActorConnection::open(address, token) {
-            Ok(conn) => conn,
-            Err(e) => return self.fail_all(jobs, &self.lost(worker, &e.to_string())),
-        };
-        while let Ok(first) = jobs.recv() {
-            let mut batch = vec![first];
-            while batch.len() < BATCH {
+    /// at once, the answers read in order. When the worker dies, an actor
+    /// with restarts left is found again where the scheduler made it anew,
+    /// and the calls that were waiting are sent again as far as their
+    /// retries allow.
+    fn run_remote(
+        &self,
+        address: &str,
+        worker: &str,
+        token: Option<&str>,
+        jobs: &mpsc::Receiver<Job>,
+        mut restart: Option<Restart<'_>>,
+    ) {
+        let (mut address, mut worker) = (address.to_string(), worker.to_string());
+        let mut conn = shoal_net::ActorConnection::open(&address, token);
+        let mut pending: Vec<(Job, u32)> = Vec::new();
+        loop {
+            if pending.is_empty() {
+                match jobs.recv() {
+                    Ok(job) => pending.push((job, 0)),
+                    Err(_) => return,
+                }
+            }
+            while pending.len() < BATCH {
                 match jobs.try_recv() {
-                    Ok(job) => batch.push(job),
+                    Ok(job) => pending.push((job, 0)),
                     Err(_) => break,
                 }
             }
-            let calls = batch.iter().map(|j| (self.key.clone(), j.method.clone(), j.args.clone())).collect();
-            match conn.call_many(calls) {
+            let answered = match &mut conn {
+                Ok(c) => {
+                    let calls =
+                        pending.iter().map(|(j, _)| (self.key.clone(), j.method.clone(), j.args.clone())).collect();
+                    c.call_many(calls).map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match answered {
                 Ok(answers) => {
-                    for (job, answer) in batch.into_iter().zip(answers) {
+                    for ((job, _), answer) in pending.drain(..).zip(answers) {
                         let key = format!("{}.{}", self.class, job.method);
                         let outcome = answer.and_then(|bytes| (job.decode)(&bytes));
                         job.slot.fulfil(outcome.map_err(|message| Error::TaskFailed { key, message }));
                     }
                 }
-                Err(e) => {
-                    let error = self.lost(worker, &e.to_string());
-                    for job in batch {
-                        job.slot.fulfil(Err(error.clone()));
+                Err(reason) => {
+                    let error = self.lost(&worker, &reason);
+                    let again = restart.as_mut().and_then(|r| r.again(&address));
+                    let Some((new_address, new_worker, retries)) = again else {
+                        for (job, _) in pending.drain(..) {
+                            job.slot.fulfil(Err(error.clone()));
+                        }
+                        return self.fail_all(jobs, &error);
+                    };
+                    tracing::warn!("actor {} restarted on {new_worker} after {error}", self.class);
+                    // What may not run twice fails; the rest goes again.
+                    let mut kept = Vec::new();
+                    for (job, tries) in pending.drain(..) {
+                        if tries < retries {
+                            kept.push((job, tries + 1));
+                        } else {
+                            job.slot.fulfil(Err(error.clone()));
+                        }
                     }
-                    return self.fail_all(jobs, &error);
+                    pending = kept;
+                    (address, worker) = (new_address, new_worker);
+                    *lock(&self.address) = Some(address.clone());
+                    conn = shoal_net::ActorConnection::open(&address, token);
                 }
             }
         }
@@ -397,9 +563,52 @@ impl Caller {
     }
 }
 
+/// An actor's way back after its worker died.
+struct Restart<'a> {
+    state: &'a ClusterState,
+    creation: &'a Future<ActorCell>,
+    policy: Restarts,
+}
+
+/// How long a restarting actor waits for the scheduler to make it anew.
+const RESTART_WAIT: Duration = Duration::from_secs(60);
+
+impl Restart<'_> {
+    /// Uses up a restart and finds the actor made again (the scheduler
+    /// remakes what its clients hold when its worker dies): its address,
+    /// its worker and how often waiting calls may go again; `None` when no
+    /// restart is left or it did not come back.
+    fn again(&mut self, lost_at: &str) -> Option<(String, String, u32)> {
+        if self.policy.restarts == 0 {
+            return None;
+        }
+        self.policy.restarts -= 1;
+        let (address, worker) = locate(self.state, self.creation, Some(lost_at)).ok()?;
+        Some((address, worker, self.policy.call_retries))
+    }
+}
+
 /// Where an actor made on a cluster lives: its worker's data address and
-/// name, once its creation has finished.
-fn locate(state: &ClusterState, creation: &Future<ActorCell>) -> Result<(String, String), Error> {
+/// name, once its creation has finished; not at `not_at` (a worker that
+/// died), waiting for the scheduler to make it elsewhere.
+fn locate(state: &ClusterState, creation: &Future<ActorCell>, not_at: Option<&str>) -> Result<(String, String), Error> {
+    if let Some(dead) = not_at {
+        let deadline = Instant::now() + RESTART_WAIT;
+        loop {
+            let holders = state.ask_who_has(std::slice::from_ref(creation.key()))?.pop().unwrap_or_default();
+            if let Some(w) = holders.iter().find(|w| w.data_address != dead) {
+                return Ok((w.data_address.clone(), w.name.clone()));
+            }
+            if Instant::now() > deadline {
+                return Err(Error::ActorLost {
+                    actor: creation.key().to_string(),
+                    worker: dead.to_string(),
+                    reason: format!("it was not made again within {RESTART_WAIT:?}"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     creation.handle().wait();
     if creation.status() != Status::Finished {
         // Its error, as its constructor's future has it.

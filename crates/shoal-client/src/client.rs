@@ -402,8 +402,10 @@ pub(crate) fn build_call<P, F: TaskFn<P>, A: IntoArgs<P>>(
         Lazy::No => ArgContext::new(call_tokenizer(&func, opts.pure.unwrap_or(true))),
     };
     let args = args.into_args(&mut cx);
-    let token = cx.token.as_ref().map_or_else(Token::fresh, |t| t.finish());
-    let key = Key::scalar(prefix_for(&func, opts), token);
+    let key = match &opts.key {
+        Some(key) => key.clone(),
+        None => Key::scalar(prefix_for(&func, opts), cx.token.as_ref().map_or_else(Token::fresh, |t| t.finish())),
+    };
     (Task { key, func, args }, cx)
 }
 

@@ -18,6 +18,10 @@ pub struct TaskOptions {
     pub(crate) workers: Vec<String>,
     pub(crate) priority: i32,
     pub(crate) resources: Vec<(String, f64)>,
+    /// The task's key instead of one made from the call (named actors).
+    pub(crate) key: Option<shoal_graph::Key>,
+    pub(crate) max_restarts: u32,
+    pub(crate) max_task_retries: u32,
 }
 
 /// Where and in which order a task runs on a cluster: what the scheduler
@@ -46,6 +50,24 @@ impl TaskOptions {
     /// How many times to rerun a task whose function fails or panics.
     pub fn retries(mut self, retries: u32) -> TaskOptions {
         self.retries = retries;
+        self
+    }
+
+    /// For an actor: how many times it is made again, with fresh state,
+    /// when its worker dies (Ray's `max_restarts`; default 0: its calls then
+    /// fail with `Error::ActorLost`). Calls waiting when it died fail
+    /// unless [`max_task_retries`](Self::max_task_retries) allows them
+    /// again.
+    pub fn max_restarts(mut self, restarts: u32) -> TaskOptions {
+        self.max_restarts = restarts;
+        self
+    }
+
+    /// For an actor that restarts: how many times a call that was waiting
+    /// when its worker died is sent again to the new actor (Ray's
+    /// `max_task_retries`; for methods that may run twice).
+    pub fn max_task_retries(mut self, retries: u32) -> TaskOptions {
+        self.max_task_retries = retries;
         self
     }
 

@@ -195,3 +195,45 @@ fn calls_on_an_actor_whose_worker_is_killed_fail_naming_both() {
     let later = counter.read().result().expect_err("and every later call");
     assert!(matches!(later, Error::ActorLost { .. }), "{later}");
 }
+
+#[test]
+fn named_actors_are_found_by_any_client_of_the_cluster() {
+    let cluster = cluster(2);
+    let (first, second) = (cluster.client().expect("client"), cluster.client().expect("client"));
+    let made = first.actor_named("tally", Counter::new, ());
+    assert_eq!(made.add(5).result(), Ok(5));
+    let found = second.get_actor::<Counter>("tally").expect("found by name");
+    assert_eq!(found.add(1).result(), Ok(6), "the same actor");
+    // Made again under the same name: the one that exists.
+    let again = second.actor_named("tally", Counter::new, ());
+    assert_eq!(again.read().result(), Ok(6));
+    let err = second.get_actor::<Counter>("no-such-tally").expect_err("no such actor");
+    assert!(err.to_string().contains("no-such-tally"), "{err}");
+}
+
+#[test]
+fn an_actor_with_restarts_comes_back_with_fresh_state_when_its_worker_dies() {
+    let cluster = cluster(2);
+    let client = cluster.client().expect("client");
+    let opts = TaskOptions::new().workers(["local-0", "local-1"]).max_restarts(1);
+    let counter = client.actor_with(&opts, Counter::starting_at, (100, None));
+    assert_eq!(counter.increment().result(), Ok(101));
+    let (worker, pid) = counter.where_am_i().result().expect("answers");
+    let killed = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill runs");
+    assert!(killed.success());
+    // The call sent as its worker died may fail; the actor comes back.
+    let _ = counter.increment().result();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (moved_to, _) = loop {
+        match counter.where_am_i().result() {
+            Ok(place) => break place,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "never came back: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    assert_ne!(moved_to, worker, "made again on the other worker");
+    let n = counter.read().result().expect("answers");
+    assert!(n <= 101, "fresh state, made again from its constructor: {n}");
+}
