@@ -77,3 +77,48 @@ fn grid_engine_jobs_become_workers_and_go_when_the_cluster_closes() {
     }
     jobs_become_workers_and_go_when_the_cluster_closes(Manager::Sge);
 }
+
+struct Tally {
+    n: u64,
+}
+
+#[shoal::actor]
+impl Tally {
+    pub(crate) fn new() -> Tally {
+        Tally { n: 0 }
+    }
+
+    pub(crate) fn add(&mut self, k: u64) -> (String, u64) {
+        self.n += k;
+        (std::env::var("SLURM_JOB_ID").unwrap_or_default(), self.n)
+    }
+}
+
+/// An actor in a SLURM job: made there, keeps its state, answers its calls
+/// straight from the job's worker.
+#[test]
+fn an_actor_lives_in_a_slurm_job() {
+    if std::env::var_os("SHOAL_TEST_SLURM").is_none() {
+        eprintln!("SHOAL_TEST_SLURM is not set: no SLURM to test against (.ci/run starts one)");
+        return;
+    }
+    let logs = std::env::temp_dir().join(format!("shoal-jobqueue-actor-{}", std::process::id()));
+    let cluster = JobQueueCluster::builder(Manager::Slurm)
+        .log_directory(&logs)
+        .cores(1)
+        .memory(512 << 20)
+        .walltime("00:10:00")
+        .build()
+        .expect("cluster");
+    cluster.scale(1).expect("a job submitted");
+    cluster.wait_for_workers(1, Duration::from_secs(120)).expect("the job joined");
+    let ids = cluster.job_ids();
+    let client = cluster.client().expect("client");
+    let tally = client.actor(Tally::new, ());
+    let calls: Vec<_> = (1..=10u64).map(|k| tally.add(k)).collect();
+    let answers = client.gather(&calls).expect("answers");
+    assert_eq!(answers.last().map(|(_, n)| *n), Some(55), "state kept across calls, in order");
+    assert!(answers.iter().all(|(job, _)| ids.contains(job)), "{answers:?} ran in {ids:?}");
+    drop((tally, client, cluster));
+    let _ = std::fs::remove_dir_all(&logs);
+}
