@@ -14,7 +14,11 @@
 //!    10 000 × 10 000 × 10 arrays, summed, and exercise 5 (chunk sizes);
 //! 8. on a batch system: the job script each SLURM job of workers runs
 //!    (`JobQueueCluster`, dask-jobqueue's way), and `shoal efficiency` for
-//!    exercises 6 and 7.
+//!    the tutorial's qacct exercises;
+//! 9. classes become actors: a `Counter` on a worker, its methods called
+//!    from here;
+//! 10. Ray's spelling: `increment.remote(x)`, `shoal::get`, and four
+//!     `Counter::remote()` actors.
 //!
 //! Run it with `cargo run --release -p shoal --example tutorial`.
 
@@ -77,6 +81,35 @@ fn simulate(seed: u64) -> f64 {
 #[shoal::remote]
 fn average(a: f64, b: f64) -> f64 {
     (a + b) / 2.0
+}
+
+/// The tutorial's counter: an actor keeps its state between calls.
+struct Counter {
+    n: u64,
+}
+
+#[shoal::actor]
+impl Counter {
+    /// A counter at zero.
+    pub(crate) fn new() -> Counter {
+        Counter { n: 0 }
+    }
+
+    /// Counts one more.
+    pub(crate) fn increment(&mut self) -> u64 {
+        self.n += 1;
+        self.n
+    }
+
+    /// The count.
+    pub(crate) fn read(&self) -> u64 {
+        self.n
+    }
+}
+
+#[shoal::remote]
+fn increment(x: u64) -> u64 {
+    x + 1
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -197,5 +230,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\nafterwards, how well a job used what it reserved (the tutorial's qacct exercises):\n  \
          shoal efficiency <job id>      # sacct on SLURM, qacct -j on Grid Engine"
     );
+
+    println!("\n## 9. Classes become actors");
+    // Dask: future = client.submit(Counter, actor=True); counter = future.result()
+    let counter = client.actor(Counter::new, ());
+    println!("{}", counter.actor_ref());
+    let future = counter.increment();
+    println!("counter.increment() -> {}", future.result()?);
+    println!("counter.increment() -> {}", counter.increment().result()?);
+    println!("counter.read() -> {}", counter.read().result()?);
+
+    println!("\n## 10. Ray's spelling: tasks and actors");
+    use shoal::ray::Remote;
+    // Ray: futures = [increment.remote(x) for x in range(4)]; ray.get(futures)
+    let futures: Vec<_> = (0..4u64).map(|x| increment.remote(x)).collect();
+    println!("ray.get([increment.remote(x) for x in range(4)]) -> {:?}", shoal::get(&futures)?);
+    // Ray: counters = [Counter.remote() for i in range(4)]
+    let counters: Vec<CounterHandle> = (0..4).map(|_| Counter::remote()).collect();
+    let futures: Vec<_> = counters.iter().map(|c| c.increment().remote()).collect();
+    println!("ray.get([c.increment.remote() for c in counters]) -> {:?}", shoal::get(&futures)?);
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! binary again: started with `SHOAL_WORKER_OF` set, it becomes a worker
 //! before `main` runs.
 
+mod actors;
 mod array;
 mod cluster;
 mod net;
@@ -74,6 +75,7 @@ fn all() -> Vec<Benchmark> {
     all.extend(cluster::benchmarks());
     all.extend(sim::benchmarks());
     all.extend(array::benchmarks());
+    all.extend(actors::benchmarks());
     all
 }
 

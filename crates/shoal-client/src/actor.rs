@@ -120,8 +120,13 @@ impl Client {
         F: ActorConstructor<P>,
         A: IntoArgs<P>,
     {
-        // Every actor is its own: never the same key as another's.
-        let creation: Future<ActorCell> = self.submit_with(&opts.clone().pure(false), constructor, args);
+        // Every actor is its own: never the same key as another's; keys are
+        // named after the class, as Dask's (`Counter-…`).
+        let mut opts = opts.clone().pure(false);
+        if opts.name.is_none() {
+            opts = opts.name(shoal_graph::short_fn_name(<F::Class as ActorClass>::CLASS));
+        }
+        let creation: Future<ActorCell> = self.submit_with(&opts, constructor, args);
         let cluster = match &self.inner.backend {
             Backend::Local(_) => None,
             Backend::Cluster(state) => Some(state.clone()),
@@ -369,6 +374,13 @@ impl ActorRef {
     }
 }
 
+impl std::fmt::Display for ActorRef {
+    /// As Dask shows an actor: `<Actor: Counter, key=…>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<Actor: {}, key={}>", shoal_graph::short_fn_name(&self.inner.class), self.inner.key)
+    }
+}
+
 impl std::fmt::Debug for ActorRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ActorRef({} {})", self.inner.class, self.inner.key)
@@ -485,9 +497,9 @@ impl Caller {
         let mut pending: Vec<(Job, u32)> = Vec::new();
         loop {
             if pending.is_empty() {
-                match jobs.recv() {
-                    Ok(job) => pending.push((job, 0)),
-                    Err(_) => return,
+                match next_job(jobs) {
+                    Some(job) => pending.push((job, 0)),
+                    None => return,
                 }
             }
             while pending.len() < BATCH {
@@ -628,6 +640,26 @@ fn locate(state: &ClusterState, creation: &Future<ActorCell>, not_at: Option<&st
     }
 }
 
+/// How long a waiting thread looks again for what it waits for, yielding
+/// its core in between, before it sleeps: about a loopback round trip, the
+/// usual wait for an actor's answer (and between one awaited call and the
+/// next). A thread woken from sleep costs some microseconds more.
+const LOOK_AGAIN: Duration = Duration::from_micros(100);
+
+/// The next call to send: looked for again for a while, then waited for;
+/// `None` once every handle is gone.
+fn next_job(jobs: &mpsc::Receiver<Job>) -> Option<Job> {
+    let looked = Instant::now();
+    while looked.elapsed() < LOOK_AGAIN {
+        match jobs.try_recv() {
+            Ok(job) => return Some(job),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+            Err(mpsc::TryRecvError::Empty) => std::thread::yield_now(),
+        }
+    }
+    jobs.recv().ok()
+}
+
 /// The outcome of one actor call, as a future sees it.
 pub(crate) struct CallSlot {
     key: Key,
@@ -674,6 +706,15 @@ impl CallSlot {
     /// The outcome, waiting at most `timeout`; `None` on timeout.
     pub(crate) fn value(&self, timeout: Option<Duration>) -> Option<Result<Value, Error>> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        // An answer often comes within a round trip: looking again for that
+        // long, yielding the core, spares the wake-up of a sleeping thread.
+        let looked = Instant::now();
+        while looked.elapsed() < LOOK_AGAIN {
+            if let Some(outcome) = &lock(&self.state).outcome {
+                return Some(outcome.clone());
+            }
+            std::thread::yield_now();
+        }
         let mut state = lock(&self.state);
         loop {
             if let Some(outcome) = &state.outcome {

@@ -113,6 +113,16 @@ impl FrameReader {
         }
     }
 
+    /// The next message if it is here already, read with no wait; `None`
+    /// when the next frame has not fully arrived (or is raw bytes, left for
+    /// the next read).
+    pub(crate) fn buffered_message(&mut self) -> Result<Option<Vec<u8>>, Closed> {
+        match self.decoder.next_header()? {
+            Some((FrameKind::Message, _)) => Ok(self.decoder.next_frame()?.map(|f| f.body)),
+            _ => Ok(None),
+        }
+    }
+
     /// The next frame's body, which must be raw bytes. A large body is read
     /// straight from the connection into a [`Buffer`](crate::recycle::Buffer):
     /// the kernel's copy is the only one, where the decoder's buffer would

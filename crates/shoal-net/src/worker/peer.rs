@@ -234,10 +234,16 @@ async fn serve_peer(stream: TcpStream, ctx: &Arc<Ctx>, local: bool) -> Result<()
     // kept until returned, or until the connection (and so the fetcher's
     // interest) ends.
     let mut loans: HashMap<u64, Pinned> = HashMap::new();
+    // A request read ahead while gathering actor calls, for the next turn.
+    let mut held: Option<PeerRequest> = None;
     let mut next_loan = 0;
     loop {
         let mut out = Vec::new();
-        match decode_message(&reader.next_message().await?)? {
+        let request = match held.take() {
+            Some(request) => request,
+            None => decode_message(&reader.next_message().await?)?,
+        };
+        match request {
             PeerRequest::Get(wanted) => {
                 // The message, then each result as a raw frame. Small ones
                 // are gathered into one write (a gather of thousands must
@@ -284,16 +290,38 @@ async fn serve_peer(stream: TcpStream, ctx: &Arc<Ctx>, local: bool) -> Result<()
                 encode_message(&PeerReply::Stored(keys), &mut out)?;
             }
             PeerRequest::ActorCall { actor, method, args } => {
+                // Calls of this actor that came with it run together, in
+                // order, on one thread: one hand-over for the lot.
+                let mut calls = vec![(method, args)];
+                while let Some(body) = reader.buffered_message()? {
+                    match decode_message(&body)? {
+                        PeerRequest::ActorCall { actor: a, method, args } if a == actor => calls.push((method, args)),
+                        other => {
+                            held = Some(other);
+                            break;
+                        }
+                    }
+                }
                 let cell = lock(&ctx.shared).worker.actor(&actor);
-                let reply = match cell {
+                let replies: Vec<Result<Vec<u8>, String>> = match cell {
                     // A method may take long: not on the loop, which serves
                     // everyone else.
-                    Some(cell) => tokio::task::spawn_blocking(move || cell.call(&method, &args))
+                    Some(cell) => {
+                        let n = calls.len();
+                        tokio::task::spawn_blocking(move || {
+                            calls.iter().map(|(method, args)| cell.call(method, args)).collect()
+                        })
                         .await
-                        .unwrap_or_else(|e| Err(format!("the call's thread failed: {e}"))),
-                    None => Err(format!("worker {} holds no actor {actor}", ctx.config.name)),
+                        .unwrap_or_else(|e| vec![Err(format!("the call's thread failed: {e}")); n])
+                    }
+                    None => {
+                        let missing = format!("worker {} holds no actor {actor}", ctx.config.name);
+                        vec![Err(missing); calls.len()]
+                    }
                 };
-                encode_message(&PeerReply::Called(reply), &mut out)?;
+                for reply in replies {
+                    encode_message(&PeerReply::Called(reply), &mut out)?;
+                }
             }
             PeerRequest::Run { func, args } => match run_here(&func, args).await {
                 Ok(bytes) => {
