@@ -63,6 +63,13 @@ def shoal_params(name, quick):
         return [{"mb": mb, "workers": 2, "via": "read"}, {"mb": mb, "workers": 2, "via": "tcp"}]
     if name == "cluster-startup":
         return [{"workers": 2, "processes": True}]
+    if name == "actor-roundtrip":
+        return [{"n": 1_000 if quick else 10_000}]
+    if name == "actor-throughput":
+        n = 10_000 if quick else 100_000
+        return [{"n": n, "actors": 1}, {"n": n, "actors": 8}]
+    if name == "ray-tasks":
+        return [{"n": 10_000 if quick else 100_000}]
     raise SystemExit(f"peers.py: no peer version of benchmark {name!r}")
 
 
@@ -75,6 +82,9 @@ BENCHMARKS = [
     "net-rtt",
     "cluster-transfer",
     "cluster-startup",
+    "actor-roundtrip",
+    "actor-throughput",
+    "ray-tasks",
 ]
 
 # --------------------------------------------------------------------------
@@ -97,6 +107,13 @@ CAPS = {
     ("ray", "chain"): (2_000, 200),
     ("dask", "rtt"): (1_000, 200),
     ("ray", "rtt"): (2_000, 400),
+    # Actors: about 1.2 ms (Dask) and 0.7 ms (Ray) per awaited call here;
+    # calls in flight at once, about 600/s (Dask) and 3 000-4 500/s (Ray,
+    # whose driver holds some 20-30 kB per pending call).
+    ("dask", "actor-roundtrip"): (2_000, 400),
+    ("ray", "actor-roundtrip"): (2_000, 400),
+    ("dask", "actor-throughput"): (5_000, 2_000),
+    ("ray", "actor-throughput"): (10_000, 3_000),
 }
 
 
@@ -183,6 +200,28 @@ def plan(name, peer, sp, quick):
         if peer == "ray":
             return [{"variant": "ray.init(num_cpus=2) + one task + ray.shutdown()", "params": {"num_cpus": 2}}]
         return [{"variant": "LocalCluster(2 processes x 1 thread) + Client + one task + close", "params": {"workers": 2}}]
+    if name == "actor-roundtrip":
+        n = cap(peer, "actor-roundtrip", sp["n"], quick)
+        if peer == "ray":
+            return [{"variant": "@ray.remote class Counter, ray.get(c.increment.remote()) in a loop",
+                     "params": {"n": n, "num_cpus": 2}}]
+        return [{"variant": "LocalCluster 2x1, submit(Counter, actor=True), counter.increment().result() in a loop",
+                 "params": {"n": n, "workers": 2, "threads": 1}}]
+    if name == "actor-throughput":
+        n = cap(peer, "actor-throughput", sp["n"], quick)
+        actors = sp["actors"]
+        if peer == "ray":
+            return [{"variant": f"{actors} Ray actor{'s' if actors != 1 else ''}: every c.increment.remote(), then one ray.get(list)",
+                     "params": {"n": n, "actors": actors, "num_cpus": 2}}]
+        return [{"variant": f"LocalCluster 2x1, {actors} actor{'s' if actors != 1 else ''}: every counter.increment() (ActorFuture), then .result() each",
+                 "params": {"n": n, "actors": actors, "workers": 2, "threads": 1}}]
+    if name == "ray-tasks":
+        if peer == "ray":
+            return [{"variant": "ray.init(num_cpus=2): increment.remote(x) + ray.get",
+                     "params": {"n": cap("ray", "tasks", sp["n"], quick), "num_cpus": 2}}]
+        return [{"variant": "LocalCluster(n_workers=2, threads_per_worker=1): client.map(increment, range(n)) + gather",
+                 "params": {"n": cap("dask", "localcluster-processes", sp["n"], quick), "workers": 2, "threads": 1},
+                 "note": "Dask has no .remote spelling: its map is the equivalent"}]
     raise SystemExit(f"peers.py: no peer version of benchmark {name!r}")
 
 
@@ -195,6 +234,9 @@ UNITS = {
     "net-rtt": "round trips/s",
     "cluster-transfer": "bytes/s",
     "cluster-startup": "clusters/s",
+    "actor-roundtrip": "calls/s",
+    "actor-throughput": "calls/s",
+    "ray-tasks": "tasks/s",
 }
 
 # --------------------------------------------------------------------------
@@ -234,6 +276,17 @@ def expected_sample(n):
 
 def ready():
     return 1
+
+
+class Counter:
+    """The tutorial's counter (shoal's Counter in crates/shoal-bench/src/actors.rs)."""
+
+    def __init__(self):
+        self.n = 0
+
+    def increment(self):
+        self.n += 1
+        return self.n
 
 
 # --------------------------------------------------------------------------
@@ -618,6 +671,122 @@ def ray_cluster_startup(p):
     return seconds, 1, {}
 
 
+def dask_actor_roundtrip(p):
+    n = p["n"]
+    cluster, client = dask_cluster(p["workers"], p["threads"], True)
+    try:
+        counter = client.submit(Counter, actor=True, pure=False).result()
+        # Made and reached before the clock starts (as shoal's).
+        counter.increment().result()
+
+        def work():
+            last = 0
+            for _ in range(n):
+                last = counter.increment().result()
+            return last
+
+        seconds, last = timed(work)
+    finally:
+        client.close()
+        cluster.close()
+    if last != n + 1:
+        raise RuntimeError("wrong count")
+    return seconds, n, {"us_per_call": round(seconds / n * 1e7) / 10.0}
+
+
+def dask_actor_throughput(p):
+    n, actors = p["n"], max(1, p["actors"])
+    cluster, client = dask_cluster(p["workers"], p["threads"], True)
+    try:
+        counters = [client.submit(Counter, actor=True, pure=False) for _ in range(actors)]
+        counters = [c.result() for c in counters]
+        for f in [c.increment() for c in counters]:
+            f.result()
+        where = sorted({c._address for c in counters})
+
+        def work():
+            calls = [counters[i % actors].increment() for i in range(n)]
+            return len([f.result() for f in calls])
+
+        seconds, done = timed(work)
+    finally:
+        client.close()
+        cluster.close()
+    if done != n:
+        raise RuntimeError("calls lost")
+    return seconds, n, {"actor_workers": len(where)}
+
+
+def dask_ray_tasks(p):
+    n = p["n"]
+    cluster, client = dask_cluster(p["workers"], p["threads"], True)
+    try:
+        client.gather(client.map(inc, range(2), key="warmup"))
+        seconds, total = timed(lambda: sum(client.gather(client.map(inc, range(n)))))
+    finally:
+        client.close()
+        cluster.close()
+    if total != n * (n + 1) // 2:
+        raise RuntimeError("wrong sum")
+    return seconds, n, {}
+
+
+def ray_actor_roundtrip(p):
+    n = p["n"]
+    ray = ray_init(p["num_cpus"])
+    try:
+        c = ray.remote(Counter).remote()
+        # Made and reached before the clock starts (as shoal's).
+        ray.get(c.increment.remote())
+
+        def work():
+            last = 0
+            for _ in range(n):
+                last = ray.get(c.increment.remote())
+            return last
+
+        seconds, last = timed(work)
+    finally:
+        ray.shutdown()
+    if last != n + 1:
+        raise RuntimeError("wrong count")
+    return seconds, n, {"us_per_call": round(seconds / n * 1e7) / 10.0}
+
+
+def ray_actor_throughput(p):
+    n, actors = p["n"], max(1, p["actors"])
+    ray = ray_init(p["num_cpus"])
+    try:
+        Actor = ray.remote(Counter)
+        counters = [Actor.remote() for _ in range(actors)]
+        ray.get([c.increment.remote() for c in counters])
+
+        def work():
+            refs = [counters[i % actors].increment.remote() for i in range(n)]
+            return len(ray.get(refs))
+
+        seconds, done = timed(work)
+    finally:
+        ray.shutdown()
+    if done != n:
+        raise RuntimeError("calls lost")
+    return seconds, n, {}
+
+
+def ray_ray_tasks(p):
+    n = p["n"]
+    ray = ray_init(p["num_cpus"])
+    try:
+        increment = ray.remote(inc)
+        ray.get([increment.remote(i) for i in range(2)])
+        seconds, total = timed(lambda: sum(ray.get([increment.remote(x) for x in range(n)])))
+    finally:
+        ray.shutdown()
+    if total != n * (n + 1) // 2:
+        raise RuntimeError("wrong sum")
+    return seconds, n, {}
+
+
 RUNNERS = {
     ("dask", "array-seed"): dask_array_seed,
     ("dask", "array-chunks"): dask_array_chunks,
@@ -632,6 +801,12 @@ RUNNERS = {
     ("ray", "net-rtt"): ray_net_rtt,
     ("ray", "cluster-transfer"): ray_cluster_transfer,
     ("ray", "cluster-startup"): ray_cluster_startup,
+    ("dask", "actor-roundtrip"): dask_actor_roundtrip,
+    ("dask", "actor-throughput"): dask_actor_throughput,
+    ("dask", "ray-tasks"): dask_ray_tasks,
+    ("ray", "actor-roundtrip"): ray_actor_roundtrip,
+    ("ray", "actor-throughput"): ray_actor_throughput,
+    ("ray", "ray-tasks"): ray_ray_tasks,
 }
 
 
@@ -824,8 +999,12 @@ def figure(name, line):
     """(text, value, larger_is_better) of one line's headline figure."""
     if name in ("array-seed", "array-chunks", "cluster-startup"):
         return fmt_seconds(line["median_s"]), line["median_s"], False
-    if name in ("threads-noop", "cluster-noop"):
+    if name in ("threads-noop", "cluster-noop", "ray-tasks"):
         return f"{fmt_num(line['throughput'])} tasks/s", line["throughput"], True
+    if name == "actor-roundtrip":
+        return f"{fmt_seconds(line['us_per_call'] * 1e-6)}/call", line["us_per_call"], False
+    if name == "actor-throughput":
+        return f"{fmt_num(line['throughput'])} calls/s", line["throughput"], True
     if name == "cluster-chain":
         return f"{fmt_seconds(line['us_per_link'] * 1e-6)}/link", line["us_per_link"], False
     if name == "net-rtt":
@@ -833,6 +1012,10 @@ def figure(name, line):
     if name == "cluster-transfer":
         return f"{fmt_num(line['gb_per_s'])} GB/s", line["gb_per_s"], True
     return fmt_seconds(line["median_s"]), line["median_s"], False
+
+
+RSS_SHOWN = ("threads-noop", "cluster-noop", "array-seed", "array-chunks", "cluster-transfer",
+             "actor-throughput", "ray-tasks")
 
 
 def rss(line):
@@ -864,7 +1047,11 @@ def peer_cell(name, line, ran=True):
                 bits.append(f"{k}={line['params'][k]}")
     if name == "cluster-transfer" and line.get("first_gb_per_s") is not None:
         bits.append(f"first {fmt_num(line['first_gb_per_s'])} GB/s")
-    if name in ("threads-noop", "cluster-noop", "array-seed", "array-chunks", "cluster-transfer"):
+    if name == "actor-roundtrip":
+        bits.append(f"{fmt_num(line['throughput'])} calls/s")
+    if name == "actor-throughput" and line.get("actor_workers") and line["params"].get("actors", 1) > 1:
+        bits.append(f"the actors on {line['actor_workers']} worker{'s' if line['actor_workers'] != 1 else ''}")
+    if name in RSS_SHOWN:
         bits.append(f"RSS {rss(line)}")
     if line.get("note"):
         bits.append(line["note"])
@@ -886,7 +1073,9 @@ def shoal_cell(name, line, chain_line):
         return f"**{ctext}** (cluster-chain n={chain_line['params']['n']}; {raw})", cval, clarger
     if name == "cluster-transfer":
         bits.append(f"first {fmt_num(line.get('first_gb_per_s'))} GB/s; raw TCP {fmt_num(line.get('tcp_gb_per_s'))} GB/s")
-    if name in ("threads-noop", "cluster-noop", "array-seed", "array-chunks", "cluster-transfer"):
+    if name == "actor-roundtrip":
+        bits.append(f"{fmt_num(line['throughput'])} calls/s")
+    if name in RSS_SHOWN:
         bits.append(f"RSS {rss(line)}")
     runs = len(line.get("runs_s", []))
     bits.append(f"{runs} run{'s' if runs != 1 else ''}")
@@ -959,7 +1148,9 @@ def table(args):
     out.append("Ratios are peer/shoal in time (shoal/peer in rate): above 1 means shoal is faster. "
                "Where the peer ran a smaller n than shoal (stated in its cell), rates are compared. "
                "`net-rtt`: the peers' figure is one tiny task submitted and awaited, beside shoal's `cluster-chain` per link "
-               "(shoal's raw TCP round trip is the floor, not a framework figure). RSS: the peak of the measuring process "
+               "(shoal's raw TCP round trip is the floor, not a framework figure). "
+               "`actor-roundtrip`: time per awaited call, peer/shoal. "
+               "`ray-tasks`: Dask has no `.remote` spelling; its row is `client.map` on the same LocalCluster 2x1. RSS: the peak of the measuring process "
                "(the client/driver; workers are other processes).")
     print("\n".join(out))
     return 0

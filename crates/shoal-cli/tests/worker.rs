@@ -92,7 +92,8 @@ fn shoal_worker_runs_the_program_as_a_worker_restarts_it_and_outlives_its_schedu
     let info = client.scheduler_info().expect("info");
     let w = info.iter().find(|w| w.name == "cli-w").expect("listed");
     assert_eq!(w.threads, 2);
-    assert_eq!(w.resources, vec![("gpu".to_string(), 1.0), ("mem".to_string(), 2e9)]);
+    let offered = vec![("gpu".to_string(), 1.0), ("mem".to_string(), 2e9), ("cpu".to_string(), 2.0)];
+    assert_eq!(w.resources, offered, "its two threads are its CPUs");
     let on_gpu = shoal::TaskOptions::new().resources([("gpu", 1.0)]).pure(false);
     let (name, first_pid, omp) = client.submit_with(&on_gpu, who, (1u64,)).result().expect("runs");
     let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_else(|_| "glibc.malloc.hugetlb=1".into());
@@ -166,8 +167,10 @@ fn gpus_are_detected_unless_declared() {
     joined(&client, "no-gpu");
     let info = client.scheduler_info().expect("info");
     let resources = |name: &str| info.iter().find(|w| w.name == name).map(|w| w.resources.clone());
-    assert_eq!(resources("two-gpus"), Some(vec![("mem".to_string(), 1e9), ("gpu".to_string(), 2.0)]));
-    assert_eq!(resources("no-gpu"), Some(vec![]));
+    // Each also offers its task slots as CPUs.
+    let cpus = ("cpu".to_string(), shoal_deploy::detect_cpus() as f64);
+    assert_eq!(resources("two-gpus"), Some(vec![("mem".to_string(), 1e9), ("gpu".to_string(), 2.0), cpus.clone()]));
+    assert_eq!(resources("no-gpu"), Some(vec![cpus]));
     drop(client);
     drop(scheduler);
     for child in [&mut detected, &mut declined] {

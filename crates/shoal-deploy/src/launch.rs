@@ -181,7 +181,10 @@ impl WorkerOption {
                 "The worker's name, which task restrictions refer to (default: host-pid, this machine's name and \
                  the worker process's id)."
             }
-            WorkerOption::Threads => "Task slots (default: one per core).",
+            WorkerOption::Threads => {
+                "Task slots (default: the CPUs a batch job was granted, SLURM_CPUS_PER_TASK, NSLOTS, NCPUS or \
+                 LSB_DJOB_NUMPROC, else those this process may use); the worker offers them as the resource cpu."
+            }
             WorkerOption::Resources => {
                 "Resources this worker offers: name=amount, comma-separated (gpu=2,mem=4e9). GPUs are detected from \
                  CUDA_VISIBLE_DEVICES or `nvidia-smi -L` unless gpu is given (gpu=0 offers none)."
@@ -282,7 +285,8 @@ pub struct WorkerLaunch {
     pub scheduler: Option<PeerAddress>,
     /// The worker's name (default `host-pid`).
     pub name: Option<String>,
-    /// Task slots (default: one per core of the worker's machine).
+    /// Task slots (default: the CPUs granted to the job, else those of the
+    /// worker's machine it may use), offered as the resource `cpu` too.
     pub threads: Option<usize>,
     /// Resources offered (default: the GPUs the worker's machine shows).
     pub resources: Option<Vec<(String, f64)>>,
@@ -591,10 +595,8 @@ impl WorkerLaunch {
             None => worker_resources(None).map_err(|e| LaunchError::Conflict(e.to_string()))?,
         };
         let mut config = WorkerConfig::new(scheduler, name);
-        if let Some(threads) = self.threads {
-            config.threads = threads;
-        }
-        config.resources = resources;
+        config.threads = self.threads.unwrap_or_else(crate::spec::detect_cpus);
+        config.resources = with_cpus(resources, config.threads);
         config.memory_limit = self.memory_limit;
         config.memory_target_fraction = self.memory_target;
         config.memory_pause_fraction = self.memory_pause;
@@ -618,6 +620,16 @@ impl WorkerLaunch {
         config.exit_on_restart = self.nanny;
         Ok(config)
     }
+}
+
+/// A worker's resources with its CPUs among them (`cpu`, one per task slot,
+/// for tasks that ask for CPUs: Ray's `num_cpus`), unless `cpu` is declared.
+fn with_cpus(mut resources: Vec<(String, f64)>, threads: usize) -> Vec<(String, f64)> {
+    if !resources.iter().any(|(name, _)| name == "cpu") {
+        resources.push(("cpu".to_string(), threads as f64));
+    }
+    resources.retain(|(_, amount)| *amount > 0.0);
+    resources
 }
 
 /// The token in a token file: its first line, which must not be empty;

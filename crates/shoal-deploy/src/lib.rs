@@ -29,7 +29,10 @@ pub use launch::{
 };
 pub use local::{LocalCluster, LocalClusterBuilder};
 pub use nanny::{NANNY_POLL, Restart, Watched, WorkerProcess, WorkerProgram, remove_worker_files};
-pub use spec::{SpecError, detect_gpus, format_resources, gpus_from, parse_bytes, parse_resources, worker_resources};
+pub use spec::{
+    SpecError, cpus_granted, detect_cpus, detect_gpus, format_resources, gpus_from, parse_bytes, parse_resources,
+    worker_resources,
+};
 
 /// The variable that makes a process a worker (see `shoal::init`).
 pub const WORKER_OF: &str = WorkerOption::Scheduler.env();

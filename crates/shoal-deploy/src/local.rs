@@ -61,17 +61,20 @@ impl LocalClusterBuilder {
     /// Resources every worker offers, by name and amount (Dask's
     /// `resources={"GPU": 1}`): tasks submitted with
     /// `TaskOptions::resources` run only on workers that have enough, and
-    /// hold the amounts while they run. Nothing is detected for a local
-    /// cluster's workers: what is declared here is what they offer.
+    /// hold the amounts while they run. No GPUs are detected for a local
+    /// cluster's workers: what is declared here is what they offer, with
+    /// their task slots as `cpu` (unless `cpu` is declared).
     ///
     /// ```
     /// #[shoal::remote]
     /// fn on_gpu(x: u64) -> u64 { x * 2 }
     ///
-    /// let cluster = shoal::LocalCluster::builder().workers(2).resources([("gpu", 1.0)]).build()?;
+    /// let cluster =
+    ///     shoal::LocalCluster::builder().workers(2).threads_per_worker(1).resources([("gpu", 1.0)]).build()?;
     /// let client = cluster.client()?;
     /// let info = client.scheduler_info()?;
-    /// assert!(info.iter().all(|w| w.resources == vec![("gpu".to_string(), 1.0)]));
+    /// let offered = vec![("gpu".to_string(), 1.0), ("cpu".to_string(), 1.0)];
+    /// assert!(info.iter().all(|w| w.resources == offered));
     /// let opts = shoal::TaskOptions::new().resources([("gpu", 1.0)]);
     /// assert_eq!(client.submit_with(&opts, on_gpu, (21u64,)).result()?, 42);
     /// # Ok::<(), shoal::Error>(())

@@ -170,6 +170,35 @@ pub fn detect_gpus() -> u32 {
     gpus_from(visible.as_deref(), listed.as_deref()).unwrap_or(0)
 }
 
+/// The CPUs a batch system granted this job (or task), from the variables
+/// it sets, looked up in `var`: SLURM's `SLURM_CPUS_PER_TASK`, Grid
+/// Engine's `NSLOTS`, PBS's `NCPUS`, LSF's `LSB_DJOB_NUMPROC`; `None` when
+/// none is set to a positive number.
+///
+/// ```
+/// use shoal_deploy::cpus_granted;
+/// let env = |name: &str| (name == "NSLOTS").then(|| "8".to_string());
+/// assert_eq!(cpus_granted(env), Some(8));
+/// assert_eq!(cpus_granted(|_| None), None);
+/// ```
+pub fn cpus_granted(var: impl Fn(&str) -> Option<String>) -> Option<usize> {
+    ["SLURM_CPUS_PER_TASK", "NSLOTS", "NCPUS", "LSB_DJOB_NUMPROC"]
+        .into_iter()
+        .find_map(|name| var(name)?.trim().parse::<usize>().ok().filter(|&n| n > 0))
+}
+
+/// The CPUs a worker here may use: what the batch system granted, else
+/// what this process may run on (its CPU affinity and its cgroup's quota,
+/// as the standard library counts them), at least 1.
+///
+/// ```
+/// assert!(shoal_deploy::detect_cpus() >= 1);
+/// ```
+pub fn detect_cpus() -> usize {
+    cpus_granted(|name| std::env::var(name).ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+}
+
 /// A worker's resources: those declared (a resource list, if any), plus
 /// `gpu=<n>` for the GPUs detected here unless `gpu` is declared. Entries
 /// of amount zero are dropped (`gpu=0` declines detected GPUs).

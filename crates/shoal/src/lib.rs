@@ -71,7 +71,8 @@
 /// }
 /// assert_eq!(info.len(), 2);
 /// assert!(info.iter().all(|w| w.threads == 1 && w.memory_limit == 1 << 30));
-/// assert!(info.iter().all(|w| w.resources == vec![("gpu".to_string(), 1.0)]));
+/// // Each offers its task slots as CPUs too (Ray's `num_cpus`).
+/// assert!(info.iter().all(|w| w.resources == vec![("gpu".to_string(), 1.0), ("cpu".to_string(), 1.0)]));
 /// # Ok::<(), shoal::Error>(())
 /// ```
 pub use shoal_client::WorkerInfo;

@@ -334,3 +334,30 @@ fn the_ray_spelling_runs_on_a_cluster() {
     // Mixed with Dask's spelling: the same futures.
     assert_eq!(client.gather(&refs[..2]).expect("gathered"), vec![1, 2]);
 }
+
+/// Workers offer their task slots as CPUs: a call asking for more CPUs
+/// than any worker has waits, saying why (Ray's `num_cpus`).
+#[test]
+fn workers_offer_their_threads_as_cpus() {
+    use shoal::ray::{Remote, RemoteOptions};
+    let cluster = LocalCluster::builder().workers(2).threads_per_worker(1).build().expect("cluster");
+    let client = cluster.client().expect("client");
+    assert!(client.scheduler_info().expect("info").iter().all(|w| w.resources == vec![("cpu".to_string(), 1.0)]));
+    let one = ray_increment.options(RemoteOptions::new().num_cpus(1.0)).remote(1u64);
+    assert_eq!(one.result(), Ok(2));
+    let two = ray_increment.options(RemoteOptions::new().num_cpus(2.0)).remote(2u64);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reason = loop {
+        if let Some(reason) = two.pending_reason() {
+            break reason;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reason given: {:?} {:?}",
+            two.status(),
+            two.result_timeout(Duration::from_millis(1))
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(reason.contains("cpu=2"), "{reason}");
+}

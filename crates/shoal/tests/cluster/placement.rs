@@ -38,8 +38,9 @@ fn a_task_needing_a_resource_only_one_worker_has_runs_only_there_one_at_a_time()
     let client = cluster.client().expect("client");
     let mut info = client.scheduler_info().expect("info");
     info.sort_by(|a, b| a.name.cmp(&b.name));
-    assert_eq!(info[0].resources, vec![]);
-    assert_eq!(info[1].resources, vec![("gpu".to_string(), 1.0)]);
+    // Each offers its two task slots as CPUs, and the second its GPU.
+    assert_eq!(info[0].resources, vec![("cpu".to_string(), 2.0)]);
+    assert_eq!(info[1].resources, vec![("gpu".to_string(), 1.0), ("cpu".to_string(), 2.0)]);
 
     let gpu = TaskOptions::new().resources([("gpu", 1.0)]).pure(false);
     let runs = client.gather(&client.map_with(&gpu, timed, [50u64; 6])).expect("runs");
@@ -92,7 +93,7 @@ fn a_task_needing_what_no_worker_has_waits_saying_why_until_a_worker_can() {
     let after = client.submit(double, (&big,));
     let reason = wait_for_reason(&big);
     assert!(reason.contains("gpu=4") && reason.contains("the most is 1"), "{reason}");
-    assert!(reason.contains("local-0") && reason.contains("local-1 [gpu=1]"), "names the workers: {reason}");
+    assert!(reason.contains("local-0") && reason.contains("local-1 [gpu=1"), "names the workers: {reason}");
     let waiting = wait_for_reason(&after);
     assert!(waiting.contains(&big.key().to_string()) && waiting.contains("gpu=4"), "{waiting}");
     assert_eq!(big.status(), Status::Pending);
