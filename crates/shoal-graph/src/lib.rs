@@ -30,9 +30,11 @@
 pub mod actor;
 pub mod blob;
 mod dot;
+pub mod elements;
 mod func;
 mod graph;
 mod key;
+pub mod partition;
 pub mod remote;
 mod task;
 

@@ -24,6 +24,7 @@ use std::any::{Any, type_name};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use crate::elements::Elements;
 use crate::{Func, TaskError, TaskFn, Value};
 
 mod pod;
@@ -226,6 +227,7 @@ pub struct RemoteFunc {
     measure_result: fn(&(dyn Any + Send + Sync)) -> Option<u64>,
     borrow_result: Borrower,
     encode_result_to: fn(&str, &(dyn Any + Send + Sync), &mut dyn std::io::Write) -> Result<(), RemoteError>,
+    elements: Option<Elements>,
 }
 
 fn measure_as<T: Serialize + 'static>(value: &(dyn Any + Send + Sync)) -> Option<u64> {
@@ -274,7 +276,20 @@ impl RemoteFunc {
             measure_result: measure_as::<F::Output>,
             borrow_result: borrow_as::<F::Output>,
             encode_result_to: encode_to_as::<F::Output>,
+            elements: None,
         }
+    }
+
+    /// The same function, with the loops a bag runs it in
+    /// (`#[shoal::remote]` adds them for functions of one or two parameters).
+    pub fn with_elements(mut self, elements: Elements) -> RemoteFunc {
+        self.elements = Some(elements);
+        self
+    }
+
+    /// The loops a bag runs this function in, if it has them.
+    pub fn elements(&self) -> Option<&Elements> {
+        self.elements.as_ref()
     }
 
     /// The remote form of an actor constructor `f`: it runs as a task on a
@@ -297,6 +312,7 @@ impl RemoteFunc {
             measure_result: |value| value.downcast_ref::<crate::actor::ActorCell>().map(|cell| cell.size()),
             borrow_result: |_| None,
             encode_result_to: |function, _, _| Err(actor_stays(function)),
+            elements: None,
         }
     }
 

@@ -54,16 +54,62 @@ fn expand(function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     }
     let name = &sig.ident;
     let name_text = name.to_string();
+    let elements = element_loops(name, &types, &sig.output);
     Ok(quote! {
         #function
 
         ::shoal::__private::inventory::submit! {
             ::shoal::remote::Registration::new(
                 ::core::concat!(::core::module_path!(), "::", #name_text),
-                || ::shoal::remote::RemoteFunc::new::<(#(#types,)*), _>(#name),
+                || ::shoal::remote::RemoteFunc::new::<(#(#types,)*), _>(#name) #elements,
             )
         }
     })
+}
+
+/// The loops a bag runs the function in (`map`, `filter`, `fold`, …), for
+/// functions of one or two parameters. Which loops fit is read from the
+/// signature: a `Vec<Z>` result also serves `flat_map`, a `Vec<E>`
+/// parameter `reduction` and `map_partitions`.
+fn element_loops(name: &syn::Ident, types: &[syn::Type], output: &ReturnType) -> proc_macro2::TokenStream {
+    let elements = quote!(::shoal::graph::elements::Elements);
+    let returned = match output {
+        ReturnType::Type(_, ty) => vec_item(ty),
+        ReturnType::Default => None,
+    };
+    match types {
+        [x] => {
+            let mut loops = quote!(#elements::unary::<#x, _, _>(#name));
+            if let Some(z) = returned {
+                loops = quote!(#loops.and(#elements::flat_map_of::<#x, #z, _>(#name)));
+            }
+            if let Some(e) = vec_item(x) {
+                loops = quote!(#loops.and(#elements::partition_of::<#e, _, _>(#name)));
+                if let Some(z) = returned {
+                    loops = quote!(#loops.and(#elements::map_partitions_of::<#e, #z, _, _>(#name)));
+                }
+            }
+            quote!(.with_elements(#loops))
+        }
+        [a, b] => quote!(.with_elements(#elements::binary::<#a, #b, _, _>(#name))),
+        _ => quote!(),
+    }
+}
+
+/// `Z` when `ty` is written `Vec<Z>`.
+fn vec_item(ty: &syn::Type) -> Option<&syn::Type> {
+    let syn::Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if last.ident != "Vec" {
+        return None;
+    }
+    match &last.arguments {
+        syn::PathArguments::AngleBracketed(args) if args.args.len() == 1 => match args.args.first()? {
+            syn::GenericArgument::Type(item) => Some(item),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Marks the program's `main`: a process that a launcher (a `LocalCluster`,

@@ -183,6 +183,24 @@ pub mod array {
     pub use shoal_array::*;
 }
 
+/// Bags: partitioned collections of plain values, as Dask's `dask.bag`
+/// (see [`shoal_bag`] for the whole list of operations). Steps fuse into
+/// one task per partition; on a cluster they are `#[shoal::remote]`
+/// functions.
+///
+/// ```
+/// #[shoal::remote]
+/// fn double(x: i64) -> i64 { x * 2 }
+///
+/// let b = shoal::bag::from_sequence(0..10);
+/// assert_eq!(b.to_string(), "shoal.bag<from_sequence, npartitions=10>");
+/// assert_eq!(b.map(double).compute()?, vec![0, 2, 4, 6, 8, 10, 12, 14, 16, 18]);
+/// # Ok::<(), shoal::bag::BagError>(())
+/// ```
+pub mod bag {
+    pub use shoal_bag::*;
+}
+
 /// Launching workers: the contract between a launcher and the worker
 /// process it starts — every option, as an environment variable and as a
 /// `shoal worker` flag — for job scripts and launchers of your own.

@@ -1,0 +1,161 @@
+//! The steps of a bag that run inside one task per partition, and how they
+//! travel: by the name of the function, which the worker looks up.
+
+use std::any::type_name;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::{self, Deserializer};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+use shoal_graph::elements::Elements;
+use shoal_graph::partition::Partition;
+use shoal_graph::remote;
+use shoal_graph::{TaskError, short_fn_name};
+
+/// A function and the loops it runs in.
+#[derive(Clone)]
+pub(crate) struct Func {
+    name: Arc<str>,
+    elements: Elements,
+}
+
+impl Func {
+    /// The function of type `F`, with the loops `elements` built from it.
+    pub(crate) fn new<F: 'static>(elements: Elements) -> Func {
+        Func { name: type_name::<F>().into(), elements }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name a task group shows (`double`, `lambda`).
+    pub(crate) fn short_name(&self) -> String {
+        short_fn_name(&self.name).to_string()
+    }
+
+    pub(crate) fn elements(&self) -> &Elements {
+        &self.elements
+    }
+
+    /// Whether workers in other processes can find this function.
+    pub(crate) fn is_remote(&self) -> bool {
+        remote::lookup(&self.name).and_then(|f| f.elements()).is_some()
+    }
+}
+
+impl fmt::Debug for Func {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// On the wire a function is its name; only `#[shoal::remote]` functions,
+/// which every process has registered, can go there.
+impl Serialize for Func {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if !self.is_remote() {
+            return Err(serde::ser::Error::custom(not_remote(&self.name)));
+        }
+        serializer.serialize_str(&self.name)
+    }
+}
+
+pub(crate) fn not_remote(name: &str) -> String {
+    format!(
+        "the bag step `{name}` is not a #[shoal::remote] function: closures run on the threads \
+         executor only; on a cluster write a named function and mark it #[shoal::remote]"
+    )
+}
+
+impl<'de> Deserialize<'de> for Func {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Func, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        let elements = remote::lookup(&name)
+            .and_then(|f| f.elements())
+            .ok_or_else(|| de::Error::custom(not_remote(&name)))?
+            .clone();
+        Ok(Func { name: name.into(), elements })
+    }
+}
+
+/// One step of a fused chain.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum Step {
+    Map(Func),
+    Filter(Func),
+    FlatMap(Func),
+    MapPartitions(Func),
+    /// Elementwise with a second argument: the partition given to the task
+    /// at this position of its extra inputs, or one value for all.
+    MapWith {
+        func: Func,
+        extra: usize,
+        broadcast: bool,
+    },
+}
+
+impl Step {
+    pub(crate) fn func(&self) -> &Func {
+        match self {
+            Step::Map(f) | Step::Filter(f) | Step::FlatMap(f) | Step::MapPartitions(f) => f,
+            Step::MapWith { func, .. } => func,
+        }
+    }
+
+    pub(crate) fn short_name(&self) -> String {
+        self.func().short_name()
+    }
+
+    fn run(&self, input: Partition, extras: &[Partition]) -> Result<Partition, TaskError> {
+        let f = self.func();
+        let ops = f.elements();
+        match self {
+            Step::Map(_) => ops.map(f.name())?(input),
+            Step::Filter(_) => ops.filter(f.name())?(input),
+            Step::FlatMap(_) => ops.flat_map(f.name())?(input),
+            Step::MapPartitions(_) => ops.map_partition(f.name())?(input),
+            Step::MapWith { extra, broadcast, .. } => {
+                let other = extras
+                    .get(*extra)
+                    .ok_or_else(|| TaskError::Failed(format!("`{}` has no second input", f.name())))?;
+                ops.map_with(f.name())?(input, other, *broadcast)
+            }
+        }
+    }
+}
+
+/// Where a partition's elements come from, before the steps.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum Source {
+    /// The task's input partition.
+    Input,
+    /// The integers `start..stop`.
+    Range { start: i64, stop: i64 },
+    /// The lines of a text file (gzip or zstd by its extension).
+    Text { path: String },
+}
+
+/// A source and the steps after it: one task's work.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Plan {
+    pub(crate) source: Source,
+    pub(crate) steps: Vec<Step>,
+}
+
+impl Plan {
+    /// Runs the plan over the task's input (empty for a source that makes
+    /// its own) and the partitions `MapWith` steps read.
+    pub(crate) fn run(&self, input: Partition, extras: Vec<Partition>) -> Result<Partition, TaskError> {
+        let mut part = match &self.source {
+            Source::Input => input,
+            Source::Range { start, stop } => Partition::from_vec((*start..*stop).collect::<Vec<i64>>()),
+            Source::Text { path } => crate::text::read_lines(path)?,
+        };
+        for step in &self.steps {
+            part = step.run(part, &extras)?;
+        }
+        Ok(part)
+    }
+}
