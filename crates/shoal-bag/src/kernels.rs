@@ -146,6 +146,36 @@ pub(crate) fn keyed_pairs(keyed: Keyed) -> Result<Partition, TaskError> {
     Ok(Partition::from_encoded(pairs))
 }
 
+/// The distinct encodings seen so far, each with its slot (the order it
+/// was first seen in). Only the hash and the slot live in the table; the
+/// bytes live once, in `keys`.
+#[derive(Default)]
+struct Slots {
+    table: hashbrown::HashTable<usize>,
+    keys: Encoded,
+}
+
+impl Slots {
+    /// The slot of `key`: a new one, `len()` before the call, when unseen.
+    fn slot(&mut self, key: &[u8]) -> usize {
+        let hash = xxhash_rust::xxh3::xxh3_64(key);
+        let keys = &mut self.keys;
+        match self.table.find(hash, |&slot| keys.get(slot) == key) {
+            Some(&slot) => slot,
+            None => {
+                let slot = keys.len();
+                keys.push_raw(&[key]);
+                self.table.insert_unique(hash, slot, |&s| xxhash_rust::xxh3::xxh3_64(keys.get(s)));
+                slot
+            }
+        }
+    }
+
+    fn into_keys(self) -> Encoded {
+        self.keys
+    }
+}
+
 /// Counts equal elements (equal encodings) into `slots`.
 fn count_into<'a>(
     slots: &mut FxHashMap<&'a [u8], usize>,
@@ -162,7 +192,9 @@ fn count_into<'a>(
     counts[slot] += n;
 }
 
-/// A chain, then how often each element occurs in the partition.
+/// A chain, then how often each element occurs in the partition. Each
+/// element is encoded once into a scratch buffer and looked up; only
+/// distinct ones are kept.
 ///
 /// # Errors
 /// A step's failure.
@@ -171,13 +203,18 @@ pub(crate) fn frequencies_partial(
     input: Partition,
     extras: Vec<Partition>,
 ) -> Result<Keyed, TaskError> {
-    let part = plan.run(input, extras)?;
-    let items = part.encoded()?;
-    let mut slots = FxHashMap::default();
-    let (mut keys, mut counts) = (Encoded::default(), Vec::new());
-    for item in items.iter() {
-        count_into(&mut slots, &mut keys, &mut counts, item, 1);
-    }
+    let mut slots = Slots::default();
+    let mut counts = Vec::<u64>::new();
+    plan.for_each_chunk(input, extras, &mut |part| {
+        part.for_each_encoded(&mut |item| {
+            let slot = slots.slot(item);
+            if slot == counts.len() {
+                counts.push(0);
+            }
+            counts[slot] += 1;
+        })
+    })?;
+    let keys = slots.into_keys();
     Ok(Keyed { keys, values: Partition::from_vec(counts) })
 }
 
@@ -257,7 +294,12 @@ pub(crate) fn distinct_combine(parts: Vec<Partition>) -> Result<Partition, TaskE
 /// # Errors
 /// A step's failure.
 pub(crate) fn count(plan: Arc<Plan>, input: Partition, extras: Vec<Partition>) -> Result<Partition, TaskError> {
-    Ok(Partition::from_vec(vec![plan.run(input, extras)?.len() as u64]))
+    let mut n = 0u64;
+    plan.for_each_chunk(input, extras, &mut |part| {
+        n += part.len() as u64;
+        Ok(())
+    })?;
+    Ok(Partition::from_vec(vec![n]))
 }
 
 /// The sum of partial counts.

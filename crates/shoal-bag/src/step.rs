@@ -137,6 +137,10 @@ pub(crate) enum Source {
     Text { path: String },
 }
 
+/// Lines per chunk when a text file streams through elementwise steps:
+/// enough to amortise each step's call, few enough to stay in cache.
+const TEXT_CHUNK_LINES: usize = 8192;
+
 /// A source and the steps after it: one task's work.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Plan {
@@ -145,6 +149,29 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    /// Runs the plan and gives `f` its output in chunks: a text file
+    /// streams through elementwise steps a few thousand lines at a time,
+    /// so a reduction after them never holds the whole file; any other
+    /// plan gives one chunk.
+    pub(crate) fn for_each_chunk(
+        &self,
+        input: Partition,
+        extras: Vec<Partition>,
+        f: &mut dyn FnMut(Partition) -> Result<(), TaskError>,
+    ) -> Result<(), TaskError> {
+        let elementwise = self.steps.iter().all(|s| matches!(s, Step::Map(_) | Step::Filter(_) | Step::FlatMap(_)));
+        match &self.source {
+            Source::Text { path } if elementwise => crate::text::for_each_chunk(path, TEXT_CHUNK_LINES, &mut |lines| {
+                let mut part = lines;
+                for step in &self.steps {
+                    part = step.run(part, &[])?;
+                }
+                f(part)
+            }),
+            _ => f(self.run(input, extras)?),
+        }
+    }
+
     /// Runs the plan over the task's input (empty for a source that makes
     /// its own) and the partitions `MapWith` steps read.
     pub(crate) fn run(&self, input: Partition, extras: Vec<Partition>) -> Result<Partition, TaskError> {

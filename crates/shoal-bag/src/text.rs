@@ -37,6 +37,24 @@ fn io_error(path: &str, what: &str, e: impl std::fmt::Display) -> TaskError {
 /// When the file cannot be read or decompressed, or is not UTF-8 (naming
 /// the line).
 pub(crate) fn read_lines(path: &str) -> Result<Partition, TaskError> {
+    let mut parts = Vec::new();
+    for_each_chunk(path, usize::MAX, &mut |p| {
+        parts.push(p);
+        Ok(())
+    })?;
+    Ok(parts.pop().unwrap_or_else(|| Partition::from_vec(Vec::<String>::new())))
+}
+
+/// The lines of the file at `path`, given to `f` as partitions of at most
+/// `lines` lines, so a task over a large file holds only a chunk at once.
+///
+/// # Errors
+/// As [`read_lines`], or `f`'s failure.
+pub(crate) fn for_each_chunk(
+    path: &str,
+    lines: usize,
+    f: &mut dyn FnMut(Partition) -> Result<(), TaskError>,
+) -> Result<(), TaskError> {
     let file = File::open(path).map_err(|e| io_error(path, "cannot open", e))?;
     let reader: Box<dyn Read> = match compression(Path::new(path)) {
         Compression::None => Box::new(file),
@@ -47,13 +65,13 @@ pub(crate) fn read_lines(path: &str) -> Result<Partition, TaskError> {
         ),
     };
     let mut reader = BufReader::with_capacity(1 << 16, reader);
-    let mut lines = Vec::new();
+    let mut chunk = Vec::new();
     let mut line = String::new();
+    let mut number = 0usize;
     loop {
         line.clear();
-        let n = reader
-            .read_line(&mut line)
-            .map_err(|e| io_error(path, &format!("cannot read line {} of", lines.len() + 1), e))?;
+        number += 1;
+        let n = reader.read_line(&mut line).map_err(|e| io_error(path, &format!("cannot read line {number} of"), e))?;
         if n == 0 {
             break;
         }
@@ -63,9 +81,15 @@ pub(crate) fn read_lines(path: &str) -> Result<Partition, TaskError> {
                 line.pop();
             }
         }
-        lines.push(line.clone());
+        chunk.push(line.clone());
+        if chunk.len() >= lines {
+            f(Partition::from_vec(std::mem::take(&mut chunk)))?;
+        }
     }
-    Ok(Partition::from_vec(lines))
+    if !chunk.is_empty() || number == 1 {
+        f(Partition::from_vec(chunk))?;
+    }
+    Ok(())
 }
 
 /// Writes `lines` to `path`, one per line, compressed by its extension;

@@ -12,12 +12,20 @@
 
 mod actors;
 mod array;
+mod bag;
 mod cluster;
 mod net;
 mod sim;
 mod threads;
 
 use std::process::{Command, ExitCode};
+
+/// mimalloc, for the suite and its worker processes (the same binary):
+/// bag steps allocate a string per word, which glibc's allocator makes
+/// the largest cost of a word count; the single-threaded reference runs
+/// under it too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -76,6 +84,7 @@ fn all() -> Vec<Benchmark> {
     all.extend(sim::benchmarks());
     all.extend(array::benchmarks());
     all.extend(actors::benchmarks());
+    all.extend(bag::benchmarks());
     all
 }
 

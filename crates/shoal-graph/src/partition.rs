@@ -46,12 +46,17 @@ enum Repr {
 struct LiveCodec {
     type_name: fn() -> &'static str,
     encode_each: fn(&Value, &mut Encoded) -> Result<(), TaskError>,
+    visit_each: VisitEach,
 }
+
+/// Calls a visitor with each element's encoding.
+type VisitEach = fn(&Value, &mut dyn FnMut(&[u8])) -> Result<(), TaskError>;
 
 struct Codec<T>(std::marker::PhantomData<T>);
 
 impl<T: Serialize + Send + Sync + 'static> Codec<T> {
-    const CODEC: LiveCodec = LiveCodec { type_name: type_name::<T>, encode_each: encode_each::<T> };
+    const CODEC: LiveCodec =
+        LiveCodec { type_name: type_name::<T>, encode_each: encode_each::<T>, visit_each: visit_each::<T> };
 }
 
 fn encode_each<T: Serialize + 'static>(items: &Value, out: &mut Encoded) -> Result<(), TaskError> {
@@ -60,6 +65,20 @@ fn encode_each<T: Serialize + 'static>(items: &Value, out: &mut Encoded) -> Resu
         .ok_or_else(|| TaskError::Failed(format!("a partition that is not a Vec<{}>", type_name::<T>())))?;
     for item in items {
         out.push(item)?;
+    }
+    Ok(())
+}
+
+fn visit_each<T: Serialize + 'static>(items: &Value, visit: &mut dyn FnMut(&[u8])) -> Result<(), TaskError> {
+    let items = items
+        .downcast_ref::<Vec<T>>()
+        .ok_or_else(|| TaskError::Failed(format!("a partition that is not a Vec<{}>", type_name::<T>())))?;
+    let mut scratch = Vec::new();
+    for item in items {
+        scratch.clear();
+        postcard::to_io(item, &mut scratch)
+            .map_err(|e| TaskError::Failed(format!("a `{}` could not be encoded: {e}", type_name::<T>())))?;
+        visit(&scratch);
     }
     Ok(())
 }
@@ -128,6 +147,21 @@ impl Partition {
         }
     }
 
+    /// Calls `visit` with each element's encoding in turn, without keeping
+    /// them: cheaper than [`Partition::encoded`] when each is needed once.
+    ///
+    /// # Errors
+    /// When an element does not serialise.
+    pub fn for_each_encoded(&self, visit: &mut dyn FnMut(&[u8])) -> Result<(), TaskError> {
+        match &self.0 {
+            Repr::Encoded(e) => {
+                e.iter().for_each(visit);
+                Ok(())
+            }
+            Repr::Live { items, codec, .. } => (codec.visit_each)(items, visit),
+        }
+    }
+
     /// The elements of `parts` one after another.
     ///
     /// # Errors
@@ -164,6 +198,7 @@ pub struct Encoded {
 
 impl Encoded {
     /// How many elements.
+    #[inline]
     pub fn len(&self) -> usize {
         self.ends.len()
     }
@@ -177,12 +212,14 @@ impl Encoded {
     ///
     /// # Panics
     /// When `i` is out of range, as indexing does.
+    #[inline]
     pub fn get(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.data[start..self.ends[i]]
     }
 
     /// The elements' encodings in order.
+    #[inline]
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
         (0..self.len()).map(|i| self.get(i))
     }
@@ -200,6 +237,7 @@ impl Encoded {
 
     /// Appends an element whose encoding is `parts` in a row (a pair is
     /// its halves in a row).
+    #[inline]
     pub fn push_raw(&mut self, parts: &[&[u8]]) {
         for part in parts {
             self.data.extend_from_slice(part);
