@@ -70,6 +70,13 @@ def shoal_params(name, quick):
         return [{"n": n, "actors": 1}, {"n": n, "actors": 8}]
     if name == "ray-tasks":
         return [{"n": 10_000 if quick else 100_000}]
+    if name == "bag-foldby":
+        return [{"n": 200_000 if quick else 2_000_000, "npartitions": 20}]
+    if name == "bag-wordcount":
+        mb, files = (64, 8) if quick else (1024, 64)
+        return [{"mb": mb, "files": files, "via": v} for v in ("bag", "bag-flat_map", "rust")]
+    if name == "bag-groupby":
+        return [{"n": 1_000_000 if quick else 10_000_000, "keys": 100_000, "npartitions": 20}]
     raise SystemExit(f"peers.py: no peer version of benchmark {name!r}")
 
 
@@ -85,6 +92,9 @@ BENCHMARKS = [
     "actor-roundtrip",
     "actor-throughput",
     "ray-tasks",
+    "bag-foldby",
+    "bag-wordcount",
+    "bag-groupby",
 ]
 
 # --------------------------------------------------------------------------
@@ -114,6 +124,10 @@ CAPS = {
     ("ray", "actor-roundtrip"): (2_000, 400),
     ("dask", "actor-throughput"): (5_000, 2_000),
     ("ray", "actor-throughput"): (10_000, 3_000),
+    # Bags: Dask's groupby shuffles some 0.3 M pairs/s here; its word
+    # count reads some 10-20 MB/s per worker (files, of the corpus's).
+    ("dask", "bag-groupby"): (2_000_000, 500_000),
+    ("dask", "bag-wordcount"): (16, 8),
 }
 
 
@@ -122,6 +136,7 @@ def cap(peer, variant, n, quick):
     return min(n, q if quick else full)
 
 
+RAY_NO_BAGS = "Ray has no bag collection (Ray Data is a table library, not dask.bag's equivalent)"
 RAY_NO_THREADS = "Ray has no in-process threads executor; its tasks run in worker processes (see cluster-noop, processes=true)"
 RAY_NO_ARRAYS = "Ray has no chunked-array library (dask.array's equivalent)"
 
@@ -222,6 +237,26 @@ def plan(name, peer, sp, quick):
         return [{"variant": "LocalCluster(n_workers=2, threads_per_worker=1): client.map(increment, range(n)) + gather",
                  "params": {"n": cap("dask", "localcluster-processes", sp["n"], quick), "workers": 2, "threads": 1},
                  "note": "Dask has no .remote spelling: its map is the equivalent"}]
+    if name == "bag-foldby":
+        if peer == "ray":
+            return [{"variant": "-", "na": RAY_NO_BAGS}]
+        return [{"variant": "LocalCluster 2x1: db.range(n, 20).map(double).filter(div3).foldby(mod100, add)",
+                 "params": dict(sp)}]
+    if name == "bag-wordcount":
+        if peer == "ray":
+            return [{"variant": "-", "na": RAY_NO_BAGS}]
+        if sp["via"] == "rust":
+            return [{"variant": "-", "na": "the single-threaded Rust reference is shoal's own line"}]
+        if sp["via"] == "bag-flat_map":
+            return [{"variant": "-", "na": "shoal with flat_map of a #[shoal::remote] fn; Dask's line is beside via=bag"}]
+        files = cap("dask", "bag-wordcount", sp["files"], quick)
+        return [{"variant": f"LocalCluster 2x1: read_text(gz).str.split().flatten().frequencies(), {files} of the {sp['files']} files",
+                 "params": dict(sp, use_files=files)}]
+    if name == "bag-groupby":
+        if peer == "ray":
+            return [{"variant": "-", "na": RAY_NO_BAGS}]
+        return [{"variant": "LocalCluster 2x1: db.range(n, 20).map(pair).groupby(first, shuffle='disk').map(len)",
+                 "params": dict(sp, n=cap("dask", "bag-groupby", sp["n"], quick))}]
     raise SystemExit(f"peers.py: no peer version of benchmark {name!r}")
 
 
@@ -237,6 +272,9 @@ UNITS = {
     "actor-roundtrip": "calls/s",
     "actor-throughput": "calls/s",
     "ray-tasks": "tasks/s",
+    "bag-foldby": "elements/s",
+    "bag-wordcount": "bytes/s",
+    "bag-groupby": "pairs/s",
 }
 
 # --------------------------------------------------------------------------
@@ -276,6 +314,44 @@ def expected_sample(n):
 
 def ready():
     return 1
+
+
+def double(x):
+    return 2 * x
+
+
+def div3(x):
+    return x % 3 == 0
+
+
+def mod100(x):
+    return x % 100
+
+
+def add(a, b):
+    return a + b
+
+
+def pair(x):
+    return ((x * 2_654_435_761) % 100_000, x)
+
+
+def first(p):
+    return p[0]
+
+
+def group_len(g):
+    return len(g[1])
+
+
+def corpus_dir(mb, files):
+    """The corpus shoal-bench bag-wordcount made (run shoal's line first)."""
+    import tempfile
+
+    d = os.path.join(tempfile.gettempdir(), f"shoal-bench-corpus-{mb}mb-{files}files")
+    if not os.path.exists(os.path.join(d, "done")):
+        raise RuntimeError(f"no corpus at {d}: run `shoal bench bag-wordcount` first, which makes it")
+    return d
 
 
 class Counter:
@@ -787,6 +863,69 @@ def ray_ray_tasks(p):
     return seconds, n, {}
 
 
+def dask_bag_foldby(p):
+    import dask.bag as db
+
+    n = p["n"]
+    cluster, client = dask_cluster(2, 1, True)
+    try:
+        db.range(10, npartitions=2).map(double).compute()
+
+        def work():
+            b = db.range(n, npartitions=p["npartitions"])
+            return dict(b.map(double).filter(div3).foldby(mod100, add).compute())
+
+        seconds, sums = timed(work)
+    finally:
+        client.close()
+        cluster.close()
+    expected = {}
+    for x in range(0, 2 * n, 2):
+        if x % 3 == 0:
+            expected[x % 100] = expected.get(x % 100, 0) + x
+    if sums != expected:
+        raise RuntimeError("wrong foldby result")
+    return seconds, n, {}
+
+
+def dask_bag_wordcount(p):
+    import dask.bag as db
+
+    d = corpus_dir(p["mb"], p["files"])
+    total_bytes = int(open(os.path.join(d, "done")).read().strip())
+    paths = sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".gz"))[: p["use_files"]]
+    used_bytes = total_bytes * len(paths) / p["files"]
+    cluster, client = dask_cluster(2, 1, True)
+    try:
+        seconds, counts = timed(lambda: db.read_text(paths).str.split().flatten().frequencies().compute())
+    finally:
+        client.close()
+        cluster.close()
+    if len(counts) < 1000:
+        raise RuntimeError("implausible word counts")
+    return seconds, used_bytes, {"files": len(paths), "distinct_words": len(counts),
+                                 "mb_per_s": used_bytes / seconds / 1e6}
+
+
+def dask_bag_groupby(p):
+    import dask.bag as db
+
+    n = p["n"]
+    cluster, client = dask_cluster(2, 1, True)
+    try:
+        def work():
+            b = db.range(n, npartitions=p["npartitions"]).map(pair)
+            return b.groupby(first, shuffle="disk").map(group_len).compute()
+
+        seconds, sizes = timed(work)
+    finally:
+        client.close()
+        cluster.close()
+    if sum(sizes) != n:
+        raise RuntimeError("pairs lost in the shuffle")
+    return seconds, n, {"groups": len(sizes)}
+
+
 RUNNERS = {
     ("dask", "array-seed"): dask_array_seed,
     ("dask", "array-chunks"): dask_array_chunks,
@@ -807,6 +946,9 @@ RUNNERS = {
     ("ray", "actor-roundtrip"): ray_actor_roundtrip,
     ("ray", "actor-throughput"): ray_actor_throughput,
     ("ray", "ray-tasks"): ray_ray_tasks,
+    ("dask", "bag-foldby"): dask_bag_foldby,
+    ("dask", "bag-wordcount"): dask_bag_wordcount,
+    ("dask", "bag-groupby"): dask_bag_groupby,
 }
 
 
@@ -1011,11 +1153,16 @@ def figure(name, line):
         return f"{fmt_seconds(line['median_rtt_us'] * 1e-6)}/round trip", line["median_rtt_us"], False
     if name == "cluster-transfer":
         return f"{fmt_num(line['gb_per_s'])} GB/s", line["gb_per_s"], True
+    if name == "bag-wordcount":
+        return f"{fmt_num(line['throughput'] / 1e6)} MB/s", line["throughput"], True
+    if name in ("bag-foldby", "bag-groupby"):
+        unit = "elements/s" if name == "bag-foldby" else "pairs/s"
+        return f"{fmt_num(line['throughput'])} {unit} ({fmt_seconds(line['median_s'])})", line["throughput"], True
     return fmt_seconds(line["median_s"]), line["median_s"], False
 
 
 RSS_SHOWN = ("threads-noop", "cluster-noop", "array-seed", "array-chunks", "cluster-transfer",
-             "actor-throughput", "ray-tasks")
+             "actor-throughput", "ray-tasks", "bag-wordcount", "bag-groupby")
 
 
 def rss(line):

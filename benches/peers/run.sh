@@ -22,7 +22,7 @@ results="$repo/target/peers-results.jsonl"
 table="$repo/target/peers-results.md"
 python=${PYTHON:-python3}
 
-all_names=(array-seed array-chunks threads-noop cluster-noop cluster-chain net-rtt cluster-transfer cluster-startup actor-roundtrip actor-throughput ray-tasks)
+all_names=(array-seed array-chunks threads-noop cluster-noop cluster-chain net-rtt cluster-transfer cluster-startup actor-roundtrip actor-throughput ray-tasks bag-foldby bag-wordcount bag-groupby)
 is_bench() {
     local n
     for n in "${all_names[@]}"; do [[ $n == "$1" ]] && return 0; done

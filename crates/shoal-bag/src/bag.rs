@@ -181,7 +181,7 @@ impl<T> Bag<T> {
     /// This bag with one more fused step.
     pub(crate) fn with_step<U>(&self, step: Step) -> Bag<U> {
         let mut chain = (*self.chain).clone();
-        chain.local_only = self.local_only_with(&[step.func()]);
+        chain.local_only = self.local_only_with(&step.func().into_iter().collect::<Vec<_>>());
         chain.name = step.short_name();
         chain.steps.push(step);
         Bag::from_chain(chain)

@@ -13,7 +13,7 @@ use shoal_graph::partition::{Encoded, Partition};
 use shoal_graph::remote::{Registration, RemoteFunc};
 
 use crate::number::{Moments, Number, Ordered};
-use crate::step::{Func, Plan};
+use crate::step::{Func, Plan, Source};
 
 /// Distinct keys (their encodings) and a value for each, in the same order.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -205,15 +205,36 @@ pub(crate) fn frequencies_partial(
 ) -> Result<Keyed, TaskError> {
     let mut slots = Slots::default();
     let mut counts = Vec::<u64>::new();
-    plan.for_each_chunk(input, extras, &mut |part| {
-        part.for_each_encoded(&mut |item| {
-            let slot = slots.slot(item);
-            if slot == counts.len() {
-                counts.push(0);
+    let mut count = |key: &[u8]| {
+        let slot = slots.slot(key);
+        if slot == counts.len() {
+            counts.push(0);
+        }
+        counts[slot] += 1;
+    };
+    match plan.split_words_last() {
+        // Words are counted where they lie in their lines: a word count
+        // allocates nothing per word (nor, reading a file, per line).
+        Some(before) => {
+            let mut scratch = Vec::new();
+            let mut count_words = |line: &str| -> Result<(), TaskError> {
+                for word in line.split_whitespace() {
+                    scratch.clear();
+                    postcard::to_io(word, &mut scratch)
+                        .map_err(|e| TaskError::Failed(format!("a word could not be encoded: {e}")))?;
+                    count(&scratch);
+                }
+                Ok(())
+            };
+            match (&before.source, before.steps.is_empty()) {
+                (Source::Text { path }, true) => crate::text::for_each_line(path, &mut count_words)?,
+                _ => before.for_each_chunk(input, extras, &mut |lines| {
+                    lines.into_vec::<String>()?.iter().try_for_each(|line| count_words(line))
+                })?,
             }
-            counts[slot] += 1;
-        })
-    })?;
+        }
+        None => plan.for_each_chunk(input, extras, &mut |part| part.for_each_encoded(&mut count))?,
+    }
     let keys = slots.into_keys();
     Ok(Keyed { keys, values: Partition::from_vec(counts) })
 }

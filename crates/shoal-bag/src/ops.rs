@@ -596,6 +596,21 @@ impl<T: Element + Ordered> Bag<T> {
 }
 
 impl Bag<String> {
+    /// Each string split at whitespace, the words in one bag (Dask's
+    /// `.str.split().flatten()`). Followed by `frequencies`, the words are
+    /// counted where they lie in their lines, never copied out.
+    ///
+    /// ```
+    /// let lines = shoal_bag::from_sequence(["a b", " b  c "].map(String::from));
+    /// assert_eq!(lines.split_whitespace().compute()?, ["a", "b", "b", "c"]);
+    /// let counts = lines.split_whitespace().frequencies(true).compute()?;
+    /// assert_eq!(counts[0], ("b".to_string(), 2));
+    /// # Ok::<(), shoal_bag::BagError>(())
+    /// ```
+    pub fn split_whitespace(&self) -> Bag<String> {
+        self.with_step(Step::SplitWhitespace)
+    }
+
     /// Writes each partition to a text file, one element per line, and
     /// returns the paths written. `pattern` has a `*` that becomes the
     /// partition's number (`out/part-*.txt.gz`; `.gz` and `.zst` compress),

@@ -94,33 +94,52 @@ pub(crate) enum Step {
         extra: usize,
         broadcast: bool,
     },
+    /// Strings split at whitespace, the pieces flattened (Dask's
+    /// `.str.split().flatten()`): built in, so a count after it can look
+    /// the words up where they lie in the line.
+    SplitWhitespace,
 }
 
 impl Step {
-    pub(crate) fn func(&self) -> &Func {
+    /// The user's function, for steps that have one.
+    pub(crate) fn func(&self) -> Option<&Func> {
         match self {
-            Step::Map(f) | Step::Filter(f) | Step::FlatMap(f) | Step::MapPartitions(f) => f,
-            Step::MapWith { func, .. } => func,
+            Step::Map(f) | Step::Filter(f) | Step::FlatMap(f) | Step::MapPartitions(f) => Some(f),
+            Step::MapWith { func, .. } => Some(func),
+            Step::SplitWhitespace => None,
         }
     }
 
     pub(crate) fn short_name(&self) -> String {
-        self.func().short_name()
+        match self.func() {
+            Some(f) => f.short_name(),
+            None => "split".to_string(),
+        }
+    }
+
+    /// Whether the step maps each element on its own (so a partition can
+    /// go through it in chunks).
+    fn is_elementwise(&self) -> bool {
+        matches!(self, Step::Map(_) | Step::Filter(_) | Step::FlatMap(_) | Step::SplitWhitespace)
     }
 
     fn run(&self, input: Partition, extras: &[Partition]) -> Result<Partition, TaskError> {
-        let f = self.func();
-        let ops = f.elements();
         match self {
-            Step::Map(_) => ops.map(f.name())?(input),
-            Step::Filter(_) => ops.filter(f.name())?(input),
-            Step::FlatMap(_) => ops.flat_map(f.name())?(input),
-            Step::MapPartitions(_) => ops.map_partition(f.name())?(input),
-            Step::MapWith { extra, broadcast, .. } => {
+            Step::Map(f) => f.elements().map(f.name())?(input),
+            Step::Filter(f) => f.elements().filter(f.name())?(input),
+            Step::FlatMap(f) => f.elements().flat_map(f.name())?(input),
+            Step::MapPartitions(f) => f.elements().map_partition(f.name())?(input),
+            Step::MapWith { func, extra, broadcast } => {
                 let other = extras
                     .get(*extra)
-                    .ok_or_else(|| TaskError::Failed(format!("`{}` has no second input", f.name())))?;
-                ops.map_with(f.name())?(input, other, *broadcast)
+                    .ok_or_else(|| TaskError::Failed(format!("`{}` has no second input", func.name())))?;
+                func.elements().map_with(func.name())?(input, other, *broadcast)
+            }
+            Step::SplitWhitespace => {
+                let lines = input.into_vec::<String>()?;
+                let words: Vec<String> =
+                    lines.iter().flat_map(|line| line.split_whitespace().map(str::to_owned)).collect();
+                Ok(Partition::from_vec(words))
             }
         }
     }
@@ -149,6 +168,14 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    /// The plan before a last `split_whitespace` step, if that is its last.
+    pub(crate) fn split_words_last(&self) -> Option<Plan> {
+        match self.steps.split_last() {
+            Some((Step::SplitWhitespace, before)) => Some(Plan { source: self.source.clone(), steps: before.to_vec() }),
+            _ => None,
+        }
+    }
+
     /// Runs the plan and gives `f` its output in chunks: a text file
     /// streams through elementwise steps a few thousand lines at a time,
     /// so a reduction after them never holds the whole file; any other
@@ -159,7 +186,7 @@ impl Plan {
         extras: Vec<Partition>,
         f: &mut dyn FnMut(Partition) -> Result<(), TaskError>,
     ) -> Result<(), TaskError> {
-        let elementwise = self.steps.iter().all(|s| matches!(s, Step::Map(_) | Step::Filter(_) | Step::FlatMap(_)));
+        let elementwise = self.steps.iter().all(Step::is_elementwise);
         match &self.source {
             Source::Text { path } if elementwise => crate::text::for_each_chunk(path, TEXT_CHUNK_LINES, &mut |lines| {
                 let mut part = lines;

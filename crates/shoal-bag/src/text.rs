@@ -55,6 +55,28 @@ pub(crate) fn for_each_chunk(
     lines: usize,
     f: &mut dyn FnMut(Partition) -> Result<(), TaskError>,
 ) -> Result<(), TaskError> {
+    let mut chunk = Vec::new();
+    let mut any = false;
+    for_each_line(path, &mut |line| {
+        any = true;
+        chunk.push(line.to_owned());
+        if chunk.len() >= lines {
+            f(Partition::from_vec(std::mem::take(&mut chunk)))?;
+        }
+        Ok(())
+    })?;
+    if !chunk.is_empty() || !any {
+        f(Partition::from_vec(chunk))?;
+    }
+    Ok(())
+}
+
+/// Calls `f` with each line of the file at `path`, without its line end,
+/// in one reused buffer, until it fails.
+///
+/// # Errors
+/// As [`read_lines`], or `f`'s failure.
+pub(crate) fn for_each_line(path: &str, f: &mut dyn FnMut(&str) -> Result<(), TaskError>) -> Result<(), TaskError> {
     let file = File::open(path).map_err(|e| io_error(path, "cannot open", e))?;
     let reader: Box<dyn Read> = match compression(Path::new(path)) {
         Compression::None => Box::new(file),
@@ -65,7 +87,6 @@ pub(crate) fn for_each_chunk(
         ),
     };
     let mut reader = BufReader::with_capacity(1 << 16, reader);
-    let mut chunk = Vec::new();
     let mut line = String::new();
     let mut number = 0usize;
     loop {
@@ -73,23 +94,11 @@ pub(crate) fn for_each_chunk(
         number += 1;
         let n = reader.read_line(&mut line).map_err(|e| io_error(path, &format!("cannot read line {number} of"), e))?;
         if n == 0 {
-            break;
+            return Ok(());
         }
-        if line.ends_with('\n') {
-            line.pop();
-            if line.ends_with('\r') {
-                line.pop();
-            }
-        }
-        chunk.push(line.clone());
-        if chunk.len() >= lines {
-            f(Partition::from_vec(std::mem::take(&mut chunk)))?;
-        }
+        let text = line.strip_suffix('\n').unwrap_or(&line);
+        f(text.strip_suffix('\r').unwrap_or(text))?;
     }
-    if !chunk.is_empty() || number == 1 {
-        f(Partition::from_vec(chunk))?;
-    }
-    Ok(())
 }
 
 /// Writes `lines` to `path`, one per line, compressed by its extension;

@@ -22,11 +22,11 @@ pub(super) fn benchmarks() -> Vec<Benchmark> {
         },
         Benchmark {
             name: "bag-wordcount",
-            about: "word frequencies of a generated corpus in gzip files: bag on a LocalCluster 2x1, or one Rust thread",
+            about: "word frequencies of a generated corpus in gzip files: bag (split_whitespace, or flat_map of a remote fn) on a LocalCluster 2x1, or one Rust thread",
             unit: "bytes/s",
             params: |quick| {
                 let (mb, files) = if quick { (64, 8) } else { (1024, 64) };
-                vec![json!({"mb": mb, "files": files, "via": "bag"}), json!({"mb": mb, "files": files, "via": "rust"})]
+                ["bag", "bag-flat_map", "rust"].map(|via| json!({"mb": mb, "files": files, "via": via})).to_vec()
             },
             run: wordcount,
         },
@@ -199,23 +199,29 @@ fn wordcount(params: &Value) -> anyhow::Result<Sample> {
     let (dir, bytes) = corpus(mb, files)?;
     let pattern = dir.join("part-*.txt.gz").to_string_lossy().into_owned();
     let mut extra = Map::new();
-    let (seconds, distinct, total) = match params.get("via").and_then(Value::as_str).unwrap_or("bag") {
+    let via = params.get("via").and_then(Value::as_str).unwrap_or("bag");
+    let (seconds, distinct, total) = match via {
         "rust" => {
             let paths: Vec<PathBuf> = glob_files(&dir)?;
             let (seconds, counts) = timed(|| count_words(&paths));
             let counts = counts?;
             (seconds, counts.len(), counts.values().sum::<u64>())
         }
-        "bag" => {
+        "bag" | "bag-flat_map" => {
             let (_cluster, client) = cluster()?;
             let (seconds, counts) = timed(|| -> anyhow::Result<Vec<(String, u64)>> {
-                Ok(bag::from_text_files(&pattern)?.flat_map(words).frequencies(false).compute_with(&client)?)
+                let lines = bag::from_text_files(&pattern)?;
+                let words = match via {
+                    "bag" => lines.split_whitespace(),
+                    _ => lines.flat_map(words),
+                };
+                Ok(words.frequencies(false).compute_with(&client)?)
             });
             let counts = counts?;
             peaks(&client, &mut extra)?;
             (seconds, counts.len(), counts.iter().map(|c| c.1).sum::<u64>())
         }
-        other => anyhow::bail!("via {other:?} is neither \"bag\" nor \"rust\""),
+        other => anyhow::bail!("via {other:?} is not \"bag\", \"bag-flat_map\" or \"rust\""),
     };
     ensure!(distinct > 1_000 && total > bytes / 20, "implausible counts: {distinct} words, {total} in all");
     extra.insert("distinct_words".into(), json!(distinct));

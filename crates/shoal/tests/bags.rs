@@ -282,3 +282,39 @@ fn group_size(group: (i64, Vec<i64>)) -> i64 {
 fn group_sum(group: (i64, Vec<i64>)) -> i64 {
     group.1.iter().sum()
 }
+
+#[shoal::remote]
+fn shout(line: String) -> String {
+    line.to_uppercase()
+}
+
+#[test]
+fn word_counts_agree_on_every_path() {
+    let dir = std::env::temp_dir().join(format!("shoal-bag-words-{}", std::process::id()));
+    let lines: Vec<String> = (0..3_000).map(|i| format!("the {} fox  jumps\tover {}", i % 7, i % 13)).collect();
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for w in lines.iter().flat_map(|l| l.split_whitespace()) {
+        *expected.entry(w.to_string()).or_default() += 1;
+    }
+    let expected: Vec<(String, u64)> = expected.into_iter().collect();
+    let pattern = dir.join("words-*.txt.gz").to_string_lossy().into_owned();
+    bag::from_sequence_npartitions(lines.clone(), 3).to_text_files_with(&pattern, threads()).expect("writes");
+    for client in [threads(), cluster()] {
+        let files = bag::from_text_files(&pattern).expect("files");
+        let in_memory = bag::from_sequence_npartitions(lines.clone(), 5);
+        // Straight from the files (no copy per word), after a step (chunks
+        // of lines), and from memory.
+        assert_eq!(sorted(files.split_whitespace().frequencies(false).compute_with(client).expect("files")), expected);
+        assert_eq!(
+            sorted(in_memory.split_whitespace().frequencies(false).compute_with(client).expect("memory")),
+            expected
+        );
+        let shouted = sorted(files.map(shout).split_whitespace().frequencies(false).compute_with(client).expect("map"));
+        let upper: Vec<(String, u64)> = expected.iter().map(|(w, n)| (w.to_uppercase(), *n)).collect();
+        assert_eq!(shouted, upper);
+        let words = files.split_whitespace();
+        assert_eq!(words.count().compute_with(client).expect("count"), 18_000);
+        assert_eq!(words.take_with(2, client).expect("take"), ["the", "0"]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
