@@ -18,13 +18,16 @@
 //! 9. classes become actors: a `Counter` on a worker, its methods called
 //!    from here;
 //! 10. Ray's spelling: `increment.remote(x)`, `shoal::get`, and four
-//!     `Counter::remote()` actors.
+//!     `Counter::remote()` actors;
+//! 11. bags: `from_sequence(range(10))` mapped with `double`, then filter,
+//!     foldby and a word count, each partition's steps fused into one task.
 //!
 //! Run it with `cargo run --release -p shoal --example tutorial`.
 
 use std::time::{Duration, Instant};
 
 use shoal::array::{self, RandomState};
+use shoal::bag;
 use shoal::jobqueue::{JobQueueCluster, Manager};
 use shoal::{Client, Delayed, LocalCluster, ProgressBar, as_completed, delayed};
 
@@ -42,6 +45,21 @@ fn inc(x: i64) -> i64 {
 #[shoal::remote]
 fn add(a: i64, b: i64) -> i64 {
     std::thread::sleep(Duration::from_millis(100));
+    a + b
+}
+
+#[shoal::remote]
+fn is_even(x: i64) -> bool {
+    x % 2 == 0
+}
+
+#[shoal::remote]
+fn last_digit(x: i64) -> i64 {
+    x % 10
+}
+
+#[shoal::remote]
+fn plus(a: i64, b: i64) -> i64 {
     a + b
 }
 
@@ -249,5 +267,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let counters: Vec<CounterHandle> = (0..4).map(|_| Counter::remote()).collect();
     let futures: Vec<_> = counters.iter().map(|c| c.increment().remote()).collect();
     println!("ray.get([c.increment.remote() for c in counters]) -> {:?}", shoal::get(&futures)?);
+
+    println!("\n## 11. Bags: map, filter, fold and groupby over plain values");
+    // Dask: b = db.from_sequence(range(10)); b.map(double).compute()
+    let b = bag::from_sequence(0..10i64);
+    println!("{b}");
+    println!("b.map(double).compute() -> {:?}", b.map(double).compute_with(&client)?);
+    let numbers = bag::range(1_000_000, 20).map(double).filter(is_even);
+    println!("sum of 2x over range(1 000 000): {}", numbers.fold(plus, plus, None).compute_with(&client)?);
+    let mut by_digit = numbers.foldby(last_digit, plus, None, plus).compute_with(&client)?;
+    by_digit.sort();
+    println!("foldby(last digit, +): {by_digit:?}");
+    let mut groups = bag::range(10, 3).groupby(is_even).compute_with(&client)?;
+    groups.sort();
+    println!("range(10).groupby(is_even) -> {groups:?}");
+    let text = bag::from_sequence(["the quick brown fox", "jumps over the lazy dog", "the end"].map(String::from));
+    let common = text.split_whitespace().frequencies(true).take_with(2, &client)?;
+    println!("most common words: {common:?}");
     Ok(())
 }
