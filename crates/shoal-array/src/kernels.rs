@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use ndarray::ArrayD;
-use shoal_graph::remote::{Registration, RemoteFunc};
 
 use crate::assemble::{self, Assembly};
 use crate::chunk::Chunk;
@@ -98,15 +97,7 @@ pub(crate) fn from_ndarray<T: Element>(data: ArrayD<T>, shape: Vec<usize>) -> Re
     Ok(T::into_chunk(data.as_standard_layout().into_owned()))
 }
 
-macro_rules! register {
-    ($($name:literal => $params:ty, $f:expr;)*) => {$(
-        inventory::submit! {
-            Registration::new(concat!(module_path!(), "::", $name), || RemoteFunc::new::<$params, _>($f))
-        }
-    )*};
-}
-
-register! {
+shoal_graph::register_remote! {
     "blockwise" => (Arc<Program>, At, Vec<Chunk>), blockwise;
     "reduce_chunk" => (Arc<Program>, At, Arc<ReduceSpec>, Vec<Chunk>), reduce_chunk;
     "reduce_combine" => (Arc<ReduceSpec>, Vec<Partial>), reduce_combine;

@@ -78,6 +78,21 @@ macro_rules! call_chain {
 }
 pub(crate) use call_chain;
 
+/// One task per partition: its chain, then `kernel` (with more arguments)
+/// as the sink named `sink`.
+macro_rules! per_partition {
+    ($bag:expr, $sink:expr, $kernel:expr $(, $arg:expr)*) => {
+        $bag.chain_tasks(Some($sink))
+            .into_iter()
+            .map(|t| {
+                let o = $crate::bag::opts(&t.name);
+                $crate::bag::call_chain!(&o, $kernel, t $(, $arg)*)
+            })
+            .collect::<Vec<_>>()
+    };
+}
+pub(crate) use per_partition;
+
 pub(crate) fn opts(name: &str) -> TaskOptions {
     TaskOptions::new().pure(true).name(name)
 }
@@ -181,7 +196,7 @@ impl<T> Bag<T> {
     /// This bag with one more fused step.
     pub(crate) fn with_step<U>(&self, step: Step) -> Bag<U> {
         let mut chain = (*self.chain).clone();
-        chain.local_only = self.local_only_with(&step.func().into_iter().collect::<Vec<_>>());
+        chain.local_only = self.local_only_with(step.func().as_slice());
         chain.name = step.short_name();
         chain.steps.push(step);
         Bag::from_chain(chain)
@@ -460,10 +475,6 @@ pub fn from_futures<T: Element>(parts: Vec<Future<Partition>>) -> Bag<T> {
 
 fn from_futures_named<T>(parts: Vec<Future<Partition>>, name: &str) -> Bag<T> {
     let o = opts(name);
-    let tasks = parts.iter().map(|f| delayed_with(&o, kernels::literal, (f,))).collect();
-    Bag::from_bases(tasks_to_bases(tasks), name)
-}
-
-fn tasks_to_bases(tasks: Vec<Delayed<Partition>>) -> Vec<Base> {
-    tasks.into_iter().map(Base::Task).collect()
+    let bases = parts.iter().map(|f| Base::Task(delayed_with(&o, kernels::literal, (f,)))).collect();
+    Bag::from_bases(bases, name)
 }

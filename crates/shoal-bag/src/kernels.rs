@@ -6,11 +6,9 @@
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use shoal_graph::TaskError;
-use shoal_graph::partition::{Encoded, Partition};
-use shoal_graph::remote::{Registration, RemoteFunc};
+use shoal_graph::partition::{Distinct, Encoded, Partition};
 
 use crate::number::{Moments, Number, Ordered};
 use crate::step::{Func, Plan, Source};
@@ -146,52 +144,6 @@ pub(crate) fn keyed_pairs(keyed: Keyed) -> Result<Partition, TaskError> {
     Ok(Partition::from_encoded(pairs))
 }
 
-/// The distinct encodings seen so far, each with its slot (the order it
-/// was first seen in). Only the hash and the slot live in the table; the
-/// bytes live once, in `keys`.
-#[derive(Default)]
-struct Slots {
-    table: hashbrown::HashTable<usize>,
-    keys: Encoded,
-}
-
-impl Slots {
-    /// The slot of `key`: a new one, `len()` before the call, when unseen.
-    fn slot(&mut self, key: &[u8]) -> usize {
-        let hash = xxhash_rust::xxh3::xxh3_64(key);
-        let keys = &mut self.keys;
-        match self.table.find(hash, |&slot| keys.get(slot) == key) {
-            Some(&slot) => slot,
-            None => {
-                let slot = keys.len();
-                keys.push_raw(&[key]);
-                self.table.insert_unique(hash, slot, |&s| xxhash_rust::xxh3::xxh3_64(keys.get(s)));
-                slot
-            }
-        }
-    }
-
-    fn into_keys(self) -> Encoded {
-        self.keys
-    }
-}
-
-/// Counts equal elements (equal encodings) into `slots`.
-fn count_into<'a>(
-    slots: &mut FxHashMap<&'a [u8], usize>,
-    distinct: &mut Encoded,
-    counts: &mut Vec<u64>,
-    key: &'a [u8],
-    n: u64,
-) {
-    let slot = *slots.entry(key).or_insert_with(|| {
-        distinct.push_raw(&[key]);
-        counts.push(0);
-        counts.len() - 1
-    });
-    counts[slot] += n;
-}
-
 /// A chain, then how often each element occurs in the partition. Each
 /// element is encoded once into a scratch buffer and looked up; only
 /// distinct ones are kept.
@@ -203,7 +155,7 @@ pub(crate) fn frequencies_partial(
     input: Partition,
     extras: Vec<Partition>,
 ) -> Result<Keyed, TaskError> {
-    let mut slots = Slots::default();
+    let mut slots = Distinct::default();
     let mut counts = Vec::<u64>::new();
     let mut count = |key: &[u8]| {
         let slot = slots.slot(key);
@@ -244,15 +196,18 @@ pub(crate) fn frequencies_partial(
 /// # Errors
 /// When a part's counts are not counts.
 pub(crate) fn frequencies_combine(parts: Vec<Keyed>) -> Result<Keyed, TaskError> {
-    let counted: Vec<Vec<u64>> = parts.iter().map(|p| p.values.clone().into_vec::<u64>()).collect::<Result<_, _>>()?;
-    let mut slots = FxHashMap::default();
-    let (mut keys, mut counts) = (Encoded::default(), Vec::new());
-    for (part, values) in parts.iter().zip(&counted) {
-        for (key, &n) in part.keys.iter().zip(values) {
-            count_into(&mut slots, &mut keys, &mut counts, key, n);
+    let mut distinct = Distinct::default();
+    let mut counts = Vec::<u64>::new();
+    for part in parts {
+        for (key, n) in part.keys.iter().zip(part.values.into_vec::<u64>()?) {
+            let slot = distinct.slot(key);
+            if slot == counts.len() {
+                counts.push(0);
+            }
+            counts[slot] += n;
         }
     }
-    Ok(Keyed { keys, values: Partition::from_vec(counts) })
+    Ok(Keyed { keys: distinct.into_keys(), values: Partition::from_vec(counts) })
 }
 
 /// Counts as pairs `(element, count)`, most frequent first when `sort`.
@@ -267,27 +222,24 @@ pub(crate) fn frequencies_pairs(keyed: Keyed, sort: bool) -> Result<Partition, T
         order.sort_by(|&a, &b| counts[b].cmp(&counts[a]));
     }
     let mut pairs = Encoded::default();
+    // A u64's varint takes at most 10 bytes.
+    let mut count = [0u8; 10];
     for i in order {
-        let mut count = Encoded::default();
-        count.push(&counts[i])?;
-        pairs.push_raw(&[keyed.keys.get(i), count.get(0)]);
+        let len = postcard::to_slice(&counts[i], &mut count).map(|c| c.len()).unwrap_or(0);
+        pairs.push_raw(&[keyed.keys.get(i), &count[..len]]);
     }
     Ok(Partition::from_encoded(pairs))
 }
 
 /// Keeps the first of equal elements.
 fn unique(parts: &[Partition]) -> Result<Partition, TaskError> {
-    let encoded: Vec<_> = parts.iter().map(Partition::encoded).collect::<Result<_, _>>()?;
-    let mut seen = rustc_hash::FxHashSet::default();
-    let mut out = Encoded::default();
-    for part in &encoded {
-        for item in part.iter() {
-            if seen.insert(item) {
-                out.push_raw(&[item]);
-            }
-        }
+    let mut distinct = Distinct::default();
+    for part in parts {
+        part.for_each_encoded(&mut |item| {
+            distinct.slot(item);
+        })?;
     }
-    Ok(Partition::from_encoded(out))
+    Ok(Partition::from_encoded(distinct.into_keys()))
 }
 
 /// A chain, then its distinct elements.
@@ -380,20 +332,20 @@ pub(crate) fn bucket(buckets: Buckets, j: usize) -> Result<Bucket, TaskError> {
 /// # Errors
 /// Never for well-formed buckets.
 pub(crate) fn group(parts: Vec<Bucket>) -> Result<Partition, TaskError> {
-    let mut slots: FxHashMap<&[u8], usize> = FxHashMap::default();
-    let mut groups: Vec<(&[u8], Vec<&[u8]>)> = Vec::new();
+    let mut distinct = Distinct::default();
+    let mut groups: Vec<Vec<&[u8]>> = Vec::new();
     for part in &parts {
         for (k, item) in part.keys.iter().zip(part.items.iter()) {
-            let slot = *slots.entry(k).or_insert_with(|| {
-                groups.push((k, Vec::new()));
-                groups.len() - 1
-            });
-            groups[slot].1.push(item);
+            let slot = distinct.slot(k);
+            if slot == groups.len() {
+                groups.push(Vec::new());
+            }
+            groups[slot].push(item);
         }
     }
     let mut out = Encoded::default();
-    for (k, items) in groups {
-        out.push_group(k, items.into_iter());
+    for (i, items) in groups.into_iter().enumerate() {
+        out.push_group(distinct.keys().get(i), items.into_iter());
     }
     Ok(Partition::from_encoded(out))
 }
@@ -613,15 +565,7 @@ pub(crate) fn topk_combine<T: Ordered>(parts: Vec<Partition>, k: usize, largest:
 
 type Input = (Arc<Plan>, Partition, Vec<Partition>);
 
-macro_rules! register {
-    ($($name:expr => $params:ty, $f:expr;)*) => {$(
-        inventory::submit! {
-            Registration::new(concat!(module_path!(), "::", $name), || RemoteFunc::new::<$params, _>($f))
-        }
-    )*};
-}
-
-register! {
+shoal_graph::register_remote! {
     "literal" => (Partition,), literal;
     "run" => Input, run;
     "fold_partial" => (Arc<Plan>, Partition, Vec<Partition>, Func, Option<Partition>), fold_partial;
@@ -652,7 +596,7 @@ register! {
 
 macro_rules! register_numbers {
     ($($t:ty),*) => {$(
-        register! {
+        shoal_graph::register_remote! {
             concat!("sum<", stringify!($t), ">") => Input, sum::<$t>;
             concat!("sum_combine<", stringify!($t), ">") => (Vec<Partition>,), sum_combine::<$t>;
             concat!("extreme<", stringify!($t), ">") => (Arc<Plan>, Partition, Vec<Partition>, bool), extreme::<$t>;
@@ -666,7 +610,7 @@ register_numbers!(i64, i32, u64, u32, usize, f64, f32);
 
 macro_rules! register_ordered {
     ($($t:ty),*) => {$(
-        register! {
+        shoal_graph::register_remote! {
             concat!("topk<", stringify!($t), ">") => (Arc<Plan>, Partition, Vec<Partition>, usize, bool), topk::<$t>;
             concat!("topk_combine<", stringify!($t), ">") => (Vec<Partition>, usize, bool), topk_combine::<$t>;
         }

@@ -9,7 +9,7 @@ use shoal_graph::elements::Elements;
 use shoal_graph::partition::Partition;
 
 use crate::BagError;
-use crate::bag::{Bag, Element, call_chain, opts};
+use crate::bag::{Bag, Element, call_chain, opts, per_partition};
 use crate::kernels::{self, Keyed};
 use crate::number::{Moments, Number, Ordered};
 use crate::step::{Func, Step};
@@ -209,14 +209,8 @@ impl<T: Element> Bag<T> {
         let binop = Func::new::<F>(Elements::binary::<A, T, O1, F>(binop));
         let combine = Func::new::<G>(Elements::binary::<A, A, O2, G>(combine));
         let init = initial.map(|a| Partition::from_vec(vec![a]));
-        let partials: Vec<Delayed<Partition>> = self
-            .chain_tasks(Some("fold"))
-            .into_iter()
-            .map(|t| {
-                let o = opts(&t.name);
-                call_chain!(&o, kernels::fold_partial, t, binop.clone(), init.clone())
-            })
-            .collect();
+        let partials: Vec<Delayed<Partition>> =
+            per_partition!(self, "fold", kernels::fold_partial, binop.clone(), init.clone());
         let o = opts("fold-combine");
         let top = tree(partials, self.chain.split_every, |group| {
             delayed_with(&o, kernels::fold_combine, (combine.clone(), None::<Partition>, group))
@@ -243,14 +237,7 @@ impl<T: Element> Bag<T> {
     {
         let per = Func::new::<P>(Elements::partition_of::<T, O1, P>(perpartition));
         let agg = Func::new::<G>(Elements::partition_of::<R, O2, G>(aggregate));
-        let partials: Vec<Delayed<Partition>> = self
-            .chain_tasks(Some("reduction"))
-            .into_iter()
-            .map(|t| {
-                let o = opts(&t.name);
-                call_chain!(&o, kernels::reduce_partial, t, per.clone())
-            })
-            .collect();
+        let partials: Vec<Delayed<Partition>> = per_partition!(self, "reduction", kernels::reduce_partial, per.clone());
         let o = opts("reduction-aggregate");
         let top = tree(partials, self.chain.split_every, |group| {
             delayed_with(&o, kernels::reduce_combine, (agg.clone(), group))
@@ -301,14 +288,8 @@ impl<T: Element> Bag<T> {
         let binop = Func::new::<F>(Elements::binary::<A, T, O2, F>(binop));
         let combine = Func::new::<G>(Elements::binary::<A, A, O3, G>(combine));
         let init = initial.map(|a| Partition::from_vec(vec![a]));
-        let partials: Vec<Delayed<Keyed>> = self
-            .chain_tasks(Some("foldby"))
-            .into_iter()
-            .map(|t| {
-                let o = opts(&t.name);
-                call_chain!(&o, kernels::foldby_partial, t, key.clone(), binop.clone(), init.clone())
-            })
-            .collect();
+        let partials: Vec<Delayed<Keyed>> =
+            per_partition!(self, "foldby", kernels::foldby_partial, key.clone(), binop.clone(), init.clone());
         let o = opts("foldby-combine");
         let top = tree(partials, self.chain.split_every, |group| {
             delayed_with(&o, kernels::foldby_combine, (combine.clone(), None::<Partition>, group))
@@ -348,14 +329,7 @@ impl<T: Element> Bag<T> {
     {
         let key = Func::new::<KF>(Elements::unary::<T, Out, KF>(key));
         let n = npartitions.max(1);
-        let splits: Vec<Delayed<kernels::Buckets>> = self
-            .chain_tasks(Some("split"))
-            .into_iter()
-            .map(|t| {
-                let o = opts(&t.name);
-                call_chain!(&o, kernels::split, t, key.clone(), n)
-            })
-            .collect();
+        let splits: Vec<Delayed<kernels::Buckets>> = per_partition!(self, "split", kernels::split, key.clone(), n);
         let o = opts("shuffle-bucket");
         let g = opts("groupby");
         let groups = (0..n)
@@ -378,14 +352,7 @@ impl<T: Element> Bag<T> {
     /// # Ok::<(), shoal_bag::BagError>(())
     /// ```
     pub fn frequencies(&self, sort: bool) -> Bag<(T, u64)> {
-        let partials: Vec<Delayed<Keyed>> = self
-            .chain_tasks(Some("frequencies"))
-            .into_iter()
-            .map(|t| {
-                let o = opts(&t.name);
-                call_chain!(&o, kernels::frequencies_partial, t)
-            })
-            .collect();
+        let partials: Vec<Delayed<Keyed>> = per_partition!(self, "frequencies", kernels::frequencies_partial);
         let o = opts("frequencies-combine");
         let top =
             tree(partials, self.chain.split_every, |group| delayed_with(&o, kernels::frequencies_combine, (group,)));
@@ -395,14 +362,7 @@ impl<T: Element> Bag<T> {
 
     /// The distinct elements, first occurrence first, in one partition.
     pub fn distinct(&self) -> Bag<T> {
-        let partials: Vec<Delayed<Partition>> = self
-            .chain_tasks(Some("distinct"))
-            .into_iter()
-            .map(|t| {
-                let o = opts(&t.name);
-                call_chain!(&o, kernels::distinct_partial, t)
-            })
-            .collect();
+        let partials: Vec<Delayed<Partition>> = per_partition!(self, "distinct", kernels::distinct_partial);
         let o = opts("distinct-aggregate");
         let top = tree(partials, self.chain.split_every, |group| delayed_with(&o, kernels::distinct_combine, (group,)));
         self.then_tasks(vec![top], "distinct", &[])
@@ -410,14 +370,7 @@ impl<T: Element> Bag<T> {
 
     /// How many elements.
     pub fn count(&self) -> Item<u64> {
-        let partials: Vec<Delayed<Partition>> = self
-            .chain_tasks(Some("count"))
-            .into_iter()
-            .map(|t| {
-                let o = opts(&t.name);
-                call_chain!(&o, kernels::count, t)
-            })
-            .collect();
+        let partials: Vec<Delayed<Partition>> = per_partition!(self, "count", kernels::count);
         let o = opts("count-aggregate");
         let top = tree(partials, self.chain.split_every, |group| delayed_with(&o, kernels::count_combine, (group,)));
         self.item(top, &[], single::<u64>("count"))
@@ -490,14 +443,7 @@ impl<T: Element + Number> Bag<T> {
     /// # Ok::<(), shoal_bag::BagError>(())
     /// ```
     pub fn sum(&self) -> Item<T> {
-        let partials: Vec<Delayed<Partition>> = self
-            .chain_tasks(Some("sum"))
-            .into_iter()
-            .map(|t| {
-                let o = opts(&t.name);
-                call_chain!(&o, kernels::sum::<T>, t)
-            })
-            .collect();
+        let partials: Vec<Delayed<Partition>> = per_partition!(self, "sum", kernels::sum::<T>);
         let o = opts("sum-aggregate");
         let top = tree(partials, self.chain.split_every, |group| delayed_with(&o, kernels::sum_combine::<T>, (group,)));
         self.item(top, &[], single::<T>("sum"))
@@ -505,14 +451,7 @@ impl<T: Element + Number> Bag<T> {
 
     fn extreme(&self, largest: bool) -> Item<T> {
         let name = if largest { "max" } else { "min" };
-        let partials: Vec<Delayed<Partition>> = self
-            .chain_tasks(Some(name))
-            .into_iter()
-            .map(|t| {
-                let o = opts(&t.name);
-                call_chain!(&o, kernels::extreme::<T>, t, largest)
-            })
-            .collect();
+        let partials: Vec<Delayed<Partition>> = per_partition!(self, name, kernels::extreme::<T>, largest);
         let o = opts(&format!("{name}-aggregate"));
         let top = tree(partials, self.chain.split_every, |group| {
             delayed_with(&o, kernels::extreme_combine::<T>, (group, largest))
@@ -535,14 +474,7 @@ impl<T: Element + Number> Bag<T> {
         name: &'static str,
         finish: impl Fn(Moments) -> Option<f64> + Send + Sync + 'static,
     ) -> Item<f64> {
-        let partials: Vec<Delayed<Partition>> = self
-            .chain_tasks(Some(name))
-            .into_iter()
-            .map(|t| {
-                let o = opts(&t.name);
-                call_chain!(&o, kernels::moments::<T>, t)
-            })
-            .collect();
+        let partials: Vec<Delayed<Partition>> = per_partition!(self, name, kernels::moments::<T>);
         let o = opts(&format!("{name}-aggregate"));
         let top = tree(partials, self.chain.split_every, |group| delayed_with(&o, kernels::moments_combine, (group,)));
         let moments = single::<Moments>(name);
@@ -579,14 +511,7 @@ impl<T: Element + Ordered> Bag<T> {
     /// # Ok::<(), shoal_bag::BagError>(())
     /// ```
     pub fn topk(&self, k: usize) -> Bag<T> {
-        let partials: Vec<Delayed<Partition>> = self
-            .chain_tasks(Some("topk"))
-            .into_iter()
-            .map(|t| {
-                let o = opts(&t.name);
-                call_chain!(&o, kernels::topk::<T>, t, k, true)
-            })
-            .collect();
+        let partials: Vec<Delayed<Partition>> = per_partition!(self, "topk", kernels::topk::<T>, k, true);
         let o = opts("topk-aggregate");
         let top = tree(partials, self.chain.split_every, |group| {
             delayed_with(&o, kernels::topk_combine::<T>, (group, k, true))

@@ -188,13 +188,9 @@ impl Plan {
     ) -> Result<(), TaskError> {
         let elementwise = self.steps.iter().all(Step::is_elementwise);
         match &self.source {
-            Source::Text { path } if elementwise => crate::text::for_each_chunk(path, TEXT_CHUNK_LINES, &mut |lines| {
-                let mut part = lines;
-                for step in &self.steps {
-                    part = step.run(part, &[])?;
-                }
-                f(part)
-            }),
+            Source::Text { path } if elementwise => {
+                crate::text::for_each_chunk(path, TEXT_CHUNK_LINES, &mut |lines| f(self.apply(lines, &[])?))
+            }
             _ => f(self.run(input, extras)?),
         }
     }
@@ -202,13 +198,18 @@ impl Plan {
     /// Runs the plan over the task's input (empty for a source that makes
     /// its own) and the partitions `MapWith` steps read.
     pub(crate) fn run(&self, input: Partition, extras: Vec<Partition>) -> Result<Partition, TaskError> {
-        let mut part = match &self.source {
+        let part = match &self.source {
             Source::Input => input,
             Source::Range { start, stop } => Partition::from_vec((*start..*stop).collect::<Vec<i64>>()),
             Source::Text { path } => crate::text::read_lines(path)?,
         };
+        self.apply(part, &extras)
+    }
+
+    /// The steps, in order, over a partition of the source.
+    fn apply(&self, mut part: Partition, extras: &[Partition]) -> Result<Partition, TaskError> {
         for step in &self.steps {
-            part = step.run(part, &extras)?;
+            part = step.run(part, extras)?;
         }
         Ok(part)
     }

@@ -21,11 +21,10 @@
 use std::any::{Any, type_name};
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::partition::{Encoded, Partition};
+use crate::partition::{Distinct, Encoded, Partition};
 use crate::{TaskError, TaskOutput};
 
 /// A partition in, a partition out.
@@ -251,25 +250,23 @@ impl Elements {
         }));
         ops.fold_by = Some(Arc::new(move |init: Option<&Partition>, parts: Vec<Partition>, keys: &Encoded| {
             let init = first::<A>(init)?;
-            let mut slots: FxHashMap<&[u8], usize> = FxHashMap::default();
+            let mut distinct = Distinct::default();
             let mut accs: Vec<Option<A>> = Vec::new();
-            let mut distinct = Encoded::default();
             let mut keys_in_order = keys.iter();
             for part in parts {
                 for b in part.into_vec::<B>()? {
                     let key = keys_in_order
                         .next()
                         .ok_or_else(|| TaskError::Failed("fewer keys than elements in a foldby".into()))?;
-                    let slot = *slots.entry(key).or_insert_with(|| {
-                        distinct.push_raw(&[key]);
+                    let slot = distinct.slot(key);
+                    if slot == accs.len() {
                         accs.push(None);
-                        accs.len() - 1
-                    });
+                    }
                     accs[slot] = Some(step(accs[slot].take(), b, &init)?);
                 }
             }
             let values: Vec<A> = accs.into_iter().flatten().collect();
-            Ok((distinct, Partition::from_vec(values)))
+            Ok((distinct.into_keys(), Partition::from_vec(values)))
         }));
         ops
     }

@@ -291,6 +291,55 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, TaskError> {
     }
 }
 
+/// The distinct encodings seen so far, each with its slot: the order it was
+/// first seen in. Only hashes and slots live in the table; the bytes live
+/// once, in the keys. What `distinct`, `frequencies`, `foldby` and shuffles
+/// group by.
+#[derive(Default)]
+pub struct Distinct {
+    table: hashbrown::HashTable<usize>,
+    keys: Encoded,
+}
+
+impl Distinct {
+    /// The slot of `key`: a new one, [`Distinct::len`] before the call,
+    /// when it was not seen before.
+    #[inline]
+    pub fn slot(&mut self, key: &[u8]) -> usize {
+        let hash = xxhash_rust::xxh3::xxh3_64(key);
+        let keys = &mut self.keys;
+        match self.table.find(hash, |&slot| keys.get(slot) == key) {
+            Some(&slot) => slot,
+            None => {
+                let slot = keys.len();
+                keys.push_raw(&[key]);
+                self.table.insert_unique(hash, slot, |&s| xxhash_rust::xxh3::xxh3_64(keys.get(s)));
+                slot
+            }
+        }
+    }
+
+    /// How many distinct encodings.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether none was seen.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The distinct encodings, slot by slot.
+    pub fn keys(&self) -> &Encoded {
+        &self.keys
+    }
+
+    /// The distinct encodings, slot by slot.
+    pub fn into_keys(self) -> Encoded {
+        self.keys
+    }
+}
+
 impl fmt::Debug for Encoded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Encoded[{} elements, {} bytes]", self.len(), self.data.len())

@@ -46,6 +46,33 @@ impl Registration {
 
 inventory::collect!(Registration);
 
+#[doc(hidden)]
+pub use inventory as __inventory;
+
+/// Registers functions for remote workers by hand, under
+/// `this_module::name`, as `#[shoal::remote]` does: for a crate's own task
+/// functions and for instances of generic ones (`"sum<i64>" => (Vec<i64>,),
+/// sum::<i64>;`).
+///
+/// ```
+/// fn scale(x: f64, by: f64) -> f64 { x * by }
+/// shoal_graph::register_remote! {
+///     "scale" => (f64, f64), scale;
+/// }
+/// assert!(shoal_graph::remote::lookup(concat!(module_path!(), "::scale")).is_some());
+/// ```
+#[macro_export]
+macro_rules! register_remote {
+    ($($name:expr => $params:ty, $f:expr;)*) => {$(
+        $crate::remote::__inventory::submit! {
+            $crate::remote::Registration::new(
+                ::core::concat!(::core::module_path!(), "::", $name),
+                || $crate::remote::RemoteFunc::new::<$params, _>($f),
+            )
+        }
+    )*};
+}
+
 /// Why a remote call could not be encoded, decoded or made.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
