@@ -157,13 +157,7 @@ pub(crate) fn frequencies_partial(
 ) -> Result<Keyed, TaskError> {
     let mut slots = Distinct::default();
     let mut counts = Vec::<u64>::new();
-    let mut count = |key: &[u8]| {
-        let slot = slots.slot(key);
-        if slot == counts.len() {
-            counts.push(0);
-        }
-        counts[slot] += 1;
-    };
+    let mut count = |key: &[u8]| *slots.value(key, &mut counts, || 0) += 1;
     match plan.split_words_last() {
         // Words are counted where they lie in their lines: a word count
         // allocates nothing per word (nor, reading a file, per line).
@@ -200,11 +194,7 @@ pub(crate) fn frequencies_combine(parts: Vec<Keyed>) -> Result<Keyed, TaskError>
     let mut counts = Vec::<u64>::new();
     for part in parts {
         for (key, n) in part.keys.iter().zip(part.values.into_vec::<u64>()?) {
-            let slot = distinct.slot(key);
-            if slot == counts.len() {
-                counts.push(0);
-            }
-            counts[slot] += n;
+            *distinct.value(key, &mut counts, || 0) += n;
         }
     }
     Ok(Keyed { keys: distinct.into_keys(), values: Partition::from_vec(counts) })
@@ -336,11 +326,7 @@ pub(crate) fn group(parts: Vec<Bucket>) -> Result<Partition, TaskError> {
     let mut groups: Vec<Vec<&[u8]>> = Vec::new();
     for part in &parts {
         for (k, item) in part.keys.iter().zip(part.items.iter()) {
-            let slot = distinct.slot(k);
-            if slot == groups.len() {
-                groups.push(Vec::new());
-            }
-            groups[slot].push(item);
+            distinct.value(k, &mut groups, Vec::new).push(item);
         }
     }
     let mut out = Encoded::default();

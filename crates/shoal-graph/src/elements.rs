@@ -258,11 +258,8 @@ impl Elements {
                     let key = keys_in_order
                         .next()
                         .ok_or_else(|| TaskError::Failed("fewer keys than elements in a foldby".into()))?;
-                    let slot = distinct.slot(key);
-                    if slot == accs.len() {
-                        accs.push(None);
-                    }
-                    accs[slot] = Some(step(accs[slot].take(), b, &init)?);
+                    let acc = distinct.value(key, &mut accs, || None);
+                    *acc = Some(step(acc.take(), b, &init)?);
                 }
             }
             let values: Vec<A> = accs.into_iter().flatten().collect();

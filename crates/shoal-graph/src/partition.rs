@@ -369,6 +369,17 @@ impl Distinct {
         slot
     }
 
+    /// The value kept for `key` in `values`, which holds one value per
+    /// slot: made by `new` when `key` was not seen before.
+    #[inline]
+    pub fn value<'v, V>(&mut self, key: &[u8], values: &'v mut Vec<V>, new: impl FnOnce() -> V) -> &'v mut V {
+        let slot = self.slot(key);
+        if slot == values.len() {
+            values.push(new());
+        }
+        &mut values[slot]
+    }
+
     /// How many distinct encodings.
     pub fn len(&self) -> usize {
         self.keys.len()
