@@ -179,6 +179,16 @@ impl Client {
         self.inner.executor
     }
 
+    /// Whether this client can still reach its scheduler: false once the
+    /// connection has closed for good (its pending futures have failed by
+    /// then). Always true on this process's executors.
+    pub fn is_connected(&self) -> bool {
+        match &self.inner.backend {
+            Backend::Local(_) => true,
+            Backend::Cluster(state) => state.is_connected(),
+        }
+    }
+
     /// Runs `f` on `args` as a task and returns its future at once.
     ///
     /// `args` is a tuple: `(10,)` for one argument. Each argument is a value or

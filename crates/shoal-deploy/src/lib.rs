@@ -12,6 +12,8 @@
 //!   process it starts: every option, as a variable and as a flag, read and
 //!   checked in one place. [`WorkerProcess`] is the nanny that starts and
 //!   restarts a worker process from it.
+//! - [`mpi`] turns one program started by `mpirun` (or `mpiexec`, `srun`)
+//!   into a cluster: rank 0 the scheduler, rank 1 `main`, the rest workers.
 //! - [`parse_resources`], [`parse_bytes`] and [`worker_resources`] read what
 //!   users write.
 
@@ -20,6 +22,7 @@ mod error;
 pub mod jobqueue;
 mod launch;
 mod local;
+pub mod mpi;
 mod nanny;
 mod spec;
 
@@ -33,6 +36,16 @@ pub use spec::{
     SpecError, cpus_granted, detect_cpus, detect_gpus, format_resources, gpus_from, parse_bytes, parse_resources,
     worker_resources,
 };
+
+/// A fresh cluster token: 128 bits from the kernel's random source, hex.
+pub(crate) fn fresh_token() -> Result<String, DeployError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|source| DeployError::Io { what: "cannot read /dev/urandom for a cluster token", source })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
 
 /// The variable that makes a process a worker (see `shoal::init`).
 pub const WORKER_OF: &str = WorkerOption::Scheduler.env();

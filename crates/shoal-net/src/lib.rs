@@ -20,5 +20,7 @@ mod worker;
 pub use address::{ResolveError, resolve};
 pub use client::{ActorCallMsg, ActorConnection, ClientConnection, ClientError, OnMessages, process_token};
 pub use memory::resident_bytes;
-pub use scheduler::{RunningScheduler, SchedulerServerConfig, ServerError, start_scheduler};
+pub use scheduler::{
+    Membership, RunningScheduler, SHUTDOWN_GRACE, SchedulerServerConfig, ServerError, start_scheduler,
+};
 pub use worker::{RunningWorker, WorkerError, WorkerExit, remove_shared_files_of, route_to, start_worker};

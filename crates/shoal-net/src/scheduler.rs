@@ -36,6 +36,23 @@ pub struct SchedulerServerConfig {
     pub max_frame: usize,
     /// The state machine's tunables.
     pub scheduler: SchedulerConfig,
+    /// Told when clients and workers come and go, for a launcher whose
+    /// processes live and die together (`mpirun` mode).
+    pub membership: Option<std::sync::mpsc::Sender<Membership>>,
+}
+
+/// A client or worker joining or leaving, as [`SchedulerServerConfig::membership`]
+/// reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Membership {
+    /// A client connected.
+    ClientJoined(ClientId),
+    /// A client's connection ended.
+    ClientLeft(ClientId),
+    /// A worker registered, under this name.
+    WorkerJoined(String),
+    /// A worker's connection ended or it fell silent.
+    WorkerLeft(String),
 }
 
 impl Default for SchedulerServerConfig {
@@ -46,6 +63,7 @@ impl Default for SchedulerServerConfig {
             tick: Duration::from_millis(100),
             max_frame: shoal_proto::DEFAULT_MAX_FRAME,
             scheduler: SchedulerConfig::default(),
+            membership: None,
         }
     }
 }
@@ -70,6 +88,7 @@ pub enum ServerError {
 pub struct RunningScheduler {
     address: SocketAddr,
     service: Background,
+    shutdown: mpsc::UnboundedSender<()>,
 }
 
 impl RunningScheduler {
@@ -80,6 +99,16 @@ impl RunningScheduler {
 
     /// Stops the scheduler and waits for its thread.
     pub fn stop(mut self) {
+        self.service.stop();
+    }
+
+    /// Tells every worker to stop, waits (up to [`SHUTDOWN_GRACE`]) until
+    /// they have gone, then stops: a cluster ending as a whole, whose
+    /// workers must not wait out their death timeout.
+    pub fn shutdown(mut self) {
+        if self.shutdown.send(()).is_ok() {
+            self.service.join();
+        }
         self.service.stop();
     }
 
@@ -98,9 +127,11 @@ pub fn start_scheduler(config: SchedulerServerConfig) -> Result<RunningScheduler
         .map_err(|source| ServerError::Bind { address: config.listen, source })?;
     let address = std_listener.local_addr().map_err(|source| ServerError::Bind { address: config.listen, source })?;
     std_listener.set_nonblocking(true).map_err(|source| ServerError::Bind { address, source })?;
-    let service = Background::spawn("shoal-scheduler".into(), move |stop| serve(std_listener, config, stop))
-        .map_err(ServerError::Thread)?;
-    Ok(RunningScheduler { address, service })
+    let (shutdown, shutdown_rx) = mpsc::unbounded_channel();
+    let service =
+        Background::spawn("shoal-scheduler".into(), move |stop| serve(std_listener, config, stop, shutdown_rx))
+            .map_err(ServerError::Thread)?;
+    Ok(RunningScheduler { address, service, shutdown })
 }
 
 /// What connections tell the core.
@@ -118,6 +149,24 @@ enum Event {
 struct NetComm {
     clients: HashMap<ClientId, mpsc::UnboundedSender<Vec<u8>>>,
     workers: HashMap<WorkerId, mpsc::UnboundedSender<Vec<u8>>>,
+    /// Who is told of comings and goings, and the names it knows workers by.
+    membership: Option<std::sync::mpsc::Sender<Membership>>,
+    names: HashMap<WorkerId, String>,
+}
+
+impl NetComm {
+    fn tell(&self, change: Membership) {
+        if let Some(membership) = &self.membership {
+            let _ = membership.send(change);
+        }
+    }
+
+    /// Reports a worker gone, once, whether its connection ended or it fell silent.
+    fn worker_left(&mut self, id: WorkerId) {
+        if let Some(name) = self.names.remove(&id) {
+            self.tell(Membership::WorkerLeft(name));
+        }
+    }
 }
 
 impl Comm for NetComm {
@@ -155,7 +204,15 @@ fn send_encoded<T: serde::Serialize + ?Sized>(
     }
 }
 
-async fn serve(listener: std::net::TcpListener, config: SchedulerServerConfig, mut stop: oneshot::Receiver<()>) {
+/// How long [`RunningScheduler::shutdown`] waits for workers to leave.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+async fn serve(
+    listener: std::net::TcpListener,
+    config: SchedulerServerConfig,
+    mut stop: oneshot::Receiver<()>,
+    mut shutdown: mpsc::UnboundedReceiver<()>,
+) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -165,13 +222,20 @@ async fn serve(listener: std::net::TcpListener, config: SchedulerServerConfig, m
     };
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
     let mut scheduler = Scheduler::new(config.scheduler.clone());
-    let mut comm = NetComm::default();
+    let mut comm = NetComm { membership: config.membership.clone(), ..NetComm::default() };
+    let mut closing: Option<Instant> = None;
     let started = Instant::now();
     let now_us = || started.elapsed().as_micros() as u64;
     let mut tick = tokio::time::interval(config.tick);
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            Some(()) = shutdown.recv(), if closing.is_none() => {
+                for out in comm.workers.values() {
+                    send_encoded(Some(out), &ToWorker::Shutdown, "a worker");
+                }
+                closing = Some(Instant::now());
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
@@ -199,6 +263,13 @@ async fn serve(listener: std::net::TcpListener, config: SchedulerServerConfig, m
                 // Workers lost for silence: closing their connection tells them.
                 let known: std::collections::HashSet<WorkerId> = scheduler.workers().iter().map(|w| w.id).collect();
                 comm.workers.retain(|id, _| known.contains(id));
+                let silent: Vec<WorkerId> = comm.names.keys().filter(|id| !known.contains(id)).copied().collect();
+                for id in silent {
+                    comm.worker_left(id);
+                }
+                if closing.is_some_and(|since| comm.workers.is_empty() || since.elapsed() >= SHUTDOWN_GRACE) {
+                    break;
+                }
             }
         }
     }
@@ -226,23 +297,31 @@ fn handle_event(
             let client = scheduler.on_client_connected();
             send_welcome(&out, client.0);
             comm.clients.insert(client, out);
+            comm.tell(Membership::ClientJoined(client));
             let _ = id.send(client);
         }
         Event::Client(c, msg) => scheduler.on_client_message(c, msg, comm),
         Event::ClientLeft(c) => {
             comm.clients.remove(&c);
             scheduler.on_client_disconnected(c, comm);
+            comm.tell(Membership::ClientLeft(c));
         }
         Event::WorkerJoined { info, out, id } => {
             // The welcome, then the writer, before the first compute goes out.
             send_welcome(&out, scheduler.next_worker_id().0);
             comm.workers.insert(scheduler.next_worker_id(), out);
+            let name = info.name.clone();
             let worker = scheduler.on_worker_registered(info, now_us, comm);
+            if comm.membership.is_some() {
+                comm.names.insert(worker, name.clone());
+                comm.tell(Membership::WorkerJoined(name));
+            }
             let _ = id.send(worker);
         }
         Event::WorkerLeft(w) => {
             comm.workers.remove(&w);
             scheduler.on_worker_lost(w, comm);
+            comm.worker_left(w);
         }
     }
 }

@@ -89,7 +89,9 @@ pub use shoal_worker::SameHostTransfer;
 
 mod role;
 
-pub use role::{RESTART_EXIT_CODE, WORKER_OF, init, is_worker};
+pub use role::{RESTART_EXIT_CODE, WORKER_OF, init, init_mpi, is_worker};
+/// `mpirun` mode's pieces: ranks, launchers, and how the scheduler's address travels.
+pub use shoal_deploy::mpi;
 
 /// Marks a function as runnable on remote workers; see [`remote`](mod@remote).
 pub use shoal_macros::{actor, main, remote};

@@ -226,6 +226,10 @@ impl ClusterState {
     }
 
     /// The cluster token this client connected with.
+    pub(crate) fn is_connected(&self) -> bool {
+        !self.lock().closed
+    }
+
     pub(crate) fn token(&self) -> Option<String> {
         self.token.clone()
     }

@@ -229,7 +229,7 @@ impl JobQueueClusterBuilder {
             source,
         })?;
         let ip = self.scheduler_ip.or_else(default_route_ip).ok_or(DeployError::NoNetwork)?;
-        let token = token()?;
+        let token = crate::fresh_token()?;
         // Listening where the jobs are told to connect, or everywhere when
         // that was not chosen.
         let listen_ip = self.scheduler_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
@@ -444,16 +444,6 @@ fn write_private(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
     options.open(path)?.write_all(text.as_bytes())
-}
-
-/// A fresh cluster token: 128 bits from the kernel's random source, hex.
-fn token() -> Result<String, DeployError> {
-    use std::io::Read;
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|source| DeployError::Io { what: "cannot read /dev/urandom for a cluster token", source })?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Refuses directive values that would break out of their line (or, but
