@@ -22,7 +22,9 @@
 //! 11. bags: `from_sequence(range(10))` mapped with `double`, then filter,
 //!     foldby and a word count, each partition's steps fused into one task.
 //!
-//! Run it with `cargo run --release -p shoal --example tutorial`.
+//! Run it with `cargo run --release -p shoal --example tutorial`. The
+//! tutorial's dask-mpi program, which `mpirun` starts, is
+//! `examples/mpi_array.rs`, with its batch scripts in `examples/hpc/`.
 
 use std::time::{Duration, Instant};
 
