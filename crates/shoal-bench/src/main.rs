@@ -14,6 +14,7 @@ mod actors;
 mod array;
 mod bag;
 mod cluster;
+mod mpi;
 mod net;
 mod sim;
 mod threads;
@@ -50,6 +51,9 @@ struct BenchArgs {
     /// Internal: run one parameter set in this process.
     #[arg(long, hide = true, value_names = ["NAME", "PARAMS"], num_args = 2)]
     child: Option<Vec<String>>,
+    /// Internal: rank 1 of `mpi-startup`'s run.
+    #[arg(long, hide = true)]
+    mpi_rank: bool,
     /// Internal: echo bytes on a loopback port (the far end of `net-rtt`).
     #[arg(long, hide = true)]
     echo_server: bool,
@@ -85,6 +89,7 @@ fn all() -> Vec<Benchmark> {
     all.extend(array::benchmarks());
     all.extend(actors::benchmarks());
     all.extend(bag::benchmarks());
+    all.extend(mpi::benchmarks());
     all
 }
 
@@ -102,6 +107,9 @@ fn main() -> ExitCode {
 
 fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let benches = all();
+    if args.mpi_rank {
+        return mpi::rank_main();
+    }
     if args.echo_server {
         return net::echo_server();
     }

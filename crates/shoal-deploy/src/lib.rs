@@ -68,12 +68,14 @@ pub const HUGE_PAGE_MALLOC: &str = "glibc.malloc.hugetlb=1";
 /// costs a two-level page walk: with huge pages `cluster-noop` measured
 /// about 20 % faster. The `shoal` and `shoal-bench` binaries call this
 /// first; child processes inherit the setting. Other C libraries ignore
-/// the variable; elsewhere than Linux this does nothing.
+/// the variable; elsewhere than Linux this does nothing. A rank of an
+/// `mpirun` run is never restarted: its place in the run is taken before
+/// `main` (rank 1 is already the run's client).
 pub fn restart_with_huge_page_malloc() {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt;
-        if std::env::var_os("GLIBC_TUNABLES").is_some() {
+        if std::env::var_os("GLIBC_TUNABLES").is_some() || matches!(mpi::MpiWorld::from_env(), Ok(Some(_))) {
             return;
         }
         let Ok(exe) = std::env::current_exe() else { return };
