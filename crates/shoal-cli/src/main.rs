@@ -35,6 +35,13 @@ enum Command {
     Efficiency(efficiency::EfficiencyArgs),
 }
 
+/// `srun -n 4 shoal worker …` starts four workers, not an `mpirun` run:
+/// this command has no `main` of a user's to run as rank 1.
+#[ctor::ctor]
+fn independent_copies_under_a_launcher() {
+    shoal::refuse_mpi_mode();
+}
+
 fn main() -> ExitCode {
     // A shoal program like any other: started as a worker (its tests run it
     // so, as a program without their functions), it becomes one here.

@@ -1,7 +1,8 @@
 //! The tutorial's dask-mpi batch job, the shoal way, on the real Grid
 //! Engine of the test command: `examples/hpc/mpi_array_sge.sh` (`-pe smp
 //! N`, `mpirun -np N+2`) runs as a `qsub` job, and `shoal efficiency` reads
-//! that job's real `qacct` record.
+//! that job's real `qacct` record; and the `shoal` command itself stays
+//! out of mpirun mode.
 //!
 //! `.ci/run` starts Grid Engine and installs Open MPI, setting
 //! `SHOAL_TEST_SGE` and `SHOAL_TEST_MPI`; elsewhere this test says so and
@@ -59,4 +60,21 @@ fn the_tutorial_batch_script_runs_under_qsub_and_its_record_is_read() {
     assert!(report.starts_with(&format!("job {job} (shoal_mpi_array): exit status 0")), "{report}");
     assert!(report.contains("2 reserved"), "{report}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `srun -n 4 shoal worker …` must start four workers: the command keeps
+/// out of mpirun mode, so each copy runs as itself.
+#[test]
+fn the_shoal_command_runs_as_independent_copies_under_mpirun() {
+    if std::env::var_os("SHOAL_TEST_MPI").is_none() {
+        eprintln!("SHOAL_TEST_MPI is not set: no MPI (.ci/run installs it)");
+        return;
+    }
+    let run = Command::new("mpirun.openmpi")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "3", env!("CARGO_BIN_EXE_shoal"), "--version"])
+        .output()
+        .expect("mpirun runs");
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{said}{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(said.lines().filter(|l| l.starts_with("shoal ")).count(), 3, "{said}");
 }

@@ -89,7 +89,7 @@ pub use shoal_worker::SameHostTransfer;
 
 mod role;
 
-pub use role::{RESTART_EXIT_CODE, WORKER_OF, init, init_mpi, is_worker};
+pub use role::{RESTART_EXIT_CODE, WORKER_OF, init, init_mpi, is_worker, refuse_mpi_mode};
 /// `mpirun` mode's pieces: ranks, launchers, and how the scheduler's address travels.
 pub use shoal_deploy::mpi;
 

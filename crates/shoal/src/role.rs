@@ -29,6 +29,16 @@ use shoal_net::WorkerExit;
 /// (so [`Client::current`] finds it).
 static MPI_CLIENT: OnceLock<Client> = OnceLock::new();
 static MPI_RANK: Once = Once::new();
+static MPI_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Keeps this program out of `mpirun` mode, whatever launcher starts it:
+/// for a program meant to be started as many independent copies, as the
+/// `shoal` command is (`srun -n 4 shoal worker tcp://…` starts 4 workers).
+/// Call it from a constructor (`#[ctor::ctor]`): the mode is taken
+/// before `main`.
+pub fn refuse_mpi_mode() {
+    MPI_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// Becomes a worker if this process was started as one (and then exits);
 /// takes its part of an `mpirun` run if an MPI launcher started it with 3
@@ -102,6 +112,9 @@ pub fn init_mpi() -> Client {
 /// scheduler's and the workers' ranks exit when the run ends; rank 1 keeps
 /// its client and returns.
 fn become_an_mpi_rank() {
+    if MPI_REFUSED.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     let world = match MpiWorld::from_env() {
         Ok(Some(world)) => world,
         Ok(None) => return,
