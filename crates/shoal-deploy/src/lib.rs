@@ -47,6 +47,12 @@ pub(crate) fn fresh_token() -> Result<String, DeployError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// This host's address on its default route (toward a documentation
+/// address, to which nothing is sent).
+pub(crate) fn default_route_ip() -> Option<std::net::IpAddr> {
+    shoal_net::route_to(std::net::SocketAddr::from(([198, 51, 100, 1], 9)))
+}
+
 /// The variable that makes a process a worker (see `shoal::init`).
 pub const WORKER_OF: &str = WorkerOption::Scheduler.env();
 

@@ -262,9 +262,9 @@ async fn serve(
                 scheduler.on_tick(now_us(), &mut comm);
                 // Workers lost for silence: closing their connection tells them.
                 let known: std::collections::HashSet<WorkerId> = scheduler.workers().iter().map(|w| w.id).collect();
-                comm.workers.retain(|id, _| known.contains(id));
-                let silent: Vec<WorkerId> = comm.names.keys().filter(|id| !known.contains(id)).copied().collect();
+                let silent: Vec<WorkerId> = comm.workers.keys().filter(|id| !known.contains(id)).copied().collect();
                 for id in silent {
+                    comm.workers.remove(&id);
                     comm.worker_left(id);
                 }
                 if closing.is_some_and(|since| comm.workers.is_empty() || since.elapsed() >= SHUTDOWN_GRACE) {

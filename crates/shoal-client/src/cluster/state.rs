@@ -225,11 +225,12 @@ impl ClusterState {
         Ok(keys.iter().map(|k| inner.who_has.remove(k).unwrap_or_default()).collect())
     }
 
-    /// The cluster token this client connected with.
+    /// Whether the connection to the scheduler is still open.
     pub(crate) fn is_connected(&self) -> bool {
         !self.lock().closed
     }
 
+    /// The cluster token this client connected with.
     pub(crate) fn token(&self) -> Option<String> {
         self.token.clone()
     }

@@ -228,7 +228,7 @@ impl JobQueueClusterBuilder {
             path: log_directory.clone(),
             source,
         })?;
-        let ip = self.scheduler_ip.or_else(default_route_ip).ok_or(DeployError::NoNetwork)?;
+        let ip = self.scheduler_ip.or_else(crate::default_route_ip).ok_or(DeployError::NoNetwork)?;
         let token = crate::fresh_token()?;
         // Listening where the jobs are told to connect, or everywhere when
         // that was not chosen.
@@ -466,12 +466,6 @@ fn check_directives(spec: &JobSpec) -> Result<(), DeployError> {
         }
     }
     Ok(())
-}
-
-/// This host's address on its default route (toward a documentation
-/// address, to which nothing is sent).
-fn default_route_ip() -> Option<IpAddr> {
-    shoal_net::route_to(SocketAddr::from(([198, 51, 100, 1], 9)))
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ fn run_scheduler(world: &MpiWorld, rendezvous: &Rendezvous) -> Result<i32, MpiEr
     let (listen, advertised) = if world.one_node() {
         (SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), IpAddr::V4(Ipv4Addr::LOCALHOST))
     } else {
-        let ip = shoal_net::route_to(SocketAddr::from(([198, 51, 100, 1], 9)))
+        let ip = crate::default_route_ip()
             .ok_or_else(|| failed("this node has no address on a default route for the other nodes".into()))?;
         (SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), ip)
     };
